@@ -1,0 +1,12 @@
+//! Sources and sinks that ship with millrace.
+//!
+//! * Generators: [`nexmark`] (the standard auction benchmark) and [`iot`]
+//!   (device telemetry with bounded disorder).
+//! * Files: newline-delimited JSON and CSV with a declared schema and an
+//!   error policy for bad lines ([`file`]).
+//! * Sinks: console table, JSON-lines file, discard ([`sinks`]).
+
+pub mod file;
+pub mod iot;
+pub mod nexmark;
+pub mod sinks;

@@ -1,0 +1,72 @@
+//! One error type for the engine. Every variant names what failed so the
+//! message a user sees can be acted on without reading code.
+
+use std::path::PathBuf;
+
+use arrow::error::ArrowError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A record in an input file that could not be read under the `fail` policy.
+    #[error("{path}:{line}: {reason}")]
+    BadRecord {
+        path: PathBuf,
+        line: u64,
+        reason: String,
+    },
+
+    /// A pipeline that cannot be built as declared (unknown column, wrong type...).
+    #[error("invalid pipeline: {0}")]
+    Plan(String),
+
+    /// An operator, source or sink failed while running.
+    #[error("operator '{operator}' failed: {cause}")]
+    Operator {
+        operator: String,
+        #[source]
+        cause: Box<Error>,
+    },
+
+    /// An operator panicked; the panic is caught and reported, never re-raised.
+    #[error("panic: {0}")]
+    Panic(String),
+
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn plan(msg: impl Into<String>) -> Self {
+        Error::Plan(msg.into())
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Wraps `self` as the failure of the named operator (idempotent).
+    pub fn in_operator(self, operator: &str) -> Self {
+        match self {
+            e @ Error::Operator { .. } => e,
+            cause => Error::Operator {
+                operator: operator.to_string(),
+                cause: Box::new(cause),
+            },
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Shared vocabulary of millrace: the in-band [`Message`]s that travel every
+//! channel, the reserved *entered* column that carries each row's ingest time
+//! for honest latency, event-time helpers, the error type, and the traits by
+//! which sources, operators and sinks plug into the runtime.
+//!
+//! Nothing here knows about threads or graphs; the runtime builds on it.
+
+pub mod batch;
+pub mod error;
+pub mod message;
+pub mod operator;
+pub mod sink;
+pub mod source;
+pub mod time;
+
+pub use arrow;
+pub use batch::{ENTERED_COLUMN, attach_entered, batch_bytes, entered_column, strip_entered};
+pub use error::{Error, Result};
+pub use message::{BarrierId, Message, Watermark};
+pub use operator::{Emitter, Operator, OperatorFactory};
+pub use sink::{CollectSink, SinkFactory, SinkWriter};
+pub use source::{EventTime, SourceFactory, SourcePoll, SourceReader, SourceStats};

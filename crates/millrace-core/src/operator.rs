@@ -1,0 +1,99 @@
+//! What an operator is to the runtime.
+//!
+//! An operator sees one ordered stream of messages. The runtime has already
+//! merged its inputs: watermarks arrive as the minimum over inputs, barriers
+//! once aligned, `End` once every input ended. An operator emits into an
+//! [`Emitter`]; consecutive operators of a fused chain pass batches through
+//! emitters with no queue between them.
+//!
+//! Batches in and out carry the user columns followed by the entered column
+//! (`crate::ENTERED_COLUMN`); operators keep it aligned with the rows
+//! (Arrow's `filter`/`take` do so) or, for results made final by a watermark,
+//! set it from `Watermark::entered_ns`.
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use crate::{BarrierId, Message, Result, Watermark};
+
+/// Output of one operator call.
+#[derive(Default)]
+pub struct Emitter {
+    pub out: Vec<Message>,
+    pub late_rows: u64,
+}
+
+impl Emitter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Emits a batch (empty batches are dropped: they carry nothing).
+    pub fn data(&mut self, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            self.out.push(Message::Data(batch));
+        }
+    }
+
+    pub fn watermark(&mut self, wm: Watermark) {
+        self.out.push(Message::Watermark(wm));
+    }
+
+    pub fn barrier(&mut self, id: BarrierId) {
+        self.out.push(Message::Barrier(id));
+    }
+
+    /// Counts rows that arrived behind the watermark (whether or not they were
+    /// routed to a side output); shown per operator in the run summary.
+    pub fn count_late(&mut self, rows: u64) {
+        self.late_rows += rows;
+    }
+
+    /// Messages emitted so far (for operator unit tests).
+    pub fn messages(&self) -> &[Message] {
+        &self.out
+    }
+
+    /// Takes the emitted messages (for operator unit tests).
+    pub fn take_messages(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.out)
+    }
+
+    pub fn late_rows(&self) -> u64 {
+        self.late_rows
+    }
+}
+
+pub trait Operator: Send {
+    /// A batch from input `input` (0 for single-input operators).
+    fn on_data(&mut self, input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()>;
+
+    /// The task's input watermark advanced. Operators that hold state fire
+    /// what it completes, then forward it.
+    fn on_watermark(&mut self, wm: Watermark, out: &mut Emitter) -> Result<()> {
+        out.watermark(wm);
+        Ok(())
+    }
+
+    /// Barrier `id` is aligned on every input. (State snapshots hook in here.)
+    fn on_barrier(&mut self, id: BarrierId, out: &mut Emitter) -> Result<()> {
+        out.barrier(id);
+        Ok(())
+    }
+
+    /// Every input ended: emit what remains (e.g. fire all open windows).
+    /// The runtime forwards `End` itself afterwards.
+    fn on_end(&mut self, _out: &mut Emitter) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Describes an operator and creates one instance per parallel task.
+pub trait OperatorFactory: Send + Sync {
+    /// Short name shown in plans, summaries and errors (e.g. `filter`, `window`).
+    fn name(&self) -> String;
+    /// User schema of the output (without the entered column).
+    fn output_schema(&self) -> SchemaRef;
+    /// Event-time column of the output, if the output has one.
+    fn output_event_time(&self) -> Option<String>;
+    fn create(&self, instance: usize, parallelism: usize) -> Result<Box<dyn Operator>>;
+}

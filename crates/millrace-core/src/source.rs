@@ -1,0 +1,87 @@
+//! What a source is to the runtime.
+//!
+//! A [`SourceFactory`] describes a source (schema, event-time column and
+//! watermark bound) and creates one [`SourceReader`] per parallel instance.
+//! Readers never block for long: a reader with nothing to give right now says
+//! when to ask again ([`SourcePoll::Pending`]), so a worker thread can run other
+//! tasks or park meanwhile. The runtime's source task (not the reader) turns
+//! event times into watermarks, injects barriers, declares idleness and sends
+//! `End` — that logic lives in one place for every source.
+
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use crate::Result;
+
+/// How a source's event time and watermarks are defined.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventTime {
+    /// Column holding event time (`Timestamp(_)` or `Int64` milliseconds).
+    pub column: String,
+    /// Bounded out-of-orderness: watermark = max event time seen − this.
+    pub max_out_of_orderness_ms: i64,
+    /// After this long without data, the instance declares itself idle so it
+    /// does not hold back the watermark of the pipeline.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl EventTime {
+    pub fn new(column: impl Into<String>, max_out_of_orderness_ms: i64) -> Self {
+        EventTime {
+            column: column.into(),
+            max_out_of_orderness_ms,
+            idle_timeout: Some(Duration::from_secs(1)),
+        }
+    }
+
+    pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+}
+
+/// Counters of input a reader did not turn into rows (never silently lost).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SourceStats {
+    /// Bad records skipped under the `skip` policy.
+    pub skipped: u64,
+    /// Bad records written to the dead-letter output.
+    pub dead_lettered: u64,
+}
+
+/// One answer of [`SourceReader::poll_batch`].
+#[derive(Debug)]
+pub enum SourcePoll {
+    /// Rows, with the user columns of [`SourceFactory::schema`] followed by
+    /// the entered column (`crate::batch::attach_entered`): for a
+    /// generator each row's *scheduled* time, for other sources the read time.
+    Batch(RecordBatch),
+    /// Nothing available now. `wake_at_ns` (on `crate::time::now_ns`'s
+    /// clock) is when the next row is due, if the reader knows; `None` means
+    /// "poll again soon".
+    Pending { wake_at_ns: Option<i64> },
+    /// A bounded input has been read completely.
+    Exhausted,
+}
+
+pub trait SourceFactory: Send + Sync {
+    /// Short name shown in plans, summaries and errors (e.g. `nexmark-bids`).
+    fn name(&self) -> String;
+    /// The user columns (without the entered column).
+    fn schema(&self) -> SchemaRef;
+    /// The default event-time declaration; `None` if the source has none.
+    fn event_time(&self) -> Option<EventTime>;
+    /// The reader of instance `instance` of `parallelism`. Instances split the
+    /// input between them: together they produce every row exactly once.
+    fn create(&self, instance: usize, parallelism: usize) -> Result<Box<dyn SourceReader>>;
+}
+
+pub trait SourceReader: Send {
+    /// At most `max_rows` rows, or why there are none.
+    fn poll_batch(&mut self, max_rows: usize) -> Result<SourcePoll>;
+    /// Bad-input counters so far.
+    fn stats(&self) -> SourceStats {
+        SourceStats::default()
+    }
+}

@@ -1,0 +1,2 @@
+//! Built-in operators: vectorized expressions (filter, project, computed
+//! columns) and keyed event-time windows.
