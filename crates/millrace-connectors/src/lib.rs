@@ -9,4 +9,5 @@
 pub mod file;
 pub mod iot;
 pub mod nexmark;
+mod rng;
 pub mod sinks;

@@ -1,1 +1,416 @@
-//! (being written)
+//! Sinks that ship with millrace: a console table, a JSON-lines file, and a
+//! discard sink for benchmarks.
+//!
+//! * [`ConsoleSink`] prints each batch as an aligned table and stops after
+//!   `max_rows` rows in total, ending with a line that says how many were not
+//!   shown — a human reading the console always knows the output was cut.
+//! * [`JsonLinesSink`] writes each row as one JSON object per line (arrow-json;
+//!   null values are omitted from the object). All instances share one file,
+//!   truncated when the first instance is created; each batch is encoded off
+//!   the lock and written with one call, so rows of different instances never
+//!   interleave within a line.
+//! * [`DiscardSink`] drops everything and counts rows across instances.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arrow::datatypes::SchemaRef;
+use arrow::json::LineDelimitedWriter;
+use arrow::record_batch::RecordBatch;
+use arrow::util::pretty::pretty_format_batches;
+use millrace_core::{Error, Result, SinkFactory, SinkWriter};
+
+/// Locks `m`, recovering the data if another thread panicked while holding it:
+/// a sink's buffered output is still worth writing.
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Default number of rows the console sink prints.
+pub const DEFAULT_CONSOLE_ROWS: usize = 50;
+
+/// Where console output goes and how much has gone there.
+struct ConsoleState {
+    shown: usize,
+    total: u64,
+    footer_written: bool,
+}
+
+/// Prints batches as aligned tables, at most `max_rows` rows in total.
+#[derive(Clone)]
+pub struct ConsoleSink {
+    out: Arc<Mutex<dyn Write + Send>>,
+    /// Name used in I/O errors.
+    label: &'static str,
+    max_rows: usize,
+    state: Arc<Mutex<ConsoleState>>,
+}
+
+impl Default for ConsoleSink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConsoleSink {
+    /// Writes to standard output.
+    pub fn new() -> Self {
+        Self::with_out(Arc::new(Mutex::new(std::io::stdout())), "<stdout>")
+    }
+
+    /// Writes to `out` (tests capture output this way).
+    pub fn to_writer(out: Arc<Mutex<dyn Write + Send>>) -> Self {
+        Self::with_out(out, "<console>")
+    }
+
+    fn with_out(out: Arc<Mutex<dyn Write + Send>>, label: &'static str) -> Self {
+        ConsoleSink {
+            out,
+            label,
+            max_rows: DEFAULT_CONSOLE_ROWS,
+            state: Arc::new(Mutex::new(ConsoleState {
+                shown: 0,
+                total: 0,
+                footer_written: false,
+            })),
+        }
+    }
+
+    /// Prints at most `n` rows in total (default 50).
+    pub fn with_max_rows(mut self, n: usize) -> Self {
+        self.max_rows = n;
+        self
+    }
+
+    fn emit(&self, text: &str) -> Result<()> {
+        let mut out = lock(&self.out);
+        out.write_all(text.as_bytes())
+            .and_then(|_| out.flush())
+            .map_err(|e| Error::io(self.label, e))
+    }
+}
+
+impl SinkFactory for ConsoleSink {
+    fn name(&self) -> String {
+        "console".into()
+    }
+
+    fn create(&self, _: usize, _: usize, _: SchemaRef) -> Result<Box<dyn SinkWriter>> {
+        Ok(Box::new(self.clone()))
+    }
+
+    fn max_parallelism(&self) -> Option<usize> {
+        // One table stream: interleaved tables from several writers are unreadable.
+        Some(1)
+    }
+}
+
+impl SinkWriter for ConsoleSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let mut state = lock(&self.state);
+        state.total += batch.num_rows() as u64;
+        let room = self.max_rows.saturating_sub(state.shown);
+        if room == 0 {
+            return Ok(());
+        }
+        let rows = room.min(batch.num_rows());
+        let table = pretty_format_batches(&[batch.slice(0, rows)])?;
+        state.shown += rows;
+        self.emit(&format!("{table}\n"))
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let mut state = lock(&self.state);
+        let hidden = state.total - state.shown as u64;
+        if hidden == 0 || state.footer_written {
+            return Ok(());
+        }
+        state.footer_written = true;
+        let total = state.total;
+        drop(state);
+        self.emit(&format!("… {hidden} more rows not shown ({total} total)\n"))
+    }
+}
+
+/// Writes every row as one JSON object per line to one file.
+#[derive(Clone)]
+pub struct JsonLinesSink {
+    path: PathBuf,
+    /// Opened (and truncated) by the first `create`, then shared.
+    file: Arc<Mutex<Option<BufWriter<File>>>>,
+}
+
+impl JsonLinesSink {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        JsonLinesSink {
+            path: path.into(),
+            file: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl SinkFactory for JsonLinesSink {
+    fn name(&self) -> String {
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.path.display().to_string());
+        format!("jsonl:{name}")
+    }
+
+    fn create(&self, _: usize, _: usize, _: SchemaRef) -> Result<Box<dyn SinkWriter>> {
+        let mut file = lock(&self.file);
+        if file.is_none() {
+            let f = File::create(&self.path).map_err(|e| Error::io(&self.path, e))?;
+            *file = Some(BufWriter::new(f));
+        }
+        drop(file);
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl SinkWriter for JsonLinesSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        // Encode without the lock; only the write itself is serialized.
+        let mut encoder = LineDelimitedWriter::new(Vec::new());
+        encoder.write(batch)?;
+        encoder.finish()?;
+        let bytes = encoder.into_inner();
+        let mut file = lock(&self.file);
+        let Some(out) = file.as_mut() else {
+            return Err(Error::Other(format!(
+                "{}: JSON-lines sink written before it was created",
+                self.path.display()
+            )));
+        };
+        out.write_all(&bytes).map_err(|e| Error::io(&self.path, e))
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        match lock(&self.file).as_mut() {
+            Some(out) => out.flush().map_err(|e| Error::io(&self.path, e)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Drops every batch and counts its rows; for benchmarks.
+#[derive(Clone, Default)]
+pub struct DiscardSink {
+    rows: Arc<AtomicU64>,
+    batches: Arc<AtomicU64>,
+}
+
+impl DiscardSink {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rows received by all instances so far.
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    /// Batches received by all instances so far.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+}
+
+impl SinkFactory for DiscardSink {
+    fn name(&self) -> String {
+        "discard".into()
+    }
+
+    fn create(&self, _: usize, _: usize, _: SchemaRef) -> Result<Box<dyn SinkWriter>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl SinkWriter for DiscardSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        // Relaxed: the counts are read after the pipeline has joined its threads.
+        self.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use arrow::array::{Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn batch(ids: &[i64], names: &[Option<&str>], prices: &[f64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("price", DataType::Float64, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(ids.to_vec())),
+                Arc::new(StringArray::from(names.to_vec())),
+                Arc::new(Float64Array::from(prices.to_vec())),
+            ],
+        )
+        .expect("valid batch")
+    }
+
+    /// A `Write` the test can read back.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Capture {
+        fn text(&self) -> String {
+            String::from_utf8(lock(&self.0).clone()).expect("utf-8 output")
+        }
+    }
+
+    fn console(max_rows: Option<usize>) -> (ConsoleSink, Capture) {
+        let capture = Capture::default();
+        let out: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(capture.clone()));
+        let sink = ConsoleSink::to_writer(out);
+        let sink = match max_rows {
+            Some(n) => sink.with_max_rows(n),
+            None => sink,
+        };
+        (sink, capture)
+    }
+
+    #[test]
+    fn console_prints_an_aligned_table() {
+        let (sink, capture) = console(None);
+        assert_eq!(sink.max_parallelism(), Some(1));
+        let b = batch(&[1, 22], &[Some("apple"), None], &[1.5, 10.25]);
+        let mut w = sink.create(0, 1, b.schema()).expect("create");
+        w.write(&b).expect("write");
+        w.finish().expect("finish");
+        let expected = "\
++----+-------+-------+
+| id | name  | price |
++----+-------+-------+
+| 1  | apple | 1.5   |
+| 22 |       | 10.25 |
++----+-------+-------+
+";
+        assert_eq!(capture.text(), expected);
+    }
+
+    #[test]
+    fn console_stops_at_max_rows_and_says_how_many_were_hidden() {
+        let (sink, capture) = console(Some(3));
+        let b1 = batch(&[1, 2], &[Some("a"), Some("b")], &[1.0, 2.0]);
+        let b2 = batch(&[3, 4, 5], &[Some("c"), Some("d"), Some("e")], &[3.0, 4.0, 5.0]);
+        let b3 = batch(&[6], &[Some("f")], &[6.0]);
+        let mut w = sink.create(0, 1, b1.schema()).expect("create");
+        for b in [&b1, &b2, &b3] {
+            w.write(b).expect("write");
+        }
+        w.finish().expect("finish");
+        let expected = "\
++----+------+-------+
+| id | name | price |
++----+------+-------+
+| 1  | a    | 1.0   |
+| 2  | b    | 2.0   |
++----+------+-------+
++----+------+-------+
+| id | name | price |
++----+------+-------+
+| 3  | c    | 3.0   |
++----+------+-------+
+… 3 more rows not shown (6 total)
+";
+        assert_eq!(capture.text(), expected);
+    }
+
+    #[test]
+    fn console_without_cutoff_prints_no_footer() {
+        let (sink, capture) = console(Some(2));
+        let b = batch(&[1, 2], &[Some("a"), Some("b")], &[1.0, 2.0]);
+        let mut w = sink.create(0, 1, b.schema()).expect("create");
+        w.write(&b).expect("write");
+        w.finish().expect("finish");
+        assert!(!capture.text().contains("not shown"), "{}", capture.text());
+        assert_eq!(capture.text().lines().count(), 6);
+    }
+
+    #[test]
+    fn json_lines_writes_one_object_per_row_from_all_instances() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "stale content from an earlier run\n").expect("seed file");
+        let sink = JsonLinesSink::new(&path);
+        let b1 = batch(&[1, 2], &[Some("a"), None], &[1.5, 2.0]);
+        let b2 = batch(&[3], &[Some("q\"uote")], &[-0.25]);
+        let mut w0 = sink.create(0, 2, b1.schema()).expect("create 0");
+        let mut w1 = sink.create(1, 2, b1.schema()).expect("create 1");
+        w0.write(&b1).expect("write");
+        w1.write(&b2).expect("write");
+        w0.finish().expect("finish");
+        w1.finish().expect("finish");
+        let text = std::fs::read_to_string(&path).expect("read output");
+        let expected = [
+            r#"{"id":1,"name":"a","price":1.5}"#,
+            r#"{"id":2,"price":2.0}"#,
+            r#"{"id":3,"name":"q\"uote","price":-0.25}"#,
+        ];
+        assert_eq!(text.lines().collect::<Vec<_>>(), expected);
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn json_lines_reports_the_path_when_it_cannot_create_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("missing-dir").join("out.jsonl");
+        let sink = JsonLinesSink::new(&path);
+        let schema = batch(&[], &[], &[]).schema();
+        match sink.create(0, 1, schema) {
+            Err(Error::Io { path: p, .. }) => assert_eq!(p, path),
+            Err(other) => panic!("expected Io error, got {other}"),
+            Ok(_) => panic!("expected Io error, got a writer"),
+        }
+    }
+
+    #[test]
+    fn discard_counts_rows_across_instances() {
+        let sink = DiscardSink::new();
+        let b = batch(&[1, 2, 3], &[None, None, None], &[0.0, 0.0, 0.0]);
+        let mut w0 = sink.create(0, 2, b.schema()).expect("create");
+        let mut w1 = sink.create(1, 2, b.schema()).expect("create");
+        w0.write(&b).expect("write");
+        w1.write(&b.slice(0, 1)).expect("write");
+        w1.write(&b).expect("write");
+        w0.finish().expect("finish");
+        assert_eq!(sink.rows(), 7);
+        assert_eq!(sink.batches(), 3);
+    }
+}

@@ -1,7 +1,27 @@
 //! The millrace dataflow runtime.
 //!
 //! A pipeline is a graph of sources, operators and sinks, each with a
-//! parallelism. Consecutive operators with the same partitioning are fused
-//! into one task; tasks talk through bounded channels that carry data and
-//! control (`Watermark`, `Barrier`, `Idle`, `End`) in band; pinned worker
-//! threads, one per core, run the tasks cooperatively.
+//! parallelism ([`graph`]). Consecutive operators with the same partitioning
+//! are fused into one task ([`plan`]); tasks talk through bounded channels
+//! ([`channel`]) that carry data and control (`Watermark`, `Barrier`,
+//! `Idle`, `End`) in band; exchanges ([`exchange`], [`output`]) partition
+//! between tasks; each task merges its inputs in one place ([`gate`]: minimum
+//! watermark, barrier alignment); pinned worker threads ([`worker`]), one per
+//! core, run the tasks cooperatively; [`metrics`] counts and times it all.
+
+pub mod channel;
+pub mod exchange;
+pub mod gate;
+pub mod graph;
+pub mod metrics;
+pub mod output;
+mod plan;
+mod run;
+pub mod task;
+pub mod worker;
+
+pub use channel::{ChannelCapacity, ChannelStats};
+pub use exchange::Partitioning;
+pub use graph::{Pipeline, PipelineConfig, Stream, Window};
+pub use metrics::{LatencySummary, OperatorSummary, RunSummary};
+pub use worker::IdleStrategy;

@@ -1,0 +1,459 @@
+//! Turning a chunk of lines into Arrow rows, and finding exactly which lines are bad.
+//!
+//! The fast path feeds every line of a chunk to one Arrow decoder (arrow-json or
+//! arrow-csv) and flushes once, so clean input costs one vectorized decode per
+//! chunk. After each line it checks that the decoder took exactly one whole record,
+//! so a line holding two JSON objects, or half of one, cannot be silently merged
+//! with its neighbours. If anything is off, the chunk falls back to decoding its
+//! lines one at a time, which names the bad lines precisely and keeps the good
+//! ones, in order.
+//!
+//! Columns are decoded as nullable and checked afterwards, so a missing value
+//! in a non-nullable or event-time column is reported against its row and
+//! column rather than as an error for the whole chunk.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, RecordBatchOptions};
+use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use millrace_core::{Error, Result};
+
+use super::FileFormat;
+
+/// Rows decoded per Arrow batch on the fast path; a chunk larger than this is
+/// flushed in several pieces and concatenated.
+const BULK_BATCH: usize = 4096;
+
+/// The outcome of decoding one chunk.
+pub(crate) struct Decoded {
+    /// The good rows, in line order, with the declared schema (`None` if none).
+    pub batch: Option<RecordBatch>,
+    /// Bad records as (index into the chunk's records, reason), in order.
+    pub bad: Vec<(usize, String)>,
+}
+
+/// One Arrow decoder, whichever the format.
+enum Inner {
+    Json(arrow::json::reader::Decoder),
+    Csv(arrow::csv::reader::Decoder),
+}
+
+impl Inner {
+    fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError> {
+        match self {
+            Inner::Json(d) => d.decode(buf),
+            Inner::Csv(d) => d.decode(buf),
+        }
+    }
+
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        match self {
+            Inner::Json(d) => d.flush(),
+            Inner::Csv(d) => d.flush(),
+        }
+    }
+
+    /// Records buffered and not yet flushed, counting a partial one (JSON).
+    fn pending(&self, batch_size: usize) -> usize {
+        match self {
+            Inner::Json(d) => d.len(),
+            Inner::Csv(d) => batch_size - d.capacity(),
+        }
+    }
+
+    fn has_partial(&self) -> bool {
+        match self {
+            Inner::Json(d) => d.has_partial_record(),
+            // arrow-csv does not count a record until its terminator is seen, so
+            // an unterminated quote shows up as a record that never arrived.
+            Inner::Csv(_) => false,
+        }
+    }
+}
+
+pub(crate) struct ChunkDecoder {
+    format: FileFormat,
+    declared: SchemaRef,
+    /// The declared schema with every top-level column nullable.
+    relaxed: SchemaRef,
+    /// Columns that must not be null, with the reason given when one is.
+    checks: Vec<(usize, String)>,
+    /// Fast-path decoder; dropped after an error since its state is then unknown.
+    bulk: Option<Inner>,
+    /// Slow-path decoder for one line at a time (small, cheap to rebuild).
+    single: Option<Inner>,
+}
+
+impl ChunkDecoder {
+    /// Builds the decoders, which also checks that Arrow can decode every
+    /// declared column type in this format.
+    pub(crate) fn new(
+        format: FileFormat,
+        declared: SchemaRef,
+        event_time: Option<&str>,
+    ) -> Result<Self> {
+        let relaxed = relax(&declared);
+        let checks = declared
+            .fields()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| {
+                if Some(f.name().as_str()) == event_time {
+                    Some((i, format!("event-time column '{}' is missing or null", f.name())))
+                } else if !f.is_nullable() {
+                    Some((i, format!("non-nullable column '{}' is missing or null", f.name())))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let mut this = ChunkDecoder {
+            format,
+            declared,
+            relaxed,
+            checks,
+            bulk: None,
+            single: None,
+        };
+        this.bulk = Some(this.build(BULK_BATCH)?);
+        Ok(this)
+    }
+
+    fn build(&self, batch_size: usize) -> Result<Inner> {
+        build_inner(&self.format, self.relaxed.clone(), batch_size)
+    }
+
+    /// Decodes the records `records` (byte ranges of `data`, each followed by
+    /// a `\n` at `data[end]`).
+    pub(crate) fn decode(&mut self, data: &[u8], records: &[(usize, usize)]) -> Result<Decoded> {
+        if records.is_empty() {
+            return Ok(Decoded {
+                batch: None,
+                bad: Vec::new(),
+            });
+        }
+        if let Some(batch) = self.decode_bulk(data, records)? {
+            let violations = self.null_violations(&batch);
+            if violations.is_empty() {
+                return Ok(Decoded {
+                    batch: Some(self.to_declared(&batch)?),
+                    bad: Vec::new(),
+                });
+            }
+            let mut keep = vec![true; batch.num_rows()];
+            for (row, _) in &violations {
+                keep[*row] = false;
+            }
+            let good = filter_record_batch(&batch, &BooleanArray::from(keep))?;
+            return Ok(Decoded {
+                batch: self.nonempty_declared(&good)?,
+                bad: violations,
+            });
+        }
+
+        // Slow path: one line at a time, to name exactly the bad ones.
+        let mut good = Vec::with_capacity(records.len());
+        let mut bad = Vec::new();
+        for (i, &(start, end)) in records.iter().enumerate() {
+            match self.decode_one(&data[start..=end]) {
+                Ok(row) => match self.null_violations(&row).into_iter().next() {
+                    Some((_, reason)) => bad.push((i, reason)),
+                    None => good.push(row),
+                },
+                Err(reason) => bad.push((i, reason)),
+            }
+        }
+        let batch = match good.len() {
+            0 => None,
+            _ => {
+                let all = concat_batches(&self.relaxed, &good)?;
+                Some(self.to_declared(&all)?)
+            }
+        };
+        Ok(Decoded { batch, bad })
+    }
+
+    /// The whole chunk in one decoder, or `None` if any line did not decode to
+    /// exactly one record (the caller then goes line by line).
+    fn decode_bulk(&mut self, data: &[u8], records: &[(usize, usize)]) -> Result<Option<RecordBatch>> {
+        let mut decoder = match self.bulk.take() {
+            Some(d) => d,
+            None => self.build(BULK_BATCH)?,
+        };
+        match bulk_into(&mut decoder, data, records) {
+            Ok(Some(parts)) => {
+                // Only a decoder that finished cleanly is reused.
+                self.bulk = Some(decoder);
+                let batch = match parts.len() {
+                    1 => parts.into_iter().next(),
+                    _ => Some(concat_batches(&self.relaxed, &parts)?),
+                };
+                Ok(batch)
+            }
+            Ok(None) | Err(_) => Ok(None),
+        }
+    }
+
+    /// Decodes one line (with its `\n`) to a one-row batch, or says why not.
+    fn decode_one(&mut self, line: &[u8]) -> Result<RecordBatch, String> {
+        let mut decoder = match self.single.take() {
+            Some(d) => d,
+            // Room for two records, so a line holding two is seen as such.
+            None => self.build(2).map_err(|e| e.to_string())?,
+        };
+        let outcome = single_into(&mut decoder, line);
+        match outcome {
+            Ok(batch) => {
+                self.single = Some(decoder);
+                Ok(batch)
+            }
+            Err(err) => Err(match (&self.format, err) {
+                (_, SingleError::Reason(r)) => r,
+                (FileFormat::Json, SingleError::Arrow(e)) => arrow_reason(&e),
+                (FileFormat::Csv { .. }, SingleError::Arrow(e)) => self.explain_csv(line, &e),
+            }),
+        }
+    }
+
+    /// A precise reason for a CSV line the typed decoder rejected: arrow-csv's
+    /// own messages carry its internal line counter and 0-based column indexes,
+    /// which would mislead next to our physical line numbers.
+    fn explain_csv(&self, line: &[u8], typed: &ArrowError) -> String {
+        let text_fields: Vec<Field> = self
+            .relaxed
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), DataType::Utf8, true))
+            .collect();
+        let texts = match decode_with(&self.format, text_fields.clone(), line) {
+            Ok(batch) => batch,
+            Err(e) => {
+                let msg = arrow_reason(&e);
+                return if msg.contains("part way through record") {
+                    "unterminated quoted field (a quoted field may not span lines)".to_string()
+                } else if msg.contains("invalid UTF-8") {
+                    "invalid UTF-8".to_string()
+                } else {
+                    scrub_line_refs(&msg)
+                };
+            }
+        };
+        // The fields split fine, so some value does not parse as its column's
+        // type: find the first such column.
+        for (i, field) in self.relaxed.fields().iter().enumerate() {
+            if field.data_type() == &DataType::Utf8 {
+                continue;
+            }
+            let mut probe = text_fields.clone();
+            probe[i] = field.as_ref().clone();
+            if decode_with(&self.format, probe, line).is_err() {
+                let value = texts
+                    .column(i)
+                    .as_string_opt::<i32>()
+                    .filter(|a| !a.is_empty() && a.is_valid(0))
+                    .map(|a| a.value(0).to_string())
+                    .unwrap_or_default();
+                return format!(
+                    "column '{}': cannot parse {value:?} as {}",
+                    field.name(),
+                    field.data_type()
+                );
+            }
+        }
+        scrub_line_refs(&arrow_reason(typed))
+    }
+
+    /// Rows that hold a null where the declared schema forbids one, with the
+    /// reason for the first offending column of each, in row order.
+    fn null_violations(&self, batch: &RecordBatch) -> Vec<(usize, String)> {
+        let mut reasons: Option<Vec<Option<&str>>> = None;
+        for (col, reason) in &self.checks {
+            let Some(nulls) = batch.column(*col).logical_nulls() else {
+                continue;
+            };
+            if nulls.null_count() == 0 {
+                continue;
+            }
+            let slots = reasons.get_or_insert_with(|| vec![None; batch.num_rows()]);
+            for row in nulls.iter().enumerate().filter(|(_, valid)| !valid).map(|(r, _)| r) {
+                slots[row].get_or_insert(reason.as_str());
+            }
+        }
+        reasons
+            .map(|slots| {
+                slots
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(row, r)| r.map(|r| (row, r.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Re-labels a checked batch with the declared (non-relaxed) schema.
+    fn to_declared(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            self.declared.clone(),
+            batch.columns().to_vec(),
+            &options,
+        )?)
+    }
+
+    fn nonempty_declared(&self, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
+        if batch.num_rows() == 0 {
+            return Ok(None);
+        }
+        self.to_declared(batch).map(Some)
+    }
+}
+
+/// `schema` with every top-level field nullable (nested fields unchanged).
+fn relax(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn build_inner(format: &FileFormat, schema: SchemaRef, batch_size: usize) -> Result<Inner> {
+    Ok(match format {
+        FileFormat::Json => Inner::Json(
+            arrow::json::ReaderBuilder::new(schema)
+                .with_batch_size(batch_size)
+                .build_decoder()?,
+        ),
+        FileFormat::Csv { delimiter, .. } => Inner::Csv(
+            // The header line is skipped by the reader, which knows line numbers.
+            arrow::csv::ReaderBuilder::new(schema)
+                .with_header(false)
+                .with_delimiter(*delimiter)
+                .with_batch_size(batch_size)
+                .build_decoder(),
+        ),
+    })
+}
+
+/// Feeds each record to `decoder`; `Ok(None)` if one did not yield exactly one record.
+fn bulk_into(
+    decoder: &mut Inner,
+    data: &[u8],
+    records: &[(usize, usize)],
+) -> Result<Option<Vec<RecordBatch>>, ArrowError> {
+    let mut parts = Vec::with_capacity(records.len() / BULK_BATCH + 1);
+    for &(start, end) in records {
+        if decoder.pending(BULK_BATCH) >= BULK_BATCH {
+            parts.extend(decoder.flush()?);
+        }
+        let before = decoder.pending(BULK_BATCH);
+        let line = &data[start..=end];
+        let used = decoder.decode(line)?;
+        if used != line.len() || decoder.has_partial() || decoder.pending(BULK_BATCH) != before + 1 {
+            return Ok(None);
+        }
+    }
+    parts.extend(decoder.flush()?);
+    Ok(Some(parts))
+}
+
+enum SingleError {
+    Arrow(ArrowError),
+    Reason(String),
+}
+
+impl From<ArrowError> for SingleError {
+    fn from(e: ArrowError) -> Self {
+        SingleError::Arrow(e)
+    }
+}
+
+fn single_into(decoder: &mut Inner, line: &[u8]) -> Result<RecordBatch, SingleError> {
+    let used = decoder.decode(line)?;
+    if decoder.has_partial() {
+        return Err(SingleError::Reason(
+            "incomplete JSON record (each record must be one complete object on one line)"
+                .to_string(),
+        ));
+    }
+    let batch = decoder.flush()?;
+    let rows = batch.as_ref().map_or(0, |b| b.num_rows());
+    match (batch, rows, used == line.len()) {
+        (Some(batch), 1, true) => Ok(batch),
+        (_, 0, _) => Err(SingleError::Reason(match decoder {
+            Inner::Json(_) => "no JSON record on the line".to_string(),
+            Inner::Csv(_) => "unterminated quoted field (a quoted field may not span lines)"
+                .to_string(),
+        })),
+        _ => Err(SingleError::Reason(
+            "more than one JSON record on the line (expected exactly one object per line)"
+                .to_string(),
+        )),
+    }
+}
+
+/// Decodes one line with a throw-away decoder for `fields` (used to explain CSV errors).
+fn decode_with(format: &FileFormat, fields: Vec<Field>, line: &[u8]) -> Result<RecordBatch, ArrowError> {
+    let schema = Arc::new(Schema::new(fields));
+    let mut decoder = build_inner(format, schema, 2).map_err(|e| match e {
+        Error::Arrow(a) => a,
+        other => ArrowError::ExternalError(Box::new(other)),
+    })?;
+    decoder.decode(line)?;
+    decoder
+        .flush()?
+        .ok_or_else(|| ArrowError::CsvError("Cannot flush part way through record".to_string()))
+}
+
+/// The message of an Arrow error without the variant's prefix ("Json error: ...").
+pub(crate) fn arrow_reason(e: &ArrowError) -> String {
+    match e {
+        ArrowError::JsonError(s)
+        | ArrowError::CsvError(s)
+        | ArrowError::ParseError(s)
+        | ArrowError::InvalidArgumentError(s)
+        | ArrowError::SchemaError(s)
+        | ArrowError::CastError(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Removes arrow-csv's "at line N"/"for line N" (its own counter, not the
+/// file's) and the "Row data" echo (the raw line is reported separately).
+fn scrub_line_refs(msg: &str) -> String {
+    let mut s = match msg.find(". Row data:") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    };
+    for pat in [" for line ", " at line "] {
+        while let Some(i) = s.find(pat) {
+            let digits = s[i + pat.len()..].bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                break;
+            }
+            s.replace_range(i..i + pat.len() + digits, "");
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_arrow_line_numbers() {
+        assert_eq!(
+            scrub_line_refs("incorrect number of fields for line 1, expected 3 got 2"),
+            "incorrect number of fields, expected 3 got 2"
+        );
+        assert_eq!(
+            scrub_line_refs("Error while parsing value 'x' for column 1 at line 7. Row data: '[x]'"),
+            "Error while parsing value 'x' for column 1"
+        );
+        assert_eq!(scrub_line_refs("at line end"), "at line end");
+    }
+}

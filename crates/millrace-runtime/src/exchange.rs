@@ -1,0 +1,183 @@
+//! How rows move from the instances of one operator to those of the next.
+//!
+//! * `Forward`: instance i to instance i (same parallelism; fused when possible).
+//! * `Hash(keys)`: every row to the instance owning its key. Keys are hashed a
+//!   column at a time (vectorized), mapped to one of [`KEY_GROUPS`] key groups
+//!   and the group to an instance, then each target gets one `take`. Key
+//!   groups are the unit a later rescale moves, as in Flink.
+//! * `Broadcast`: every row to every instance.
+//! * `RoundRobin`: whole batches to instances in turn.
+//!
+//! Control messages (watermarks, barriers, idle, end) always go to every
+//! target: each downstream instance must see every input's progress.
+
+use std::hash::{BuildHasher, Hasher};
+
+use arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
+use arrow::compute::take_record_batch;
+use arrow::datatypes::*;
+use arrow::record_batch::RecordBatch;
+use arrow::row::{RowConverter, SortField};
+use millrace_core::{Error, Result};
+
+/// Number of key groups; an upper bound on a keyed operator's parallelism.
+pub const KEY_GROUPS: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Partitioning {
+    Forward,
+    Hash(Vec<String>),
+    Broadcast,
+    RoundRobin,
+}
+
+impl std::fmt::Display for Partitioning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Partitioning::Forward => write!(f, "forward"),
+            Partitioning::Hash(k) => write!(f, "hash({})", k.join(", ")),
+            Partitioning::Broadcast => write!(f, "broadcast"),
+            Partitioning::RoundRobin => write!(f, "round-robin"),
+        }
+    }
+}
+
+/// The instance that owns `key_group` among `parallelism` instances
+/// (contiguous ranges of groups, so rescaling moves whole ranges).
+#[inline]
+pub fn instance_of_key_group(key_group: usize, parallelism: usize) -> usize {
+    key_group * parallelism / KEY_GROUPS
+}
+
+#[inline]
+fn mix(mut h: u64) -> u64 {
+    // Finalizer of MurmurHash3: every input bit affects every output bit.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+const NULL_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
+
+fn hash_bytes(state: &foldhash::fast::FixedState, bytes: &[u8]) -> u64 {
+    let mut h = state.build_hasher();
+    h.write(bytes);
+    h.finish()
+}
+
+/// Combines the hash of every row of `array` into `hashes`.
+fn hash_column(array: &ArrayRef, hashes: &mut [u64]) -> Result<()> {
+    macro_rules! ints {
+        ($t:ty) => {{
+            let a = array.as_primitive::<$t>();
+            for (i, h) in hashes.iter_mut().enumerate() {
+                let v = if a.is_null(i) { NULL_HASH } else { a.value(i) as u64 };
+                *h = mix(*h ^ mix(v));
+            }
+        }};
+    }
+    let state = foldhash::fast::FixedState::with_seed(0x6d69_6c6c_7261_6365);
+    match array.data_type() {
+        DataType::Int64 => ints!(Int64Type),
+        DataType::Int32 => ints!(Int32Type),
+        DataType::Int16 => ints!(Int16Type),
+        DataType::Int8 => ints!(Int8Type),
+        DataType::UInt64 => ints!(UInt64Type),
+        DataType::UInt32 => ints!(UInt32Type),
+        DataType::Date32 => ints!(Date32Type),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => ints!(TimestampMillisecondType),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => ints!(TimestampMicrosecondType),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => ints!(TimestampNanosecondType),
+        DataType::Timestamp(TimeUnit::Second, _) => ints!(TimestampSecondType),
+        DataType::Utf8 => {
+            let a = array.as_string::<i32>();
+            for (i, h) in hashes.iter_mut().enumerate() {
+                let v = if a.is_null(i) {
+                    NULL_HASH
+                } else {
+                    hash_bytes(&state, a.value(i).as_bytes())
+                };
+                *h = mix(*h ^ v);
+            }
+        }
+        DataType::LargeUtf8 => {
+            let a = array.as_string::<i64>();
+            for (i, h) in hashes.iter_mut().enumerate() {
+                let v = if a.is_null(i) {
+                    NULL_HASH
+                } else {
+                    hash_bytes(&state, a.value(i).as_bytes())
+                };
+                *h = mix(*h ^ v);
+            }
+        }
+        other => {
+            // Any other type: hash its row encoding (slower, fully general).
+            let converter = RowConverter::new(vec![SortField::new(other.clone())])?;
+            let rows = converter.convert_columns(std::slice::from_ref(array))?;
+            for (i, h) in hashes.iter_mut().enumerate() {
+                *h = mix(*h ^ hash_bytes(&state, rows.row(i).as_ref()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Hash of the key columns `key_indices` for every row of `batch`.
+pub fn hash_rows(batch: &RecordBatch, key_indices: &[usize]) -> Result<Vec<u64>> {
+    let mut hashes = vec![0u64; batch.num_rows()];
+    for &k in key_indices {
+        hash_column(batch.column(k), &mut hashes)?;
+    }
+    Ok(hashes)
+}
+
+/// Splits `batch` by key: one batch (possibly empty, then `None`) per target.
+pub fn hash_partition(
+    batch: &RecordBatch,
+    key_indices: &[usize],
+    targets: usize,
+) -> Result<Vec<Option<RecordBatch>>> {
+    if targets == 1 {
+        return Ok(vec![Some(batch.clone())]);
+    }
+    let hashes = hash_rows(batch, key_indices)?;
+    let mut indices: Vec<Vec<u32>> = vec![Vec::with_capacity(batch.num_rows() / targets + 8); targets];
+    for (row, h) in hashes.iter().enumerate() {
+        let target = instance_of_key_group((*h % KEY_GROUPS as u64) as usize, targets);
+        indices[target].push(row as u32);
+    }
+    indices
+        .into_iter()
+        .map(|idx| {
+            if idx.is_empty() {
+                Ok(None)
+            } else if idx.len() == batch.num_rows() {
+                Ok(Some(batch.clone()))
+            } else {
+                take_record_batch(batch, &UInt32Array::from(idx))
+                    .map(Some)
+                    .map_err(Error::from)
+            }
+        })
+        .collect()
+}
+
+/// Resolves key column names against `schema` with an error that lists the
+/// columns there are.
+pub fn key_indices(schema: &Schema, keys: &[String]) -> Result<Vec<usize>> {
+    keys.iter()
+        .map(|k| {
+            schema.index_of(k).map_err(|_| {
+                let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                Error::plan(format!(
+                    "unknown key column '{k}'; available columns: {}",
+                    names.join(", ")
+                ))
+            })
+        })
+        .collect()
+}
+

@@ -1,0 +1,465 @@
+//! The Rust API: build a pipeline graph in code.
+//!
+//! ```no_run
+//! use millrace_runtime::{Pipeline, PipelineConfig, Window};
+//! use millrace_ops::{Agg, col, lit};
+//! # fn demo(src: impl millrace_core::SourceFactory + 'static, out: impl millrace_core::SinkFactory + 'static) -> millrace_core::Result<()> {
+//! let pipeline = Pipeline::new(PipelineConfig::default());
+//! pipeline
+//!     .source(src)
+//!     .filter(col("price").gt(lit(1000)))?
+//!     .window(Window::tumbling_ms(10_000).keys(["auction"]).agg(Agg::count_all("bids")))?
+//!     .sink(out)?;
+//! let summary = pipeline.run()?;
+//! println!("{summary}");
+//! # Ok(()) }
+//! ```
+//!
+//! Every node is checked when it is added (unknown columns, wrong types), so
+//! a pipeline that builds has a plan that runs.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use millrace_core::time::is_event_time_type;
+use millrace_core::{
+    Emitter, Error, EventTime, Operator, OperatorFactory, Result, SinkFactory, SourceFactory,
+};
+use millrace_ops::{
+    Agg, Expr, FilterFactory, LatePolicy, ProjectFactory, WindowFactory, WindowKind, WindowSpec,
+    col,
+};
+
+use crate::channel::ChannelCapacity;
+use crate::exchange::{KEY_GROUPS, Partitioning, key_indices};
+use crate::metrics::RunSummary;
+use crate::worker::IdleStrategy;
+
+/// Options of one pipeline run.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Default parallelism of sources and operators.
+    pub parallelism: usize,
+    /// Worker threads (one per core by default); never more than needed.
+    pub workers: usize,
+    /// Pin each worker to its own core.
+    pub pin_workers: bool,
+    /// Rows a source reads per batch at most.
+    pub batch_size: usize,
+    /// Bound of every channel.
+    pub channel: ChannelCapacity,
+    /// Sources inject a barrier after every this many rows (per instance).
+    pub barrier_every_rows: Option<u64>,
+    pub idle: IdleStrategy,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        PipelineConfig {
+            parallelism: cores,
+            workers: cores,
+            pin_workers: true,
+            batch_size: 1024,
+            channel: ChannelCapacity::default(),
+            barrier_every_rows: None,
+            idle: IdleStrategy::default(),
+        }
+    }
+}
+
+pub(crate) enum NodeOp {
+    Source {
+        factory: Arc<dyn SourceFactory>,
+        event_time: Option<EventTime>,
+    },
+    Operator(Arc<dyn OperatorFactory>),
+    Sink(Arc<dyn SinkFactory>),
+}
+
+pub(crate) struct Edge {
+    pub from: usize,
+    pub partitioning: Partitioning,
+}
+
+pub(crate) struct Node {
+    pub name: String,
+    pub op: NodeOp,
+    pub parallelism: usize,
+    pub inputs: Vec<Edge>,
+    pub schema: SchemaRef,
+    pub event_time: Option<String>,
+}
+
+pub(crate) struct Graph {
+    pub config: PipelineConfig,
+    pub nodes: Vec<Node>,
+}
+
+impl Graph {
+    fn add(&mut self, node: Node) -> usize {
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+}
+
+/// A pipeline under construction; [`Pipeline::run`] runs it to the end.
+pub struct Pipeline {
+    graph: Rc<RefCell<Graph>>,
+}
+
+impl Pipeline {
+    pub fn new(config: PipelineConfig) -> Self {
+        Pipeline {
+            graph: Rc::new(RefCell::new(Graph {
+                config,
+                nodes: Vec::new(),
+            })),
+        }
+    }
+
+    pub fn config(&self) -> PipelineConfig {
+        self.graph.borrow().config.clone()
+    }
+
+    /// Adds a source with the default parallelism and its own event-time declaration.
+    pub fn source(&self, factory: impl SourceFactory + 'static) -> Stream {
+        self.source_arc(Arc::new(factory))
+    }
+
+    pub fn source_arc(&self, factory: Arc<dyn SourceFactory>) -> Stream {
+        let mut g = self.graph.borrow_mut();
+        let event_time = factory.event_time();
+        let node = Node {
+            name: format!("source {}", factory.name()),
+            parallelism: g.config.parallelism,
+            inputs: Vec::new(),
+            schema: factory.schema(),
+            event_time: event_time.as_ref().map(|e| e.column.clone()),
+            op: NodeOp::Source {
+                factory,
+                event_time,
+            },
+        };
+        let id = g.add(node);
+        Stream::new(self.graph.clone(), id)
+    }
+
+    /// The dataflow as it will run: tasks (fused chains), parallelism, exchanges.
+    pub fn explain(&self) -> Result<String> {
+        let g = self.graph.borrow();
+        Ok(crate::plan::Plan::build(&g)?.explain(&g))
+    }
+
+    /// Runs the pipeline until every source ends, or the first error.
+    pub fn run(self) -> Result<RunSummary> {
+        let graph = Rc::try_unwrap(self.graph)
+            .map_err(|_| Error::plan("streams of this pipeline are still in use; drop them before run()"))?
+            .into_inner();
+        crate::run::run(graph)
+    }
+}
+
+/// A stream of batches out of one node, and how the next node will read it.
+#[derive(Clone)]
+pub struct Stream {
+    graph: Rc<RefCell<Graph>>,
+    node: usize,
+    partitioning: Partitioning,
+}
+
+impl Stream {
+    fn new(graph: Rc<RefCell<Graph>>, node: usize) -> Self {
+        Stream {
+            graph,
+            node,
+            partitioning: Partitioning::Forward,
+        }
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.graph.borrow().nodes[self.node].schema.clone()
+    }
+
+    /// Name of the event-time column, if the stream has one.
+    pub fn event_time(&self) -> Option<String> {
+        self.graph.borrow().nodes[self.node].event_time.clone()
+    }
+
+    pub fn parallelism(&self) -> usize {
+        self.graph.borrow().nodes[self.node].parallelism
+    }
+
+    /// Sets the parallelism of the node this stream comes out of.
+    pub fn with_parallelism(self, parallelism: usize) -> Result<Self> {
+        if parallelism == 0 || parallelism > KEY_GROUPS {
+            return Err(Error::plan(format!(
+                "parallelism must be between 1 and {KEY_GROUPS}, got {parallelism}"
+            )));
+        }
+        self.graph.borrow_mut().nodes[self.node].parallelism = parallelism;
+        Ok(self)
+    }
+
+    /// Replaces the event-time declaration of a source stream.
+    pub fn with_event_time(self, event_time: EventTime) -> Result<Self> {
+        {
+            let mut g = self.graph.borrow_mut();
+            let node = &mut g.nodes[self.node];
+            let field = node.schema.field_with_name(&event_time.column).map_err(|_| {
+                Error::plan(format!("event-time column '{}' is not in the schema", event_time.column))
+            })?;
+            if !is_event_time_type(field.data_type()) {
+                return Err(Error::plan(format!(
+                    "event-time column '{}' has type {}; expected a timestamp or Int64 milliseconds",
+                    event_time.column,
+                    field.data_type()
+                )));
+            }
+            let NodeOp::Source { event_time: et, .. } = &mut node.op else {
+                return Err(Error::plan("with_event_time applies to a source stream"));
+            };
+            node.event_time = Some(event_time.column.clone());
+            *et = Some(event_time);
+        }
+        Ok(self)
+    }
+
+    /// The next node receives each row at the instance owning its key.
+    pub fn key_by<S: Into<String>>(mut self, keys: impl IntoIterator<Item = S>) -> Result<Self> {
+        let keys: Vec<String> = keys.into_iter().map(Into::into).collect();
+        if keys.is_empty() {
+            return Err(Error::plan("key_by needs at least one column"));
+        }
+        key_indices(&self.schema(), &keys)?;
+        self.partitioning = Partitioning::Hash(keys);
+        Ok(self)
+    }
+
+    /// The next node receives whole batches round-robin.
+    pub fn rebalance(mut self) -> Self {
+        self.partitioning = Partitioning::RoundRobin;
+        self
+    }
+
+    /// Every instance of the next node receives every row.
+    pub fn broadcast(mut self) -> Self {
+        self.partitioning = Partitioning::Broadcast;
+        self
+    }
+
+    fn add_node(&self, name: String, op: NodeOp, inputs: Vec<Edge>, parallelism: usize) -> Stream {
+        let (schema, event_time) = match &op {
+            NodeOp::Operator(f) => (f.output_schema(), f.output_event_time()),
+            _ => (self.schema(), self.event_time()),
+        };
+        let id = self.graph.borrow_mut().add(Node {
+            name,
+            op,
+            parallelism,
+            inputs,
+            schema,
+            event_time,
+        });
+        Stream::new(self.graph.clone(), id)
+    }
+
+    fn edge(&self) -> Edge {
+        Edge {
+            from: self.node,
+            partitioning: self.partitioning.clone(),
+        }
+    }
+
+    /// Adds a single-input operator with this stream's parallelism.
+    pub fn apply(&self, factory: Arc<dyn OperatorFactory>) -> Stream {
+        let name = factory.name();
+        self.add_node(name, NodeOp::Operator(factory), vec![self.edge()], self.parallelism())
+    }
+
+    /// Adds a two-input operator: this stream is input 0, `other` input 1.
+    pub fn connect(&self, other: &Stream, factory: Arc<dyn OperatorFactory>) -> Result<Stream> {
+        if !Rc::ptr_eq(&self.graph, &other.graph) {
+            return Err(Error::plan("cannot connect streams of different pipelines"));
+        }
+        let name = factory.name();
+        Ok(self.add_node(
+            name,
+            NodeOp::Operator(factory),
+            vec![self.edge(), other.edge()],
+            self.parallelism(),
+        ))
+    }
+
+    /// Keeps the rows where `predicate` is true.
+    pub fn filter(&self, predicate: Expr) -> Result<Stream> {
+        let f = FilterFactory::new(self.schema(), self.event_time(), predicate)?;
+        Ok(self.apply(Arc::new(f)))
+    }
+
+    /// Exactly these named expressions as columns.
+    pub fn project<S: Into<String>>(&self, exprs: impl IntoIterator<Item = (S, Expr)>) -> Result<Stream> {
+        let exprs = exprs.into_iter().map(|(n, e)| (n.into(), e)).collect();
+        let f = ProjectFactory::new(self.schema(), self.event_time(), exprs)?;
+        Ok(self.apply(Arc::new(f)))
+    }
+
+    /// Keeps these columns, in this order.
+    pub fn select(&self, columns: &[&str]) -> Result<Stream> {
+        self.project(columns.iter().map(|c| (c.to_string(), col(c))))
+    }
+
+    /// All columns plus `name = expr` (replacing a column of that name).
+    pub fn with_column(&self, name: &str, expr: Expr) -> Result<Stream> {
+        let f = ProjectFactory::with_column(self.schema(), self.event_time(), name, expr)?;
+        Ok(self.apply(Arc::new(f)))
+    }
+
+    /// A keyed event-time window aggregate. Rows are exchanged by the window
+    /// keys first (a window without keys runs with parallelism 1).
+    pub fn window(&self, window: Window) -> Result<Stream> {
+        let event_time = match window.event_time.clone().or_else(|| self.event_time()) {
+            Some(e) => e,
+            None => return Err(Error::plan("window needs an event-time column; this stream declares none")),
+        };
+        let spec = WindowSpec {
+            kind: window.kind,
+            keys: window.keys.clone(),
+            aggs: window.aggs,
+            event_time,
+            late: window.late,
+        };
+        let f = WindowFactory::new(self.schema(), spec)?;
+        let (input, parallelism) = if window.keys.is_empty() {
+            (self.clone().rebalance(), 1)
+        } else {
+            (self.clone().key_by(window.keys)?, self.parallelism())
+        };
+        let name = f.name();
+        Ok(input.add_node(name, NodeOp::Operator(Arc::new(f)), vec![input.edge()], parallelism))
+    }
+
+    /// Both streams' rows as one stream (schemas must match).
+    pub fn union(&self, other: &Stream) -> Result<Stream> {
+        let (a, b) = (self.schema(), other.schema());
+        if !same_columns(&a, &b) {
+            return Err(Error::plan(format!("union of streams with different schemas: {a:?} vs {b:?}")));
+        }
+        let event_time = self.event_time().filter(|e| other.event_time().as_deref() == Some(e.as_str()));
+        self.connect(other, Arc::new(UnionFactory { schema: a, event_time }))
+    }
+
+    /// Writes the stream to `factory` (parallelism capped by the sink's).
+    pub fn sink(&self, factory: impl SinkFactory + 'static) -> Result<()> {
+        self.sink_arc(Arc::new(factory))
+    }
+
+    pub fn sink_arc(&self, factory: Arc<dyn SinkFactory>) -> Result<()> {
+        let parallelism = factory
+            .max_parallelism()
+            .map_or(self.parallelism(), |m| m.min(self.parallelism()).max(1));
+        let name = format!("sink {}", factory.name());
+        self.add_node(name, NodeOp::Sink(factory), vec![self.edge()], parallelism);
+        Ok(())
+    }
+}
+
+fn same_columns(a: &Schema, b: &Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields())
+            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+}
+
+/// A window declaration for [`Stream::window`].
+#[derive(Clone)]
+pub struct Window {
+    kind: WindowKind,
+    keys: Vec<String>,
+    aggs: Vec<Agg>,
+    event_time: Option<String>,
+    late: LatePolicy,
+}
+
+impl Window {
+    pub fn new(kind: WindowKind) -> Self {
+        Window {
+            kind,
+            keys: Vec::new(),
+            aggs: Vec::new(),
+            event_time: None,
+            late: LatePolicy::Drop,
+        }
+    }
+
+    pub fn tumbling(size: Duration) -> Self {
+        Self::tumbling_ms(size.as_millis() as i64)
+    }
+
+    pub fn tumbling_ms(size_ms: i64) -> Self {
+        Self::new(WindowKind::Tumbling { size_ms })
+    }
+
+    pub fn hopping(size: Duration, slide: Duration) -> Self {
+        Self::new(WindowKind::Hopping {
+            size_ms: size.as_millis() as i64,
+            slide_ms: slide.as_millis() as i64,
+        })
+    }
+
+    pub fn keys<S: Into<String>>(mut self, keys: impl IntoIterator<Item = S>) -> Self {
+        self.keys = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn agg(mut self, agg: Agg) -> Self {
+        self.aggs.push(agg);
+        self
+    }
+
+    /// Windows over this column instead of the stream's event-time column.
+    pub fn event_time(mut self, column: &str) -> Self {
+        self.event_time = Some(column.to_string());
+        self
+    }
+
+    /// Rows behind the watermark go to `sink` (they are always counted).
+    pub fn late_rows_to(mut self, sink: Arc<dyn SinkFactory>) -> Self {
+        self.late = LatePolicy::SideOutput(sink);
+        self
+    }
+}
+
+/// Passes both inputs through unchanged.
+struct UnionFactory {
+    schema: SchemaRef,
+    event_time: Option<String>,
+}
+
+impl OperatorFactory for UnionFactory {
+    fn name(&self) -> String {
+        "union".into()
+    }
+    fn output_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn output_event_time(&self) -> Option<String> {
+        self.event_time.clone()
+    }
+    fn create(&self, _: usize, _: usize) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(Union))
+    }
+}
+
+struct Union;
+
+impl Operator for Union {
+    fn on_data(&mut self, _input: usize, batch: arrow::record_batch::RecordBatch, out: &mut Emitter) -> Result<()> {
+        out.data(batch);
+        Ok(())
+    }
+}

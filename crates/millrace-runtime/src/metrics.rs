@@ -1,0 +1,340 @@
+//! Counters and latency histograms, and the summary a run ends with.
+//!
+//! Tasks own their hot counters and publish them through relaxed atomics, so
+//! a reader (the end-of-run summary now, a live endpoint later) never stops a
+//! task. Latency is recorded per row in HDR histograms (nanoseconds, 3
+//! significant digits) and only ever reported as percentiles, never averages.
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use hdrhistogram::Histogram;
+use millrace_core::SourceStats;
+
+use crate::channel::ChannelStats;
+
+/// Time accounting of one task instance: busy in polls that did work,
+/// backpressured while output waited for room, idle the rest of its life.
+#[derive(Default)]
+pub struct TaskTimes {
+    pub started_ns: AtomicI64,
+    pub ended_ns: AtomicI64,
+    pub busy_ns: AtomicU64,
+    pub backpressured_ns: AtomicU64,
+}
+
+/// Counters of one operator instance (sources and sinks included).
+pub struct OperatorMetrics {
+    /// Index of the logical operator in the pipeline graph.
+    pub node: usize,
+    pub rows_in: AtomicU64,
+    pub rows_out: AtomicU64,
+    /// Time spent inside this operator's calls.
+    pub busy_ns: AtomicU64,
+    pub late_rows: AtomicU64,
+    pub task: Arc<TaskTimes>,
+}
+
+impl OperatorMetrics {
+    pub fn new(node: usize, task: Arc<TaskTimes>) -> Self {
+        OperatorMetrics {
+            node,
+            rows_in: AtomicU64::new(0),
+            rows_out: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            late_rows: AtomicU64::new(0),
+            task,
+        }
+    }
+}
+
+/// Largest latency a histogram tracks (one hour); larger values are clamped.
+const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
+
+pub fn new_latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("static histogram bounds are valid")
+}
+
+/// Everything shared about one logical node across its instances.
+pub struct NodeMetrics {
+    pub name: String,
+    pub kind: NodeKind,
+    pub parallelism: usize,
+    pub instances: Mutex<Vec<Arc<OperatorMetrics>>>,
+    /// Sinks: end-to-end latency of every row written.
+    pub latency: Mutex<Histogram<u64>>,
+    /// Sources: bad input not turned into rows.
+    pub source_stats: Mutex<SourceStats>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Source,
+    Operator,
+    Sink,
+}
+
+impl NodeMetrics {
+    pub fn new(name: String, kind: NodeKind, parallelism: usize) -> Self {
+        NodeMetrics {
+            name,
+            kind,
+            parallelism,
+            instances: Mutex::new(Vec::new()),
+            latency: Mutex::new(new_latency_histogram()),
+            source_stats: Mutex::new(SourceStats::default()),
+        }
+    }
+
+    pub fn merge_latency(&self, hist: &Histogram<u64>) {
+        let mut h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        // Same bounds everywhere, so adding cannot fail.
+        let _ = h.add(hist);
+    }
+
+    pub fn add_source_stats(&self, s: SourceStats) {
+        let mut t = self.source_stats.lock().unwrap_or_else(|e| e.into_inner());
+        t.skipped += s.skipped;
+        t.dead_lettered += s.dead_lettered;
+    }
+
+    fn summary(&self) -> OperatorSummary {
+        let instances = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = OperatorSummary {
+            name: self.name.clone(),
+            kind: self.kind,
+            parallelism: self.parallelism,
+            rows_in: 0,
+            rows_out: 0,
+            late_rows: 0,
+            busy_ns: 0,
+            backpressured_ns: 0,
+            wall_ns: 0,
+            source_stats: *self.source_stats.lock().unwrap_or_else(|e| e.into_inner()),
+        };
+        for m in instances.iter() {
+            s.rows_in += m.rows_in.load(Relaxed);
+            s.rows_out += m.rows_out.load(Relaxed);
+            s.late_rows += m.late_rows.load(Relaxed);
+            s.busy_ns += m.busy_ns.load(Relaxed);
+            s.backpressured_ns += m.task.backpressured_ns.load(Relaxed);
+            let (start, end) = (m.task.started_ns.load(Relaxed), m.task.ended_ns.load(Relaxed));
+            s.wall_ns += (end - start).max(0) as u64;
+        }
+        s
+    }
+}
+
+/// Latency percentiles in nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50: u64,
+    pub p95: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl LatencySummary {
+    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        LatencySummary {
+            count: h.len(),
+            p50: h.value_at_quantile(0.50),
+            p95: h.value_at_quantile(0.95),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OperatorSummary {
+    pub name: String,
+    pub kind: NodeKind,
+    pub parallelism: usize,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub late_rows: u64,
+    /// Summed over instances.
+    pub busy_ns: u64,
+    pub backpressured_ns: u64,
+    pub wall_ns: u64,
+    pub source_stats: SourceStats,
+}
+
+impl OperatorSummary {
+    fn pct(&self, part: u64) -> f64 {
+        if self.wall_ns == 0 {
+            0.0
+        } else {
+            100.0 * part as f64 / self.wall_ns as f64
+        }
+    }
+    pub fn busy_pct(&self) -> f64 {
+        self.pct(self.busy_ns)
+    }
+    pub fn backpressured_pct(&self) -> f64 {
+        self.pct(self.backpressured_ns)
+    }
+    pub fn idle_pct(&self) -> f64 {
+        (100.0 - self.busy_pct() - self.backpressured_pct()).max(0.0)
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub elapsed_ns: u64,
+    pub workers: usize,
+    /// Rows produced by all sources.
+    pub events: u64,
+    /// Rows handed to all sinks.
+    pub sink_rows: u64,
+    /// End-to-end latency of every sink row.
+    pub latency: LatencySummary,
+    pub operators: Vec<OperatorSummary>,
+    pub channels: Vec<ChannelStats>,
+}
+
+impl RunSummary {
+    pub(crate) fn collect(
+        elapsed_ns: u64,
+        workers: usize,
+        nodes: &[Arc<NodeMetrics>],
+        channels: Vec<ChannelStats>,
+    ) -> Self {
+        let operators: Vec<OperatorSummary> = nodes.iter().map(|n| n.summary()).collect();
+        let mut latency = new_latency_histogram();
+        for n in nodes.iter().filter(|n| n.kind == NodeKind::Sink) {
+            let _ = latency.add(&*n.latency.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        RunSummary {
+            elapsed_ns,
+            workers,
+            events: operators
+                .iter()
+                .filter(|o| o.kind == NodeKind::Source)
+                .map(|o| o.rows_out)
+                .sum(),
+            sink_rows: operators
+                .iter()
+                .filter(|o| o.kind == NodeKind::Sink)
+                .map(|o| o.rows_in)
+                .sum(),
+            latency: LatencySummary::from_histogram(&latency),
+            operators,
+            channels,
+        }
+    }
+
+    pub fn throughput(&self) -> f64 {
+        if self.elapsed_ns == 0 {
+            return 0.0;
+        }
+        self.events as f64 / (self.elapsed_ns as f64 / 1e9)
+    }
+
+    pub fn throughput_per_core(&self) -> f64 {
+        self.throughput() / self.workers.max(1) as f64
+    }
+
+    /// Sends refused by full channels, over all channels.
+    pub fn backpressure_events(&self) -> u64 {
+        self.channels.iter().map(|c| c.refused_sends).sum()
+    }
+
+    pub fn operator(&self, name_prefix: &str) -> Option<&OperatorSummary> {
+        self.operators.iter().find(|o| o.name.starts_with(name_prefix))
+    }
+}
+
+/// Formats nanoseconds with a unit a reader takes in at a glance.
+pub fn fmt_ns(ns: u64) -> String {
+    match ns {
+        0..=9_999 => format!("{ns} ns"),
+        10_000..=9_999_999 => format!("{:.1} µs", ns as f64 / 1e3),
+        10_000_000..=9_999_999_999 => format!("{:.1} ms", ns as f64 / 1e6),
+        _ => format!("{:.2} s", ns as f64 / 1e9),
+    }
+}
+
+fn fmt_count(n: f64) -> String {
+    if n >= 1e6 {
+        format!("{:.2} M", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.1} K", n / 1e3)
+    } else {
+        format!("{n:.0}")
+    }
+}
+
+impl fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = &self.latency;
+        writeln!(f, "── run summary ──────────────────────────────────────────────")?;
+        writeln!(
+            f,
+            "events       {} in {} on {} worker(s)",
+            self.events,
+            fmt_ns(self.elapsed_ns),
+            self.workers
+        )?;
+        writeln!(
+            f,
+            "throughput   {}events/s  ({}events/s per core)",
+            fmt_count(self.throughput()),
+            fmt_count(self.throughput_per_core())
+        )?;
+        writeln!(
+            f,
+            "latency      p50 {}  p95 {}  p99 {}  p99.9 {}  max {}  ({} rows)",
+            fmt_ns(l.p50),
+            fmt_ns(l.p95),
+            fmt_ns(l.p99),
+            fmt_ns(l.p999),
+            fmt_ns(l.max),
+            l.count
+        )?;
+        writeln!(f, "backpressure {} refused sends", self.backpressure_events())?;
+        writeln!(
+            f,
+            "{:<44} {:>3} {:>12} {:>12} {:>6} {:>6} {:>6}  notes",
+            "operator", "par", "rows in", "rows out", "busy", "idle", "bp"
+        )?;
+        for o in &self.operators {
+            let mut notes = Vec::new();
+            if o.late_rows > 0 {
+                notes.push(format!("late rows {}", o.late_rows));
+            }
+            if o.source_stats.skipped > 0 {
+                notes.push(format!("skipped {}", o.source_stats.skipped));
+            }
+            if o.source_stats.dead_lettered > 0 {
+                notes.push(format!("dead-lettered {}", o.source_stats.dead_lettered));
+            }
+            let mut name = o.name.clone();
+            if name.chars().count() > 44 {
+                name = name.chars().take(43).collect::<String>() + "…";
+            }
+            writeln!(
+                f,
+                "{:<44} {:>3} {:>12} {:>12} {:>5.1}% {:>5.1}% {:>5.1}%  {}",
+                name,
+                o.parallelism,
+                o.rows_in,
+                o.rows_out,
+                o.busy_pct(),
+                o.idle_pct(),
+                o.backpressured_pct(),
+                notes.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}

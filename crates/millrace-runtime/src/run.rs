@@ -1,0 +1,212 @@
+//! Runs a planned pipeline: creates channels and task instances, places
+//! instances on pinned workers, waits for the end, and gathers the summary.
+//!
+//! Instance *i* of every chain runs on worker *i mod workers*, so a keyed
+//! slice of the pipeline stays on one core and forward hops never cross
+//! cores. Every factory is asked for its instance before any thread starts:
+//! a source file that cannot be opened fails the run before it begins.
+
+use std::sync::Arc;
+
+use millrace_core::time::now_ns;
+use millrace_core::{Error, Result};
+
+use crate::channel::Channel;
+use crate::exchange::key_indices;
+use crate::gate::{InputChannel, InputGate};
+use crate::graph::{Graph, NodeOp};
+use crate::metrics::{NodeKind, NodeMetrics, OperatorMetrics, RunSummary, TaskTimes};
+use crate::output::OutputRouter;
+use crate::plan::Plan;
+use crate::task::{ChainOp, DataflowTask, Head, SinkStage, SourceHead, Task};
+use crate::worker::{RunControl, Worker, WorkerWaker};
+
+pub(crate) fn run(graph: Graph) -> Result<RunSummary> {
+    let plan = Plan::build(&graph)?;
+    let config = &graph.config;
+    let max_par = plan.chains.iter().map(|c| c.parallelism).max().unwrap_or(1);
+    let workers = config.workers.clamp(1, max_par);
+    let wakers: Vec<WorkerWaker> = (0..workers).map(|_| WorkerWaker::default()).collect();
+    let worker_of = |instance: usize| instance % workers;
+    let control = Arc::new(RunControl::default());
+    for w in &wakers {
+        control.register(w.clone());
+    }
+
+    let nodes: Vec<Arc<NodeMetrics>> = graph
+        .nodes
+        .iter()
+        .map(|n| {
+            let kind = match n.op {
+                NodeOp::Source { .. } => NodeKind::Source,
+                NodeOp::Operator(_) => NodeKind::Operator,
+                NodeOp::Sink(_) => NodeKind::Sink,
+            };
+            Arc::new(NodeMetrics::new(n.name.clone(), kind, n.parallelism))
+        })
+        .collect();
+
+    // Channels: inputs[chain][instance] and outputs[chain][instance].
+    let mut inputs: Vec<Vec<Vec<InputChannel>>> = plan
+        .chains
+        .iter()
+        .map(|c| (0..c.parallelism).map(|_| Vec::new()).collect())
+        .collect();
+    let mut outputs: Vec<Vec<Vec<OutputRouter>>> = inputs
+        .iter()
+        .map(|c| c.iter().map(|_| Vec::new()).collect())
+        .collect();
+    let mut all_channels = Vec::new();
+    for e in &plan.edges {
+        let (from, to) = (&plan.chains[e.from_chain], &plan.chains[e.to_chain]);
+        let last = *from.nodes.last().expect("chains are never empty");
+        let keys = match &e.partitioning {
+            crate::exchange::Partitioning::Hash(k) => key_indices(&graph.nodes[last].schema, k)?,
+            _ => Vec::new(),
+        };
+        for i in 0..from.parallelism {
+            let mut targets = Vec::new();
+            for j in 0..to.parallelism {
+                if e.one_to_one && i != j {
+                    continue;
+                }
+                let ch = Arc::new(Channel::new(
+                    config.channel,
+                    wakers[worker_of(i)].clone(),
+                    wakers[worker_of(j)].clone(),
+                    format!("task {}#{i}", e.from_chain),
+                    format!("task {}#{j}", e.to_chain),
+                ));
+                inputs[e.to_chain][j].push(InputChannel::new(ch.clone(), e.input));
+                all_channels.push(ch.clone());
+                targets.push(ch);
+            }
+            outputs[e.from_chain][i].push(OutputRouter::new(targets, e.partitioning.clone(), keys.clone()));
+        }
+    }
+
+    // Task instances, per worker.
+    let mut per_worker: Vec<Vec<Box<dyn Task>>> = (0..workers).map(|_| Vec::new()).collect();
+    for (c, chain) in plan.chains.iter().enumerate() {
+        let p = chain.parallelism;
+        for i in 0..p {
+            let times = Arc::new(TaskTimes::default());
+            let metrics = |node: usize| {
+                let m = Arc::new(OperatorMetrics::new(node, times.clone()));
+                nodes[node]
+                    .instances
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(m.clone());
+                m
+            };
+            let head_id = chain.nodes[0];
+            let head_node = &graph.nodes[head_id];
+            let mut rest = &chain.nodes[..];
+            let head = match &head_node.op {
+                NodeOp::Source { factory, event_time } => {
+                    rest = &chain.nodes[1..];
+                    let reader = factory
+                        .create(i, p)
+                        .map_err(|e| e.in_operator(&head_node.name))?;
+                    let event_time = match event_time {
+                        Some(et) => Some((
+                            head_node.schema.index_of(&et.column).map_err(|_| {
+                                Error::plan(format!(
+                                    "{}: event-time column '{}' is not in its schema",
+                                    head_node.name, et.column
+                                ))
+                            })?,
+                            et.column.clone(),
+                            et.max_out_of_orderness_ms,
+                            et.idle_timeout,
+                        )),
+                        None => None,
+                    };
+                    Head::Source(Box::new(SourceHead {
+                        name: head_node.name.clone(),
+                        reader,
+                        node: nodes[head_id].clone(),
+                        metrics: metrics(head_id),
+                        columns: head_node.schema.fields().len(),
+                        event_time,
+                        batch_size: config.batch_size.max(1),
+                        barrier_every_rows: config.barrier_every_rows.filter(|n| *n > 0),
+                        max_event_time: i64::MIN,
+                        last_watermark: i64::MIN,
+                        last_data_ns: now_ns(),
+                        idle_declared: false,
+                        rows_since_barrier: 0,
+                        next_barrier: 1,
+                        exhausted: false,
+                    }))
+                }
+                _ => Head::Gate(InputGate::new(std::mem::take(&mut inputs[c][i]))),
+            };
+            let mut ops = Vec::new();
+            let mut sink = None;
+            for &n in rest {
+                let node = &graph.nodes[n];
+                match &node.op {
+                    NodeOp::Operator(f) => ops.push(ChainOp {
+                        name: node.name.clone(),
+                        op: f.create(i, p).map_err(|e| e.in_operator(&node.name))?,
+                        metrics: metrics(n),
+                    }),
+                    NodeOp::Sink(f) => {
+                        let writer = f
+                            .create(i, p, node.schema.clone())
+                            .map_err(|e| e.in_operator(&node.name))?;
+                        sink = Some(SinkStage::new(node.name.clone(), writer, metrics(n), nodes[n].clone()));
+                    }
+                    NodeOp::Source { .. } => unreachable!("a source never follows another node"),
+                }
+            }
+            let task = DataflowTask::new(
+                format!("task {c}#{i}"),
+                head,
+                ops,
+                sink,
+                std::mem::take(&mut outputs[c][i]),
+                times,
+            );
+            per_worker[worker_of(i)].push(Box::new(task));
+        }
+    }
+
+    let cores = if config.pin_workers {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let started = now_ns();
+    let handles: Vec<_> = per_worker
+        .into_iter()
+        .enumerate()
+        .map(|(w, tasks)| {
+            let worker = Worker {
+                index: w,
+                core: (!cores.is_empty()).then(|| cores[w % cores.len()]),
+                waker: wakers[w].clone(),
+                tasks,
+                idle: config.idle,
+                control: control.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("millrace-worker-{w}"))
+                .spawn(move || worker.run())
+                .map_err(|e| Error::Other(format!("cannot start worker thread: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    for h in handles {
+        if h.join().is_err() {
+            control.fail(Error::Panic("a worker thread panicked outside any operator".into()));
+        }
+    }
+    let elapsed = (now_ns() - started) as u64;
+    if let Some(err) = control.take_error() {
+        return Err(err);
+    }
+    let channels = all_channels.iter().map(|c| c.stats()).collect();
+    Ok(RunSummary::collect(elapsed, workers, &nodes, channels))
+}

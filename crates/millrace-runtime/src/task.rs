@@ -1,0 +1,409 @@
+//! A task: one instance of a fused chain — a head (a source, or the input
+//! gate of several channels), the operators fused after it with no queue
+//! between them, and either a sink or the routers to the next tasks.
+//!
+//! Tasks are polled by workers and never block: with input waiting and room
+//! downstream a poll does a bounded amount of work; with output held back by
+//! a full channel it reports `Backpressured` and reads nothing more.
+//!
+//! Source heads own the source-side rules: watermark = max event time −
+//! bound after every batch, `Idle` after the idle timeout without data,
+//! barriers every N rows, `End` when the reader is exhausted.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use arrow::array::Array;
+use hdrhistogram::Histogram;
+use millrace_core::time::{event_times_ms, now_ns};
+use millrace_core::{
+    BarrierId, Emitter, Error, Message, Operator, Result, SinkWriter, SourcePoll, SourceReader,
+    Watermark, entered_column, strip_entered,
+};
+
+use crate::gate::{GateEvent, InputGate};
+use crate::metrics::{NodeMetrics, OperatorMetrics, TaskTimes, new_latency_histogram};
+use crate::output::OutputRouter;
+
+pub enum TaskPoll {
+    /// Did some work; poll again soon.
+    Progress,
+    /// Nothing to do until woken, or until `wake_at_ns` if given.
+    Idle { wake_at_ns: Option<i64> },
+    /// Output is held back by a full channel; the consumer will wake us.
+    Backpressured,
+    /// Finished (sent `End`); never poll again.
+    Done,
+}
+
+pub trait Task: Send {
+    fn poll(&mut self) -> Result<TaskPoll>;
+    /// The operator a panic should be blamed on.
+    fn current_operator(&self) -> String;
+    /// Publishes end-of-life metrics (idempotent).
+    fn finish_metrics(&mut self);
+}
+
+/// `DataflowTask::current` while the source reader runs.
+const HEAD: usize = usize::MAX;
+
+/// How many input messages one poll may process before yielding the worker.
+const POLL_BUDGET: usize = 16;
+
+/// One operator of a chain with its counters.
+pub struct ChainOp {
+    pub name: String,
+    pub op: Box<dyn Operator>,
+    pub metrics: Arc<OperatorMetrics>,
+}
+
+/// The source side of a source task.
+pub struct SourceHead {
+    pub name: String,
+    pub reader: Box<dyn SourceReader>,
+    pub node: Arc<NodeMetrics>,
+    pub metrics: Arc<OperatorMetrics>,
+    pub columns: usize,
+    /// (event-time column index and name, out-of-orderness bound ms, idle timeout).
+    pub event_time: Option<(usize, String, i64, Option<Duration>)>,
+    pub batch_size: usize,
+    pub barrier_every_rows: Option<u64>,
+    pub max_event_time: i64,
+    pub last_watermark: i64,
+    pub last_data_ns: i64,
+    pub idle_declared: bool,
+    pub rows_since_barrier: u64,
+    pub next_barrier: BarrierId,
+    pub exhausted: bool,
+}
+
+impl SourceHead {
+    /// Produces the next messages, or says when to come back.
+    fn step(&mut self, out: &mut Vec<(usize, Message)>) -> Result<Option<Option<i64>>> {
+        if self.exhausted {
+            return Ok(Some(None));
+        }
+        let mut max_rows = self.batch_size;
+        if let Some(every) = self.barrier_every_rows {
+            if self.rows_since_barrier >= every {
+                out.push((0, Message::Barrier(self.next_barrier)));
+                self.next_barrier += 1;
+                self.rows_since_barrier = 0;
+                return Ok(None);
+            }
+            max_rows = max_rows.min((every - self.rows_since_barrier) as usize);
+        }
+        let started = now_ns();
+        let polled = self.reader.poll_batch(max_rows.max(1));
+        let now = now_ns();
+        self.metrics.busy_ns.fetch_add((now - started) as u64, Relaxed);
+        match polled? {
+            SourcePoll::Batch(batch) if batch.num_rows() > 0 => {
+                if batch.num_columns() != self.columns + 1 || entered_column(&batch).is_none() {
+                    return Err(Error::Other(format!(
+                        "source produced a batch with {} columns, expected {} plus the entered column",
+                        batch.num_columns(),
+                        self.columns
+                    )));
+                }
+                let rows = batch.num_rows();
+                self.rows_since_barrier += rows as u64;
+                self.metrics.rows_out.fetch_add(rows as u64, Relaxed);
+                let watermark = match &self.event_time {
+                    Some((idx, col, bound, _)) => {
+                        let times = event_times_ms(batch.column(*idx), col)?;
+                        if let Some(max) = times.iter().copied().max() {
+                            self.max_event_time = self.max_event_time.max(max);
+                        }
+                        let wm = self.max_event_time.saturating_sub(*bound);
+                        (wm > self.last_watermark).then_some(wm)
+                    }
+                    None => None,
+                };
+                let entered = entered_column(&batch)
+                    .filter(|c| !c.is_empty())
+                    .map(|c| c.value(c.len() - 1))
+                    .unwrap_or(now);
+                out.push((0, Message::Data(batch)));
+                if let Some(wm) = watermark {
+                    self.last_watermark = wm;
+                    out.push((
+                        0,
+                        Message::Watermark(Watermark {
+                            time_ms: wm,
+                            entered_ns: entered,
+                        }),
+                    ));
+                }
+                self.last_data_ns = now;
+                self.idle_declared = false;
+                Ok(None)
+            }
+            SourcePoll::Batch(_) => Ok(Some(None)),
+            SourcePoll::Pending { wake_at_ns } => {
+                let idle_timeout = self.event_time.as_ref().and_then(|e| e.3);
+                if let (Some(timeout), false) = (idle_timeout, self.idle_declared) {
+                    let deadline = self.last_data_ns + timeout.as_nanos() as i64;
+                    if now >= deadline {
+                        self.idle_declared = true;
+                        out.push((0, Message::Idle));
+                        return Ok(None);
+                    }
+                    let wake = wake_at_ns.map_or(deadline, |w| w.min(deadline));
+                    return Ok(Some(Some(wake)));
+                }
+                Ok(Some(wake_at_ns))
+            }
+            SourcePoll::Exhausted => {
+                self.exhausted = true;
+                out.push((0, Message::End));
+                Ok(None)
+            }
+        }
+    }
+}
+
+pub enum Head {
+    Source(Box<SourceHead>),
+    Gate(InputGate),
+}
+
+/// The sink at the end of a chain: records latency, then writes.
+pub struct SinkStage {
+    pub name: String,
+    pub writer: Box<dyn SinkWriter>,
+    pub metrics: Arc<OperatorMetrics>,
+    pub node: Arc<NodeMetrics>,
+    pub latency: Histogram<u64>,
+}
+
+impl SinkStage {
+    pub fn new(
+        name: String,
+        writer: Box<dyn SinkWriter>,
+        metrics: Arc<OperatorMetrics>,
+        node: Arc<NodeMetrics>,
+    ) -> Self {
+        SinkStage {
+            name,
+            writer,
+            metrics,
+            node,
+            latency: new_latency_histogram(),
+        }
+    }
+
+    fn deliver(&mut self, msg: Message) -> Result<()> {
+        let started = now_ns();
+        match msg {
+            Message::Data(batch) => {
+                let now = now_ns();
+                if let Some(entered) = entered_column(&batch) {
+                    for e in entered.values().iter() {
+                        self.latency.saturating_record((now - e).max(0) as u64);
+                    }
+                }
+                self.metrics.rows_in.fetch_add(batch.num_rows() as u64, Relaxed);
+                self.writer.write(&strip_entered(&batch))?;
+            }
+            Message::End => self.writer.finish()?,
+            Message::Watermark(_) | Message::Barrier(_) | Message::Idle => {}
+        }
+        self.metrics
+            .busy_ns
+            .fetch_add((now_ns() - started) as u64, Relaxed);
+        Ok(())
+    }
+}
+
+pub struct DataflowTask {
+    pub name: String,
+    pub head: Head,
+    pub chain: Vec<ChainOp>,
+    pub sink: Option<SinkStage>,
+    pub routers: Vec<OutputRouter>,
+    pub times: Arc<TaskTimes>,
+    backpressured_since: Option<i64>,
+    done: bool,
+    finished: bool,
+    /// Index in `chain` of the operator running now (`HEAD` = the source,
+    /// `chain.len()` = the sink or routers).
+    current: usize,
+    scratch: Vec<(usize, Message)>,
+}
+
+impl DataflowTask {
+    pub fn new(
+        name: String,
+        head: Head,
+        chain: Vec<ChainOp>,
+        sink: Option<SinkStage>,
+        routers: Vec<OutputRouter>,
+        times: Arc<TaskTimes>,
+    ) -> Self {
+        times.started_ns.store(now_ns(), Relaxed);
+        DataflowTask {
+            name,
+            head,
+            chain,
+            sink,
+            routers,
+            times,
+            backpressured_since: None,
+            done: false,
+            finished: false,
+            current: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Pushes messages through the chain, then to the sink or routers.
+    fn run_chain(&mut self, mut items: Vec<(usize, Message)>) -> Result<()> {
+        for (i, stage) in self.chain.iter_mut().enumerate() {
+            self.current = i;
+            let mut out = Emitter::new();
+            let started = now_ns();
+            for (input, msg) in items.drain(..) {
+                let result = match msg {
+                    Message::Data(batch) => {
+                        stage.metrics.rows_in.fetch_add(batch.num_rows() as u64, Relaxed);
+                        stage.op.on_data(input, batch, &mut out)
+                    }
+                    Message::Watermark(wm) => stage.op.on_watermark(wm, &mut out),
+                    Message::Barrier(id) => stage.op.on_barrier(id, &mut out),
+                    Message::Idle => {
+                        out.out.push(Message::Idle);
+                        Ok(())
+                    }
+                    Message::End => stage.op.on_end(&mut out).map(|_| out.out.push(Message::End)),
+                };
+                result.map_err(|e| e.in_operator(&stage.name))?;
+            }
+            stage
+                .metrics
+                .busy_ns
+                .fetch_add((now_ns() - started) as u64, Relaxed);
+            if out.late_rows > 0 {
+                stage.metrics.late_rows.fetch_add(out.late_rows, Relaxed);
+            }
+            let emitted: u64 = out.out.iter().map(|m| m.rows() as u64).sum();
+            stage.metrics.rows_out.fetch_add(emitted, Relaxed);
+            items.extend(out.out.drain(..).map(|m| (0, m)));
+        }
+        self.current = self.chain.len();
+        for (_, msg) in items {
+            if matches!(msg, Message::End) {
+                self.done = true;
+            }
+            if let Some(sink) = &mut self.sink {
+                let name = sink.name.clone();
+                sink.deliver(msg).map_err(|e| e.in_operator(&name))?;
+            } else if let [router] = self.routers.as_mut_slice() {
+                router.send(msg)?;
+            } else {
+                for router in &mut self.routers {
+                    router.send(msg.clone())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> bool {
+        let mut all = true;
+        for r in &mut self.routers {
+            all &= r.flush();
+        }
+        all
+    }
+}
+
+impl Task for DataflowTask {
+    fn poll(&mut self) -> Result<TaskPoll> {
+        let started = now_ns();
+        if !self.flush() {
+            self.backpressured_since.get_or_insert(started);
+            return Ok(TaskPoll::Backpressured);
+        }
+        if let Some(since) = self.backpressured_since.take() {
+            self.times
+                .backpressured_ns
+                .fetch_add((started - since) as u64, Relaxed);
+        }
+        if self.done {
+            return Ok(TaskPoll::Done);
+        }
+        let mut progressed = false;
+        let mut wake_at = None;
+        for _ in 0..POLL_BUDGET {
+            let mut items = std::mem::take(&mut self.scratch);
+            match &mut self.head {
+                Head::Source(src) => {
+                    self.current = HEAD;
+                    if let Some(wake) = src.step(&mut items).map_err(|e| e.in_operator(&src.name))? {
+                        wake_at = wake;
+                        self.scratch = items;
+                        break;
+                    }
+                }
+                Head::Gate(gate) => match gate.next_event() {
+                    None => {
+                        self.scratch = items;
+                        break;
+                    }
+                    Some(event) => items.push(match event {
+                        GateEvent::Data { input, batch } => (input, Message::Data(batch)),
+                        GateEvent::Watermark(wm) => (0, Message::Watermark(wm)),
+                        GateEvent::Barrier(id) => (0, Message::Barrier(id)),
+                        GateEvent::Idle => (0, Message::Idle),
+                        GateEvent::End => (0, Message::End),
+                    }),
+                },
+            }
+            progressed = true;
+            self.run_chain(items)?;
+            if !self.flush() {
+                self.backpressured_since = Some(now_ns());
+                break;
+            }
+            if self.done {
+                break;
+            }
+        }
+        if progressed {
+            self.times
+                .busy_ns
+                .fetch_add((now_ns() - started) as u64, Relaxed);
+            return Ok(TaskPoll::Progress);
+        }
+        Ok(TaskPoll::Idle { wake_at_ns: wake_at })
+    }
+
+    fn current_operator(&self) -> String {
+        match (&self.head, self.current) {
+            (Head::Source(s), HEAD) => s.name.clone(),
+            (_, i) if i < self.chain.len() => self.chain[i].name.clone(),
+            _ => self.sink.as_ref().map_or(self.name.clone(), |s| s.name.clone()),
+        }
+    }
+
+    fn finish_metrics(&mut self) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        let now = now_ns();
+        if let Some(since) = self.backpressured_since.take() {
+            self.times
+                .backpressured_ns
+                .fetch_add((now - since) as u64, Relaxed);
+        }
+        self.times.ended_ns.store(now, Relaxed);
+        if let Head::Source(src) = &self.head {
+            src.node.add_source_stats(src.reader.stats());
+        }
+        if let Some(sink) = &self.sink {
+            sink.node.merge_latency(&sink.latency);
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Worker threads: one per core, pinned, each running many tasks cooperatively.
+//!
+//! A worker polls its tasks round-robin. When a whole round makes no
+//! progress it keeps polling for a short spin window (a hand-off between
+//! cores then costs well under a microsecond), and after that parks until a
+//! channel wakes it or the earliest timer of its tasks is due. A task that
+//! waits for input therefore costs no CPU once the spin window has passed.
+//!
+//! Errors and panics of a task stop the whole pipeline: the first one is kept
+//! (named by the operator that failed), every worker is woken and exits.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::Duration;
+
+use millrace_core::Error;
+use millrace_core::time::now_ns;
+
+use crate::task::{Task, TaskPoll};
+
+/// Wakes the worker thread that runs a task (cheap when it is not parked).
+#[derive(Clone, Default)]
+pub struct WorkerWaker {
+    thread: Arc<OnceLock<Thread>>,
+}
+
+impl WorkerWaker {
+    pub fn wake(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// State every worker of one run shares.
+#[derive(Default)]
+pub struct RunControl {
+    cancelled: AtomicBool,
+    first_error: Mutex<Option<Error>>,
+    wakers: Mutex<Vec<WorkerWaker>>,
+}
+
+impl RunControl {
+    /// Records `error` (the first one wins) and stops every worker.
+    pub fn fail(&self, error: Error) {
+        {
+            let mut slot = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(error);
+            }
+        }
+        self.cancel();
+    }
+
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        for w in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            w.wake();
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    pub fn take_error(&self) -> Option<Error> {
+        self.first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    pub fn register(&self, waker: WorkerWaker) {
+        self.wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(waker);
+    }
+}
+
+/// How a worker waits when it has nothing to do.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleStrategy {
+    /// Keep polling this long after the last progress before parking.
+    pub spin: Duration,
+    /// Longest park without a timer (a safety net; wake-ups are explicit).
+    pub max_park: Duration,
+}
+
+impl Default for IdleStrategy {
+    fn default() -> Self {
+        IdleStrategy {
+            spin: Duration::from_micros(50),
+            max_park: Duration::from_millis(100),
+        }
+    }
+}
+
+pub struct Worker {
+    pub index: usize,
+    pub core: Option<core_affinity::CoreId>,
+    pub waker: WorkerWaker,
+    pub tasks: Vec<Box<dyn Task>>,
+    pub idle: IdleStrategy,
+    pub control: Arc<RunControl>,
+}
+
+impl Worker {
+    /// Runs the worker on the current thread until its tasks are done or the
+    /// run is cancelled.
+    pub fn run(mut self) {
+        let _ = self.waker.thread.set(std::thread::current());
+        if let Some(core) = self.core {
+            // Pinning is an optimisation; a refusal (e.g. a restricted cpuset)
+            // must not stop the pipeline.
+            let _ = core_affinity::set_for_current(core);
+        }
+        let mut last_progress = now_ns();
+        while !self.tasks.is_empty() && !self.control.is_cancelled() {
+            let mut progressed = false;
+            let mut next_timer: Option<i64> = None;
+            let mut i = 0;
+            while i < self.tasks.len() {
+                match self.poll_task(i) {
+                    Some(TaskPoll::Progress) => progressed = true,
+                    Some(TaskPoll::Idle { wake_at_ns }) => {
+                        if let Some(t) = wake_at_ns {
+                            next_timer = Some(next_timer.map_or(t, |n: i64| n.min(t)));
+                        }
+                    }
+                    Some(TaskPoll::Backpressured) => {}
+                    Some(TaskPoll::Done) => {
+                        let mut task = self.tasks.swap_remove(i);
+                        task.finish_metrics();
+                        continue;
+                    }
+                    None => return, // failed; control is cancelled
+                }
+                i += 1;
+            }
+            let now = now_ns();
+            if progressed {
+                last_progress = now;
+                continue;
+            }
+            if now - last_progress < self.idle.spin.as_nanos() as i64 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let max_park = self.idle.max_park.as_nanos() as i64;
+            let park_ns = next_timer.map_or(max_park, |t| (t - now).clamp(0, max_park));
+            if park_ns > 0 {
+                std::thread::park_timeout(Duration::from_nanos(park_ns as u64));
+            }
+        }
+        for task in &mut self.tasks {
+            task.finish_metrics();
+        }
+    }
+
+    /// Polls task `i`; on error or panic records it and returns `None`.
+    fn poll_task(&mut self, i: usize) -> Option<TaskPoll> {
+        let task = &mut self.tasks[i];
+        match catch_unwind(AssertUnwindSafe(|| task.poll())) {
+            Ok(Ok(p)) => Some(p),
+            Ok(Err(e)) => {
+                self.control.fail(e);
+                None
+            }
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                let name = task.current_operator();
+                self.control.fail(Error::Panic(msg).in_operator(&name));
+                None
+            }
+        }
+    }
+}

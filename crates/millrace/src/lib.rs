@@ -1,0 +1,11 @@
+//! millrace: a stream processing engine for pipelines where latency is the
+//! product. This crate is the command line and the built-in demo pipelines;
+//! the engine lives in `millrace-runtime`, operators in `millrace-ops`,
+//! sources and sinks in `millrace-connectors`.
+
+pub mod demo;
+
+pub use millrace_connectors as connectors;
+pub use millrace_core as core;
+pub use millrace_ops as ops;
+pub use millrace_runtime as runtime;

@@ -1,0 +1,80 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, TimestampMillisecondType};
+use millrace_core::{SourceFactory, SourcePoll, strip_entered};
+
+/// Every row of a bounded, unpaced source read directly (no pipeline):
+/// the input of the independent batch computations.
+pub fn read_all(source: &dyn SourceFactory) -> Vec<RecordBatch> {
+    let mut reader = source.create(0, 1).expect("reader");
+    let mut out = Vec::new();
+    loop {
+        match reader.poll_batch(4096).expect("poll") {
+            SourcePoll::Batch(b) => out.push(strip_entered(&b)),
+            SourcePoll::Exhausted => return out,
+            SourcePoll::Pending { .. } => panic!("test sources must not be paced"),
+        }
+    }
+}
+
+/// Column `name` of every batch as i64 (Int64 or Timestamp(ms)).
+pub fn ints(batches: &[RecordBatch], name: &str) -> Vec<i64> {
+    let mut v = Vec::new();
+    for b in batches {
+        let c = b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
+        match c.data_type() {
+            DataType::Int64 => v.extend(c.as_primitive::<Int64Type>().values().iter().copied()),
+            DataType::Timestamp(_, _) => {
+                v.extend(c.as_primitive::<TimestampMillisecondType>().values().iter().copied())
+            }
+            other => panic!("column {name} is {other}"),
+        }
+    }
+    v
+}
+
+pub fn floats(batches: &[RecordBatch], name: &str) -> Vec<f64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let c = b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
+            let a = c.as_primitive::<Float64Type>();
+            assert_eq!(a.null_count(), 0);
+            a.values().to_vec()
+        })
+        .collect()
+}
+
+pub fn strings(batches: &[RecordBatch], name: &str) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let c = b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
+            (0..c.len())
+                .map(|i| c.as_string::<i32>().value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Start of every window of `size`/`slide` (ms) that contains `ts`.
+pub fn windows_of(ts: i64, size: i64, slide: i64) -> Vec<i64> {
+    let last = ts.div_euclid(slide) * slide;
+    let mut starts = Vec::new();
+    let mut s = last;
+    while s > ts - size {
+        starts.push(s);
+        s -= slide;
+    }
+    starts
+}
+
+pub fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+pub type Table<K, V> = BTreeMap<K, V>;
