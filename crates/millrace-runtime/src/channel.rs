@@ -86,7 +86,10 @@ impl Channel {
         from: String,
         to: String,
     ) -> Self {
-        assert!(capacity.rows > 0 && capacity.messages > 0, "zero channel capacity");
+        assert!(
+            capacity.rows > 0 && capacity.messages > 0,
+            "zero channel capacity"
+        );
         Channel {
             state: Mutex::new(State {
                 queue: VecDeque::with_capacity(capacity.messages.min(64)),

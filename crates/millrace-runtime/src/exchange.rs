@@ -73,7 +73,11 @@ fn hash_column(array: &ArrayRef, hashes: &mut [u64]) -> Result<()> {
         ($t:ty) => {{
             let a = array.as_primitive::<$t>();
             for (i, h) in hashes.iter_mut().enumerate() {
-                let v = if a.is_null(i) { NULL_HASH } else { a.value(i) as u64 };
+                let v = if a.is_null(i) {
+                    NULL_HASH
+                } else {
+                    a.value(i) as u64
+                };
                 *h = mix(*h ^ mix(v));
             }
         }};
@@ -144,7 +148,8 @@ pub fn hash_partition(
         return Ok(vec![Some(batch.clone())]);
     }
     let hashes = hash_rows(batch, key_indices)?;
-    let mut indices: Vec<Vec<u32>> = vec![Vec::with_capacity(batch.num_rows() / targets + 8); targets];
+    let mut indices: Vec<Vec<u32>> =
+        vec![Vec::with_capacity(batch.num_rows() / targets + 8); targets];
     for (row, h) in hashes.iter().enumerate() {
         let target = instance_of_key_group((*h % KEY_GROUPS as u64) as usize, targets);
         indices[target].push(row as u32);
@@ -181,3 +186,105 @@ pub fn key_indices(schema: &Schema, keys: &[String]) -> Result<Vec<usize>> {
         .collect()
 }
 
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+
+    use super::*;
+
+    fn batch(keys: Vec<i64>, names: Vec<&str>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(keys)),
+                Arc::new(StringArray::from(names)),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn every_row_goes_to_exactly_one_target_and_equal_keys_to_the_same_one() {
+        let keys: Vec<i64> = (0..5000).map(|i| i % 97).collect();
+        let names: Vec<String> = keys.iter().map(|k| format!("n{}", k % 13)).collect();
+        let b = batch(keys, names.iter().map(|s| s.as_str()).collect());
+        for key_cols in [vec![0], vec![1], vec![0, 1]] {
+            let parts = hash_partition(&b, &key_cols, 3).unwrap();
+            let total: usize = parts.iter().flatten().map(|p| p.num_rows()).sum();
+            assert_eq!(total, 5000);
+            let mut owner: HashMap<(i64, String), usize> = HashMap::new();
+            for (t, part) in parts.iter().enumerate() {
+                let Some(part) = part else { continue };
+                let k = part.column(0).as_primitive::<Int64Type>();
+                let s = part.column(1).as_string::<i32>();
+                for i in 0..part.num_rows() {
+                    let key = match key_cols.as_slice() {
+                        [0] => (k.value(i), String::new()),
+                        [1] => (0, s.value(i).to_string()),
+                        _ => (k.value(i), s.value(i).to_string()),
+                    };
+                    assert_eq!(
+                        *owner.entry(key).or_insert(t),
+                        t,
+                        "key split across targets"
+                    );
+                }
+            }
+            assert!(
+                parts.iter().all(|p| p.is_some()),
+                "97 keys should reach all 3 targets"
+            );
+        }
+    }
+
+    #[test]
+    fn hashes_are_stable_and_nulls_hash_alike() {
+        let a = batch(vec![1, 2, 3], vec!["x", "y", "z"]);
+        let b = batch(vec![3, 2, 1], vec!["z", "y", "x"]);
+        let (ha, hb) = (
+            hash_rows(&a, &[0, 1]).unwrap(),
+            hash_rows(&b, &[0, 1]).unwrap(),
+        );
+        assert_eq!(ha[0], hb[2]);
+        assert_ne!(ha[0], ha[1]);
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
+        let n = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from(vec![None, Some(1), None]))],
+        )
+        .unwrap();
+        let h = hash_rows(&n, &[0]).unwrap();
+        assert_eq!(h[0], h[2]);
+    }
+
+    #[test]
+    fn key_groups_cover_every_instance_in_contiguous_ranges() {
+        for p in 1..=8 {
+            let owners: Vec<usize> = (0..KEY_GROUPS)
+                .map(|g| instance_of_key_group(g, p))
+                .collect();
+            assert!(owners.windows(2).all(|w| w[0] <= w[1]));
+            assert_eq!(owners[0], 0);
+            assert_eq!(*owners.last().unwrap(), p - 1);
+        }
+    }
+
+    #[test]
+    fn unknown_key_column_lists_the_columns() {
+        let b = batch(vec![1], vec!["x"]);
+        let err = key_indices(&b.schema(), &["nope".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown key column 'nope'; available columns: k, s"),
+            "{err}"
+        );
+    }
+}

@@ -193,3 +193,139 @@ impl InputGate {
         self.watermark
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::channel::{Channel, ChannelCapacity};
+    use crate::worker::WorkerWaker;
+
+    fn channel() -> Arc<Channel> {
+        Arc::new(Channel::new(
+            ChannelCapacity::default(),
+            WorkerWaker::default(),
+            WorkerWaker::default(),
+            "up".into(),
+            "down".into(),
+        ))
+    }
+
+    fn wm(t: i64) -> Message {
+        Message::Watermark(Watermark {
+            time_ms: t,
+            entered_ns: t * 10,
+        })
+    }
+
+    fn data(v: i64) -> Message {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        Message::Data(
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![v]))]).unwrap(),
+        )
+    }
+
+    /// Everything the gate hands out until its inputs run dry, as text.
+    fn drain(gate: &mut InputGate) -> Vec<String> {
+        std::iter::from_fn(|| gate.next_event())
+            .map(|e| match e {
+                GateEvent::Data { input, batch } => {
+                    let v = batch
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .unwrap()
+                        .value(0);
+                    format!("data{input}:{v}")
+                }
+                GateEvent::Watermark(w) => format!("wm:{}@{}", w.time_ms, w.entered_ns),
+                GateEvent::Barrier(b) => format!("barrier:{b}"),
+                GateEvent::Idle => "idle".into(),
+                GateEvent::End => "end".into(),
+            })
+            .collect()
+    }
+
+    fn gate(n: usize) -> (Vec<Arc<Channel>>, InputGate) {
+        let chans: Vec<_> = (0..n).map(|_| channel()).collect();
+        let inputs = chans
+            .iter()
+            .enumerate()
+            .map(|(i, c)| InputChannel::new(c.clone(), i))
+            .collect();
+        (chans, InputGate::new(inputs))
+    }
+
+    #[test]
+    fn forwards_the_minimum_watermark_only_when_it_advances() {
+        let (c, mut g) = gate(2);
+        c[0].try_send(wm(100)).unwrap();
+        assert_eq!(
+            drain(&mut g),
+            Vec::<String>::new(),
+            "input 1 has no watermark yet"
+        );
+        c[1].try_send(wm(50)).unwrap();
+        assert_eq!(drain(&mut g), vec!["wm:50@500"]);
+        c[1].try_send(wm(200)).unwrap();
+        assert_eq!(
+            drain(&mut g),
+            vec!["wm:100@1000"],
+            "the minimum is now input 0's"
+        );
+        c[0].try_send(wm(90)).unwrap(); // a regression on one input changes nothing
+        assert_eq!(drain(&mut g), Vec::<String>::new());
+    }
+
+    #[test]
+    fn idle_inputs_leave_the_minimum_until_they_speak_again() {
+        let (c, mut g) = gate(2);
+        c[0].try_send(wm(100)).unwrap();
+        c[1].try_send(Message::Idle).unwrap();
+        assert_eq!(drain(&mut g), vec!["wm:100@1000"]);
+        c[0].try_send(Message::Idle).unwrap();
+        assert_eq!(
+            drain(&mut g),
+            vec!["idle"],
+            "all inputs idle: the task is idle"
+        );
+        c[1].try_send(data(7)).unwrap();
+        c[1].try_send(wm(150)).unwrap();
+        c[0].try_send(wm(300)).unwrap();
+        assert_eq!(drain(&mut g), vec!["data1:7", "wm:150@1500"]);
+    }
+
+    #[test]
+    fn barriers_align_and_hold_back_the_inputs_that_delivered_them() {
+        let (c, mut g) = gate(2);
+        c[0].try_send(data(1)).unwrap();
+        c[0].try_send(Message::Barrier(1)).unwrap();
+        c[0].try_send(data(2)).unwrap(); // after the barrier: must wait
+        c[1].try_send(data(10)).unwrap();
+        assert_eq!(drain(&mut g), vec!["data0:1", "data1:10"]);
+        c[1].try_send(data(11)).unwrap();
+        c[1].try_send(Message::Barrier(1)).unwrap();
+        assert_eq!(drain(&mut g), vec!["data1:11", "barrier:1", "data0:2"]);
+    }
+
+    #[test]
+    fn ended_inputs_count_as_aligned_and_end_comes_last() {
+        let (c, mut g) = gate(2);
+        c[0].try_send(Message::Barrier(3)).unwrap();
+        c[0].try_send(wm(10)).unwrap();
+        c[1].try_send(wm(5)).unwrap();
+        c[1].try_send(Message::End).unwrap();
+        // Input 0 has no watermark yet when input 1 sends 5, so the minimum
+        // stays unknown; once input 1 ends, only input 0's watermark counts.
+        let events = drain(&mut g);
+        assert_eq!(events, vec!["barrier:3", "wm:10@100"]);
+        c[0].try_send(Message::End).unwrap();
+        assert_eq!(drain(&mut g), vec!["end"]);
+        c[0].try_send(data(1)).unwrap();
+        assert_eq!(drain(&mut g), Vec::<String>::new(), "nothing after end");
+    }
+}

@@ -156,9 +156,12 @@ impl Pipeline {
 
     /// Runs the pipeline until every source ends, or the first error.
     pub fn run(self) -> Result<RunSummary> {
-        let graph = Rc::try_unwrap(self.graph)
-            .map_err(|_| Error::plan("streams of this pipeline are still in use; drop them before run()"))?
-            .into_inner();
+        // Streams may outlive the pipeline; they keep an empty graph.
+        let config = self.config();
+        let graph = self.graph.replace(Graph {
+            config,
+            nodes: Vec::new(),
+        });
         crate::run::run(graph)
     }
 }
@@ -209,9 +212,15 @@ impl Stream {
         {
             let mut g = self.graph.borrow_mut();
             let node = &mut g.nodes[self.node];
-            let field = node.schema.field_with_name(&event_time.column).map_err(|_| {
-                Error::plan(format!("event-time column '{}' is not in the schema", event_time.column))
-            })?;
+            let field = node
+                .schema
+                .field_with_name(&event_time.column)
+                .map_err(|_| {
+                    Error::plan(format!(
+                        "event-time column '{}' is not in the schema",
+                        event_time.column
+                    ))
+                })?;
             if !is_event_time_type(field.data_type()) {
                 return Err(Error::plan(format!(
                     "event-time column '{}' has type {}; expected a timestamp or Int64 milliseconds",
@@ -277,7 +286,12 @@ impl Stream {
     /// Adds a single-input operator with this stream's parallelism.
     pub fn apply(&self, factory: Arc<dyn OperatorFactory>) -> Stream {
         let name = factory.name();
-        self.add_node(name, NodeOp::Operator(factory), vec![self.edge()], self.parallelism())
+        self.add_node(
+            name,
+            NodeOp::Operator(factory),
+            vec![self.edge()],
+            self.parallelism(),
+        )
     }
 
     /// Adds a two-input operator: this stream is input 0, `other` input 1.
@@ -301,7 +315,10 @@ impl Stream {
     }
 
     /// Exactly these named expressions as columns.
-    pub fn project<S: Into<String>>(&self, exprs: impl IntoIterator<Item = (S, Expr)>) -> Result<Stream> {
+    pub fn project<S: Into<String>>(
+        &self,
+        exprs: impl IntoIterator<Item = (S, Expr)>,
+    ) -> Result<Stream> {
         let exprs = exprs.into_iter().map(|(n, e)| (n.into(), e)).collect();
         let f = ProjectFactory::new(self.schema(), self.event_time(), exprs)?;
         Ok(self.apply(Arc::new(f)))
@@ -323,7 +340,11 @@ impl Stream {
     pub fn window(&self, window: Window) -> Result<Stream> {
         let event_time = match window.event_time.clone().or_else(|| self.event_time()) {
             Some(e) => e,
-            None => return Err(Error::plan("window needs an event-time column; this stream declares none")),
+            None => {
+                return Err(Error::plan(
+                    "window needs an event-time column; this stream declares none",
+                ));
+            }
         };
         let spec = WindowSpec {
             kind: window.kind,
@@ -339,17 +360,32 @@ impl Stream {
             (self.clone().key_by(window.keys)?, self.parallelism())
         };
         let name = f.name();
-        Ok(input.add_node(name, NodeOp::Operator(Arc::new(f)), vec![input.edge()], parallelism))
+        Ok(input.add_node(
+            name,
+            NodeOp::Operator(Arc::new(f)),
+            vec![input.edge()],
+            parallelism,
+        ))
     }
 
     /// Both streams' rows as one stream (schemas must match).
     pub fn union(&self, other: &Stream) -> Result<Stream> {
         let (a, b) = (self.schema(), other.schema());
         if !same_columns(&a, &b) {
-            return Err(Error::plan(format!("union of streams with different schemas: {a:?} vs {b:?}")));
+            return Err(Error::plan(format!(
+                "union of streams with different schemas: {a:?} vs {b:?}"
+            )));
         }
-        let event_time = self.event_time().filter(|e| other.event_time().as_deref() == Some(e.as_str()));
-        self.connect(other, Arc::new(UnionFactory { schema: a, event_time }))
+        let event_time = self
+            .event_time()
+            .filter(|e| other.event_time().as_deref() == Some(e.as_str()));
+        self.connect(
+            other,
+            Arc::new(UnionFactory {
+                schema: a,
+                event_time,
+            }),
+        )
     }
 
     /// Writes the stream to `factory` (parallelism capped by the sink's).
@@ -458,7 +494,12 @@ impl OperatorFactory for UnionFactory {
 struct Union;
 
 impl Operator for Union {
-    fn on_data(&mut self, _input: usize, batch: arrow::record_batch::RecordBatch, out: &mut Emitter) -> Result<()> {
+    fn on_data(
+        &mut self,
+        _input: usize,
+        batch: arrow::record_batch::RecordBatch,
+        out: &mut Emitter,
+    ) -> Result<()> {
         out.data(batch);
         Ok(())
     }

@@ -119,7 +119,10 @@ impl NodeMetrics {
             s.late_rows += m.late_rows.load(Relaxed);
             s.busy_ns += m.busy_ns.load(Relaxed);
             s.backpressured_ns += m.task.backpressured_ns.load(Relaxed);
-            let (start, end) = (m.task.started_ns.load(Relaxed), m.task.ended_ns.load(Relaxed));
+            let (start, end) = (
+                m.task.started_ns.load(Relaxed),
+                m.task.ended_ns.load(Relaxed),
+            );
             s.wall_ns += (end - start).max(0) as u64;
         }
         s
@@ -250,7 +253,9 @@ impl RunSummary {
     }
 
     pub fn operator(&self, name_prefix: &str) -> Option<&OperatorSummary> {
-        self.operators.iter().find(|o| o.name.starts_with(name_prefix))
+        self.operators
+            .iter()
+            .find(|o| o.name.starts_with(name_prefix))
     }
 }
 
@@ -277,7 +282,10 @@ fn fmt_count(n: f64) -> String {
 impl fmt::Display for RunSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let l = &self.latency;
-        writeln!(f, "── run summary ──────────────────────────────────────────────")?;
+        writeln!(
+            f,
+            "── run summary ──────────────────────────────────────────────"
+        )?;
         writeln!(
             f,
             "events       {} in {} on {} worker(s)",
@@ -301,7 +309,11 @@ impl fmt::Display for RunSummary {
             fmt_ns(l.max),
             l.count
         )?;
-        writeln!(f, "backpressure {} refused sends", self.backpressure_events())?;
+        writeln!(
+            f,
+            "backpressure {} refused sends",
+            self.backpressure_events()
+        )?;
         writeln!(
             f,
             "{:<44} {:>3} {:>12} {:>12} {:>6} {:>6} {:>6}  notes",

@@ -26,7 +26,11 @@ pub struct OutputRouter {
 }
 
 impl OutputRouter {
-    pub fn new(targets: Vec<Arc<Channel>>, partitioning: Partitioning, key_indices: Vec<usize>) -> Self {
+    pub fn new(
+        targets: Vec<Arc<Channel>>,
+        partitioning: Partitioning,
+        key_indices: Vec<usize>,
+    ) -> Self {
         let held = targets.iter().map(|_| VecDeque::new()).collect();
         OutputRouter {
             targets,
@@ -65,7 +69,10 @@ impl OutputRouter {
                 }
             }
             Partitioning::Hash(_) => {
-                for (t, part) in hash_partition(&batch, &self.key_indices, n)?.into_iter().enumerate() {
+                for (t, part) in hash_partition(&batch, &self.key_indices, n)?
+                    .into_iter()
+                    .enumerate()
+                {
                     if let Some(part) = part {
                         self.hold(t, part);
                     }

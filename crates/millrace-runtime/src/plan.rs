@@ -80,7 +80,8 @@ impl Plan {
             chain_of[id] = c;
             for (input, e) in node.inputs.iter().enumerate() {
                 let from_par = g.nodes[e.from].parallelism;
-                let one_to_one = e.partitioning == Partitioning::Forward && from_par == node.parallelism;
+                let one_to_one =
+                    e.partitioning == Partitioning::Forward && from_par == node.parallelism;
                 // Forward between different parallelisms means "spread evenly".
                 let partitioning = if e.partitioning == Partitioning::Forward && !one_to_one {
                     Partitioning::RoundRobin
@@ -103,7 +104,11 @@ impl Plan {
     pub fn explain(&self, g: &Graph) -> String {
         let mut s = String::new();
         for (c, chain) in self.chains.iter().enumerate() {
-            let names: Vec<&str> = chain.nodes.iter().map(|&n| g.nodes[n].name.as_str()).collect();
+            let names: Vec<&str> = chain
+                .nodes
+                .iter()
+                .map(|&n| g.nodes[n].name.as_str())
+                .collect();
             let _ = writeln!(s, "task {c} [parallelism {}]", chain.parallelism);
             let _ = writeln!(s, "    {}", names.join("  →  "));
             for e in self.edges.iter().filter(|e| e.from_chain == c) {

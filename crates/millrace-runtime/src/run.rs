@@ -81,7 +81,11 @@ pub(crate) fn run(graph: Graph) -> Result<RunSummary> {
                 all_channels.push(ch.clone());
                 targets.push(ch);
             }
-            outputs[e.from_chain][i].push(OutputRouter::new(targets, e.partitioning.clone(), keys.clone()));
+            outputs[e.from_chain][i].push(OutputRouter::new(
+                targets,
+                e.partitioning.clone(),
+                keys.clone(),
+            ));
         }
     }
 
@@ -104,7 +108,10 @@ pub(crate) fn run(graph: Graph) -> Result<RunSummary> {
             let head_node = &graph.nodes[head_id];
             let mut rest = &chain.nodes[..];
             let head = match &head_node.op {
-                NodeOp::Source { factory, event_time } => {
+                NodeOp::Source {
+                    factory,
+                    event_time,
+                } => {
                     rest = &chain.nodes[1..];
                     let reader = factory
                         .create(i, p)
@@ -157,7 +164,12 @@ pub(crate) fn run(graph: Graph) -> Result<RunSummary> {
                         let writer = f
                             .create(i, p, node.schema.clone())
                             .map_err(|e| e.in_operator(&node.name))?;
-                        sink = Some(SinkStage::new(node.name.clone(), writer, metrics(n), nodes[n].clone()));
+                        sink = Some(SinkStage::new(
+                            node.name.clone(),
+                            writer,
+                            metrics(n),
+                            nodes[n].clone(),
+                        ));
                     }
                     NodeOp::Source { .. } => unreachable!("a source never follows another node"),
                 }
@@ -200,7 +212,9 @@ pub(crate) fn run(graph: Graph) -> Result<RunSummary> {
         .collect::<Result<_>>()?;
     for h in handles {
         if h.join().is_err() {
-            control.fail(Error::Panic("a worker thread panicked outside any operator".into()));
+            control.fail(Error::Panic(
+                "a worker thread panicked outside any operator".into(),
+            ));
         }
     }
     let elapsed = (now_ns() - started) as u64;

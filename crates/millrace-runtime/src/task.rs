@@ -97,7 +97,9 @@ impl SourceHead {
         let started = now_ns();
         let polled = self.reader.poll_batch(max_rows.max(1));
         let now = now_ns();
-        self.metrics.busy_ns.fetch_add((now - started) as u64, Relaxed);
+        self.metrics
+            .busy_ns
+            .fetch_add((now - started) as u64, Relaxed);
         match polled? {
             SourcePoll::Batch(batch) if batch.num_rows() > 0 => {
                 if batch.num_columns() != self.columns + 1 || entered_column(&batch).is_none() {
@@ -204,7 +206,9 @@ impl SinkStage {
                         self.latency.saturating_record((now - e).max(0) as u64);
                     }
                 }
-                self.metrics.rows_in.fetch_add(batch.num_rows() as u64, Relaxed);
+                self.metrics
+                    .rows_in
+                    .fetch_add(batch.num_rows() as u64, Relaxed);
                 self.writer.write(&strip_entered(&batch))?;
             }
             Message::End => self.writer.finish()?,
@@ -267,7 +271,10 @@ impl DataflowTask {
             for (input, msg) in items.drain(..) {
                 let result = match msg {
                     Message::Data(batch) => {
-                        stage.metrics.rows_in.fetch_add(batch.num_rows() as u64, Relaxed);
+                        stage
+                            .metrics
+                            .rows_in
+                            .fetch_add(batch.num_rows() as u64, Relaxed);
                         stage.op.on_data(input, batch, &mut out)
                     }
                     Message::Watermark(wm) => stage.op.on_watermark(wm, &mut out),
@@ -276,7 +283,10 @@ impl DataflowTask {
                         out.out.push(Message::Idle);
                         Ok(())
                     }
-                    Message::End => stage.op.on_end(&mut out).map(|_| out.out.push(Message::End)),
+                    Message::End => stage
+                        .op
+                        .on_end(&mut out)
+                        .map(|_| out.out.push(Message::End)),
                 };
                 result.map_err(|e| e.in_operator(&stage.name))?;
             }
@@ -341,7 +351,9 @@ impl Task for DataflowTask {
             match &mut self.head {
                 Head::Source(src) => {
                     self.current = HEAD;
-                    if let Some(wake) = src.step(&mut items).map_err(|e| e.in_operator(&src.name))? {
+                    if let Some(wake) =
+                        src.step(&mut items).map_err(|e| e.in_operator(&src.name))?
+                    {
                         wake_at = wake;
                         self.scratch = items;
                         break;
@@ -377,14 +389,19 @@ impl Task for DataflowTask {
                 .fetch_add((now_ns() - started) as u64, Relaxed);
             return Ok(TaskPoll::Progress);
         }
-        Ok(TaskPoll::Idle { wake_at_ns: wake_at })
+        Ok(TaskPoll::Idle {
+            wake_at_ns: wake_at,
+        })
     }
 
     fn current_operator(&self) -> String {
         match (&self.head, self.current) {
             (Head::Source(s), HEAD) => s.name.clone(),
             (_, i) if i < self.chain.len() => self.chain[i].name.clone(),
-            _ => self.sink.as_ref().map_or(self.name.clone(), |s| s.name.clone()),
+            _ => self
+                .sink
+                .as_ref()
+                .map_or(self.name.clone(), |s| s.name.clone()),
         }
     }
 

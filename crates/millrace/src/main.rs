@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use millrace::demo::{DemoOptions, DemoQuery, DemoSink};
 
 #[derive(Parser)]
-#[command(name = "millrace", version, about = "A low-latency stream processing engine")]
+#[command(
+    name = "millrace",
+    version,
+    about = "A low-latency stream processing engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -100,7 +104,9 @@ fn main() -> ExitCode {
                 batch_size: a.batch_size,
                 seed: a.seed,
                 sink: match a.sink {
-                    SinkArg::Console => DemoSink::Console { max_rows: a.max_rows },
+                    SinkArg::Console => DemoSink::Console {
+                        max_rows: a.max_rows,
+                    },
                     SinkArg::Jsonl => DemoSink::JsonLines(a.out),
                     SinkArg::Discard => DemoSink::Discard,
                 },

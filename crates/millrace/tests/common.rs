@@ -25,12 +25,17 @@ pub fn read_all(source: &dyn SourceFactory) -> Vec<RecordBatch> {
 pub fn ints(batches: &[RecordBatch], name: &str) -> Vec<i64> {
     let mut v = Vec::new();
     for b in batches {
-        let c = b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
+        let c = b
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("no column {name}"));
         match c.data_type() {
             DataType::Int64 => v.extend(c.as_primitive::<Int64Type>().values().iter().copied()),
-            DataType::Timestamp(_, _) => {
-                v.extend(c.as_primitive::<TimestampMillisecondType>().values().iter().copied())
-            }
+            DataType::Timestamp(_, _) => v.extend(
+                c.as_primitive::<TimestampMillisecondType>()
+                    .values()
+                    .iter()
+                    .copied(),
+            ),
             other => panic!("column {name} is {other}"),
         }
     }
@@ -41,7 +46,9 @@ pub fn floats(batches: &[RecordBatch], name: &str) -> Vec<f64> {
     batches
         .iter()
         .flat_map(|b| {
-            let c = b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
+            let c = b
+                .column_by_name(name)
+                .unwrap_or_else(|| panic!("no column {name}"));
             let a = c.as_primitive::<Float64Type>();
             assert_eq!(a.null_count(), 0);
             a.values().to_vec()
@@ -53,7 +60,9 @@ pub fn strings(batches: &[RecordBatch], name: &str) -> Vec<String> {
     batches
         .iter()
         .flat_map(|b| {
-            let c = b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
+            let c = b
+                .column_by_name(name)
+                .unwrap_or_else(|| panic!("no column {name}"));
             (0..c.len())
                 .map(|i| c.as_string::<i32>().value(i).to_string())
                 .collect::<Vec<_>>()

@@ -90,7 +90,11 @@ fn streamed(window: Window, parallelism: usize) -> BTreeMap<(i64, i64), Acc> {
     let summary = pipeline.run().expect("run");
     assert_eq!(summary.events, 60_000);
     let b = out.batches();
-    let (dev, start, end) = (ints(&b, "device_id"), ints(&b, "window_start"), ints(&b, "window_end"));
+    let (dev, start, end) = (
+        ints(&b, "device_id"),
+        ints(&b, "window_start"),
+        ints(&b, "window_end"),
+    );
     let n = ints(&b, "n");
     let (sv, mn, mx, avg) = (
         floats(&b, "sum_voltage"),
@@ -123,9 +127,14 @@ fn streamed(window: Window, parallelism: usize) -> BTreeMap<(i64, i64), Acc> {
 fn assert_same(got: &BTreeMap<(i64, i64), Acc>, want: &BTreeMap<(i64, i64), Acc>) {
     assert_eq!(got.len(), want.len(), "number of (device, window) results");
     for (k, w) in want {
-        let g = got.get(k).unwrap_or_else(|| panic!("missing result for {k:?}"));
+        let g = got
+            .get(k)
+            .unwrap_or_else(|| panic!("missing result for {k:?}"));
         assert_eq!(g.count, w.count, "count of {k:?}");
-        assert!(close(g.sum_voltage, w.sum_voltage), "sum of {k:?}: {g:?} vs {w:?}");
+        assert!(
+            close(g.sum_voltage, w.sum_voltage),
+            "sum of {k:?}: {g:?} vs {w:?}"
+        );
         assert_eq!(g.min_temp, w.min_temp, "min of {k:?}");
         assert_eq!(g.max_temp, w.max_temp, "max of {k:?}");
         assert!(close(g.sum_hum, w.sum_hum), "avg of {k:?}: {g:?} vs {w:?}");
@@ -136,7 +145,10 @@ fn assert_same(got: &BTreeMap<(i64, i64), Acc>, want: &BTreeMap<(i64, i64), Acc>
 fn tumbling_window_equals_batch_computation_at_parallelism_1_and_2() {
     let want = expected(1000, 1000);
     for p in [1, 2] {
-        assert_same(&streamed(Window::tumbling(Duration::from_secs(1)), p), &want);
+        assert_same(
+            &streamed(Window::tumbling(Duration::from_secs(1)), p),
+            &want,
+        );
     }
 }
 
@@ -159,7 +171,10 @@ fn nexmark_bids_per_auction_equal_batch_counts() {
     };
     let rows = read_all(&source());
     let mut want: BTreeMap<(i64, i64), i64> = BTreeMap::new();
-    for (a, t) in ints(&rows, "auction").into_iter().zip(ints(&rows, "date_time")) {
+    for (a, t) in ints(&rows, "auction")
+        .into_iter()
+        .zip(ints(&rows, "date_time"))
+    {
         *want.entry((a, t.div_euclid(10_000) * 10_000)).or_default() += 1;
     }
     for p in [1, 2] {
@@ -167,7 +182,11 @@ fn nexmark_bids_per_auction_equal_batch_counts() {
         let out = CollectSink::new();
         pipeline
             .source(source())
-            .window(Window::tumbling_ms(10_000).keys(["auction"]).agg(Agg::count_all("bids")))
+            .window(
+                Window::tumbling_ms(10_000)
+                    .keys(["auction"])
+                    .agg(Agg::count_all("bids")),
+            )
             .unwrap()
             .sink(out.clone())
             .unwrap();
@@ -177,7 +196,6 @@ fn nexmark_bids_per_auction_equal_batch_counts() {
             .into_iter()
             .zip(ints(&b, "window_start"))
             .zip(ints(&b, "bids"))
-            .map(|(k, n)| (k, n))
             .collect();
         assert_eq!(got, want, "parallelism {p}");
     }
