@@ -60,7 +60,10 @@ fn main() -> millrace_core::Result<()> {
     };
     println!("one reader, batches of {BATCH_ROWS} rows, unpaced");
     report("bids", &NexmarkSource::bids(config.clone()))?;
-    report("persons", &NexmarkSource::new(NexmarkKind::Person, config.clone()))?;
+    report(
+        "persons",
+        &NexmarkSource::new(NexmarkKind::Person, config.clone()),
+    )?;
     report("auctions", &NexmarkSource::auctions(config))?;
     report(
         "iot",

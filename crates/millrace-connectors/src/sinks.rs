@@ -244,7 +244,8 @@ impl SinkFactory for DiscardSink {
 impl SinkWriter for DiscardSink {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         // Relaxed: the counts are read after the pipeline has joined its threads.
-        self.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        self.rows
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         self.batches.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -328,7 +329,11 @@ mod tests {
     fn console_stops_at_max_rows_and_says_how_many_were_hidden() {
         let (sink, capture) = console(Some(3));
         let b1 = batch(&[1, 2], &[Some("a"), Some("b")], &[1.0, 2.0]);
-        let b2 = batch(&[3, 4, 5], &[Some("c"), Some("d"), Some("e")], &[3.0, 4.0, 5.0]);
+        let b2 = batch(
+            &[3, 4, 5],
+            &[Some("c"), Some("d"), Some("e")],
+            &[3.0, 4.0, 5.0],
+        );
         let b3 = batch(&[6], &[Some("f")], &[6.0]);
         let mut w = sink.create(0, 1, b1.schema()).expect("create");
         for b in [&b1, &b2, &b3] {

@@ -56,7 +56,9 @@ pub fn attach_entered(batch: &RecordBatch, entered: Int64Array) -> Result<Record
     let mut columns: Vec<ArrayRef> = base.columns().to_vec();
     columns.push(Arc::new(entered));
     let options = RecordBatchOptions::new().with_row_count(Some(base.num_rows()));
-    Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
+    Ok(RecordBatch::try_new_with_options(
+        schema, columns, &options,
+    )?)
 }
 
 /// Same entered time for every row of `batch`.

@@ -11,9 +11,9 @@
 //! (Arrow's `filter`/`take` do so) or, for results made final by a watermark,
 //! set it from `Watermark::entered_ns`.
 
+use crate::{BarrierId, Message, Result, Watermark};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use crate::{BarrierId, Message, Result, Watermark};
 
 /// Output of one operator call.
 #[derive(Default)]

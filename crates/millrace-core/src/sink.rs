@@ -6,9 +6,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::Result;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use crate::Result;
 
 pub trait SinkFactory: Send + Sync {
     /// Short name shown in plans, summaries and errors.

@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
+use crate::Result;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use crate::Result;
 
 /// How a source's event time and watermarks are defined.
 #[derive(Debug, Clone, PartialEq)]

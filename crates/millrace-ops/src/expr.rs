@@ -20,6 +20,27 @@
 //!   Float division by zero follows IEEE 754 (`inf`/`NaN`).
 //! * `CAST` and the implicit coercions fail on values that do not fit (as SQL
 //!   `CAST` does) rather than turning them into nulls.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use arrow::array::{AsArray, Int64Array};
+//! use arrow::datatypes::{DataType, Field, Schema};
+//! use arrow::record_batch::RecordBatch;
+//! use millrace_ops::{col, lit};
+//!
+//! let schema = Arc::new(Schema::new(vec![Field::new("price", DataType::Int64, true)]));
+//! let batch = RecordBatch::try_new(
+//!     schema.clone(),
+//!     vec![Arc::new(Int64Array::from(vec![Some(900), Some(1500), None]))],
+//! )?;
+//! let expensive = col("price").gt(lit(1000));
+//! assert_eq!(expensive.to_string(), "(price > 1000)");
+//! assert_eq!(expensive.data_type(&schema)?, DataType::Boolean);
+//! let result = expensive.evaluate(&batch)?;
+//! let values: Vec<Option<bool>> = result.as_boolean().iter().collect();
+//! assert_eq!(values, [Some(false), Some(true), None]);
+//! # Ok::<(), millrace_core::Error>(())
+//! ```
 
 use std::fmt;
 use std::sync::Arc;
@@ -296,7 +317,9 @@ impl Expr {
             Expr::Binary { op, left, right } => {
                 let lt = left.data_type(schema)?;
                 let rt = right.data_type(schema)?;
-                Ok(coerce_binary(*op, &lt, &rt).map_err(|why| self.type_error(why))?.1)
+                Ok(coerce_binary(*op, &lt, &rt)
+                    .map_err(|why| self.type_error(why))?
+                    .1)
             }
             Expr::Not(e) => match e.data_type(schema)? {
                 DataType::Boolean | DataType::Null => Ok(DataType::Boolean),

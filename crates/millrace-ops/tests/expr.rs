@@ -28,8 +28,18 @@ fn table() -> RecordBatch {
         vec![
             Arc::new(Int64Array::from(vec![Some(1), Some(2), None, Some(4)])),
             Arc::new(Int64Array::from(vec![Some(10), Some(20), Some(30), None])),
-            Arc::new(Float64Array::from(vec![Some(0.5), None, Some(2.0), Some(-1.5)])),
-            Arc::new(StringArray::from(vec![Some("x"), Some("y"), None, Some("x")])),
+            Arc::new(Float64Array::from(vec![
+                Some(0.5),
+                None,
+                Some(2.0),
+                Some(-1.5),
+            ])),
+            Arc::new(StringArray::from(vec![
+                Some("x"),
+                Some("y"),
+                None,
+                Some("x"),
+            ])),
             Arc::new(Int32Array::from(vec![1, 2, 3, 4])),
         ],
         vec![100, 101, 102, 103],
@@ -74,7 +84,10 @@ fn integer_arithmetic_propagates_nulls() {
         ints(&eval(&(col("b") % lit(7)))),
         [Some(3), Some(6), Some(2), None]
     );
-    assert_eq!(ints(&eval(&-col("a"))), [Some(-1), Some(-2), None, Some(-4)]);
+    assert_eq!(
+        ints(&eval(&-col("a"))),
+        [Some(-1), Some(-2), None, Some(-4)]
+    );
 }
 
 #[test]
@@ -120,7 +133,10 @@ fn null_handling_is_three_valued() {
         [Some(false), Some(false), Some(true), Some(false)]
     );
     // NULL + 1 is null; NULL = NULL is null.
-    assert_eq!(ints(&eval(&(lit_null() + lit(1)))), [None, None, None, None]);
+    assert_eq!(
+        ints(&eval(&(lit_null() + lit(1)))),
+        [None, None, None, None]
+    );
     assert_eq!(bools(&eval(&lit_null().eq(lit_null()))), [None; 4]);
     // Kleene logic: false AND null = false, true OR null = true.
     let a_gt_1 = col("a").gt(lit(1)); // [false, true, null, true]
@@ -210,7 +226,10 @@ fn type_mismatch_names_both_types_and_the_expression() {
 #[test]
 fn integer_divide_by_zero_and_overflow_are_errors() {
     let err = (col("a") / lit(0)).evaluate(&table()).unwrap_err();
-    assert!(err.to_string().to_lowercase().contains("divide by zero"), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("divide by zero"),
+        "{err}"
+    );
     assert!((col("a") % lit(0)).evaluate(&table()).is_err());
     assert!((col("a") + lit(i64::MAX)).evaluate(&table()).is_err());
     // Floats follow IEEE 754.
@@ -249,7 +268,9 @@ fn display_and_columns() {
         col("a").cast(DataType::Float64).to_string(),
         "CAST(a AS Float64)"
     );
-    let e = col("b").gt(col("a")).and(col("a").lt(lit(3)).or(col("c").is_null()));
+    let e = col("b")
+        .gt(col("a"))
+        .and(col("a").lt(lit(3)).or(col("c").is_null()));
     assert_eq!(e.columns(), ["b", "a", "c"]);
 }
 
@@ -258,7 +279,11 @@ fn boolean_column_filters() {
     let s = schema(&[("ok", DataType::Boolean)]);
     let b = batch(
         &s,
-        vec![Arc::new(BooleanArray::from(vec![Some(true), None, Some(false)]))],
+        vec![Arc::new(BooleanArray::from(vec![
+            Some(true),
+            None,
+            Some(false),
+        ]))],
         vec![1, 2, 3],
     );
     let r = (!col("ok")).evaluate(&b).unwrap();

@@ -32,10 +32,6 @@ impl DeadLetter {
         }
     }
 
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn lock(&self) -> MutexGuard<'_, Option<BufWriter<File>>> {
         // A panic elsewhere while holding the lock leaves at worst a partly
         // buffered line; losing the whole dead-letter output would be worse.

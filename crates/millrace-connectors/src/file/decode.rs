@@ -37,7 +37,8 @@ pub(crate) struct Decoded {
 /// One Arrow decoder, whichever the format.
 enum Inner {
     Json(arrow::json::reader::Decoder),
-    Csv(arrow::csv::reader::Decoder),
+    // Boxed: the CSV decoder is several times the size of the JSON one.
+    Csv(Box<arrow::csv::reader::Decoder>),
 }
 
 impl Inner {
@@ -101,9 +102,15 @@ impl ChunkDecoder {
             .enumerate()
             .filter_map(|(i, f)| {
                 if Some(f.name().as_str()) == event_time {
-                    Some((i, format!("event-time column '{}' is missing or null", f.name())))
+                    Some((
+                        i,
+                        format!("event-time column '{}' is missing or null", f.name()),
+                    ))
                 } else if !f.is_nullable() {
-                    Some((i, format!("non-nullable column '{}' is missing or null", f.name())))
+                    Some((
+                        i,
+                        format!("non-nullable column '{}' is missing or null", f.name()),
+                    ))
                 } else {
                     None
                 }
@@ -177,7 +184,11 @@ impl ChunkDecoder {
 
     /// The whole chunk in one decoder, or `None` if any line did not decode to
     /// exactly one record (the caller then goes line by line).
-    fn decode_bulk(&mut self, data: &[u8], records: &[(usize, usize)]) -> Result<Option<RecordBatch>> {
+    fn decode_bulk(
+        &mut self,
+        data: &[u8],
+        records: &[(usize, usize)],
+    ) -> Result<Option<RecordBatch>> {
         let mut decoder = match self.bulk.take() {
             Some(d) => d,
             None => self.build(BULK_BATCH)?,
@@ -211,7 +222,7 @@ impl ChunkDecoder {
             }
             Err(err) => Err(match (&self.format, err) {
                 (_, SingleError::Reason(r)) => r,
-                (FileFormat::Json, SingleError::Arrow(e)) => arrow_reason(&e),
+                (FileFormat::Json, SingleError::Arrow(e)) => json_reason(&e),
                 (FileFormat::Csv { .. }, SingleError::Arrow(e)) => self.explain_csv(line, &e),
             }),
         }
@@ -277,7 +288,12 @@ impl ChunkDecoder {
                 continue;
             }
             let slots = reasons.get_or_insert_with(|| vec![None; batch.num_rows()]);
-            for row in nulls.iter().enumerate().filter(|(_, valid)| !valid).map(|(r, _)| r) {
+            for row in nulls
+                .iter()
+                .enumerate()
+                .filter(|(_, valid)| !valid)
+                .map(|(r, _)| r)
+            {
                 slots[row].get_or_insert(reason.as_str());
             }
         }
@@ -327,14 +343,14 @@ fn build_inner(format: &FileFormat, schema: SchemaRef, batch_size: usize) -> Res
                 .with_batch_size(batch_size)
                 .build_decoder()?,
         ),
-        FileFormat::Csv { delimiter, .. } => Inner::Csv(
+        FileFormat::Csv { delimiter, .. } => Inner::Csv(Box::new(
             // The header line is skipped by the reader, which knows line numbers.
             arrow::csv::ReaderBuilder::new(schema)
                 .with_header(false)
                 .with_delimiter(*delimiter)
                 .with_batch_size(batch_size)
                 .build_decoder(),
-        ),
+        )),
     })
 }
 
@@ -352,7 +368,8 @@ fn bulk_into(
         let before = decoder.pending(BULK_BATCH);
         let line = &data[start..=end];
         let used = decoder.decode(line)?;
-        if used != line.len() || decoder.has_partial() || decoder.pending(BULK_BATCH) != before + 1 {
+        if used != line.len() || decoder.has_partial() || decoder.pending(BULK_BATCH) != before + 1
+        {
             return Ok(None);
         }
     }
@@ -385,8 +402,9 @@ fn single_into(decoder: &mut Inner, line: &[u8]) -> Result<RecordBatch, SingleEr
         (Some(batch), 1, true) => Ok(batch),
         (_, 0, _) => Err(SingleError::Reason(match decoder {
             Inner::Json(_) => "no JSON record on the line".to_string(),
-            Inner::Csv(_) => "unterminated quoted field (a quoted field may not span lines)"
-                .to_string(),
+            Inner::Csv(_) => {
+                "unterminated quoted field (a quoted field may not span lines)".to_string()
+            }
         })),
         _ => Err(SingleError::Reason(
             "more than one JSON record on the line (expected exactly one object per line)"
@@ -396,7 +414,11 @@ fn single_into(decoder: &mut Inner, line: &[u8]) -> Result<RecordBatch, SingleEr
 }
 
 /// Decodes one line with a throw-away decoder for `fields` (used to explain CSV errors).
-fn decode_with(format: &FileFormat, fields: Vec<Field>, line: &[u8]) -> Result<RecordBatch, ArrowError> {
+fn decode_with(
+    format: &FileFormat,
+    fields: Vec<Field>,
+    line: &[u8],
+) -> Result<RecordBatch, ArrowError> {
     let schema = Arc::new(Schema::new(fields));
     let mut decoder = build_inner(format, schema, 2).map_err(|e| match e {
         Error::Arrow(a) => a,
@@ -421,6 +443,16 @@ pub(crate) fn arrow_reason(e: &ArrowError) -> String {
     }
 }
 
+/// A JSON decode error in the words of the schema: a column name where
+/// arrow-json says "field", and "invalid JSON record" for syntax errors.
+fn json_reason(e: &ArrowError) -> String {
+    let msg = arrow_reason(e);
+    match msg.strip_prefix("whilst decoding field '") {
+        Some(rest) => format!("column '{rest}"),
+        None => format!("invalid JSON record: {msg}"),
+    }
+}
+
 /// Removes arrow-csv's "at line N"/"for line N" (its own counter, not the
 /// file's) and the "Row data" echo (the raw line is reported separately).
 fn scrub_line_refs(msg: &str) -> String {
@@ -430,7 +462,10 @@ fn scrub_line_refs(msg: &str) -> String {
     };
     for pat in [" for line ", " at line "] {
         while let Some(i) = s.find(pat) {
-            let digits = s[i + pat.len()..].bytes().take_while(u8::is_ascii_digit).count();
+            let digits = s[i + pat.len()..]
+                .bytes()
+                .take_while(u8::is_ascii_digit)
+                .count();
             if digits == 0 {
                 break;
             }
@@ -444,6 +479,102 @@ fn scrub_line_refs(msg: &str) -> String {
 mod tests {
     use super::*;
 
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("v", DataType::Utf8, true),
+        ]))
+    }
+
+    /// `lines` as the reader lays them out: each followed by `\n`.
+    fn layout(lines: &[String]) -> (Vec<u8>, Vec<(usize, usize)>) {
+        let mut data = Vec::new();
+        let mut records = Vec::new();
+        for l in lines {
+            let start = data.len();
+            data.extend_from_slice(l.as_bytes());
+            records.push((start, data.len()));
+            data.push(b'\n');
+        }
+        (data, records)
+    }
+
+    fn ids(batch: &RecordBatch) -> Vec<i64> {
+        batch
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .values()
+            .to_vec()
+    }
+
+    #[test]
+    fn clean_chunks_take_the_fast_path_in_several_flushes() {
+        let n = BULK_BATCH * 2 + 7;
+        for (format, line) in [
+            (
+                FileFormat::Json,
+                (|i| format!("{{\"id\":{i},\"v\":\"x\"}}")) as fn(usize) -> String,
+            ),
+            (
+                FileFormat::Csv {
+                    has_header: false,
+                    delimiter: b',',
+                },
+                |i| format!("{i},x"),
+            ),
+        ] {
+            let lines: Vec<String> = (0..n).map(line).collect();
+            let (data, records) = layout(&lines);
+            let mut decoder = ChunkDecoder::new(format.clone(), schema(), None).expect("decoder");
+            let batch = decoder
+                .decode_bulk(&data, &records)
+                .expect("no internal error")
+                .expect("fast path");
+            assert_eq!(ids(&batch), (0..n as i64).collect::<Vec<_>>(), "{format:?}");
+            // The decoder is reused for the next chunk.
+            assert!(decoder.bulk.is_some());
+            let again = decoder
+                .decode(&data[..records[1].1 + 1], &records[..2])
+                .expect("decode");
+            assert_eq!(again.batch.as_ref().map(ids), Some(vec![0, 1]));
+        }
+    }
+
+    #[test]
+    fn misaligned_records_leave_the_fast_path() {
+        // Two objects on one line and one object over two lines: the record
+        // count matches the line count, but the lines are wrong.
+        let lines: Vec<String> = ["{\"id\":1}{\"id\":2}", "{\"id\":", "3}", "{\"id\":4}"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (data, records) = layout(&lines);
+        let mut decoder = ChunkDecoder::new(FileFormat::Json, schema(), None).expect("decoder");
+        assert!(
+            decoder
+                .decode_bulk(&data, &records)
+                .expect("no internal error")
+                .is_none()
+        );
+        let decoded = decoder.decode(&data, &records).expect("decode");
+        assert_eq!(decoded.batch.as_ref().map(ids), Some(vec![4]));
+        let bad: Vec<usize> = decoded.bad.iter().map(|(i, _)| *i).collect();
+        assert_eq!(bad, [0, 1, 2]);
+
+        // Two objects on one line, no partial record anywhere: caught by the count.
+        let lines = vec!["{\"id\":1}{\"id\":2}".to_string(), "{\"id\":4}".to_string()];
+        let (data, records) = layout(&lines);
+        assert!(
+            decoder
+                .decode_bulk(&data, &records)
+                .expect("no internal error")
+                .is_none()
+        );
+        let decoded = decoder.decode(&data, &records).expect("decode");
+        assert_eq!(decoded.batch.as_ref().map(ids), Some(vec![4]));
+        assert_eq!(decoded.bad.len(), 1);
+    }
+
     #[test]
     fn scrub_removes_arrow_line_numbers() {
         assert_eq!(
@@ -451,7 +582,9 @@ mod tests {
             "incorrect number of fields, expected 3 got 2"
         );
         assert_eq!(
-            scrub_line_refs("Error while parsing value 'x' for column 1 at line 7. Row data: '[x]'"),
+            scrub_line_refs(
+                "Error while parsing value 'x' for column 1 at line 7. Row data: '[x]'"
+            ),
             "Error while parsing value 'x' for column 1"
         );
         assert_eq!(scrub_line_refs("at line end"), "at line end");

@@ -28,7 +28,11 @@ impl<R: BufRead> LineReader<R> {
 
     /// Appends the next line (at most `limit` bytes of it) to `out`.
     /// Returns `None` at end of input. A last line without `\n` still counts.
-    pub(crate) fn read_line(&mut self, out: &mut Vec<u8>, limit: usize) -> io::Result<Option<LineInfo>> {
+    pub(crate) fn read_line(
+        &mut self,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> io::Result<Option<LineInfo>> {
         let start = out.len();
         let mut total = 0usize;
         let mut seen_any = false;
@@ -96,7 +100,11 @@ mod tests {
         for cap in [1, 2, 3, 64] {
             let got = lines(b"ab\r\n\ncd\nlast", cap, 100);
             let texts: Vec<&[u8]> = got.iter().map(|(b, _)| b.as_slice()).collect();
-            assert_eq!(texts, vec![&b"ab"[..], b"", b"cd", b"last"], "buffer capacity {cap}");
+            assert_eq!(
+                texts,
+                vec![&b"ab"[..], b"", b"cd", b"last"],
+                "buffer capacity {cap}"
+            );
             assert!(got.iter().all(|(_, i)| !i.truncated));
         }
     }
@@ -106,9 +114,21 @@ mod tests {
         for cap in [1, 4, 64] {
             let got = lines(b"0123456789\r\nok\n", cap, 4);
             assert_eq!(got[0].0, b"0123");
-            assert_eq!(got[0].1, LineInfo { len: 10, truncated: true });
+            assert_eq!(
+                got[0].1,
+                LineInfo {
+                    len: 10,
+                    truncated: true
+                }
+            );
             assert_eq!(got[1].0, b"ok");
-            assert_eq!(got[1].1, LineInfo { len: 2, truncated: false });
+            assert_eq!(
+                got[1].1,
+                LineInfo {
+                    len: 2,
+                    truncated: false
+                }
+            );
             assert_eq!(got.len(), 2);
         }
     }
@@ -118,7 +138,13 @@ mod tests {
         let got = lines(b"abcd\r\nabcde\n", 3, 4);
         assert_eq!(got[0].0, b"abcd");
         assert!(!got[0].1.truncated);
-        assert_eq!(got[1].1, LineInfo { len: 5, truncated: true });
+        assert_eq!(
+            got[1].1,
+            LineInfo {
+                len: 5,
+                truncated: true
+            }
+        );
     }
 
     #[test]

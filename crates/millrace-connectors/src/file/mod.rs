@@ -19,7 +19,8 @@
 //!   `i mod p`, in order, so together the instances read each file once.
 //!
 //! Decoding uses arrow-json (fields not in the schema are ignored) and arrow-csv
-//! (columns by position; the header line, if declared, is skipped, not checked).
+//! (columns by position; the header line, if declared, is skipped, not checked;
+//! an empty CSV field is null, also for text columns).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -179,8 +180,12 @@ impl FileSource {
         }
         if let Some(et) = &self.event_time {
             let Ok(field) = self.schema.field_with_name(&et.column) else {
-                let columns: Vec<&str> =
-                    self.schema.fields().iter().map(|f| f.name().as_str()).collect();
+                let columns: Vec<&str> = self
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect();
                 return fail(format!(
                     "event-time column '{}' is not in the schema (columns: {})",
                     et.column,
@@ -221,13 +226,13 @@ impl FileSource {
         ) {
             return fail(format!("the schema cannot be decoded: {e}"));
         }
-        if let OnError::DeadLetter(out) = &self.on_error {
-            if let Some(input) = self.paths.iter().find(|p| same_file(p, out)) {
-                return fail(format!(
-                    "the dead-letter file {} is also an input; choose another path",
-                    input.display()
-                ));
-            }
+        if let OnError::DeadLetter(out) = &self.on_error
+            && let Some(input) = self.paths.iter().find(|p| same_file(p, out))
+        {
+            return fail(format!(
+                "the dead-letter file {} is also an input; choose another path",
+                input.display()
+            ));
         }
         Ok(())
     }
@@ -266,9 +271,28 @@ fn same_file(a: &Path, b: &Path) -> bool {
 fn csv_supports(dt: &DataType) -> bool {
     use DataType::*;
     match dt {
-        Null | Boolean | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64
-        | Float16 | Float32 | Float64 | Date32 | Date64 | Utf8 | Utf8View | Timestamp(_, _)
-        | Decimal32(_, _) | Decimal64(_, _) | Decimal128(_, _) | Decimal256(_, _) => true,
+        Null
+        | Boolean
+        | Int8
+        | Int16
+        | Int32
+        | Int64
+        | UInt8
+        | UInt16
+        | UInt32
+        | UInt64
+        | Float16
+        | Float32
+        | Float64
+        | Date32
+        | Date64
+        | Utf8
+        | Utf8View
+        | Timestamp(_, _)
+        | Decimal32(_, _)
+        | Decimal64(_, _)
+        | Decimal128(_, _)
+        | Decimal256(_, _) => true,
         Time32(unit) => matches!(unit, TimeUnit::Second | TimeUnit::Millisecond),
         Time64(unit) => matches!(unit, TimeUnit::Microsecond | TimeUnit::Nanosecond),
         Dictionary(key, value) => key.is_dictionary_key_type() && value.as_ref() == &Utf8,

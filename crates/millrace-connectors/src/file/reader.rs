@@ -16,10 +16,10 @@ use millrace_core::batch::attach_entered_now;
 use millrace_core::time::now_ns;
 use millrace_core::{Error, Result, SourcePoll, SourceReader, SourceStats};
 
+use super::FileFormat;
 use super::dead_letter::{DeadLetter, DeadRecord};
 use super::decode::ChunkDecoder;
 use super::lines::LineReader;
-use super::FileFormat;
 
 /// A chunk stops growing at about this many bytes even if `max_rows` is not reached.
 const CHUNK_BYTES: usize = 4 << 20;
@@ -112,7 +112,13 @@ impl FileReader {
             return Ok(());
         };
         let limit = self.config.max_line_bytes;
-        let skip_header = matches!(self.config.format, FileFormat::Csv { has_header: true, .. });
+        let skip_header = matches!(
+            self.config.format,
+            FileFormat::Csv {
+                has_header: true,
+                ..
+            }
+        );
         let mut count = 0;
         let mut scanned = 0;
         while count < max_rows && self.chunk.len() < CHUNK_BYTES && scanned < CHUNK_SCAN_LINES {
@@ -160,7 +166,12 @@ impl FileReader {
         let oversize_reasons: Vec<String> = self
             .oversize
             .iter()
-            .map(|o| format!("line is {} bytes, limit {limit} (raw text truncated to the limit)", o.len))
+            .map(|o| {
+                format!(
+                    "line is {} bytes, limit {limit} (raw text truncated to the limit)",
+                    o.len
+                )
+            })
             .collect();
         let mut all: Vec<DeadRecord<'_>> = bad
             .iter()
@@ -173,12 +184,17 @@ impl FileReader {
                     raw: &self.chunk[start..end],
                 }
             })
-            .chain(self.oversize.iter().zip(&oversize_reasons).map(|(o, reason)| DeadRecord {
-                source: path,
-                line: o.line,
-                reason,
-                raw: &o.prefix,
-            }))
+            .chain(
+                self.oversize
+                    .iter()
+                    .zip(&oversize_reasons)
+                    .map(|(o, reason)| DeadRecord {
+                        source: path,
+                        line: o.line,
+                        reason,
+                        raw: &o.prefix,
+                    }),
+            )
             .collect();
         if all.is_empty() {
             return Ok(());
@@ -229,7 +245,10 @@ pub(crate) fn open(path: &Path) -> Result<File> {
     if meta.is_dir() {
         return Err(Error::io(
             path,
-            std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory, not a file"),
+            std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "is a directory, not a file",
+            ),
         ));
     }
     Ok(file)

@@ -1,0 +1,735 @@
+//! Behaviour tests of the file sources: input lines → expected rows, bad
+//! records under each policy, splitting across instances.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
+use arrow::util::pretty::pretty_format_batches;
+use millrace_core::batch::{ENTERED_COLUMN, entered_column, strip_entered};
+use millrace_core::{Error, EventTime, SourceFactory, SourcePoll, SourceStats};
+use tempfile::TempDir;
+
+use super::{FileFormat, FileSource, OnError};
+
+fn json_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("price", DataType::Float64, true),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+    ]))
+}
+
+fn csv_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("price", DataType::Float64, true),
+        Field::new("ts", DataType::Int64, true),
+    ]))
+}
+
+fn write(dir: &TempDir, name: &str, contents: &[u8]) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).expect("write fixture");
+    path
+}
+
+/// Everything one instance produces, polled with `max_rows`.
+struct Drained {
+    batches: Vec<RecordBatch>,
+    stats: SourceStats,
+}
+
+fn drain(
+    source: &FileSource,
+    instance: usize,
+    parallelism: usize,
+    max_rows: usize,
+) -> Result<Drained, Error> {
+    let mut reader = source.create(instance, parallelism)?;
+    let mut batches = Vec::new();
+    // Bounded so a reader that never ends fails the test instead of hanging it.
+    for _ in 0..10_000 {
+        match reader.poll_batch(max_rows)? {
+            SourcePoll::Batch(b) => {
+                assert!(b.num_rows() > 0, "empty batch returned");
+                assert!(
+                    b.num_rows() <= max_rows,
+                    "{} rows > max_rows {max_rows}",
+                    b.num_rows()
+                );
+                batches.push(b);
+            }
+            SourcePoll::Pending { .. } => {}
+            SourcePoll::Exhausted => {
+                // Exhausted is final.
+                assert!(matches!(
+                    reader.poll_batch(max_rows)?,
+                    SourcePoll::Exhausted
+                ));
+                return Ok(Drained {
+                    batches,
+                    stats: reader.stats(),
+                });
+            }
+        }
+    }
+    panic!("reader did not finish");
+}
+
+fn table(batches: &[RecordBatch]) -> String {
+    let stripped: Vec<RecordBatch> = batches.iter().map(strip_entered).collect();
+    pretty_format_batches(&stripped)
+        .expect("format")
+        .to_string()
+}
+
+fn ids(batches: &[RecordBatch]) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let col = b.column_by_name("id").expect("id column");
+            col.as_primitive::<Int64Type>().values().to_vec()
+        })
+        .collect()
+}
+
+fn expect_bad_record(result: Result<Drained, Error>) -> (PathBuf, u64, String) {
+    match result {
+        Err(Error::BadRecord { path, line, reason }) => (path, line, reason),
+        Err(other) => panic!("expected BadRecord, got {other}"),
+        Ok(d) => panic!("expected BadRecord, got {} rows", ids(&d.batches).len()),
+    }
+}
+
+const GOOD_JSON: &str = r#"{"id":1,"name":"apple","price":1.5,"ts":1000}
+{"id":2,"name":null,"price":2.25,"ts":2000,"unknown":"ignored"}
+
+{"ts":3000,"price":-3.0,"name":"cherry","id":3}
+{"id":4,"ts":4000}
+"#;
+
+const GOOD_TABLE: &str = "\
++----+--------+-------+---------------------+
+| id | name   | price | ts                  |
++----+--------+-------+---------------------+
+| 1  | apple  | 1.5   | 1970-01-01T00:00:01 |
+| 2  |        | 2.25  | 1970-01-01T00:00:02 |
+| 3  | cherry | -3.0  | 1970-01-01T00:00:03 |
+| 4  |        |       | 1970-01-01T00:00:04 |
++----+--------+-------+---------------------+";
+
+#[test]
+fn json_rows_equal_the_hand_written_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(&dir, "trades.jsonl", GOOD_JSON.as_bytes());
+    let source = FileSource::json(&path, json_schema()).with_event_time(EventTime::new("ts", 0));
+    assert_eq!(source.name(), "file:trades.jsonl");
+    assert_eq!(source.schema(), json_schema());
+    assert_eq!(source.event_time(), Some(EventTime::new("ts", 0)));
+
+    let out = drain(&source, 0, 1, 100).expect("drain");
+    assert_eq!(table(&out.batches), GOOD_TABLE);
+    assert_eq!(out.stats, SourceStats::default());
+
+    // Declared columns, then the entered column last, filled for every row.
+    let batch = &out.batches[0];
+    let names: Vec<&str> = batch
+        .schema_ref()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(names, ["id", "name", "price", "ts", ENTERED_COLUMN]);
+    assert_eq!(
+        batch.schema_ref().field(0),
+        json_schema().field(0),
+        "declared nullability kept"
+    );
+    let entered = entered_column(batch).expect("entered column");
+    assert_eq!(entered.len(), 4);
+    assert_eq!(entered.null_count(), 0);
+    assert!(entered.values().iter().all(|&t| t >= 0));
+}
+
+#[test]
+fn csv_rows_equal_the_hand_written_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = "id,name,price,ts\r\n1,apple,1.5,1000\r\n2,,2.25,2000\r\n\r\n3,\"cherry, red\",-3.0,3000\r\n4,,,4000";
+    let path = write(&dir, "trades.csv", csv.as_bytes());
+    let source =
+        FileSource::csv(&path, csv_schema(), true).with_event_time(EventTime::new("ts", 0));
+    let out = drain(&source, 0, 1, 100).expect("drain");
+    let expected = "\
++----+-------------+-------+------+
+| id | name        | price | ts   |
++----+-------------+-------+------+
+| 1  | apple       | 1.5   | 1000 |
+| 2  |             | 2.25  | 2000 |
+| 3  | cherry, red | -3.0  | 3000 |
+| 4  |             |       | 4000 |
++----+-------------+-------+------+";
+    assert_eq!(table(&out.batches), expected);
+    assert!(entered_column(&out.batches[0]).is_some());
+}
+
+#[test]
+fn csv_without_header_and_with_another_delimiter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(&dir, "t.csv", b"1;a;0.5;10\n2;b;1.5;20\n");
+    let format = FileFormat::Csv {
+        has_header: false,
+        delimiter: b';',
+    };
+    let source = FileSource::new(vec![path], format, csv_schema());
+    let out = drain(&source, 0, 1, 100).expect("drain");
+    let expected = "\
++----+------+-------+----+
+| id | name | price | ts |
++----+------+-------+----+
+| 1  | a    | 0.5   | 10 |
+| 2  | b    | 1.5   | 20 |
++----+------+-------+----+";
+    assert_eq!(table(&out.batches), expected);
+}
+
+#[test]
+fn max_rows_is_respected_across_many_polls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lines: String = (1..=10)
+        .map(|i| format!("{{\"id\":{i},\"ts\":{i}}}\n"))
+        .collect();
+    let path = write(&dir, "ten.jsonl", lines.as_bytes());
+    let source = FileSource::json(&path, json_schema());
+    let out = drain(&source, 0, 1, 3).expect("drain");
+    let sizes: Vec<usize> = out.batches.iter().map(|b| b.num_rows()).collect();
+    assert_eq!(sizes, [3, 3, 3, 1]);
+    assert_eq!(ids(&out.batches), (1..=10).collect::<Vec<_>>());
+}
+
+#[test]
+fn instances_split_files_and_read_every_row_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths: Vec<PathBuf> = (0..3)
+        .map(|f| {
+            let rows: String = (0..5)
+                .map(|r| format!("{{\"id\":{}}}\n", f * 100 + r))
+                .collect();
+            write(&dir, &format!("part-{f}.jsonl"), rows.as_bytes())
+        })
+        .collect();
+    let source = FileSource::new(paths, FileFormat::Json, json_schema());
+    assert_eq!(source.name(), "file:part-0.jsonl+2");
+
+    let first = drain(&source, 0, 2, 2).expect("instance 0");
+    let second = drain(&source, 1, 2, 2).expect("instance 1");
+    // Instance 0 reads files 0 and 2 in order; instance 1 reads file 1.
+    assert_eq!(
+        ids(&first.batches),
+        [0, 1, 2, 3, 4, 200, 201, 202, 203, 204]
+    );
+    assert_eq!(ids(&second.batches), [100, 101, 102, 103, 104]);
+
+    let mut all = [ids(&first.batches), ids(&second.batches)].concat();
+    all.sort_unstable();
+    let mut expected: Vec<i64> = (0..3)
+        .flat_map(|f| (0..5).map(move |r| f * 100 + r))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(all, expected);
+}
+
+#[test]
+fn an_instance_without_files_is_exhausted_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(&dir, "only.jsonl", b"{\"id\":1}\n");
+    let source = FileSource::json(&path, json_schema());
+    let mut reader = source.create(1, 2).expect("create");
+    assert!(matches!(
+        reader.poll_batch(10).expect("poll"),
+        SourcePoll::Exhausted
+    ));
+    assert!(matches!(source.create(2, 2), Err(Error::Plan(_))));
+}
+
+#[test]
+fn empty_and_blank_files_yield_no_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = write(&dir, "empty.jsonl", b"");
+    let blank = write(&dir, "blank.jsonl", b"\n  \n\r\n\t\n");
+    let source = FileSource::new(vec![empty, blank], FileFormat::Json, json_schema());
+    let out = drain(&source, 0, 1, 10).expect("drain");
+    assert!(out.batches.is_empty());
+    assert_eq!(out.stats, SourceStats::default());
+}
+
+#[test]
+fn a_missing_file_is_an_io_error_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nope.jsonl");
+    let source = FileSource::json(&missing, json_schema());
+    match source.create(0, 1) {
+        Err(Error::Io { path, .. }) => assert_eq!(path, missing),
+        Err(other) => panic!("expected Io, got {other}"),
+        Ok(_) => panic!("expected Io, got a reader"),
+    }
+    let as_dir = FileSource::json(dir.path(), json_schema());
+    assert!(matches!(as_dir.create(0, 1), Err(Error::Io { .. })));
+}
+
+fn plan_error(source: &FileSource) -> String {
+    match source.validate() {
+        Err(Error::Plan(msg)) => {
+            // create() refuses the same declaration.
+            assert!(matches!(source.create(0, 1), Err(Error::Plan(_))));
+            msg
+        }
+        Err(other) => panic!("expected Plan error, got {other}"),
+        Ok(()) => panic!("expected Plan error, validation passed"),
+    }
+}
+
+#[test]
+fn validate_explains_what_is_wrong() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(&dir, "in.jsonl", b"{\"id\":1}\n");
+
+    let msg = plan_error(
+        &FileSource::json(&path, json_schema()).with_event_time(EventTime::new("when", 0)),
+    );
+    assert!(
+        msg.contains("event-time column 'when' is not in the schema"),
+        "{msg}"
+    );
+    assert!(msg.contains("id, name, price, ts"), "{msg}");
+
+    let msg = plan_error(
+        &FileSource::json(&path, json_schema()).with_event_time(EventTime::new("name", 0)),
+    );
+    assert!(msg.contains("'name' has type Utf8"), "{msg}");
+
+    let reserved = Arc::new(Schema::new(vec![Field::new(
+        ENTERED_COLUMN,
+        DataType::Int64,
+        false,
+    )]));
+    let msg = plan_error(&FileSource::json(&path, reserved));
+    assert!(msg.contains("reserved"), "{msg}");
+
+    let dup = Arc::new(Schema::new(vec![
+        Field::new("a", DataType::Int64, false),
+        Field::new("a", DataType::Utf8, true),
+    ]));
+    assert!(plan_error(&FileSource::json(&path, dup)).contains("declared twice"));
+
+    let nested = Arc::new(Schema::new(vec![Field::new(
+        "tags",
+        DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+        true,
+    )]));
+    let msg = plan_error(&FileSource::csv(&path, nested.clone(), false));
+    assert!(msg.contains("'tags'") && msg.contains("CSV"), "{msg}");
+    // JSON can hold the same column.
+    FileSource::json(&path, nested)
+        .validate()
+        .expect("lists are fine in JSON");
+
+    let msg = plan_error(
+        &FileSource::json(&path, json_schema()).with_on_error(OnError::DeadLetter(path.clone())),
+    );
+    assert!(msg.contains("also an input"), "{msg}");
+
+    assert!(
+        plan_error(&FileSource::json(&path, json_schema()).with_max_line_bytes(0))
+            .contains("max_line_bytes")
+    );
+    assert!(
+        plan_error(&FileSource::new(vec![], FileFormat::Json, json_schema()))
+            .contains("no input files")
+    );
+
+    FileSource::json(&path, json_schema())
+        .with_event_time(EventTime::new("ts", 0))
+        .validate()
+        .expect("valid declaration");
+    FileSource::csv(&path, csv_schema(), true)
+        .with_event_time(EventTime::new("ts", 0))
+        .validate()
+        .expect("Int64 event time is valid");
+}
+
+// ---- bad records ----------------------------------------------------------
+
+/// Line limit of the bad-record fixtures.
+const LIMIT: usize = 80;
+
+fn long_json_line() -> String {
+    format!("{{\"id\":6,\"name\":\"{}\",\"ts\":6000}}", "x".repeat(100))
+}
+
+/// (physical line, raw text, what the reason must mention); `None` = good line.
+fn bad_json_lines() -> Vec<(String, Option<&'static str>)> {
+    vec![
+        (r#"{"id":1,"name":"a","price":1.5,"ts":1000}"#.into(), None),
+        (
+            r#"{"id":2,"name":"b","price":"#.into(),
+            Some("incomplete JSON record"),
+        ),
+        ("".into(), None),
+        (
+            r#"{"id":3,"name":"c","price":"cheap","ts":3000}"#.into(),
+            Some("column 'price': failed to parse \"cheap\" as Float64"),
+        ),
+        (
+            r#"{"name":"d","price":4.0,"ts":4000}"#.into(),
+            Some("non-nullable column 'id'"),
+        ),
+        (
+            r#"{"id":5,"name":"e","price":5.0,"ts":null}"#.into(),
+            Some("event-time column 'ts'"),
+        ),
+        (long_json_line(), Some("limit 80")),
+        (r#"{"id":7,"name":"g","price":7.0,"ts":7000}"#.into(), None),
+        (
+            r#"{"id":8,"ts":8000}{"id":9,"ts":9000}"#.into(),
+            Some("more than one JSON record"),
+        ),
+        (r#"not json at all"#.into(), Some("invalid JSON record")),
+        (r#"{"id":10,"ts":10000}"#.into(), None),
+        (r#"{"id":11}"#.into(), Some("event-time column 'ts'")),
+        ("[1,2]".into(), Some("invalid JSON record")),
+        (r#"{"id":12,"ts":12000}"#.into(), None),
+    ]
+}
+
+fn csv_header() -> &'static str {
+    "id,name,price,ts"
+}
+
+fn bad_csv_lines() -> Vec<(String, Option<&'static str>)> {
+    vec![
+        (csv_header().into(), None),
+        ("1,a,1.5,1000".into(), None),
+        ("2,b,2.5".into(), Some("number of fields")),
+        (
+            "3,c,abc,3000".into(),
+            Some("column 'price': cannot parse \"abc\" as Float64"),
+        ),
+        (",d,4.0,4000".into(), Some("non-nullable column 'id'")),
+        ("5,e,5.0,".into(), Some("event-time column 'ts'")),
+        (
+            "6,\"unterminated,6.0,6000".into(),
+            Some("unterminated quoted field"),
+        ),
+        ("".into(), None),
+        ("7,g,7.0,7000".into(), None),
+        ("8,h,8.0,8000,extra".into(), Some("number of fields")),
+        (
+            format!("9,{},9.0,9000", "y".repeat(100)),
+            Some("line is 111 bytes, limit 80"),
+        ),
+        (
+            "x10,j,10.0,10000".into(),
+            Some("column 'id': cannot parse \"x10\" as Int64"),
+        ),
+        ("11,k,11.0,11000".into(), None),
+    ]
+}
+
+fn join(lines: &[(String, Option<&'static str>)]) -> String {
+    lines.iter().map(|(l, _)| format!("{l}\n")).collect()
+}
+
+fn bad_line_numbers(lines: &[(String, Option<&'static str>)]) -> Vec<u64> {
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, bad))| bad.is_some())
+        .map(|(i, _)| i as u64 + 1)
+        .collect()
+}
+
+fn json_source(path: &Path) -> FileSource {
+    FileSource::json(path, json_schema())
+        .with_event_time(EventTime::new("ts", 0))
+        .with_max_line_bytes(LIMIT)
+}
+
+fn csv_source(path: &Path) -> FileSource {
+    FileSource::csv(path, csv_schema(), true)
+        .with_event_time(EventTime::new("ts", 0))
+        .with_max_line_bytes(LIMIT)
+}
+
+/// Each kind of bad line alone among good lines: `Fail` names its line and why.
+fn check_fail_policy(
+    fixture: Vec<(String, Option<&'static str>)>,
+    keep_first: usize,
+    make: fn(&Path) -> FileSource,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (bad_index, (raw, expect)) in fixture.iter().enumerate() {
+        let Some(expect) = expect else { continue };
+        // The header (if any), the good lines, and this one bad line in its place.
+        let lines: Vec<(String, Option<&'static str>)> = fixture
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, bad))| *i < keep_first || bad.is_none() || *i == bad_index)
+            .map(|(_, l)| l.clone())
+            .collect();
+        let line = lines
+            .iter()
+            .position(|(l, _)| l == raw)
+            .expect("bad line kept") as u64
+            + 1;
+        let path = write(&dir, &format!("bad-{bad_index}"), join(&lines).as_bytes());
+        for max_rows in [1, 2, 100] {
+            let (p, got_line, reason) = expect_bad_record(drain(&make(&path), 0, 1, max_rows));
+            assert_eq!(p, path);
+            assert_eq!(
+                got_line, line,
+                "line {raw:?} (max_rows {max_rows}): {reason}"
+            );
+            assert!(!reason.is_empty());
+            assert!(
+                reason.contains(expect),
+                "line {raw:?}: reason {reason:?} should mention {expect:?}"
+            );
+        }
+        // The error is repeated, never turned into a silent end of input.
+        let mut reader = make(&path).create(0, 1).expect("create");
+        let first = loop {
+            match reader.poll_batch(100) {
+                Ok(SourcePoll::Batch(_) | SourcePoll::Pending { .. }) => continue,
+                Ok(SourcePoll::Exhausted) => panic!("exhausted despite a bad record"),
+                Err(e) => break e.to_string(),
+            }
+        };
+        assert!(first.contains(&format!(":{line}: ")), "{first}");
+        assert_eq!(
+            reader
+                .poll_batch(100)
+                .expect_err("still failed")
+                .to_string(),
+            first
+        );
+    }
+}
+
+#[test]
+fn fail_policy_names_the_line_and_reason_json() {
+    check_fail_policy(bad_json_lines(), 0, json_source);
+}
+
+#[test]
+fn fail_policy_names_the_line_and_reason_csv() {
+    check_fail_policy(bad_csv_lines(), 1, csv_source);
+}
+
+#[test]
+fn fail_policy_stops_at_the_first_bad_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(&dir, "bad.jsonl", join(&bad_json_lines()).as_bytes());
+    let (_, line, _) = expect_bad_record(drain(&json_source(&path), 0, 1, 100));
+    assert_eq!(line, 2);
+}
+
+fn check_skip_policy(
+    fixture: Vec<(String, Option<&'static str>)>,
+    make: fn(&Path) -> FileSource,
+    good: &[i64],
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(&dir, "bad", join(&fixture).as_bytes());
+    let bad = bad_line_numbers(&fixture).len() as u64;
+    for max_rows in [1, 3, 100] {
+        let out = drain(&make(&path).with_on_error(OnError::Skip), 0, 1, max_rows)
+            .expect("skip never fails");
+        assert_eq!(ids(&out.batches), good, "max_rows {max_rows}");
+        assert_eq!(
+            out.stats,
+            SourceStats {
+                skipped: bad,
+                dead_lettered: 0
+            }
+        );
+    }
+}
+
+#[test]
+fn skip_policy_counts_bad_lines_and_keeps_good_rows_json() {
+    check_skip_policy(bad_json_lines(), json_source, &[1, 7, 10, 12]);
+}
+
+#[test]
+fn skip_policy_counts_bad_lines_and_keeps_good_rows_csv() {
+    check_skip_policy(bad_csv_lines(), csv_source, &[1, 7, 11]);
+}
+
+fn read_dead_letters(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("dead-letter file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each dead letter is one JSON object"))
+        .collect()
+}
+
+fn check_dead_letter_policy(
+    fixture: Vec<(String, Option<&'static str>)>,
+    make: fn(&Path) -> FileSource,
+    good: &[i64],
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write(&dir, "input", join(&fixture).as_bytes());
+    for max_rows in [1, 3, 100] {
+        let dead = dir.path().join(format!("dead-{max_rows}.jsonl"));
+        let source = make(&input).with_on_error(OnError::DeadLetter(dead.clone()));
+        let out = drain(&source, 0, 1, max_rows).expect("dead-letter never fails");
+        assert_eq!(ids(&out.batches), good);
+        let expected_lines = bad_line_numbers(&fixture);
+        assert_eq!(
+            out.stats,
+            SourceStats {
+                skipped: 0,
+                dead_lettered: expected_lines.len() as u64
+            }
+        );
+        let letters = read_dead_letters(&dead);
+        let got_lines: Vec<u64> = letters
+            .iter()
+            .map(|l| l["line"].as_u64().expect("line"))
+            .collect();
+        assert_eq!(got_lines, expected_lines, "max_rows {max_rows}");
+        for letter in &letters {
+            let keys: Vec<&str> = letter
+                .as_object()
+                .expect("object")
+                .keys()
+                .map(|k| k.as_str())
+                .collect();
+            assert_eq!(keys.len(), 4, "{letter}");
+            assert_eq!(
+                letter["source"].as_str(),
+                Some(input.to_string_lossy().as_ref())
+            );
+            let line = letter["line"].as_u64().expect("line") as usize;
+            let (raw, expect) = &fixture[line - 1];
+            let expect = expect.expect("only bad lines are dead-lettered");
+            let reason = letter["reason"].as_str().expect("reason");
+            assert!(
+                reason.contains(expect) && !reason.is_empty(),
+                "line {line}: {reason:?}"
+            );
+            let got_raw = letter["raw"].as_str().expect("raw");
+            if raw.len() > LIMIT {
+                // Oversize lines keep their first LIMIT bytes, and say so.
+                assert_eq!(got_raw, &raw[..LIMIT]);
+                assert!(reason.contains("truncated"), "{reason}");
+            } else {
+                assert_eq!(got_raw, raw);
+            }
+        }
+    }
+}
+
+#[test]
+fn dead_letter_policy_writes_exactly_the_bad_lines_json() {
+    check_dead_letter_policy(bad_json_lines(), json_source, &[1, 7, 10, 12]);
+}
+
+#[test]
+fn dead_letter_policy_writes_exactly_the_bad_lines_csv() {
+    check_dead_letter_policy(bad_csv_lines(), csv_source, &[1, 7, 11]);
+}
+
+#[test]
+fn dead_letters_of_all_instances_share_one_file_and_append() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = write(&dir, "a.jsonl", b"{\"id\":1}\n{\"id\":\"one\"}\n");
+    let b = write(&dir, "b.jsonl", b"{\"id\":2}\n\n{oops\n");
+    let dead = dir.path().join("dead.jsonl");
+    std::fs::write(&dead, "{\"earlier\":true}\n").expect("seed");
+    let source = FileSource::new(vec![a.clone(), b.clone()], FileFormat::Json, json_schema())
+        .with_on_error(OnError::DeadLetter(dead.clone()));
+    // Both readers alive at once, as under the runtime.
+    let mut r0 = source.create(0, 2).expect("create");
+    let mut r1 = source.create(1, 2).expect("create");
+    let mut rows = 0;
+    for r in [&mut r0, &mut r1] {
+        loop {
+            match r.poll_batch(10).expect("poll") {
+                SourcePoll::Batch(batch) => rows += batch.num_rows(),
+                SourcePoll::Pending { .. } => {}
+                SourcePoll::Exhausted => break,
+            }
+        }
+        assert_eq!(r.stats().dead_lettered, 1);
+    }
+    assert_eq!(rows, 2);
+    let letters = read_dead_letters(&dead);
+    assert_eq!(letters.len(), 3);
+    assert_eq!(letters[0]["earlier"], true);
+    assert_eq!(
+        letters[1]["source"].as_str(),
+        Some(a.to_string_lossy().as_ref())
+    );
+    assert_eq!(letters[1]["line"], 2);
+    assert_eq!(letters[1]["raw"], "{\"id\":\"one\"}");
+    assert_eq!(
+        letters[2]["source"].as_str(),
+        Some(b.to_string_lossy().as_ref())
+    );
+    assert_eq!(letters[2]["line"], 3);
+    assert_eq!(letters[2]["raw"], "{oops");
+}
+
+#[test]
+fn invalid_utf8_is_a_bad_record_not_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = write(
+        &dir,
+        "u.jsonl",
+        b"{\"id\":1,\"name\":\"ok\"}\n{\"id\":2,\"name\":\"\xff\xfe\"}\n{\"id\":3}\n",
+    );
+    let out = drain(
+        &FileSource::json(&json, json_schema()).with_on_error(OnError::Skip),
+        0,
+        1,
+        10,
+    )
+    .expect("drain");
+    assert_eq!(ids(&out.batches), [1, 3]);
+    assert_eq!(out.stats.skipped, 1);
+
+    let csv = write(&dir, "u.csv", b"1,ok,1.0,1\n2,\xff\xfe,2.0,2\n3,x,3.0,3\n");
+    let source = FileSource::csv(&csv, csv_schema(), false);
+    let (_, line, reason) = expect_bad_record(drain(&source, 0, 1, 10));
+    assert_eq!(line, 2);
+    assert!(reason.contains("UTF-8"), "{reason}");
+}
+
+#[test]
+fn a_huge_line_does_not_need_to_fit_in_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 8 MiB without a newline, then a good record; the limit is 1 KiB.
+    let mut data = vec![b'x'; 8 << 20];
+    data.extend_from_slice(b"\n{\"id\":1}\n");
+    let path = write(&dir, "huge.jsonl", &data);
+    let dead = dir.path().join("dead.jsonl");
+    let source = FileSource::json(&path, json_schema())
+        .with_max_line_bytes(1024)
+        .with_on_error(OnError::DeadLetter(dead.clone()));
+    let out = drain(&source, 0, 1, 10).expect("drain");
+    assert_eq!(ids(&out.batches), [1]);
+    let letters = read_dead_letters(&dead);
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["raw"].as_str().map(str::len), Some(1024));
+    let reason = letters[0]["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with(&format!("line is {} bytes, limit 1024", 8 << 20)),
+        "{reason}"
+    );
+}
