@@ -56,6 +56,32 @@ pub struct PipelineConfig {
     pub idle: IdleStrategy,
 }
 
+impl PipelineConfig {
+    /// Rejects settings that cannot run, naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        let checks = [
+            (self.parallelism, "parallelism"),
+            (self.workers, "workers"),
+            (self.batch_size, "batch_size"),
+            (self.channel.rows, "channel rows"),
+            (self.channel.bytes, "channel bytes"),
+            (self.channel.messages, "channel messages"),
+        ];
+        for (value, name) in checks {
+            if value == 0 {
+                return Err(Error::plan(format!("{name} must be at least 1")));
+            }
+        }
+        if self.parallelism > KEY_GROUPS {
+            return Err(Error::plan(format!(
+                "parallelism must be at most {KEY_GROUPS}, got {}",
+                self.parallelism
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for PipelineConfig {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -156,6 +182,7 @@ impl Pipeline {
 
     /// Runs the pipeline until every source ends, or the first error.
     pub fn run(self) -> Result<RunSummary> {
+        self.config().validate()?;
         // Streams may outlive the pipeline; they keep an empty graph.
         let config = self.config();
         let graph = self.graph.replace(Graph {
