@@ -36,7 +36,7 @@ use millrace_ops::{
 use crate::channel::ChannelCapacity;
 use crate::exchange::{KEY_GROUPS, Partitioning, key_indices};
 use crate::metrics::RunSummary;
-use crate::worker::IdleStrategy;
+use crate::worker::{IdleStrategy, StopHandle};
 
 /// Options of one pipeline run.
 #[derive(Debug, Clone)]
@@ -135,6 +135,7 @@ impl Graph {
 /// A pipeline under construction; [`Pipeline::run`] runs it to the end.
 pub struct Pipeline {
     graph: Rc<RefCell<Graph>>,
+    stop: StopHandle,
 }
 
 impl Pipeline {
@@ -144,7 +145,14 @@ impl Pipeline {
                 config,
                 nodes: Vec::new(),
             })),
+            stop: StopHandle::default(),
         }
+    }
+
+    /// A handle that stops the sources of this pipeline from another thread
+    /// (e.g. a Ctrl-C handler); the run then drains and returns its summary.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
     }
 
     pub fn config(&self) -> PipelineConfig {
@@ -189,7 +197,7 @@ impl Pipeline {
             config,
             nodes: Vec::new(),
         });
-        crate::run::run(graph)
+        crate::run::run(graph, self.stop)
     }
 }
 

@@ -24,4 +24,4 @@ pub use channel::{ChannelCapacity, ChannelStats};
 pub use exchange::Partitioning;
 pub use graph::{Pipeline, PipelineConfig, Stream, Window};
 pub use metrics::{LatencySummary, OperatorSummary, RunSummary};
-pub use worker::IdleStrategy;
+pub use worker::{IdleStrategy, StopHandle};

@@ -19,9 +19,9 @@ use crate::metrics::{NodeKind, NodeMetrics, OperatorMetrics, RunSummary, TaskTim
 use crate::output::OutputRouter;
 use crate::plan::Plan;
 use crate::task::{ChainOp, DataflowTask, Head, SinkStage, SourceHead, Task};
-use crate::worker::{RunControl, Worker, WorkerWaker};
+use crate::worker::{RunControl, StopHandle, Worker, WorkerWaker};
 
-pub(crate) fn run(graph: Graph) -> Result<RunSummary> {
+pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
     let plan = Plan::build(&graph)?;
     let config = &graph.config;
     let max_par = plan.chains.iter().map(|c| c.parallelism).max().unwrap_or(1);
@@ -146,6 +146,7 @@ pub(crate) fn run(graph: Graph) -> Result<RunSummary> {
                         rows_since_barrier: 0,
                         next_barrier: 1,
                         exhausted: false,
+                        stop: stop.clone(),
                     }))
                 }
                 _ => Head::Gate(InputGate::new(std::mem::take(&mut inputs[c][i]))),

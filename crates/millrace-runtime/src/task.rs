@@ -25,6 +25,7 @@ use millrace_core::{
 use crate::gate::{GateEvent, InputGate};
 use crate::metrics::{NodeMetrics, OperatorMetrics, TaskTimes, new_latency_histogram};
 use crate::output::OutputRouter;
+use crate::worker::StopHandle;
 
 pub enum TaskPoll {
     /// Did some work; poll again soon.
@@ -76,6 +77,8 @@ pub struct SourceHead {
     pub rows_since_barrier: u64,
     pub next_barrier: BarrierId,
     pub exhausted: bool,
+    /// Set from outside to end the stream early (graceful stop).
+    pub stop: StopHandle,
 }
 
 impl SourceHead {
@@ -83,6 +86,11 @@ impl SourceHead {
     fn step(&mut self, out: &mut Vec<(usize, Message)>) -> Result<Option<Option<i64>>> {
         if self.exhausted {
             return Ok(Some(None));
+        }
+        if self.stop.is_stopped() {
+            self.exhausted = true;
+            out.push((0, Message::End));
+            return Ok(None);
         }
         let mut max_rows = self.batch_size;
         if let Some(every) = self.barrier_every_rows {

@@ -34,6 +34,22 @@ impl WorkerWaker {
     }
 }
 
+/// Asks the sources of a running pipeline to stop reading: each source then
+/// ends its stream as if its input were exhausted, so windows fire, sinks
+/// flush and the run ends with its summary (a graceful drain, e.g. on Ctrl-C).
+#[derive(Clone, Default)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// State every worker of one run shares.
 #[derive(Default)]
 pub struct RunControl {

@@ -9,7 +9,7 @@ use millrace_connectors::nexmark::{NexmarkConfig, NexmarkSource};
 use millrace_connectors::sinks::{ConsoleSink, DiscardSink, JsonLinesSink};
 use millrace_core::{Result, SinkFactory};
 use millrace_ops::Agg;
-use millrace_runtime::{Pipeline, PipelineConfig, RunSummary, Window};
+use millrace_runtime::{Pipeline, PipelineConfig, RunSummary, StopHandle, Window};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DemoQuery {
@@ -28,6 +28,7 @@ pub enum DemoSink {
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     pub query: DemoQuery,
+    /// Total generator events; 0 = unbounded (until stopped).
     pub events: u64,
     pub event_rate: f64,
     pub emit_rate: Option<f64>,
@@ -51,7 +52,7 @@ pub fn build(o: &DemoOptions) -> Result<Pipeline> {
     let pipeline = Pipeline::new(config);
     let bids = pipeline.source(NexmarkSource::bids(NexmarkConfig {
         seed: o.seed,
-        events: Some(o.events),
+        events: (o.events > 0).then_some(o.events),
         event_rate: o.event_rate,
         emit_rate: o.emit_rate,
         ..NexmarkConfig::default()
@@ -83,10 +84,16 @@ pub fn build(o: &DemoOptions) -> Result<Pipeline> {
 }
 
 /// Builds and runs the demo; with `explain`, prints the plan first.
-pub fn run(o: &DemoOptions, explain: bool) -> Result<RunSummary> {
+/// `on_start` receives the pipeline's stop handle before it runs.
+pub fn run(
+    o: &DemoOptions,
+    explain: bool,
+    on_start: impl FnOnce(StopHandle),
+) -> Result<RunSummary> {
     let pipeline = build(o)?;
     if explain {
         println!("{}", pipeline.explain()?);
     }
+    on_start(pipeline.stop_handle());
     pipeline.run()
 }

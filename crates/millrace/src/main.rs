@@ -33,7 +33,8 @@ struct DemoArgs {
     /// What the pipeline computes.
     #[arg(long, value_enum, default_value_t = QueryArg::Tumble)]
     query: QueryArg,
-    /// Total Nexmark events to generate (all kinds); bids are 92% of them.
+    /// Total Nexmark events to generate (all kinds; bids are 92% of them).
+    /// 0 = unbounded: run until Ctrl-C, which drains and prints the summary.
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
     /// Event-time rate of the generator, events per second of event time.
@@ -111,7 +112,19 @@ fn main() -> ExitCode {
                     SinkArg::Discard => DemoSink::Discard,
                 },
             };
-            match millrace::demo::run(&options, a.explain) {
+            let on_start = |stop: millrace::runtime::StopHandle| {
+                // First Ctrl-C: stop the sources and drain (windows fire, the
+                // summary prints). A second one exits at once.
+                let pressed = std::sync::atomic::AtomicBool::new(false);
+                let _ = ctrlc::set_handler(move || {
+                    if pressed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        std::process::exit(130);
+                    }
+                    eprintln!("stopping: draining the pipeline (Ctrl-C again to quit at once)");
+                    stop.stop();
+                });
+            };
+            match millrace::demo::run(&options, a.explain, on_start) {
                 Ok(summary) => {
                     println!("{summary}");
                     ExitCode::SUCCESS
