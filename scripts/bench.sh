@@ -33,6 +33,8 @@ done
 
 echo "## latency (open loop: each event due at start + i/rate; latency from its due time)"
 for rate in 200000 1000000; do
-  run --query passthrough --sink discard --events $((rate * 10)) --rate "$rate"
-  run --query tumble --sink discard --events $((rate * 10)) --event-rate 100000 --rate "$rate"
+  for p in 1 2; do
+    run --query passthrough --sink discard --events $((rate * 10)) --rate "$rate" --parallelism "$p" --workers "$p"
+    run --query tumble --sink discard --events $((rate * 10)) --event-rate 100000 --rate "$rate" --parallelism "$p" --workers "$p"
+  done
 done

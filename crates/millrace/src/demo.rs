@@ -35,6 +35,8 @@ pub struct DemoOptions {
     pub parallelism: Option<usize>,
     pub workers: Option<usize>,
     pub batch_size: usize,
+    /// Pin each worker thread to its own core.
+    pub pin_workers: bool,
     pub seed: u64,
     pub sink: DemoSink,
 }
@@ -49,6 +51,7 @@ pub fn build(o: &DemoOptions) -> Result<Pipeline> {
         config.workers = w;
     }
     config.batch_size = o.batch_size;
+    config.pin_workers = o.pin_workers;
     let pipeline = Pipeline::new(config);
     let bids = pipeline.source(NexmarkSource::bids(NexmarkConfig {
         seed: o.seed,

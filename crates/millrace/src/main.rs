@@ -50,6 +50,9 @@ struct DemoArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// Do not pin worker threads to cores.
+    #[arg(long)]
+    no_pin: bool,
     /// Rows per source batch.
     #[arg(long, default_value_t = 1024)]
     batch_size: usize,
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
                 parallelism: a.parallelism,
                 workers: a.workers,
                 batch_size: a.batch_size,
+                pin_workers: !a.no_pin,
                 seed: a.seed,
                 sink: match a.sink {
                     SinkArg::Console => DemoSink::Console {
