@@ -56,10 +56,12 @@ pub enum SourcePoll {
     /// Rows, with the user columns of [`SourceFactory::schema`] followed by
     /// the entered column (`crate::batch::attach_entered`): for a
     /// generator each row's *scheduled* time, for other sources the read time.
+    /// A batch with no rows means "worked, nothing to show yet, poll again
+    /// now" (e.g. a reader that skipped a long run of bad lines).
     Batch(RecordBatch),
     /// Nothing available now. `wake_at_ns` (on `crate::time::now_ns`'s
     /// clock) is when the next row is due, if the reader knows; `None` means
-    /// "poll again soon".
+    /// "poll again soon" (the runtime asks again within about a millisecond).
     Pending { wake_at_ns: Option<i64> },
     /// A bounded input has been read completely.
     Exhausted,

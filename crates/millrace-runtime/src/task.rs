@@ -46,6 +46,9 @@ pub trait Task: Send {
     fn finish_metrics(&mut self);
 }
 
+/// How soon a source that is pending without a wake-up time is polled again.
+const UNTIMED_SOURCE_RETRY_NS: i64 = 1_000_000;
+
 /// `DataflowTask::current` while the source reader runs.
 const HEAD: usize = usize::MAX;
 
@@ -150,8 +153,11 @@ impl SourceHead {
                 self.idle_declared = false;
                 Ok(None)
             }
-            SourcePoll::Batch(_) => Ok(Some(None)),
+            // Progress without rows: poll again right away.
+            SourcePoll::Batch(_) => Ok(None),
             SourcePoll::Pending { wake_at_ns } => {
+                // A reader without a timer is asked again within a millisecond.
+                let wake_at_ns = Some(wake_at_ns.unwrap_or(now + UNTIMED_SOURCE_RETRY_NS));
                 let idle_timeout = self.event_time.as_ref().and_then(|e| e.3);
                 if let (Some(timeout), false) = (idle_timeout, self.idle_declared) {
                     let deadline = self.last_data_ns + timeout.as_nanos() as i64;

@@ -12,6 +12,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow::record_batch::RecordBatch;
 use millrace_core::batch::attach_entered_now;
 use millrace_core::time::now_ns;
 use millrace_core::{Error, Result, SourcePoll, SourceReader, SourceStats};
@@ -25,8 +26,8 @@ use super::lines::LineReader;
 const CHUNK_BYTES: usize = 4 << 20;
 /// Lines (including blank ones) one chunk may scan, so a poll stays short.
 const CHUNK_SCAN_LINES: usize = 1 << 16;
-/// Chunks one poll may read without finding a good row before it returns
-/// `Pending`, so a long run of bad or blank lines does not monopolise a worker.
+/// Chunks one poll may read without finding a good row before it returns an
+/// empty batch, so a long run of bad or blank lines does not monopolise a worker.
 const CHUNKS_PER_POLL: usize = 64;
 /// Read buffer of each open file.
 const READ_BUFFER: usize = 256 << 10;
@@ -292,7 +293,10 @@ impl SourceReader for FileReader {
                 return Ok(SourcePoll::Batch(attach_entered_now(&batch, now_ns())?));
             }
         }
-        Ok(SourcePoll::Pending { wake_at_ns: None })
+        // Work was done but no row came of it: an empty batch says "poll me
+        // again now" without parking the worker.
+        let empty = RecordBatch::new_empty(self.config.schema.clone());
+        Ok(SourcePoll::Batch(attach_entered_now(&empty, now_ns())?))
     }
 
     fn stats(&self) -> SourceStats {
