@@ -4,6 +4,7 @@
 //! sources and sinks in `millrace-connectors`.
 
 pub mod demo;
+pub mod generate;
 
 pub use millrace_connectors as connectors;
 pub use millrace_core as core;

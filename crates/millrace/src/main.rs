@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use millrace::connectors::nexmark::{NexmarkConfig, NexmarkKind, NexmarkSource};
 use millrace::demo::{DemoOptions, DemoQuery, DemoSink};
+use millrace::generate::{GenFormat, write_events};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +28,47 @@ struct Cli {
 enum Command {
     /// Run a built-in pipeline on the Nexmark generator and print a summary.
     Demo(DemoArgs),
+    /// Write generator events as JSON lines or CSV (to feed other engines the same input).
+    Gen {
+        #[command(subcommand)]
+        generator: GenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GenCommand {
+    /// Nexmark events of one kind.
+    Nexmark {
+        /// Which events.
+        #[arg(long, value_enum, default_value_t = KindArg::Bid)]
+        kind: KindArg,
+        /// Total events of the global sequence (all kinds); e.g. bids are 92% of them.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Event-time rate, events per second of event time.
+        #[arg(long, default_value_t = 10_000.0)]
+        event_rate: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, value_enum, default_value_t = FormatArg::Json)]
+        format: FormatArg,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    Bid,
+    Person,
+    Auction,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Json,
+    Csv,
 }
 
 #[derive(Parser)]
@@ -93,6 +136,52 @@ enum SinkArg {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Gen {
+            generator:
+                GenCommand::Nexmark {
+                    kind,
+                    events,
+                    event_rate,
+                    seed,
+                    format,
+                    out,
+                },
+        } => {
+            let config = NexmarkConfig {
+                seed,
+                events: Some(events),
+                event_rate,
+                ..NexmarkConfig::default()
+            };
+            let kind = match kind {
+                KindArg::Bid => NexmarkKind::Bid,
+                KindArg::Person => NexmarkKind::Person,
+                KindArg::Auction => NexmarkKind::Auction,
+            };
+            let format = match format {
+                FormatArg::Json => GenFormat::Json,
+                FormatArg::Csv => GenFormat::Csv,
+            };
+            let source = NexmarkSource::new(kind, config);
+            let result = match &out {
+                Some(path) => std::fs::File::create(path)
+                    .map_err(|e| millrace::core::Error::io(path, e))
+                    .and_then(|f| write_events(&source, format, &mut std::io::BufWriter::new(f))),
+                None => write_events(&source, format, &mut std::io::stdout().lock()),
+            };
+            match result {
+                Ok(rows) => {
+                    if let Some(path) = out {
+                        eprintln!("wrote {rows} rows to {}", path.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Demo(a) => {
             let options = DemoOptions {
                 query: match a.query {
