@@ -679,3 +679,44 @@ fn stopping_an_unbounded_pipeline_drains_it_without_losing_rows() {
     assert!(summary.events > 0);
     assert_eq!(counted as u64, summary.events);
 }
+
+// ── exchanges ───────────────────────────────────────────────────────────────
+
+/// Source at parallelism 1 → `exchange` → pass-through at parallelism 2 →
+/// sink: returns the auction ids each pass-through instance saw.
+fn through_exchange(
+    exchange: impl FnOnce(millrace_runtime::Stream) -> millrace_runtime::Stream,
+) -> (u64, Vec<i64>) {
+    let pipeline = Pipeline::new(config(2));
+    let out = CollectSink::new();
+    let bids = pipeline
+        .source(NexmarkSource::bids(NexmarkConfig {
+            events: Some(20_000),
+            ..NexmarkConfig::default()
+        }))
+        .with_parallelism(1)
+        .unwrap();
+    exchange(bids)
+        .apply(Arc::new(PassThrough))
+        .with_parallelism(2)
+        .unwrap()
+        .sink(out.clone())
+        .unwrap();
+    let summary = pipeline.run().unwrap();
+    let mut auctions = ints(&out.batches(), "auction");
+    auctions.sort();
+    (summary.events, auctions)
+}
+
+#[test]
+fn broadcast_delivers_every_row_to_every_instance() {
+    let (events, got) = through_exchange(|s| s.broadcast());
+    let (_, once) = through_exchange(|s| s.rebalance());
+    assert_eq!(
+        once.len() as u64,
+        events,
+        "round-robin delivers each row once"
+    );
+    let twice: Vec<i64> = once.iter().flat_map(|a| [*a, *a]).collect();
+    assert_eq!(got, twice);
+}
