@@ -49,6 +49,10 @@ pub struct PipelineConfig {
     pub pin_workers: bool,
     /// Rows a source reads per batch at most.
     pub batch_size: usize,
+    /// With a target, sources size their batches adaptively (up to
+    /// `batch_size`) from measured load; without, they always ask for
+    /// `batch_size` rows. See `batching.rs`.
+    pub latency_target: Option<Duration>,
     /// Bound of every channel.
     pub channel: ChannelCapacity,
     /// Sources inject a barrier after every this many rows (per instance).
@@ -90,6 +94,7 @@ impl Default for PipelineConfig {
             workers: cores,
             pin_workers: true,
             batch_size: 1024,
+            latency_target: None,
             channel: ChannelCapacity::default(),
             barrier_every_rows: None,
             idle: IdleStrategy::default(),

@@ -9,6 +9,7 @@
 //! watermark, barrier alignment); pinned worker threads ([`worker`]), one per
 //! core, run the tasks cooperatively; [`metrics`] counts and times it all.
 
+pub mod batching;
 pub mod channel;
 pub mod exchange;
 pub mod gate;
@@ -20,6 +21,7 @@ mod run;
 pub mod task;
 pub mod worker;
 
+pub use batching::BatchPolicy;
 pub use channel::{ChannelCapacity, ChannelStats};
 pub use exchange::Partitioning;
 pub use graph::{Pipeline, PipelineConfig, Stream, Window};

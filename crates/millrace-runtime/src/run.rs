@@ -11,6 +11,7 @@ use std::sync::Arc;
 use millrace_core::time::now_ns;
 use millrace_core::{Error, Result};
 
+use crate::batching::{BatchController, BatchPolicy};
 use crate::channel::Channel;
 use crate::exchange::key_indices;
 use crate::gate::{InputChannel, InputGate};
@@ -137,7 +138,17 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                         metrics: metrics(head_id),
                         columns: head_node.schema.fields().len(),
                         event_time,
-                        batch_size: config.batch_size.max(1),
+                        batching: BatchController::new(
+                            match config.latency_target {
+                                Some(latency_target) => BatchPolicy::Adaptive {
+                                    latency_target,
+                                    max: config.batch_size,
+                                },
+                                None => BatchPolicy::Fixed(config.batch_size),
+                            },
+                            now_ns(),
+                        ),
+                        pressure_ns: 0,
                         barrier_every_rows: config.barrier_every_rows.filter(|n| *n > 0),
                         max_event_time: i64::MIN,
                         last_watermark: i64::MIN,

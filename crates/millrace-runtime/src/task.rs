@@ -22,6 +22,7 @@ use millrace_core::{
     Watermark, entered_column, strip_entered,
 };
 
+use crate::batching::BatchController;
 use crate::gate::{GateEvent, InputGate};
 use crate::metrics::{NodeMetrics, OperatorMetrics, TaskTimes, new_latency_histogram};
 use crate::output::OutputRouter;
@@ -71,7 +72,10 @@ pub struct SourceHead {
     pub columns: usize,
     /// (event-time column index and name, out-of-orderness bound ms, idle timeout).
     pub event_time: Option<(usize, String, i64, Option<Duration>)>,
-    pub batch_size: usize,
+    /// Decides how many rows to ask the reader for.
+    pub batching: BatchController,
+    /// Backpressured time not yet reported to `batching`.
+    pub pressure_ns: u64,
     pub barrier_every_rows: Option<u64>,
     pub max_event_time: i64,
     pub last_watermark: i64,
@@ -95,7 +99,7 @@ impl SourceHead {
             out.push((0, Message::End));
             return Ok(None);
         }
-        let mut max_rows = self.batch_size;
+        let mut max_rows = self.batching.size();
         if let Some(every) = self.barrier_every_rows {
             if self.rows_since_barrier >= every {
                 out.push((0, Message::Barrier(self.next_barrier)));
@@ -351,9 +355,11 @@ impl Task for DataflowTask {
             return Ok(TaskPoll::Backpressured);
         }
         if let Some(since) = self.backpressured_since.take() {
-            self.times
-                .backpressured_ns
-                .fetch_add((started - since) as u64, Relaxed);
+            let waited = (started - since) as u64;
+            self.times.backpressured_ns.fetch_add(waited, Relaxed);
+            if let Head::Source(src) = &mut self.head {
+                src.pressure_ns += waited;
+            }
         }
         if self.done {
             return Ok(TaskPoll::Done);
@@ -361,6 +367,7 @@ impl Task for DataflowTask {
         let mut progressed = false;
         let mut wake_at = None;
         for _ in 0..POLL_BUDGET {
+            let step_started = now_ns();
             let mut items = std::mem::take(&mut self.scratch);
             match &mut self.head {
                 Head::Source(src) => {
@@ -388,9 +395,19 @@ impl Task for DataflowTask {
                 },
             }
             progressed = true;
+            let rows: usize = items.iter().map(|(_, m)| m.rows()).sum();
             self.run_chain(items)?;
-            if !self.flush() {
-                self.backpressured_since = Some(now_ns());
+            let flushed = self.flush();
+            let now = now_ns();
+            if let Head::Source(src) = &mut self.head {
+                // Time spent reading counts from before the read; time held
+                // back by a slow consumer counts as load, so batches grow
+                // when downstream cannot keep up.
+                let busy = (now - step_started) as u64 + std::mem::take(&mut src.pressure_ns);
+                src.batching.observe(rows, busy, now);
+            }
+            if !flushed {
+                self.backpressured_since = Some(now);
                 break;
             }
             if self.done {

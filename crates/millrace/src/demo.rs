@@ -35,6 +35,8 @@ pub struct DemoOptions {
     pub parallelism: Option<usize>,
     pub workers: Option<usize>,
     pub batch_size: usize,
+    /// Adaptive batch sizes (up to `batch_size`) aiming at this latency.
+    pub latency_target: Option<Duration>,
     /// Pin each worker thread to its own core.
     pub pin_workers: bool,
     pub seed: u64,
@@ -51,6 +53,7 @@ pub fn build(o: &DemoOptions) -> Result<Pipeline> {
         config.workers = w;
     }
     config.batch_size = o.batch_size;
+    config.latency_target = o.latency_target;
     config.pin_workers = o.pin_workers;
     let pipeline = Pipeline::new(config);
     let bids = pipeline.source(NexmarkSource::bids(NexmarkConfig {
@@ -99,4 +102,48 @@ pub fn run(
     }
     on_start(pipeline.stop_handle());
     pipeline.run()
+}
+
+/// Parses a duration such as `1ms`, `250us`, `2s` or `500ns`.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("'{t}' has no unit (use ns, us, ms or s)"))?;
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{t}' does not start with a number"))?;
+    let nanos = match unit.trim() {
+        "ns" => value,
+        "us" | "µs" => value * 1e3,
+        "ms" => value * 1e6,
+        "s" => value * 1e9,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{t}' (use ns, us, ms or s)"
+            ));
+        }
+    };
+    if !(nanos.is_finite() && nanos > 0.0) {
+        return Err(format!("'{t}' must be a positive duration"));
+    }
+    Ok(Duration::from_nanos(nanos.round() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_reject_nonsense() {
+        assert_eq!(parse_duration("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("500ns"), Ok(Duration::from_nanos(500)));
+        assert!(parse_duration("10").unwrap_err().contains("no unit"));
+        assert!(parse_duration("3h").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("0ms").unwrap_err().contains("positive"));
+        assert!(parse_duration("ms").unwrap_err().contains("number"));
+    }
 }

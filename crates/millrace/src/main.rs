@@ -96,9 +96,12 @@ struct DemoArgs {
     /// Do not pin worker threads to cores.
     #[arg(long)]
     no_pin: bool,
-    /// Rows per source batch.
+    /// Rows per source batch (the most, with --latency-target).
     #[arg(long, default_value_t = 1024)]
     batch_size: usize,
+    /// Size batches adaptively to keep latency near this target (e.g. 1ms).
+    #[arg(long, value_parser = millrace::demo::parse_duration)]
+    latency_target: Option<std::time::Duration>,
     /// Generator seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -195,6 +198,7 @@ fn main() -> ExitCode {
                 parallelism: a.parallelism,
                 workers: a.workers,
                 batch_size: a.batch_size,
+                latency_target: a.latency_target,
                 pin_workers: !a.no_pin,
                 seed: a.seed,
                 sink: match a.sink {

@@ -71,7 +71,11 @@ fn expected(size: i64, slide: i64) -> BTreeMap<(i64, i64), Acc> {
 }
 
 fn streamed(window: Window, parallelism: usize) -> BTreeMap<(i64, i64), Acc> {
-    let pipeline = Pipeline::new(config(parallelism));
+    streamed_with(window, config(parallelism))
+}
+
+fn streamed_with(window: Window, config: PipelineConfig) -> BTreeMap<(i64, i64), Acc> {
+    let pipeline = Pipeline::new(config);
     let out = CollectSink::new();
     pipeline
         .source(iot())
@@ -150,6 +154,20 @@ fn tumbling_window_equals_batch_computation_at_parallelism_1_and_2() {
             &want,
         );
     }
+}
+
+#[test]
+fn adaptive_batch_sizes_do_not_change_results() {
+    let want = expected(1000, 1000);
+    let adaptive = PipelineConfig {
+        latency_target: Some(Duration::from_millis(1)),
+        batch_size: 4096,
+        ..config(2)
+    };
+    assert_same(
+        &streamed_with(Window::tumbling(Duration::from_secs(1)), adaptive),
+        &want,
+    );
 }
 
 #[test]

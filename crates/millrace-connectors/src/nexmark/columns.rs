@@ -34,6 +34,12 @@ fn ints(values: Vec<i64>, nulls: &Option<NullBuffer>) -> ArrayRef {
     Arc::new(Int64Array::new(values.into(), nulls.clone()))
 }
 
+/// `k` more zeros: the values of null slots.
+#[inline]
+fn pad(values: &mut Vec<i64>, k: usize) {
+    values.resize(values.len() + k, 0);
+}
+
 fn stamps(values: Vec<i64>, nulls: &Option<NullBuffer>) -> ArrayRef {
     Arc::new(TimestampMillisecondArray::new(values.into(), nulls.clone()))
 }
@@ -47,6 +53,8 @@ struct BidColumns {
     channel: StringBuilder,
     url: StringBuilder,
     extra: StringBuilder,
+    /// Null slots not written yet (see [`BidColumns::push_null`]).
+    pending_nulls: usize,
 }
 
 impl BidColumns {
@@ -63,11 +71,13 @@ impl BidColumns {
             channel: StringBuilder::with_capacity(slots, bids * 13),
             url: StringBuilder::with_capacity(slots, bids * 81),
             extra: StringBuilder::with_capacity(slots, bids * 83),
+            pending_nulls: 0,
         }
     }
 
     #[inline]
     fn push(&mut self, b: &Bid<'_>) {
+        self.flush_nulls();
         self.auction.push(b.auction);
         self.bidder.push(b.bidder);
         self.price.push(b.price);
@@ -79,17 +89,31 @@ impl BidColumns {
 
     #[inline]
     fn push_null(&mut self) {
-        self.auction.push(0);
-        self.bidder.push(0);
-        self.price.push(0);
-        self.date_time.push(0);
-        self.channel.append_null();
-        self.url.append_null();
-        self.extra.append_null();
+        // Runs of nulls are written at once, on the next push or at finish:
+        // `append_nulls` and `resize` cost far less per slot than one call
+        // per slot.
+        self.pending_nulls += 1;
+    }
+
+    /// Writes the pending null slots (a run at a time: kinds come in runs).
+    #[inline]
+    fn flush_nulls(&mut self) {
+        let k = std::mem::take(&mut self.pending_nulls);
+        if k == 0 {
+            return;
+        }
+        pad(&mut self.auction, k);
+        pad(&mut self.bidder, k);
+        pad(&mut self.price, k);
+        pad(&mut self.date_time, k);
+        self.channel.append_nulls(k);
+        self.url.append_nulls(k);
+        self.extra.append_nulls(k);
     }
 
     /// `nulls` must mark exactly the slots filled by `push_null`.
     fn finish(mut self, nulls: &Option<NullBuffer>) -> Vec<ArrayRef> {
+        self.flush_nulls();
         vec![
             ints(self.auction, nulls),
             ints(self.bidder, nulls),
@@ -112,6 +136,8 @@ struct PersonColumns {
     city: StringBuilder,
     state: StringBuilder,
     extra: StringBuilder,
+    /// Null slots not written yet (see [`BidColumns::push_null`]).
+    pending_nulls: usize,
 }
 
 impl PersonColumns {
@@ -127,11 +153,13 @@ impl PersonColumns {
             city: StringBuilder::with_capacity(slots, persons * 13),
             state: StringBuilder::with_capacity(slots, persons * 2),
             extra: StringBuilder::with_capacity(slots, persons * 180),
+            pending_nulls: 0,
         }
     }
 
     #[inline]
     fn push(&mut self, r: &Person) {
+        self.flush_nulls();
         self.id.push(r.id);
         self.date_time.push(r.date_time);
         // Writing into a string builder cannot fail; the value is finished
@@ -150,18 +178,29 @@ impl PersonColumns {
 
     #[inline]
     fn push_null(&mut self) {
-        self.id.push(0);
-        self.date_time.push(0);
-        self.name.append_null();
-        self.email.append_null();
-        self.card.append_null();
-        self.city.append_null();
-        self.state.append_null();
-        self.extra.append_null();
+        self.pending_nulls += 1;
+    }
+
+    /// Writes the pending null slots (a run at a time: kinds come in runs).
+    #[inline]
+    fn flush_nulls(&mut self) {
+        let k = std::mem::take(&mut self.pending_nulls);
+        if k == 0 {
+            return;
+        }
+        pad(&mut self.id, k);
+        pad(&mut self.date_time, k);
+        self.name.append_nulls(k);
+        self.email.append_nulls(k);
+        self.card.append_nulls(k);
+        self.city.append_nulls(k);
+        self.state.append_nulls(k);
+        self.extra.append_nulls(k);
     }
 
     /// `nulls` must mark exactly the slots filled by `push_null`.
     fn finish(mut self, nulls: &Option<NullBuffer>) -> Vec<ArrayRef> {
+        self.flush_nulls();
         vec![
             ints(self.id, nulls),
             Arc::new(self.name.finish()),
@@ -187,6 +226,8 @@ struct AuctionColumns {
     item_name: StringBuilder,
     description: StringBuilder,
     extra: StringBuilder,
+    /// Null slots not written yet (see [`BidColumns::push_null`]).
+    pending_nulls: usize,
 }
 
 impl AuctionColumns {
@@ -204,11 +245,13 @@ impl AuctionColumns {
             item_name: StringBuilder::with_capacity(slots, auctions * 20),
             description: StringBuilder::with_capacity(slots, auctions * 100),
             extra: StringBuilder::with_capacity(slots, auctions * 540),
+            pending_nulls: 0,
         }
     }
 
     #[inline]
     fn push(&mut self, a: &Auction) {
+        self.flush_nulls();
         self.id.push(a.id);
         self.initial_bid.push(a.initial_bid);
         self.reserve.push(a.reserve);
@@ -223,20 +266,31 @@ impl AuctionColumns {
 
     #[inline]
     fn push_null(&mut self) {
-        self.id.push(0);
-        self.initial_bid.push(0);
-        self.reserve.push(0);
-        self.date_time.push(0);
-        self.expires.push(0);
-        self.seller.push(0);
-        self.category.push(0);
-        self.item_name.append_null();
-        self.description.append_null();
-        self.extra.append_null();
+        self.pending_nulls += 1;
+    }
+
+    /// Writes the pending null slots (a run at a time: kinds come in runs).
+    #[inline]
+    fn flush_nulls(&mut self) {
+        let k = std::mem::take(&mut self.pending_nulls);
+        if k == 0 {
+            return;
+        }
+        pad(&mut self.id, k);
+        pad(&mut self.initial_bid, k);
+        pad(&mut self.reserve, k);
+        pad(&mut self.date_time, k);
+        pad(&mut self.expires, k);
+        pad(&mut self.seller, k);
+        pad(&mut self.category, k);
+        self.item_name.append_nulls(k);
+        self.description.append_nulls(k);
+        self.extra.append_nulls(k);
     }
 
     /// `nulls` must mark exactly the slots filled by `push_null`.
     fn finish(mut self, nulls: &Option<NullBuffer>) -> Vec<ArrayRef> {
+        self.flush_nulls();
         vec![
             ints(self.id, nulls),
             Arc::new(self.item_name.finish()),

@@ -725,16 +725,31 @@ fn tmp_speed() {
         ("persons", NexmarkSource::persons(config.clone())),
         ("auctions", NexmarkSource::auctions(config.clone())),
     ] {
+        if std::env::var("ONLY").is_ok_and(|o| o != label) {
+            continue;
+        }
         for _ in 0..2 {
             let mut reader = f.create(0, 1).unwrap();
             let (mut rows, mut bytes) = (0usize, 0usize);
             let t = std::time::Instant::now();
-            while let SourcePoll::Batch(b) = reader.poll_batch(8192).unwrap() {
+            while let SourcePoll::Batch(b) = reader
+                .poll_batch(
+                    std::env::var("BR")
+                        .map(|s| s.parse().unwrap())
+                        .unwrap_or(8192),
+                )
+                .unwrap()
+            {
                 rows += b.num_rows();
                 bytes += millrace_core::batch_bytes(&b);
             }
             let s = t.elapsed().as_secs_f64();
-            eprintln!("{label:<9} {rows:>9} rows {s:.3} s = {:.2} M rows/s, {:.0} MB/s, {:.0} B/row", rows as f64 / s / 1e6, bytes as f64 / s / 1e6, bytes as f64 / rows as f64);
+            eprintln!(
+                "{label:<9} {rows:>9} rows {s:.3} s = {:.2} M rows/s, {:.0} MB/s, {:.0} B/row",
+                rows as f64 / s / 1e6,
+                bytes as f64 / s / 1e6,
+                bytes as f64 / rows as f64
+            );
         }
     }
 }
