@@ -3,8 +3,10 @@
 //! of the engine live here and nowhere else:
 //!
 //! * **Watermarks**: each channel's latest watermark is kept; the task's
-//!   watermark is the minimum over channels that are neither idle nor ended,
-//!   and is forwarded only when it advances.
+//!   watermark is the minimum over channels that are not idle, and is
+//!   forwarded only when it advances. An ended channel's watermark is +∞ (it
+//!   will never send an earlier row), so a finished input next to an idle one
+//!   lets every window fire.
 //! * **Idleness**: a channel that sent `Idle` is left out of the minimum until
 //!   it sends data or a watermark again; when every open channel is idle the
 //!   task forwards `Idle` itself.
@@ -149,6 +151,7 @@ impl InputGate {
             }
             Message::End => {
                 self.channels[c].ended = true;
+                self.channels[c].watermark = i64::MAX;
                 if self.channels.iter().all(|ch| ch.ended) {
                     self.ended = true;
                     self.ready.push_back(GateEvent::End);
@@ -175,7 +178,7 @@ impl InputGate {
 
     /// Forwards the minimum watermark over active channels if it advanced.
     fn advance_watermark(&mut self) {
-        let active = self.channels.iter().filter(|ch| !ch.ended && !ch.idle);
+        let active = self.channels.iter().filter(|ch| !ch.idle);
         let Some(min) = active.min_by_key(|ch| ch.watermark) else {
             return;
         };
@@ -310,6 +313,18 @@ mod tests {
         c[1].try_send(data(11)).unwrap();
         c[1].try_send(Message::Barrier(1)).unwrap();
         assert_eq!(drain(&mut g), vec!["data1:11", "barrier:1", "data0:2"]);
+    }
+
+    #[test]
+    fn a_finished_input_beside_an_idle_one_releases_every_window() {
+        let (c, mut g) = gate(2);
+        c[0].try_send(wm(100)).unwrap();
+        c[1].try_send(Message::Idle).unwrap();
+        c[0].try_send(Message::End).unwrap();
+        assert_eq!(
+            drain(&mut g),
+            vec!["wm:100@1000".to_string(), format!("wm:{}@1000", i64::MAX)]
+        );
     }
 
     #[test]

@@ -281,6 +281,17 @@ impl SinkWriter for FlagSink {
 
 #[test]
 fn an_idle_source_does_not_hold_back_the_watermark() {
+    idle_beside_busy(50_000);
+}
+
+/// A busy source so short that it usually ends before the silent one goes
+/// idle: the ended input must not hold the windows back either.
+#[test]
+fn a_finished_source_beside_an_idle_one_lets_windows_fire() {
+    idle_beside_busy(100);
+}
+
+fn idle_beside_busy(events: u64) {
     let pipeline = Pipeline::new(config(1));
     let release = Arc::new(AtomicBool::new(false));
     let silent = SilentSource {
@@ -288,7 +299,7 @@ fn an_idle_source_does_not_hold_back_the_watermark() {
         released_by_flag: Arc::new(AtomicBool::new(false)),
     };
     let busy = pipeline.source(IotSource::new(IotConfig {
-        events: Some(50_000),
+        events: Some(events),
         event_rate: 10_000.0,
         devices: 10,
         ..IotConfig::default()
@@ -312,7 +323,7 @@ fn an_idle_source_does_not_hold_back_the_watermark() {
     // Window results reached the sink while the silent source was still
     // open: its idleness let the watermark advance.
     assert!(silent.released_by_flag.load(Ordering::SeqCst));
-    assert_eq!(ints(&sink.inner.batches(), "n").iter().sum::<i64>(), 50_000);
+    assert_eq!(ints(&sink.inner.batches(), "n").iter().sum::<i64>(), events as i64);
 }
 
 // ── late rows ───────────────────────────────────────────────────────────────
