@@ -9,11 +9,17 @@
 //! slot into the other two; so each kind's builder has one slot per row of
 //! the batch, the struct's validity is "the row is of this kind", and every
 //! child gets that same validity (primitive children share the buffer; string
-//! builders record their own nulls). Chosen over building compact per-kind
-//! arrays and scattering them with `interleave`/`take` because it copies
-//! no string twice (bids' ~130 bytes per row dominate the batch), makes one
-//! pass, and shares the builders with the per-kind sources. A null slot costs
-//! an 8-byte zero or a 4-byte offset per child, as a `take` result would.
+//! builders record their own nulls). Null slots are written a run at a time
+//! (the kinds come in runs: 1 person, 3 auctions, 46 bids per 50 events).
+//!
+//! Chosen over building compact per-kind arrays and scattering them with
+//! `interleave`/`take` because it copies no string twice (bids' ~130 bytes
+//! per row dominate the batch), makes one pass, and shares the builders with
+//! the per-kind sources. Struct children must be as long as the struct, so
+//! either way a null slot costs an 8-byte zero or a 4-byte offset per child:
+//! about 110 bytes per row for the person and auction structs of bid rows
+//! (a combined batch holds ~336 bytes per event, against ~214 for the same
+//! events from the three per-kind sources).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -89,9 +95,8 @@ impl BidColumns {
 
     #[inline]
     fn push_null(&mut self) {
-        // Runs of nulls are written at once, on the next push or at finish:
-        // `append_nulls` and `resize` cost far less per slot than one call
-        // per slot.
+        // Written at the next push or at finish, as one run: `append_nulls`
+        // and `resize` cost far less per slot than a call per slot.
         self.pending_nulls += 1;
     }
 
