@@ -323,7 +323,10 @@ fn idle_beside_busy(events: u64) {
     // Window results reached the sink while the silent source was still
     // open: its idleness let the watermark advance.
     assert!(silent.released_by_flag.load(Ordering::SeqCst));
-    assert_eq!(ints(&sink.inner.batches(), "n").iter().sum::<i64>(), events as i64);
+    assert_eq!(
+        ints(&sink.inner.batches(), "n").iter().sum::<i64>(),
+        events as i64
+    );
 }
 
 // ── late rows ───────────────────────────────────────────────────────────────
