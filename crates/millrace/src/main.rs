@@ -63,6 +63,8 @@ enum KindArg {
     Bid,
     Person,
     Auction,
+    /// Every event: `event_type` plus `person` / `auction` / `bid` objects (JSON only).
+    All,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -156,16 +158,22 @@ fn main() -> ExitCode {
                 event_rate,
                 ..NexmarkConfig::default()
             };
-            let kind = match kind {
-                KindArg::Bid => NexmarkKind::Bid,
-                KindArg::Person => NexmarkKind::Person,
-                KindArg::Auction => NexmarkKind::Auction,
-            };
             let format = match format {
                 FormatArg::Json => GenFormat::Json,
                 FormatArg::Csv => GenFormat::Csv,
             };
-            let source = NexmarkSource::new(kind, config);
+            let source = match kind {
+                KindArg::Bid => NexmarkSource::new(NexmarkKind::Bid, config),
+                KindArg::Person => NexmarkSource::new(NexmarkKind::Person, config),
+                KindArg::Auction => NexmarkSource::new(NexmarkKind::Auction, config),
+                KindArg::All if format == GenFormat::Csv => {
+                    eprintln!(
+                        "error: --kind all has nested records; use --format json (or one kind for CSV)"
+                    );
+                    return ExitCode::FAILURE;
+                }
+                KindArg::All => NexmarkSource::all(config),
+            };
             let result = match &out {
                 Some(path) => std::fs::File::create(path)
                     .map_err(|e| millrace::core::Error::io(path, e))
