@@ -138,11 +138,7 @@ impl InputGate {
             Message::Idle => {
                 self.channels[c].idle = true;
                 self.advance_watermark();
-                let all_idle = self.channels.iter().all(|ch| ch.ended || ch.idle);
-                if all_idle && !self.idle_forwarded {
-                    self.idle_forwarded = true;
-                    self.ready.push_back(GateEvent::Idle);
-                }
+                self.forward_idle_if_all_idle();
             }
             Message::Barrier(id) => {
                 self.channels[c].blocked = true;
@@ -157,11 +153,21 @@ impl InputGate {
                     self.ready.push_back(GateEvent::End);
                     return;
                 }
-                // One fewer input to wait for: an alignment or the minimum
-                // watermark may complete now.
+                // One fewer input to wait for: an alignment, the minimum
+                // watermark, or "every open input is idle" may complete now.
                 self.try_release_barrier();
                 self.advance_watermark();
+                self.forward_idle_if_all_idle();
             }
+        }
+    }
+
+    fn forward_idle_if_all_idle(&mut self) {
+        let all_idle = self.channels.iter().all(|ch| ch.ended || ch.idle);
+        let any_idle = self.channels.iter().any(|ch| ch.idle);
+        if all_idle && any_idle && !self.idle_forwarded {
+            self.idle_forwarded = true;
+            self.ready.push_back(GateEvent::Idle);
         }
     }
 
@@ -184,6 +190,8 @@ impl InputGate {
         };
         if min.watermark > self.watermark {
             self.watermark = min.watermark;
+            // Progress went downstream: a later all-idle must be re-announced.
+            self.idle_forwarded = false;
             self.ready.push_back(GateEvent::Watermark(Watermark {
                 time_ms: min.watermark,
                 entered_ns: min.watermark_entered,
@@ -323,7 +331,27 @@ mod tests {
         c[0].try_send(Message::End).unwrap();
         assert_eq!(
             drain(&mut g),
-            vec!["wm:100@1000".to_string(), format!("wm:{}@1000", i64::MAX)]
+            vec![
+                "wm:100@1000".to_string(),
+                format!("wm:{}@1000", i64::MAX),
+                "idle".into()
+            ]
+        );
+    }
+
+    #[test]
+    fn the_last_active_input_ending_beside_idle_ones_makes_the_task_idle() {
+        let (c, mut g) = gate(2);
+        c[0].try_send(wm(100)).unwrap();
+        c[1].try_send(wm(50)).unwrap();
+        assert_eq!(drain(&mut g), vec!["wm:50@500"]);
+        c[0].try_send(Message::Idle).unwrap();
+        c[1].try_send(Message::End).unwrap();
+        // Input 1 ended (+inf) and input 0 is idle: nothing holds the
+        // watermark any more, and the task is idle.
+        assert_eq!(
+            drain(&mut g),
+            vec![format!("wm:{}@500", i64::MAX), "idle".into()]
         );
     }
 

@@ -123,6 +123,9 @@ pub(crate) struct Node {
     pub inputs: Vec<Edge>,
     pub schema: SchemaRef,
     pub event_time: Option<String>,
+    /// The node is only correct up to this parallelism (a window without
+    /// keys must see every row in one instance).
+    pub max_parallelism: Option<usize>,
 }
 
 pub(crate) struct Graph {
@@ -178,6 +181,7 @@ impl Pipeline {
             inputs: Vec::new(),
             schema: factory.schema(),
             event_time: event_time.as_ref().map(|e| e.column.clone()),
+            max_parallelism: None,
             op: NodeOp::Source {
                 factory,
                 event_time,
@@ -243,7 +247,17 @@ impl Stream {
                 "parallelism must be between 1 and {KEY_GROUPS}, got {parallelism}"
             )));
         }
-        self.graph.borrow_mut().nodes[self.node].parallelism = parallelism;
+        {
+            let mut g = self.graph.borrow_mut();
+            let node = &mut g.nodes[self.node];
+            if let Some(max) = node.max_parallelism.filter(|m| parallelism > *m) {
+                return Err(Error::plan(format!(
+                    "'{}' runs with parallelism at most {max} (a window without keys sees every row in one instance); got {parallelism}",
+                    node.name
+                )));
+            }
+            node.parallelism = parallelism;
+        }
         Ok(self)
     }
 
@@ -312,6 +326,7 @@ impl Stream {
             inputs,
             schema,
             event_time,
+            max_parallelism: None,
         });
         Stream::new(self.graph.clone(), id)
     }
@@ -394,18 +409,23 @@ impl Stream {
             late: window.late,
         };
         let f = WindowFactory::new(self.schema(), spec)?;
-        let (input, parallelism) = if window.keys.is_empty() {
+        let keyless = window.keys.is_empty();
+        let (input, parallelism) = if keyless {
             (self.clone().rebalance(), 1)
         } else {
             (self.clone().key_by(window.keys)?, self.parallelism())
         };
         let name = f.name();
-        Ok(input.add_node(
+        let out = input.add_node(
             name,
             NodeOp::Operator(Arc::new(f)),
             vec![input.edge()],
             parallelism,
-        ))
+        );
+        if keyless {
+            out.graph.borrow_mut().nodes[out.node].max_parallelism = Some(1);
+        }
+        Ok(out)
     }
 
     /// Both streams' rows as one stream (schemas must match).

@@ -109,6 +109,7 @@ impl NodeMetrics {
             rows_out: 0,
             late_rows: 0,
             busy_ns: 0,
+            task_busy_ns: 0,
             backpressured_ns: 0,
             wall_ns: 0,
             source_stats: *self.source_stats.lock().unwrap_or_else(|e| e.into_inner()),
@@ -118,6 +119,7 @@ impl NodeMetrics {
             s.rows_out += m.rows_out.load(Relaxed);
             s.late_rows += m.late_rows.load(Relaxed);
             s.busy_ns += m.busy_ns.load(Relaxed);
+            s.task_busy_ns += m.task.busy_ns.load(Relaxed);
             s.backpressured_ns += m.task.backpressured_ns.load(Relaxed);
             let (start, end) = (
                 m.task.started_ns.load(Relaxed),
@@ -164,8 +166,11 @@ pub struct OperatorSummary {
     pub rows_in: u64,
     pub rows_out: u64,
     pub late_rows: u64,
-    /// Summed over instances.
+    /// Time inside this operator's calls, summed over instances.
     pub busy_ns: u64,
+    /// Time its task was busy at all (this operator, the rest of its fused
+    /// chain, receiving and partitioning), summed over instances.
+    pub task_busy_ns: u64,
     pub backpressured_ns: u64,
     pub wall_ns: u64,
     pub source_stats: SourceStats,
@@ -185,8 +190,10 @@ impl OperatorSummary {
     pub fn backpressured_pct(&self) -> f64 {
         self.pct(self.backpressured_ns)
     }
+    /// Share of its task's life with nothing to do: neither working (on
+    /// this operator or anything else in its task) nor backpressured.
     pub fn idle_pct(&self) -> f64 {
-        (100.0 - self.busy_pct() - self.backpressured_pct()).max(0.0)
+        (100.0 - self.pct(self.task_busy_ns.max(self.busy_ns)) - self.backpressured_pct()).max(0.0)
     }
 }
 

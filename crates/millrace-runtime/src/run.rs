@@ -6,6 +6,7 @@
 //! cores. Every factory is asked for its instance before any thread starts:
 //! a source file that cannot be opened fails the run before it begins.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use millrace_core::time::now_ns;
@@ -91,11 +92,13 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
     }
 
     // Task instances, per worker.
+    let mut all_times = Vec::new();
     let mut per_worker: Vec<Vec<Box<dyn Task>>> = (0..workers).map(|_| Vec::new()).collect();
     for (c, chain) in plan.chains.iter().enumerate() {
         let p = chain.parallelism;
         for i in 0..p {
             let times = Arc::new(TaskTimes::default());
+            all_times.push(times.clone());
             let metrics = |node: usize| {
                 let m = Arc::new(OperatorMetrics::new(node, times.clone()));
                 nodes[node]
@@ -204,6 +207,11 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
         Vec::new()
     };
     let started = now_ns();
+    for times in &all_times {
+        times
+            .started_ns
+            .store(started, std::sync::atomic::Ordering::Relaxed);
+    }
     let handles: Vec<_> = per_worker
         .into_iter()
         .enumerate()
@@ -216,9 +224,19 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                 idle: config.idle,
                 control: control.clone(),
             };
+            let control = control.clone();
             std::thread::Builder::new()
                 .name(format!("millrace-worker-{w}"))
-                .spawn(move || worker.run())
+                .spawn(move || {
+                    // A panic outside any operator call (a connector's stats,
+                    // a task's drop) must still stop the other workers, or
+                    // they would wait for this one forever.
+                    if catch_unwind(AssertUnwindSafe(|| worker.run())).is_err() {
+                        control.fail(Error::Panic(format!(
+                            "worker {w} panicked outside any operator"
+                        )));
+                    }
+                })
                 .map_err(|e| Error::Other(format!("cannot start worker thread: {e}")))
         })
         .collect::<Result<_>>()?;

@@ -164,7 +164,8 @@ impl SourceHead {
                 let wake_at_ns = Some(wake_at_ns.unwrap_or(now + UNTIMED_SOURCE_RETRY_NS));
                 let idle_timeout = self.event_time.as_ref().and_then(|e| e.3);
                 if let (Some(timeout), false) = (idle_timeout, self.idle_declared) {
-                    let deadline = self.last_data_ns + timeout.as_nanos() as i64;
+                    let timeout_ns = i64::try_from(timeout.as_nanos()).unwrap_or(i64::MAX);
+                    let deadline = self.last_data_ns.saturating_add(timeout_ns);
                     if now >= deadline {
                         self.idle_declared = true;
                         out.push((0, Message::Idle));
@@ -264,7 +265,6 @@ impl DataflowTask {
         routers: Vec<OutputRouter>,
         times: Arc<TaskTimes>,
     ) -> Self {
-        times.started_ns.store(now_ns(), Relaxed);
         DataflowTask {
             name,
             head,

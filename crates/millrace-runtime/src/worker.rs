@@ -166,7 +166,7 @@ impl Worker {
                 continue;
             }
             let max_park = self.idle.max_park.as_nanos() as i64;
-            let park_ns = next_timer.map_or(max_park, |t| (t - now).clamp(0, max_park));
+            let park_ns = next_timer.map_or(max_park, |t| t.saturating_sub(now).clamp(0, max_park));
             if park_ns > 0 {
                 std::thread::park_timeout(Duration::from_nanos(park_ns as u64));
             }

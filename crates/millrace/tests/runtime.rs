@@ -734,3 +734,17 @@ fn broadcast_delivers_every_row_to_every_instance() {
     let twice: Vec<i64> = once.iter().flat_map(|a| [*a, *a]).collect();
     assert_eq!(got, twice);
 }
+
+#[test]
+fn a_window_without_keys_refuses_parallelism_above_one() {
+    let pipeline = Pipeline::new(config(2));
+    let err = pipeline
+        .source(IotSource::new(IotConfig::default()))
+        .window(Window::tumbling_ms(1000).agg(Agg::count_all("n")))
+        .unwrap()
+        .with_parallelism(2)
+        .err()
+        .expect("keyless window at parallelism 2 must be refused")
+        .to_string();
+    assert!(err.contains("parallelism at most 1"), "{err}");
+}
