@@ -91,6 +91,7 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
         }
     }
 
+    let barriers_injected = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // Task instances, per worker.
     let mut all_times = Vec::new();
     let mut per_worker: Vec<Vec<Box<dyn Task>>> = (0..workers).map(|_| Vec::new()).collect();
@@ -159,6 +160,7 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                         idle_declared: false,
                         rows_since_barrier: 0,
                         next_barrier: 1,
+                        barriers_injected: barriers_injected.clone(),
                         exhausted: false,
                         stop: stop.clone(),
                     }))

@@ -11,6 +11,7 @@
 //! barriers every N rows, `End` when the reader is exhausted.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -83,12 +84,23 @@ pub struct SourceHead {
     pub idle_declared: bool,
     pub rows_since_barrier: u64,
     pub next_barrier: BarrierId,
+    /// Highest barrier id any source of the run has injected. A source with
+    /// nothing to read catches up to it, so a quiet or slow source never
+    /// holds an alignment (and with it the other inputs) hostage.
+    pub barriers_injected: Arc<AtomicU64>,
     pub exhausted: bool,
     /// Set from outside to end the stream early (graceful stop).
     pub stop: StopHandle,
 }
 
 impl SourceHead {
+    fn inject_barrier(&mut self, out: &mut Vec<(usize, Message)>) {
+        out.push((0, Message::Barrier(self.next_barrier)));
+        self.barriers_injected.fetch_max(self.next_barrier, Relaxed);
+        self.next_barrier += 1;
+        self.rows_since_barrier = 0;
+    }
+
     /// Produces the next messages, or says when to come back.
     fn step(&mut self, out: &mut Vec<(usize, Message)>) -> Result<Option<Option<i64>>> {
         if self.exhausted {
@@ -102,9 +114,7 @@ impl SourceHead {
         let mut max_rows = self.batching.size();
         if let Some(every) = self.barrier_every_rows {
             if self.rows_since_barrier >= every {
-                out.push((0, Message::Barrier(self.next_barrier)));
-                self.next_barrier += 1;
-                self.rows_since_barrier = 0;
+                self.inject_barrier(out);
                 return Ok(None);
             }
             max_rows = max_rows.min((every - self.rows_since_barrier) as usize);
@@ -160,6 +170,10 @@ impl SourceHead {
             // Progress without rows: poll again right away.
             SourcePoll::Batch(_) => Ok(None),
             SourcePoll::Pending { wake_at_ns } => {
+                if self.next_barrier <= self.barriers_injected.load(Relaxed) {
+                    self.inject_barrier(out);
+                    return Ok(None);
+                }
                 // A reader without a timer is asked again within a millisecond.
                 let wake_at_ns = Some(wake_at_ns.unwrap_or(now + UNTIMED_SOURCE_RETRY_NS));
                 let idle_timeout = self.event_time.as_ref().and_then(|e| e.3);

@@ -748,3 +748,73 @@ fn a_window_without_keys_refuses_parallelism_above_one() {
         .to_string();
     assert!(err.contains("parallelism at most 1"), "{err}");
 }
+
+/// Sets `flag` once the window counts it received add up to `threshold`.
+#[derive(Clone)]
+struct CountFlagSink {
+    flag: Arc<AtomicBool>,
+    threshold: i64,
+    inner: CollectSink,
+}
+
+impl SinkFactory for CountFlagSink {
+    fn name(&self) -> String {
+        "count-flag".into()
+    }
+    fn create(&self, _: usize, _: usize, _: SchemaRef) -> Result<Box<dyn SinkWriter>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl SinkWriter for CountFlagSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.inner.write(batch)?;
+        if ints(&self.inner.batches(), "n").iter().sum::<i64>() >= self.threshold {
+            self.flag.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_silent_source_does_not_hold_barrier_alignment_hostage() {
+    // Barriers every 1000 rows: the busy source's first barrier blocks its
+    // input at the union until the silent source delivers barrier 1 too. A
+    // silent source catches up with the barriers others injected, so the
+    // busy source keeps flowing: most windows fire while the silent source
+    // is still open.
+    let pipeline = Pipeline::new(PipelineConfig {
+        barrier_every_rows: Some(1000),
+        ..config(1)
+    });
+    let release = Arc::new(AtomicBool::new(false));
+    let silent = SilentSource {
+        release: release.clone(),
+        released_by_flag: Arc::new(AtomicBool::new(false)),
+    };
+    let busy = pipeline.source(IotSource::new(IotConfig {
+        events: Some(50_000),
+        event_rate: 10_000.0,
+        devices: 10,
+        ..IotConfig::default()
+    }));
+    let quiet = pipeline.source(silent.clone());
+    let sink = CountFlagSink {
+        flag: release,
+        threshold: 25_000,
+        inner: CollectSink::new(),
+    };
+    busy.union(&quiet)
+        .unwrap()
+        .window(
+            Window::tumbling_ms(1000)
+                .keys(["device_id"])
+                .agg(Agg::count_all("n")),
+        )
+        .unwrap()
+        .sink(sink.clone())
+        .unwrap();
+    pipeline.run().unwrap();
+    assert!(silent.released_by_flag.load(Ordering::SeqCst));
+    assert_eq!(ints(&sink.inner.batches(), "n").iter().sum::<i64>(), 50_000);
+}
