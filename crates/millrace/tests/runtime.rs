@@ -256,29 +256,6 @@ impl SourceReader for SilentReader {
     }
 }
 
-/// Sets `flag` when the first row arrives.
-#[derive(Clone)]
-struct FlagSink {
-    flag: Arc<AtomicBool>,
-    inner: CollectSink,
-}
-
-impl SinkFactory for FlagSink {
-    fn name(&self) -> String {
-        "flag".into()
-    }
-    fn create(&self, _: usize, _: usize, _: SchemaRef) -> Result<Box<dyn SinkWriter>> {
-        Ok(Box::new(self.clone()))
-    }
-}
-
-impl SinkWriter for FlagSink {
-    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.flag.store(true, Ordering::SeqCst);
-        self.inner.write(batch)
-    }
-}
-
 #[test]
 fn an_idle_source_does_not_hold_back_the_watermark() {
     idle_beside_busy(50_000);
@@ -292,7 +269,18 @@ fn a_finished_source_beside_an_idle_one_lets_windows_fire() {
 }
 
 fn idle_beside_busy(events: u64) {
-    let pipeline = Pipeline::new(config(1));
+    silent_beside_busy(events, None, 1);
+}
+
+/// Unions a busy IoT source of `events` rows with a [`SilentSource`] into a
+/// keyed window. The silent source stays open until the sink has received
+/// window counts adding up to `release_at` rows; the test fails if that only
+/// happened because the silent source gave up.
+fn silent_beside_busy(events: u64, barrier_every_rows: Option<u64>, release_at: i64) {
+    let pipeline = Pipeline::new(PipelineConfig {
+        barrier_every_rows,
+        ..config(1)
+    });
     let release = Arc::new(AtomicBool::new(false));
     let silent = SilentSource {
         release: release.clone(),
@@ -305,8 +293,9 @@ fn idle_beside_busy(events: u64) {
         ..IotConfig::default()
     }));
     let quiet = pipeline.source(silent.clone());
-    let sink = FlagSink {
+    let sink = CountFlagSink {
         flag: release,
+        threshold: release_at,
         inner: CollectSink::new(),
     };
     busy.union(&quiet)
@@ -320,8 +309,7 @@ fn idle_beside_busy(events: u64) {
         .sink(sink.clone())
         .unwrap();
     pipeline.run().unwrap();
-    // Window results reached the sink while the silent source was still
-    // open: its idleness let the watermark advance.
+    // Window results reached the sink while the silent source was still open.
     assert!(silent.released_by_flag.load(Ordering::SeqCst));
     assert_eq!(
         ints(&sink.inner.batches(), "n").iter().sum::<i64>(),
@@ -783,38 +771,5 @@ fn a_silent_source_does_not_hold_barrier_alignment_hostage() {
     // silent source catches up with the barriers others injected, so the
     // busy source keeps flowing: most windows fire while the silent source
     // is still open.
-    let pipeline = Pipeline::new(PipelineConfig {
-        barrier_every_rows: Some(1000),
-        ..config(1)
-    });
-    let release = Arc::new(AtomicBool::new(false));
-    let silent = SilentSource {
-        release: release.clone(),
-        released_by_flag: Arc::new(AtomicBool::new(false)),
-    };
-    let busy = pipeline.source(IotSource::new(IotConfig {
-        events: Some(50_000),
-        event_rate: 10_000.0,
-        devices: 10,
-        ..IotConfig::default()
-    }));
-    let quiet = pipeline.source(silent.clone());
-    let sink = CountFlagSink {
-        flag: release,
-        threshold: 25_000,
-        inner: CollectSink::new(),
-    };
-    busy.union(&quiet)
-        .unwrap()
-        .window(
-            Window::tumbling_ms(1000)
-                .keys(["device_id"])
-                .agg(Agg::count_all("n")),
-        )
-        .unwrap()
-        .sink(sink.clone())
-        .unwrap();
-    pipeline.run().unwrap();
-    assert!(silent.released_by_flag.load(Ordering::SeqCst));
-    assert_eq!(ints(&sink.inner.batches(), "n").iter().sum::<i64>(), 50_000);
+    silent_beside_busy(50_000, Some(1000), 25_000);
 }
