@@ -635,14 +635,20 @@ fn string_operand(l: &DataType, r: &DataType) -> Option<DataType> {
 }
 
 fn unknown_column(name: &str, schema: &Schema) -> Error {
-    let available: Vec<&str> = schema
+    Error::plan(format!(
+        "unknown column '{name}'; available columns: {}",
+        user_columns(schema)
+    ))
+}
+
+/// The user columns of `schema` (the entered column hidden), comma-separated,
+/// for error messages that name what could have been meant.
+pub(crate) fn user_columns(schema: &Schema) -> String {
+    let names: Vec<&str> = schema
         .fields()
         .iter()
         .map(|f| f.name().as_str())
         .filter(|n| *n != ENTERED_COLUMN)
         .collect();
-    Error::plan(format!(
-        "unknown column '{name}'; available columns: {}",
-        available.join(", ")
-    ))
+    names.join(", ")
 }

@@ -226,18 +226,10 @@ pub struct WindowSpec {
 fn column_index(schema: &Schema, name: &str, context: &str) -> Result<usize> {
     match schema.index_of(name) {
         Ok(i) if name != ENTERED_COLUMN => Ok(i),
-        _ => {
-            let available: Vec<&str> = schema
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .filter(|n| *n != ENTERED_COLUMN)
-                .collect();
-            Err(Error::plan(format!(
-                "{context}: unknown column '{name}'; available columns: {}",
-                available.join(", ")
-            )))
-        }
+        _ => Err(Error::plan(format!(
+            "{context}: unknown column '{name}'; available columns: {}",
+            crate::expr::user_columns(schema)
+        ))),
     }
 }
 
