@@ -5,9 +5,11 @@
 //! * Files: newline-delimited JSON and CSV with a declared schema and an
 //!   error policy for bad lines ([`file`]).
 //! * Sinks: console table, JSON-lines file, discard ([`sinks`]).
+//! * [`proctime`]: any source with a processing-time column.
 
 pub mod file;
 pub mod iot;
 pub mod nexmark;
+pub mod proctime;
 mod rng;
 pub mod sinks;

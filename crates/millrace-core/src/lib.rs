@@ -14,7 +14,10 @@ pub mod source;
 pub mod time;
 
 pub use arrow;
-pub use batch::{ENTERED_COLUMN, attach_entered, batch_bytes, entered_column, strip_entered};
+pub use batch::{
+    ENTERED_COLUMN, attach_entered, attach_entered_now, batch_bytes, entered_column,
+    schema_with_entered, schema_without_entered, strip_entered,
+};
 pub use error::{Error, Result};
 pub use message::{BarrierId, Message, Watermark};
 pub use operator::{Emitter, Operator, OperatorFactory};

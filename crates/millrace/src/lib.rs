@@ -1,7 +1,7 @@
 //! millrace: a stream processing engine for pipelines where latency is the
 //! product. This crate is the command line and the built-in demo pipelines;
 //! the engine lives in `millrace-runtime`, operators in `millrace-ops`,
-//! sources and sinks in `millrace-connectors`.
+//! sources and sinks in `millrace-connectors`, streaming SQL in `millrace-sql`.
 
 pub mod demo;
 pub mod generate;
@@ -10,3 +10,4 @@ pub use millrace_connectors as connectors;
 pub use millrace_core as core;
 pub use millrace_ops as ops;
 pub use millrace_runtime as runtime;
+pub use millrace_sql as sql;

@@ -28,11 +28,25 @@ struct Cli {
 enum Command {
     /// Run a built-in pipeline on the Nexmark generator and print a summary.
     Demo(DemoArgs),
+    /// Run a SQL pipeline file (CREATE TABLE / CREATE VIEW / INSERT INTO / SET).
+    Run(SqlArgs),
+    /// Print the dataflow a SQL pipeline file plans to, without running it.
+    Explain(SqlArgs),
     /// Write generator events as JSON lines or CSV (to feed other engines the same input).
     Gen {
         #[command(subcommand)]
         generator: GenCommand,
     },
+}
+
+#[derive(Parser)]
+struct SqlArgs {
+    /// The pipeline file.
+    file: PathBuf,
+    /// Override a setting or a table option of the file (repeatable), e.g.
+    /// `--set parallelism=1` or `--set bid.events=100000`.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    settings: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -138,9 +152,76 @@ enum SinkArg {
     Discard,
 }
 
+/// Plans a SQL file; errors name the file, line and column.
+fn plan_sql(args: &SqlArgs) -> Result<millrace::sql::SqlPipeline, String> {
+    let path = args.file.display();
+    let text = std::fs::read_to_string(&args.file).map_err(|e| format!("{path}: {e}"))?;
+    let mut overrides = Vec::new();
+    for s in &args.settings {
+        let Some((name, value)) = s.split_once('=') else {
+            return Err(format!("--set {s}: expected NAME=VALUE"));
+        };
+        overrides.push((name.trim().to_string(), value.trim().to_string()));
+    }
+    let options = millrace::sql::PlanOptions {
+        overrides,
+        ..Default::default()
+    };
+    millrace::sql::SqlPipeline::plan_with(&text, &options).map_err(|e| match (e.line, e.column) {
+        (Some(l), Some(c)) => format!("{path}:{l}:{c}: {}", e.message),
+        (Some(l), None) => format!("{path}:{l}: {}", e.message),
+        _ => format!("{path}: {}", e.message),
+    })
+}
+
+/// Ctrl-C once: stop the sources and drain (windows fire, the summary
+/// prints). Twice: exit at once.
+fn drain_on_ctrl_c(stop: millrace::runtime::StopHandle) {
+    let pressed = std::sync::atomic::AtomicBool::new(false);
+    let _ = ctrlc::set_handler(move || {
+        if pressed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("stopping: draining the pipeline (Ctrl-C again to quit at once)");
+        stop.stop();
+    });
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => {
+            let job = match plan_sql(&args) {
+                Ok(job) => job,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            drain_on_ctrl_c(job.stop_handle());
+            match job.run() {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Explain(args) => {
+            match plan_sql(&args).and_then(|job| job.explain().map_err(|e| e.to_string())) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Gen {
             generator:
                 GenCommand::Nexmark {
@@ -217,19 +298,7 @@ fn main() -> ExitCode {
                     SinkArg::Discard => DemoSink::Discard,
                 },
             };
-            let on_start = |stop: millrace::runtime::StopHandle| {
-                // First Ctrl-C: stop the sources and drain (windows fire, the
-                // summary prints). A second one exits at once.
-                let pressed = std::sync::atomic::AtomicBool::new(false);
-                let _ = ctrlc::set_handler(move || {
-                    if pressed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                        std::process::exit(130);
-                    }
-                    eprintln!("stopping: draining the pipeline (Ctrl-C again to quit at once)");
-                    stop.stop();
-                });
-            };
-            match millrace::demo::run(&options, a.explain, on_start) {
+            match millrace::demo::run(&options, a.explain, drain_on_ctrl_c) {
                 Ok(summary) => {
                     println!("{summary}");
                     ExitCode::SUCCESS

@@ -138,3 +138,70 @@ fn gen_output_read_back_through_a_file_source_equals_the_generator() {
         assert_eq!(got, want, "{format}");
     }
 }
+
+fn nexmark_query(name: &str) -> String {
+    format!(
+        "{}/../../queries/nexmark/{name}.sql",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn run_executes_a_sql_file_with_overrides() {
+    let q7 = nexmark_query("q7");
+    let (ok, stdout, stderr) = millrace(&[
+        "run",
+        &q7,
+        "--set",
+        "bid.events=20000",
+        "--set",
+        "parallelism=1",
+    ]);
+    assert!(ok, "{stderr}");
+    // 92% of 20,000 events are bids.
+    assert!(stdout.contains("events       18400 in"), "{stdout}");
+    assert!(stdout.contains("window_join"), "{stdout}");
+}
+
+#[test]
+fn explain_prints_the_dataflow_without_running() {
+    let (ok, stdout, stderr) = millrace(&["explain", &nexmark_query("q5")]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("watermark = max(date_time) - 4000 ms"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("window_agg[hop 10s every 2s]"), "{stdout}");
+    assert!(!stdout.contains("run summary"), "{stdout}");
+}
+
+#[test]
+fn sql_errors_name_file_line_and_column_and_exit_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.sql");
+    std::fs::write(
+        &path,
+        "CREATE TABLE bid WITH (connector = 'nexmark', kind = 'bid');\nINSERT INTO out SELEC 1;\n",
+    )
+    .unwrap();
+    let file = path.display().to_string();
+    let (ok, _, stderr) = millrace(&["run", &file]);
+    assert!(!ok);
+    assert!(
+        stderr.starts_with(&format!("error: {file}:2:17: syntax error")),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    std::fs::write(
+        &path,
+        "CREATE TABLE bid WITH (connector = 'nexmark', kind = 'bid');\nCREATE TABLE out WITH (connector = 'discard');\nINSERT INTO out SELECT auction, count(*) FROM bid GROUP BY auction;\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = millrace(&["explain", &file]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(":3: INSERT INTO out: an aggregate over a stream needs a window"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,254 @@
+//! Filter and projection over DataFusion physical expressions.
+//!
+//! Stateless and row-aligned: the entered column rides along untouched, so
+//! latency is measured from each surviving row's own entry time. The runtime
+//! fuses consecutive stateless operators into one task, so a filter followed
+//! by a projection costs no queue between them.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::physical_expr::PhysicalExpr;
+use millrace_core::{
+    Emitter, Error, Operator, OperatorFactory, Result, entered_column, schema_with_entered,
+};
+
+use crate::window::evaluate;
+
+/// Keeps the rows for which `predicate` is true (null counts as false, as in SQL).
+pub struct ExprFilterFactory {
+    name: String,
+    schema: SchemaRef,
+    predicate: Arc<dyn PhysicalExpr>,
+    event_time: Option<String>,
+}
+
+impl ExprFilterFactory {
+    pub fn new(
+        schema: SchemaRef,
+        predicate: Arc<dyn PhysicalExpr>,
+        event_time: Option<String>,
+    ) -> Self {
+        Self {
+            name: format!("filter[{predicate}]"),
+            schema,
+            predicate,
+            event_time,
+        }
+    }
+}
+
+impl OperatorFactory for ExprFilterFactory {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn output_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn output_event_time(&self) -> Option<String> {
+        self.event_time.clone()
+    }
+    fn create(&self, _instance: usize, _parallelism: usize) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(ExprFilter {
+            predicate: self.predicate.clone(),
+        }))
+    }
+}
+
+struct ExprFilter {
+    predicate: Arc<dyn PhysicalExpr>,
+}
+
+impl Operator for ExprFilter {
+    fn on_data(&mut self, _input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
+        let mask = evaluate(&self.predicate, &batch)?;
+        let Some(mask) = mask.as_boolean_opt() else {
+            return Err(Error::Other(format!(
+                "filter predicate {} gave {}, not a boolean",
+                self.predicate,
+                mask.data_type()
+            )));
+        };
+        if mask.true_count() == batch.num_rows() {
+            out.data(batch);
+        } else {
+            out.data(filter_record_batch(&batch, mask)?);
+        }
+        Ok(())
+    }
+}
+
+/// Computes one output column per expression.
+pub struct ExprProjectFactory {
+    name: String,
+    /// Output user schema (names and types as the logical plan declares them).
+    schema: SchemaRef,
+    exprs: Vec<Arc<dyn PhysicalExpr>>,
+    event_time: Option<String>,
+}
+
+impl ExprProjectFactory {
+    /// `schema` has one field per expression.
+    pub fn new(
+        schema: SchemaRef,
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        event_time: Option<String>,
+    ) -> Result<Self> {
+        if schema.fields().len() != exprs.len() {
+            return Err(Error::plan(format!(
+                "projection has {} expressions for {} output columns",
+                exprs.len(),
+                schema.fields().len()
+            )));
+        }
+        let shown: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
+        Ok(Self {
+            name: format!("project[{}]", shown.join(", ")),
+            schema,
+            exprs,
+            event_time,
+        })
+    }
+}
+
+impl OperatorFactory for ExprProjectFactory {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn output_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn output_event_time(&self) -> Option<String> {
+        self.event_time.clone()
+    }
+    fn create(&self, _instance: usize, _parallelism: usize) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(ExprProject {
+            schema: schema_with_entered(&self.schema),
+            exprs: self.exprs.clone(),
+        }))
+    }
+}
+
+struct ExprProject {
+    /// Output schema with the entered column.
+    schema: SchemaRef,
+    exprs: Vec<Arc<dyn PhysicalExpr>>,
+}
+
+impl Operator for ExprProject {
+    fn on_data(&mut self, _input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.exprs.len() + 1);
+        for (expr, field) in self.exprs.iter().zip(self.schema.fields()) {
+            let array = evaluate(expr, &batch)?;
+            columns.push(conform(array, field.data_type())?);
+        }
+        let Some(entered) = entered_column(&batch) else {
+            return Err(Error::Other("input batch lacks the entered column".into()));
+        };
+        columns.push(Arc::new(entered.clone()));
+        out.data(RecordBatch::try_new(self.schema.clone(), columns)?);
+        Ok(())
+    }
+}
+
+/// DataFusion's physical expressions return the type the logical plan
+/// promised; a cast covers the rare function that differs only in
+/// representation (e.g. a view type for a plain string).
+fn conform(array: ArrayRef, declared: &DataType) -> Result<ArrayRef> {
+    if array.data_type() == declared {
+        Ok(array)
+    } else {
+        Ok(arrow::compute::cast(&array, declared)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::Operator as BinOp;
+    use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+    use millrace_core::{Message, attach_entered_now, strip_entered};
+
+    fn input() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![Some(1), None, Some(3)])),
+                Arc::new(StringArray::from(vec!["x", "y", "z"])),
+            ],
+        )
+        .unwrap();
+        attach_entered_now(&batch, 7).unwrap()
+    }
+
+    fn only_batch(out: &mut Emitter) -> RecordBatch {
+        match out.take_messages().as_slice() {
+            [Message::Data(b)] => b.clone(),
+            other => panic!("expected one batch, got {} messages", other.len()),
+        }
+    }
+
+    #[test]
+    fn filter_drops_false_and_null_rows_and_keeps_entered_aligned() {
+        let predicate = Arc::new(BinaryExpr::new(
+            Arc::new(Column::new("a", 0)),
+            BinOp::Gt,
+            Arc::new(Literal::new(ScalarValue::Int64(Some(1)))),
+        ));
+        let schema = input().schema();
+        let f = ExprFilterFactory::new(schema, predicate, None);
+        let mut op = f.create(0, 1).unwrap();
+        let mut out = Emitter::new();
+        op.on_data(0, input(), &mut out).unwrap();
+        let got = only_batch(&mut out);
+        assert_eq!(got.num_rows(), 1);
+        let s = strip_entered(&got);
+        assert_eq!(s.column(1).as_string::<i32>().value(0), "z");
+        assert_eq!(entered_column(&got).unwrap().value(0), 7);
+    }
+
+    #[test]
+    fn projection_computes_columns_and_carries_entered() {
+        let doubled = Arc::new(BinaryExpr::new(
+            Arc::new(Column::new("a", 0)),
+            BinOp::Multiply,
+            Arc::new(Literal::new(ScalarValue::Int64(Some(2)))),
+        ));
+        let out_schema = Arc::new(Schema::new(vec![
+            Field::new("s", DataType::Utf8, false),
+            Field::new("a2", DataType::Int64, true),
+        ]));
+        let p = ExprProjectFactory::new(
+            out_schema,
+            vec![Arc::new(Column::new("s", 1)), doubled],
+            None,
+        )
+        .unwrap();
+        let mut op = p.create(0, 1).unwrap();
+        let mut out = Emitter::new();
+        op.on_data(0, input(), &mut out).unwrap();
+        let got = only_batch(&mut out);
+        let a2 = got.column(1).as_primitive::<arrow::datatypes::Int64Type>();
+        assert_eq!(a2.iter().collect::<Vec<_>>(), vec![Some(2), None, Some(6)]);
+        assert_eq!(
+            entered_column(&got).unwrap().values().to_vec(),
+            vec![7, 7, 7]
+        );
+    }
+
+    #[test]
+    fn projection_rejects_arity_mismatch() {
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, false)]));
+        assert!(ExprProjectFactory::new(schema, vec![], None).is_err());
+    }
+}

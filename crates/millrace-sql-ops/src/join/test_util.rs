@@ -1,0 +1,120 @@
+//! Helpers shared by the operator tests of this crate: input batches from
+//! literal columns, and emitted messages as text rows a reader can check by
+//! eye.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMillisecondType};
+use arrow::record_batch::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use millrace_core::batch::attach_entered_now;
+use millrace_core::{Emitter, Message, Watermark, entered_column, strip_entered};
+
+use crate::window::{is_window_type, window_array};
+
+/// A schema of nullable fields.
+pub(crate) fn schema(fields: &[(&str, DataType)]) -> SchemaRef {
+    let fields: Vec<Field> = fields
+        .iter()
+        .map(|(name, dt)| Field::new(*name, dt.clone(), true))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// `left` fields then `right` fields (a join's output schema).
+pub(crate) fn joined(left: &SchemaRef, right: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Arc<Field>> = left
+        .fields()
+        .iter()
+        .chain(right.fields())
+        .cloned()
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+pub(crate) fn ints(values: &[Option<i64>]) -> ArrayRef {
+    Arc::new(Int64Array::from(values.to_vec()))
+}
+
+pub(crate) fn strs(values: &[&str]) -> ArrayRef {
+    Arc::new(StringArray::from(values.to_vec()))
+}
+
+/// A window column of `[start, end)` pairs.
+pub(crate) fn windows(bounds: &[(i64, i64)]) -> ArrayRef {
+    window_array(
+        bounds.iter().map(|b| b.0).collect(),
+        bounds.iter().map(|b| b.1).collect(),
+    )
+}
+
+/// A batch as operators receive it: `columns`, then every row entered at
+/// `entered_ns`.
+pub(crate) fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>, entered_ns: i64) -> RecordBatch {
+    let user = RecordBatch::try_new(schema.clone(), columns).unwrap();
+    attach_entered_now(&user, entered_ns).unwrap()
+}
+
+pub(crate) fn wm(time_ms: i64, entered_ns: i64) -> Watermark {
+    Watermark {
+        time_ms,
+        entered_ns,
+    }
+}
+
+/// Takes the emitted messages as text: each data row as its user columns
+/// `v1, v2, ...` (windows as `[start,end)`), each watermark as `wm T`.
+pub(crate) fn take(out: &mut Emitter) -> Vec<String> {
+    render(&out.take_messages())
+}
+
+pub(crate) fn render(messages: &[Message]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for m in messages {
+        match m {
+            Message::Data(b) => {
+                let user = strip_entered(b);
+                for row in 0..user.num_rows() {
+                    let cells: Vec<String> = user.columns().iter().map(|c| cell(c, row)).collect();
+                    lines.push(cells.join(", "));
+                }
+            }
+            Message::Watermark(w) => lines.push(format!("wm {}", w.time_ms)),
+            other => lines.push(format!("{other:?}")),
+        }
+    }
+    lines
+}
+
+fn cell(column: &ArrayRef, row: usize) -> String {
+    if column.is_null(row) {
+        return "null".into();
+    }
+    if is_window_type(column.data_type()) {
+        let s = column.as_struct();
+        let bound = |i: usize| {
+            s.column(i)
+                .as_primitive::<TimestampMillisecondType>()
+                .value(row)
+        };
+        return format!("[{},{})", bound(0), bound(1));
+    }
+    let options = FormatOptions::default().with_null("null");
+    ArrayFormatter::try_new(column.as_ref(), &options)
+        .unwrap()
+        .value(row)
+        .to_string()
+}
+
+/// The entered times of the emitted data rows, in order.
+pub(crate) fn entered(messages: &[Message]) -> Vec<i64> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            Message::Data(b) => entered_column(b).map(|e| e.values().to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}

@@ -1,0 +1,669 @@
+//! Window join: rows of the two inputs meet when they fall in the same window.
+//!
+//! # Semantics
+//!
+//! * **Windows.** Each input assigns its rows to windows with its own
+//!   [`WindowAssign`]: tumble or hop windows from event time, or the window
+//!   column an earlier window aggregate produced. Two windows are the same
+//!   when their start and end are; the planner gives both sides the same
+//!   windows, so e.g. a carried `tumble(10s)` column on one side meets
+//!   `tumble(ts, 10s)` on the other.
+//! * **Late rows.** A row is late when its side's assignment says so (event
+//!   time below the watermark, or a carried window that already ended); late
+//!   rows are counted with `count_late` and dropped.
+//! * **Firing.** The watermark W is the largest seen. Every window with
+//!   `end <= W` fires, in order of (end, start): its buffered rows are joined
+//!   on the keys, filtered, padded for outer kinds, emitted with entered time
+//!   = the watermark's, and forgotten. Then the watermark is forwarded. At end
+//!   of input every open window fires (entered time = the largest seen).
+//! * **Order.** Within a window: the pairs (in arrival order of the larger
+//!   side), then unmatched left rows, then unmatched right rows.
+//!
+//! # Cost
+//!
+//! Rows are copied into their windows on arrival (a hopping window copies a
+//! row `size / slide` times). Firing a window concatenates each side,
+//! encodes the keys once, hashes the smaller side and probes it with the
+//! larger; output is built `MAX_OUTPUT_ROWS` pairs at a time, so a large
+//! window never becomes one huge batch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Int64Array, UInt32Array};
+use arrow::compute::{concat_batches, take_arrays, take_record_batch};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use arrow::row::SortField;
+use datafusion::physical_expr::PhysicalExpr;
+use millrace_core::time::now_ns;
+use millrace_core::{Emitter, Error, Operator, OperatorFactory, Result, Watermark, strip_entered};
+
+use super::{
+    FastMap, JoinKind, JoinOutput, KeyEncoder, Keys, MAX_OUTPUT_ROWS, check_filter, check_keys,
+    check_output, check_width, check_window_assign, no_such_input, note_entered, passed,
+};
+use crate::window::{Assignment, WindowAssign};
+
+/// A join of the rows of each window (see the module doc).
+#[derive(Clone, Debug)]
+pub struct WindowJoinSpec {
+    /// Shown in plans and errors.
+    pub name: String,
+    /// User columns of the left input (no entered column).
+    pub left_schema: SchemaRef,
+    /// User columns of the right input (no entered column).
+    pub right_schema: SchemaRef,
+    /// Equi-join keys; `left_keys[i]` is compared with `right_keys[i]`.
+    pub left_keys: Vec<Arc<dyn PhysicalExpr>>,
+    pub right_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// How each side's rows find their windows (tumble/hop from event time,
+    /// or a window column); session windows are rejected.
+    pub left_window: WindowAssign,
+    pub right_window: WindowAssign,
+    pub kind: JoinKind,
+    /// Residual predicate over the joined row (evaluated on `output_schema`).
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// Left columns then right columns.
+    pub output_schema: SchemaRef,
+}
+
+/// Creates window join operators; validates the spec once.
+pub struct WindowJoinFactory {
+    spec: Arc<WindowJoinSpec>,
+    key_fields: Vec<SortField>,
+}
+
+impl WindowJoinFactory {
+    pub fn new(spec: WindowJoinSpec) -> Result<Self> {
+        let name = &spec.name;
+        check_window_assign(name, "left", &spec.left_window, &spec.left_schema)?;
+        check_window_assign(name, "right", &spec.right_window, &spec.right_schema)?;
+        if let (Some(l), Some(r)) = (spec.left_window.kind(), spec.right_window.kind())
+            && l != r
+        {
+            return Err(Error::plan(format!(
+                "{name}: the left input uses {l} windows and the right input {r} windows; a window join needs the same windows on both sides"
+            )));
+        }
+        let key_fields = check_keys(
+            name,
+            &spec.left_schema,
+            &spec.right_schema,
+            &spec.left_keys,
+            &spec.right_keys,
+        )?;
+        check_output(
+            name,
+            spec.kind,
+            &spec.left_schema,
+            &spec.right_schema,
+            &spec.output_schema,
+        )?;
+        check_filter(name, spec.filter.as_ref(), &spec.output_schema)?;
+        Ok(Self {
+            spec: Arc::new(spec),
+            key_fields,
+        })
+    }
+}
+
+impl OperatorFactory for WindowJoinFactory {
+    fn name(&self) -> String {
+        self.spec.name.clone()
+    }
+
+    fn output_schema(&self) -> SchemaRef {
+        self.spec.output_schema.clone()
+    }
+
+    fn output_event_time(&self) -> Option<String> {
+        None
+    }
+
+    fn create(&self, _instance: usize, _parallelism: usize) -> Result<Box<dyn Operator>> {
+        let spec = &self.spec;
+        Ok(Box::new(WindowJoinOperator {
+            keys: KeyEncoder::new(&self.key_fields, &spec.left_keys, &spec.right_keys)?,
+            output: JoinOutput::new(
+                spec.output_schema.clone(),
+                spec.left_schema.fields().len(),
+                spec.filter.clone(),
+            ),
+            spec: spec.clone(),
+            windows: BTreeMap::new(),
+            watermark: i64::MIN,
+            max_entered: None,
+            assignments: Vec::new(),
+        }))
+    }
+}
+
+/// The rows each side has buffered for one window (user columns).
+#[derive(Default)]
+struct WindowRows {
+    sides: [Vec<RecordBatch>; 2],
+}
+
+struct WindowJoinOperator {
+    spec: Arc<WindowJoinSpec>,
+    keys: KeyEncoder,
+    output: JoinOutput,
+    /// Open windows by (end, start), so the windows a watermark completes are
+    /// a prefix.
+    windows: BTreeMap<(i64, i64), WindowRows>,
+    watermark: i64,
+    max_entered: Option<i64>,
+    /// Scratch reused across batches.
+    assignments: Vec<Assignment>,
+}
+
+impl WindowJoinOperator {
+    /// Joins and emits every window with `end <= up_to` (all for `None`).
+    fn fire(&mut self, up_to: Option<i64>, entered_ns: i64, out: &mut Emitter) -> Result<()> {
+        let fired = match up_to {
+            None => std::mem::take(&mut self.windows),
+            Some(w) => {
+                let rest = match w.checked_add(1) {
+                    Some(after) => self.windows.split_off(&(after, i64::MIN)),
+                    None => BTreeMap::new(),
+                };
+                std::mem::replace(&mut self.windows, rest)
+            }
+        };
+        for rows in fired.into_values() {
+            self.join_window(rows, entered_ns, out)?;
+        }
+        Ok(())
+    }
+
+    fn join_window(&self, rows: WindowRows, entered_ns: i64, out: &mut Emitter) -> Result<()> {
+        let spec = &self.spec;
+        let [left, right] = rows.sides;
+        let left = concat_batches(&spec.left_schema, &left)?;
+        let right = concat_batches(&spec.right_schema, &right)?;
+        if spec.kind == JoinKind::Inner && (left.num_rows() == 0 || right.num_rows() == 0) {
+            return Ok(());
+        }
+        let left_keys = self.keys.encode(0, &left)?;
+        let right_keys = self.keys.encode(1, &right)?;
+        let mut pairs = WindowPairs::new(&left, &right, &self.output, spec.kind, entered_ns);
+        // Hash the smaller side, probe with the larger.
+        if left.num_rows() <= right.num_rows() {
+            let table = hash_keys(&left_keys, left.num_rows());
+            for r in 0..right.num_rows() {
+                let Some(matches) = right_keys.get(r).and_then(|k| table.get(k)) else {
+                    continue;
+                };
+                for &l in matches {
+                    pairs.push(l, r as u32, out)?;
+                }
+            }
+        } else {
+            let table = hash_keys(&right_keys, right.num_rows());
+            for l in 0..left.num_rows() {
+                let Some(matches) = left_keys.get(l).and_then(|k| table.get(k)) else {
+                    continue;
+                };
+                for &r in matches {
+                    pairs.push(l as u32, r, out)?;
+                }
+            }
+        }
+        pairs.finish(out)
+    }
+}
+
+/// Row numbers by key bytes, in row order; rows with a null key are left out
+/// (they match nothing).
+fn hash_keys(keys: &Keys, rows: usize) -> FastMap<&[u8], Vec<u32>> {
+    let mut table: FastMap<&[u8], Vec<u32>> = FastMap::default();
+    for i in 0..rows {
+        if let Some(key) = keys.get(i) {
+            table.entry(key).or_default().push(i as u32);
+        }
+    }
+    table
+}
+
+/// The pairs of one window, emitted `MAX_OUTPUT_ROWS` at a time, and which
+/// rows of each side found a partner that passed the filter.
+struct WindowPairs<'a> {
+    left: &'a RecordBatch,
+    right: &'a RecordBatch,
+    output: &'a JoinOutput,
+    kind: JoinKind,
+    entered_ns: i64,
+    pending_left: Vec<u32>,
+    pending_right: Vec<u32>,
+    left_matched: Vec<bool>,
+    right_matched: Vec<bool>,
+}
+
+impl<'a> WindowPairs<'a> {
+    fn new(
+        left: &'a RecordBatch,
+        right: &'a RecordBatch,
+        output: &'a JoinOutput,
+        kind: JoinKind,
+        entered_ns: i64,
+    ) -> Self {
+        Self {
+            left,
+            right,
+            output,
+            kind,
+            entered_ns,
+            pending_left: Vec::new(),
+            pending_right: Vec::new(),
+            left_matched: vec![false; left.num_rows()],
+            right_matched: vec![false; right.num_rows()],
+        }
+    }
+
+    fn push(&mut self, l: u32, r: u32, out: &mut Emitter) -> Result<()> {
+        self.pending_left.push(l);
+        self.pending_right.push(r);
+        if self.pending_left.len() >= MAX_OUTPUT_ROWS {
+            self.flush(out)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, out: &mut Emitter) -> Result<()> {
+        let n = self.pending_left.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let li = UInt32Array::from(std::mem::take(&mut self.pending_left));
+        let ri = UInt32Array::from(std::mem::take(&mut self.pending_right));
+        let left = take_arrays(self.left.columns(), &li, None)?;
+        let right = take_arrays(self.right.columns(), &ri, None)?;
+        let entered: ArrayRef = Arc::new(Int64Array::from_value(self.entered_ns, n));
+        let mask: Option<BooleanArray> = self.output.emit_pairs(left, right, entered, out)?;
+        for (i, (&l, &r)) in li.values().iter().zip(ri.values()).enumerate() {
+            if passed(mask.as_ref(), i) {
+                self.left_matched[l as usize] = true;
+                self.right_matched[r as usize] = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Emits the remaining pairs, then the unmatched rows outer kinds keep.
+    fn finish(mut self, out: &mut Emitter) -> Result<()> {
+        self.flush(out)?;
+        if self.kind.keeps_unmatched_left() {
+            for rows in unmatched(&self.left_matched).chunks(MAX_OUTPUT_ROWS) {
+                let left = take_record_batch(self.left, &UInt32Array::from(rows.to_vec()))?;
+                let entered = Arc::new(Int64Array::from_value(self.entered_ns, rows.len()));
+                self.output
+                    .emit_left_padded(left.columns().to_vec(), entered, out)?;
+            }
+        }
+        if self.kind.keeps_unmatched_right() {
+            for rows in unmatched(&self.right_matched).chunks(MAX_OUTPUT_ROWS) {
+                let right = take_record_batch(self.right, &UInt32Array::from(rows.to_vec()))?;
+                let entered = Arc::new(Int64Array::from_value(self.entered_ns, rows.len()));
+                self.output
+                    .emit_right_padded(right.columns().to_vec(), entered, out)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unmatched(matched: &[bool]) -> Vec<u32> {
+    (0..matched.len() as u32)
+        .filter(|&i| !matched[i as usize])
+        .collect()
+}
+
+impl Operator for WindowJoinOperator {
+    fn on_data(&mut self, input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
+        let (assign, schema) = match input {
+            0 => (&self.spec.left_window, &self.spec.left_schema),
+            1 => (&self.spec.right_window, &self.spec.right_schema),
+            _ => return Err(no_such_input(input)),
+        };
+        let user = strip_entered(&batch);
+        check_width(&user, schema, &self.spec.name, input)?;
+        note_entered(&mut self.max_entered, &batch);
+        self.assignments.clear();
+        let late = assign.assign(&user, self.watermark, &mut self.assignments)?;
+        out.count_late(late);
+        // Group the memberships by window; the stable sort keeps arrival
+        // order within a window.
+        self.assignments.sort_by_key(|a| (a.end, a.start));
+        for run in self
+            .assignments
+            .chunk_by(|a, b| (a.end, a.start) == (b.end, b.start))
+        {
+            let rows = UInt32Array::from_iter_values(run.iter().map(|a| a.row));
+            let taken = take_record_batch(&user, &rows)?;
+            let window = self.windows.entry((run[0].end, run[0].start)).or_default();
+            window.sides[input].push(taken);
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: Watermark, out: &mut Emitter) -> Result<()> {
+        self.watermark = self.watermark.max(wm.time_ms);
+        self.fire(Some(self.watermark), wm.entered_ns, out)?;
+        out.watermark(wm);
+        Ok(())
+    }
+
+    fn on_end(&mut self, out: &mut Emitter) -> Result<()> {
+        let entered = self.max_entered.unwrap_or_else(now_ns);
+        self.fire(None, entered, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::join::test_util::{batch, ints, joined, schema, strs, take, windows, wm};
+    use crate::window::{WindowKind, window_type};
+    use arrow::datatypes::{DataType, Field};
+    use datafusion::logical_expr::Operator as Op;
+    use datafusion::physical_expr::expressions::{binary, col};
+
+    /// Left `(k, ts, lv)` and right `(k, ts, rv)`.
+    fn sides() -> (SchemaRef, SchemaRef) {
+        let left = schema(&[
+            ("k", DataType::Int64),
+            ("ts", DataType::Int64),
+            ("lv", DataType::Utf8),
+        ]);
+        let right = schema(&[
+            ("k", DataType::Int64),
+            ("ts", DataType::Int64),
+            ("rv", DataType::Utf8),
+        ]);
+        (left, right)
+    }
+
+    fn tumble(schema: &SchemaRef, size_ms: i64) -> WindowAssign {
+        WindowAssign::Time {
+            time: col("ts", schema).unwrap(),
+            kind: WindowKind::Tumble { size_ms },
+        }
+    }
+
+    /// A join of `sides()` on `k` in tumbling windows of 10 ms.
+    fn spec(kind: JoinKind) -> WindowJoinSpec {
+        let (left, right) = sides();
+        WindowJoinSpec {
+            name: "window join".into(),
+            left_keys: vec![col("k", &left).unwrap()],
+            right_keys: vec![col("k", &right).unwrap()],
+            left_window: tumble(&left, 10),
+            right_window: tumble(&right, 10),
+            kind,
+            filter: None,
+            output_schema: joined(&left, &right),
+            left_schema: left,
+            right_schema: right,
+        }
+    }
+
+    fn operator(spec: WindowJoinSpec) -> Box<dyn Operator> {
+        WindowJoinFactory::new(spec).unwrap().create(0, 1).unwrap()
+    }
+
+    /// Sends rows `(k, ts, v)` to `input`.
+    fn send(
+        op: &mut dyn Operator,
+        input: usize,
+        rows: &[(Option<i64>, i64, &str)],
+        out: &mut Emitter,
+    ) {
+        let (left, right) = sides();
+        let s = if input == 0 { left } else { right };
+        let k: Vec<Option<i64>> = rows.iter().map(|r| r.0).collect();
+        let ts: Vec<Option<i64>> = rows.iter().map(|r| Some(r.1)).collect();
+        let v: Vec<&str> = rows.iter().map(|r| r.2).collect();
+        let b = batch(&s, vec![ints(&k), ints(&ts), strs(&v)], 1);
+        op.on_data(input, b, out).unwrap();
+    }
+
+    #[test]
+    fn inner_join_fires_each_window_once_its_end_passes() {
+        let mut op = operator(spec(JoinKind::Inner));
+        let mut out = Emitter::new();
+        // Out of order across windows and within them.
+        send(
+            &mut *op,
+            0,
+            &[(Some(1), 5, "a"), (Some(2), 12, "b"), (Some(1), 3, "c")],
+            &mut out,
+        );
+        send(
+            &mut *op,
+            1,
+            &[
+                (Some(1), 8, "x"),
+                (Some(2), 2, "y"),
+                (Some(2), 15, "z"),
+                (Some(1), 11, "w"),
+            ],
+            &mut out,
+        );
+        assert!(
+            take(&mut out).is_empty(),
+            "nothing fires before the watermark"
+        );
+
+        op.on_watermark(wm(10, 777), &mut out).unwrap();
+        let messages = out.take_messages();
+        // [0,10): left a, c (key 1); right x (key 1), y (key 2, no partner).
+        assert_eq!(
+            crate::join::test_util::render(&messages),
+            ["1, 5, a, 1, 8, x", "1, 3, c, 1, 8, x", "wm 10"]
+        );
+        assert_eq!(crate::join::test_util::entered(&messages), [777, 777]);
+
+        // Event time 9 is below the watermark 10: late, dropped.
+        send(
+            &mut *op,
+            1,
+            &[(Some(2), 9, "late"), (Some(2), 19, "v")],
+            &mut out,
+        );
+        send(&mut *op, 0, &[(Some(2), 14, "d")], &mut out);
+        assert_eq!(out.late_rows(), 1);
+
+        op.on_end(&mut out).unwrap();
+        // [10,20): left b, d (key 2); right z, v (key 2), w (key 1).
+        assert_eq!(
+            take(&mut out),
+            [
+                "2, 12, b, 2, 15, z",
+                "2, 14, d, 2, 15, z",
+                "2, 12, b, 2, 19, v",
+                "2, 14, d, 2, 19, v"
+            ]
+        );
+    }
+
+    #[test]
+    fn left_join_pads_rows_without_partner() {
+        let mut op = operator(spec(JoinKind::Left));
+        let mut out = Emitter::new();
+        send(
+            &mut *op,
+            0,
+            &[(Some(1), 1, "a"), (Some(2), 2, "b"), (None, 3, "n")],
+            &mut out,
+        );
+        send(
+            &mut *op,
+            1,
+            &[(Some(1), 4, "x"), (Some(3), 5, "z"), (None, 6, "m")],
+            &mut out,
+        );
+        // A window with left rows only.
+        send(&mut *op, 0, &[(Some(5), 25, "e")], &mut out);
+        op.on_watermark(wm(10, 1), &mut out).unwrap();
+        op.on_end(&mut out).unwrap();
+        // Null keys never match, not even each other.
+        assert_eq!(
+            take(&mut out),
+            [
+                "1, 1, a, 1, 4, x",
+                "2, 2, b, null, null, null",
+                "null, 3, n, null, null, null",
+                "wm 10",
+                "5, 25, e, null, null, null"
+            ]
+        );
+    }
+
+    #[test]
+    fn full_join_pads_both_sides() {
+        let mut op = operator(spec(JoinKind::Full));
+        let mut out = Emitter::new();
+        send(
+            &mut *op,
+            0,
+            &[(Some(1), 1, "a"), (Some(2), 2, "b")],
+            &mut out,
+        );
+        send(
+            &mut *op,
+            1,
+            &[(Some(1), 4, "x"), (Some(3), 5, "z")],
+            &mut out,
+        );
+        op.on_end(&mut out).unwrap();
+        assert_eq!(
+            take(&mut out),
+            [
+                "1, 1, a, 1, 4, x",
+                "2, 2, b, null, null, null",
+                "null, null, null, 3, 5, z"
+            ]
+        );
+    }
+
+    #[test]
+    fn residual_filter_drops_pairs_and_left_join_pads_their_rows() {
+        let mut spec = spec(JoinKind::Left);
+        // left.ts < right.ts
+        let output = spec.output_schema.clone();
+        let left_ts = Arc::new(datafusion::physical_expr::expressions::Column::new("ts", 1));
+        let right_ts = Arc::new(datafusion::physical_expr::expressions::Column::new("ts", 4));
+        spec.filter = Some(binary(left_ts, Op::Lt, right_ts, &output).unwrap());
+        let mut op = operator(spec);
+        let mut out = Emitter::new();
+        send(
+            &mut *op,
+            0,
+            &[(Some(1), 5, "a"), (Some(1), 9, "b")],
+            &mut out,
+        );
+        send(&mut *op, 1, &[(Some(1), 7, "x")], &mut out);
+        op.on_watermark(wm(10, 1), &mut out).unwrap();
+        // b's only pair fails the filter (9 < 7 is false): b counts as unmatched.
+        assert_eq!(
+            take(&mut out),
+            ["1, 5, a, 1, 7, x", "1, 9, b, null, null, null", "wm 10"]
+        );
+    }
+
+    #[test]
+    fn carried_windows_meet_windows_from_event_time() {
+        // Left: results of an earlier window aggregate (w, k, cnt).
+        let left = schema(&[
+            ("w", window_type()),
+            ("k", DataType::Int64),
+            ("cnt", DataType::Int64),
+        ]);
+        let (_, right) = sides();
+        let spec = WindowJoinSpec {
+            name: "window join".into(),
+            left_keys: vec![col("k", &left).unwrap()],
+            right_keys: vec![col("k", &right).unwrap()],
+            left_window: WindowAssign::Column {
+                window: col("w", &left).unwrap(),
+            },
+            right_window: tumble(&right, 10),
+            kind: JoinKind::Inner,
+            filter: None,
+            output_schema: joined(&left, &right),
+            left_schema: left.clone(),
+            right_schema: right,
+        };
+        let mut op = operator(spec);
+        let mut out = Emitter::new();
+        let aggregates = |bounds: &[(i64, i64)], k: &[Option<i64>], cnt: &[Option<i64>]| {
+            batch(&left, vec![windows(bounds), ints(k), ints(cnt)], 1)
+        };
+        op.on_data(
+            0,
+            aggregates(
+                &[(0, 10), (10, 20), (0, 10)],
+                &[Some(1), Some(1), Some(2)],
+                &[Some(3), Some(4), Some(5)],
+            ),
+            &mut out,
+        )
+        .unwrap();
+        send(
+            &mut *op,
+            1,
+            &[(Some(1), 5, "x"), (Some(1), 15, "y"), (Some(2), 25, "z")],
+            &mut out,
+        );
+        op.on_watermark(wm(20, 1), &mut out).unwrap();
+        // A carried window that ended at or before the watermark is late.
+        op.on_data(0, aggregates(&[(10, 20)], &[Some(2)], &[Some(1)]), &mut out)
+            .unwrap();
+        op.on_end(&mut out).unwrap();
+        assert_eq!(
+            take(&mut out),
+            ["[0,10), 1, 3, 1, 5, x", "[10,20), 1, 4, 1, 15, y", "wm 20"]
+        );
+        assert_eq!(out.late_rows(), 1);
+    }
+
+    #[test]
+    fn invalid_specs_are_rejected_with_the_reason() {
+        let error = |spec: WindowJoinSpec| match WindowJoinFactory::new(spec) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("spec accepted"),
+        };
+        let (left, _) = sides();
+
+        let mut s = spec(JoinKind::Inner);
+        s.left_window = WindowAssign::Time {
+            time: col("ts", &left).unwrap(),
+            kind: WindowKind::Session { gap_ms: 5 },
+        };
+        assert!(error(s).contains("session windows"));
+
+        let mut s = spec(JoinKind::Inner);
+        s.right_keys = vec![col("rv", &s.right_schema).unwrap()];
+        assert!(error(s).contains("compares Int64 with Utf8"));
+
+        let mut s = spec(JoinKind::Inner);
+        s.right_keys.clear();
+        assert!(error(s).contains("1 left join key(s) but 0 right"));
+
+        let mut s = spec(JoinKind::Inner);
+        s.right_window = tumble(&s.right_schema, 20);
+        assert!(error(s).contains("same windows on both sides"));
+
+        let mut s = spec(JoinKind::Left);
+        let fields: Vec<Field> = s
+            .output_schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| f.as_ref().clone().with_nullable(i < 3))
+            .collect();
+        s.output_schema = Arc::new(arrow::datatypes::Schema::new(fields));
+        assert!(error(s).contains("must be nullable"));
+    }
+}

@@ -1,0 +1,759 @@
+//! Top-N rows per window: for each window and partition, the first `limit`
+//! rows by the ORDER BY, emitted in rank order when the window closes
+//! (`ROW_NUMBER() OVER (PARTITION BY window, ... ORDER BY ...) <= limit`).
+//!
+//! # Semantics
+//!
+//! * **Windows.** Rows find their windows with a [`WindowAssign`]: usually
+//!   the window column of an earlier window aggregate (ranking its results),
+//!   or tumble/hop windows from event time. Late rows are counted with
+//!   `count_late` and dropped.
+//! * **Partitions.** Within a window, rows are ranked separately per value of
+//!   the PARTITION BY keys; nulls form their own partition, as in SQL.
+//! * **Ranking.** By the ORDER BY (asc/desc, nulls first/last). Ties are
+//!   broken by arrival order: of two rows with equal sort keys, the one that
+//!   arrived first ranks first, so the result is deterministic for a given
+//!   input order.
+//! * **Firing.** The watermark W is the largest seen. Every window with
+//!   `end <= W` fires, in order of (end, start): per partition (in order of
+//!   first appearance) its best `limit` rows in rank order, with `row_number`
+//!   1, 2, ... appended if asked for; entered time = the watermark's. Then the
+//!   watermark is forwarded. At end of input every open window fires.
+//!
+//! # State
+//!
+//! A partition holds at most `2 × limit` candidates: when it would hold more,
+//! it is sorted and cut back to `limit`, and its worst kept row becomes a
+//! cutoff that rejects any later row not strictly better, before the row is
+//! copied. Accepted rows are copied into per-window chunks together with their
+//! sort keys (arrow `RowConverter` bytes, so a comparison is a `memcmp`); when
+//! the chunks hold more than twice the live candidates, the window is
+//! compacted. State is thus bounded by `limit` per partition, not by the rows
+//! a window sees.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, UInt32Array, UInt64Array, new_null_array};
+use arrow::compute::{interleave_record_batch, take_record_batch};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::row::{Row, RowConverter, Rows, SortField};
+use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
+use millrace_core::batch::schema_with_entered;
+use millrace_core::time::now_ns;
+use millrace_core::{Emitter, Error, Operator, OperatorFactory, Result, Watermark, strip_entered};
+
+use crate::join::{FastMap, MAX_OUTPUT_ROWS, check_window_assign, note_entered};
+use crate::window::{Assignment, WindowAssign, evaluate};
+
+/// Compaction leaves a window alone while its chunks hold at most this many
+/// rows beyond twice its live candidates, so small windows are not rewritten
+/// over and over.
+const COMPACT_SLACK_ROWS: usize = 4096;
+
+/// The best `limit` rows per window and partition (see the module doc).
+#[derive(Clone, Debug)]
+pub struct TopNSpec {
+    /// Shown in plans and errors.
+    pub name: String,
+    /// User columns of the input (no entered column).
+    pub input_schema: SchemaRef,
+    /// How rows find their windows (a window column or tumble/hop windows).
+    pub window: WindowAssign,
+    /// PARTITION BY expressions besides the window.
+    pub partition_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// ORDER BY (asc/desc, nulls first/last).
+    pub order_by: Vec<PhysicalSortExpr>,
+    /// Keep rows with row_number <= limit.
+    pub limit: usize,
+    /// Append the row_number column (UInt64, 1-based) to the output.
+    pub row_number: bool,
+    /// Input columns (+ the row_number column if `row_number`).
+    pub output_schema: SchemaRef,
+}
+
+/// Creates top-N operators; validates the spec once.
+pub struct TopNFactory {
+    spec: Arc<TopNSpec>,
+    sort_fields: Vec<SortField>,
+    partition_fields: Vec<SortField>,
+    output_with_entered: SchemaRef,
+}
+
+impl TopNFactory {
+    pub fn new(spec: TopNSpec) -> Result<Self> {
+        let name = &spec.name;
+        let input = &spec.input_schema;
+        if spec.limit == 0 {
+            return Err(Error::plan(format!(
+                "{name}: the row limit is 0, so the query can never return a row; use a limit of at least 1"
+            )));
+        }
+        check_window_assign(name, "input", &spec.window, input)?;
+        let sort_types = data_types(name, spec.order_by.iter().map(|s| &s.expr), input)?;
+        let partition_types = data_types(name, &spec.partition_keys, input)?;
+        for (types, what) in [
+            (&sort_types, "ORDER BY"),
+            (&partition_types, "PARTITION BY"),
+        ] {
+            let fields: Vec<SortField> = types.iter().cloned().map(SortField::new).collect();
+            if !RowConverter::supports_fields(&fields) {
+                let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
+                return Err(Error::plan(format!(
+                    "{name}: {what} expressions of types [{}] cannot be compared",
+                    types.join(", ")
+                )));
+            }
+        }
+        let sort_fields = sort_types
+            .into_iter()
+            .zip(&spec.order_by)
+            .map(|(dt, s)| SortField::new_with_options(dt, s.options))
+            .collect();
+        let partition_fields = partition_types.into_iter().map(SortField::new).collect();
+        check_output(&spec)?;
+        Ok(Self {
+            output_with_entered: schema_with_entered(&spec.output_schema),
+            spec: Arc::new(spec),
+            sort_fields,
+            partition_fields,
+        })
+    }
+}
+
+/// The types of `exprs` over `input`.
+fn data_types<'a>(
+    name: &str,
+    exprs: impl IntoIterator<Item = &'a Arc<dyn PhysicalExpr>>,
+    input: &Schema,
+) -> Result<Vec<DataType>> {
+    exprs
+        .into_iter()
+        .map(|e| {
+            e.data_type(input)
+                .map_err(|err| Error::plan(format!("{name}: expression {e}: {err}")))
+        })
+        .collect()
+}
+
+/// Checks that the output is the input columns, then row_number if asked for.
+fn check_output(spec: &TopNSpec) -> Result<()> {
+    let name = &spec.name;
+    let (input, output) = (&spec.input_schema, &spec.output_schema);
+    let n = input.fields().len();
+    let expected = n + usize::from(spec.row_number);
+    if output.fields().len() != expected {
+        return Err(Error::plan(format!(
+            "{name}: the output schema has {} columns; expected the {n} input columns{}",
+            output.fields().len(),
+            if spec.row_number {
+                " then row_number"
+            } else {
+                ""
+            }
+        )));
+    }
+    for (i, out) in output.fields().iter().take(n).enumerate() {
+        let field = input.field(i);
+        if field.data_type() != out.data_type() || (field.is_nullable() && !out.is_nullable()) {
+            return Err(Error::plan(format!(
+                "{name}: output column '{}' ({}{}) does not match input column '{}' ({}{})",
+                out.name(),
+                out.data_type(),
+                if out.is_nullable() { "" } else { " not null" },
+                field.name(),
+                field.data_type(),
+                if field.is_nullable() { "" } else { " not null" },
+            )));
+        }
+    }
+    if spec.row_number && output.field(n).data_type() != &DataType::UInt64 {
+        return Err(Error::plan(format!(
+            "{name}: the row_number column '{}' has type {}; expected UInt64",
+            output.field(n).name(),
+            output.field(n).data_type()
+        )));
+    }
+    Ok(())
+}
+
+impl OperatorFactory for TopNFactory {
+    fn name(&self) -> String {
+        self.spec.name.clone()
+    }
+
+    fn output_schema(&self) -> SchemaRef {
+        self.spec.output_schema.clone()
+    }
+
+    fn output_event_time(&self) -> Option<String> {
+        None
+    }
+
+    fn create(&self, _instance: usize, _parallelism: usize) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(self.operator()?))
+    }
+}
+
+impl TopNFactory {
+    fn operator(&self) -> Result<TopNOperator> {
+        Ok(TopNOperator {
+            sort_exprs: self.spec.order_by.iter().map(|s| s.expr.clone()).collect(),
+            sort_converter: converter(&self.sort_fields)?,
+            partition_converter: converter(&self.partition_fields)?,
+            spec: self.spec.clone(),
+            output_with_entered: self.output_with_entered.clone(),
+            windows: BTreeMap::new(),
+            watermark: i64::MIN,
+            max_entered: None,
+            next_seq: 0,
+            assignments: Vec::new(),
+        })
+    }
+}
+
+/// A row converter for `fields`; with no fields, one constant null column
+/// stands in (a converter needs a column to know the row count), giving
+/// every row the same key.
+fn converter(fields: &[SortField]) -> Result<RowConverter> {
+    if fields.is_empty() {
+        Ok(RowConverter::new(vec![SortField::new(DataType::Null)])?)
+    } else {
+        Ok(RowConverter::new(fields.to_vec())?)
+    }
+}
+
+/// `exprs` over `batch` as comparable rows (see [`converter`] for no exprs).
+fn encode(
+    converter: &RowConverter,
+    exprs: &[Arc<dyn PhysicalExpr>],
+    batch: &RecordBatch,
+) -> Result<Rows> {
+    let columns: Vec<ArrayRef> = if exprs.is_empty() {
+        vec![new_null_array(&DataType::Null, batch.num_rows())]
+    } else {
+        exprs
+            .iter()
+            .map(|e| evaluate(e, batch))
+            .collect::<Result<_>>()?
+    };
+    Ok(converter.convert_columns(&columns)?)
+}
+
+/// A row that may rank within the limit: its arrival number (for ties) and
+/// where its values and sort key are.
+#[derive(Clone, Copy, Debug)]
+struct Cand {
+    seq: u64,
+    chunk: u32,
+    row: u32,
+}
+
+/// Rows copied from input (user columns) with their sort keys.
+struct Chunk {
+    batch: RecordBatch,
+    sort: Rows,
+}
+
+fn sort_key<'a>(chunks: &'a [Chunk], c: &Cand) -> Row<'a> {
+    chunks[c.chunk as usize].sort.row(c.row as usize)
+}
+
+/// Rank order: by sort key, then by arrival.
+fn rank_cmp(chunks: &[Chunk], a: &Cand, b: &Cand) -> Ordering {
+    sort_key(chunks, a)
+        .cmp(&sort_key(chunks, b))
+        .then(a.seq.cmp(&b.seq))
+}
+
+#[derive(Default)]
+struct Partition {
+    cands: Vec<Cand>,
+    /// Index in `cands` of the worst row kept by the last cut, if any: a row
+    /// arriving later ranks within the limit only if strictly better.
+    cutoff: Option<usize>,
+}
+
+impl Partition {
+    /// Whether a row with sort key `key`, arriving after every candidate,
+    /// can still rank within the limit.
+    fn admits(&self, chunks: &[Chunk], key: Row<'_>) -> bool {
+        match self.cutoff {
+            None => true,
+            // A tie loses: the new row arrived later.
+            Some(i) => key < sort_key(chunks, &self.cands[i]),
+        }
+    }
+
+    /// Sorts the candidates by rank and keeps the best `limit`.
+    fn cut(&mut self, chunks: &[Chunk], limit: usize) {
+        self.cands.sort_by(|a, b| rank_cmp(chunks, a, b));
+        self.cands.truncate(limit);
+        // Only a full top `limit` can turn later rows away.
+        self.cutoff = (self.cands.len() == limit).then(|| limit - 1);
+    }
+}
+
+/// The candidates of one window.
+#[derive(Default)]
+struct WindowTop {
+    chunks: Vec<Chunk>,
+    /// Rows held by `chunks`, live or evicted.
+    chunk_rows: usize,
+    /// Partitions in order of first appearance.
+    partitions: Vec<Partition>,
+    partition_of: FastMap<Box<[u8]>, u32>,
+}
+
+/// One batch's rows for a window, with the batch's keys.
+struct Arrival<'a> {
+    user: &'a RecordBatch,
+    sort: &'a Rows,
+    partitions: &'a Rows,
+    /// Arrival number of the batch's first row.
+    seq_base: u64,
+}
+
+impl WindowTop {
+    fn partition_id(&mut self, key: &[u8]) -> u32 {
+        if let Some(&id) = self.partition_of.get(key) {
+            return id;
+        }
+        let id = self.partitions.len() as u32;
+        self.partitions.push(Partition::default());
+        self.partition_of.insert(key.into(), id);
+        id
+    }
+
+    /// Adds rows `rows` of `arrival` that can still rank within `limit`.
+    fn add(
+        &mut self,
+        rows: &[u32],
+        arrival: &Arrival<'_>,
+        limit: usize,
+        converter: &RowConverter,
+    ) -> Result<()> {
+        // Which rows can still make their partition's top `limit`, judged
+        // before any of them is added (cheap: no copy for rejected rows).
+        let mut accepted: Vec<u32> = Vec::new();
+        let mut pids: Vec<u32> = Vec::new();
+        for &r in rows {
+            let pid = self.partition_id(arrival.partitions.row(r as usize).data());
+            if self.partitions[pid as usize].admits(&self.chunks, arrival.sort.row(r as usize)) {
+                accepted.push(r);
+                pids.push(pid);
+            }
+        }
+        if accepted.is_empty() {
+            return Ok(());
+        }
+
+        let batch = take_record_batch(arrival.user, &UInt32Array::from(accepted.clone()))?;
+        let mut sort = converter.empty_rows(accepted.len(), 0);
+        for &r in &accepted {
+            sort.push(arrival.sort.row(r as usize));
+        }
+        let chunk = self.chunks.len() as u32;
+        self.chunks.push(Chunk { batch, sort });
+        self.chunk_rows += accepted.len();
+
+        for (i, (&r, &pid)) in accepted.iter().zip(&pids).enumerate() {
+            let partition = &mut self.partitions[pid as usize];
+            partition.cands.push(Cand {
+                seq: arrival.seq_base + u64::from(r),
+                chunk,
+                row: i as u32,
+            });
+            if partition.cands.len() > limit.saturating_mul(2) {
+                partition.cut(&self.chunks, limit);
+            }
+        }
+        self.compact_if_sparse(converter)
+    }
+
+    /// Copies the live candidates into one chunk once the chunks hold mostly
+    /// evicted rows, so memory follows the candidates.
+    fn compact_if_sparse(&mut self, converter: &RowConverter) -> Result<()> {
+        let live: usize = self.partitions.iter().map(|p| p.cands.len()).sum();
+        if self.chunk_rows <= live.saturating_mul(2).saturating_add(COMPACT_SLACK_ROWS) {
+            return Ok(());
+        }
+        let refs: Vec<(usize, usize)> = self
+            .partitions
+            .iter()
+            .flat_map(|p| &p.cands)
+            .map(|c| (c.chunk as usize, c.row as usize))
+            .collect();
+        let mut sort = converter.empty_rows(live, 0);
+        for &(chunk, row) in &refs {
+            sort.push(self.chunks[chunk].sort.row(row));
+        }
+        let batches: Vec<&RecordBatch> = self.chunks.iter().map(|c| &c.batch).collect();
+        let batch = interleave_record_batch(&batches, &refs)?;
+        let cands = self.partitions.iter_mut().flat_map(|p| &mut p.cands);
+        for (row, c) in cands.enumerate() {
+            (c.chunk, c.row) = (0, row as u32);
+        }
+        self.chunks = vec![Chunk { batch, sort }];
+        self.chunk_rows = live;
+        Ok(())
+    }
+
+    /// The best `limit` rows of every partition in rank order, as
+    /// (chunk, row) positions and 1-based row numbers.
+    fn ranked(&mut self, limit: usize) -> (Vec<(usize, usize)>, Vec<u64>) {
+        let mut refs = Vec::new();
+        let mut numbers = Vec::new();
+        for partition in &mut self.partitions {
+            partition.cut(&self.chunks, limit);
+            for (rank, c) in partition.cands.iter().enumerate() {
+                refs.push((c.chunk as usize, c.row as usize));
+                numbers.push(rank as u64 + 1);
+            }
+        }
+        (refs, numbers)
+    }
+}
+
+struct TopNOperator {
+    spec: Arc<TopNSpec>,
+    sort_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    sort_converter: RowConverter,
+    partition_converter: RowConverter,
+    output_with_entered: SchemaRef,
+    /// Open windows by (end, start), so the windows a watermark completes are
+    /// a prefix.
+    windows: BTreeMap<(i64, i64), WindowTop>,
+    watermark: i64,
+    max_entered: Option<i64>,
+    /// Arrival number of the next input row (breaks ties between equal keys).
+    next_seq: u64,
+    /// Scratch reused across batches.
+    assignments: Vec<Assignment>,
+}
+
+impl TopNOperator {
+    /// Emits every window with `end <= up_to` (all for `None`).
+    fn fire(&mut self, up_to: Option<i64>, entered_ns: i64, out: &mut Emitter) -> Result<()> {
+        let fired = match up_to {
+            None => std::mem::take(&mut self.windows),
+            Some(w) => {
+                let rest = match w.checked_add(1) {
+                    Some(after) => self.windows.split_off(&(after, i64::MIN)),
+                    None => BTreeMap::new(),
+                };
+                std::mem::replace(&mut self.windows, rest)
+            }
+        };
+        for window in fired.into_values() {
+            self.emit_window(window, entered_ns, out)?;
+        }
+        Ok(())
+    }
+
+    fn emit_window(&self, mut window: WindowTop, entered_ns: i64, out: &mut Emitter) -> Result<()> {
+        let (refs, numbers) = window.ranked(self.spec.limit);
+        let batches: Vec<&RecordBatch> = window.chunks.iter().map(|c| &c.batch).collect();
+        for (refs, numbers) in refs
+            .chunks(MAX_OUTPUT_ROWS)
+            .zip(numbers.chunks(MAX_OUTPUT_ROWS))
+        {
+            let rows = interleave_record_batch(&batches, refs)?;
+            let mut columns = rows.columns().to_vec();
+            if self.spec.row_number {
+                columns.push(Arc::new(UInt64Array::from(numbers.to_vec())));
+            }
+            columns.push(Arc::new(Int64Array::from_value(entered_ns, refs.len())));
+            out.data(RecordBatch::try_new(
+                self.output_with_entered.clone(),
+                columns,
+            )?);
+        }
+        Ok(())
+    }
+}
+
+/// Error unless a batch (user columns) has as many columns as the input
+/// schema; checked on arrival so that no later step indexes past it.
+fn check_width(name: &str, batch: &RecordBatch, schema: &Schema) -> Result<()> {
+    if batch.num_columns() == schema.fields().len() {
+        return Ok(());
+    }
+    Err(Error::Other(format!(
+        "{name}: an input batch has {} user columns; the plan expects {}",
+        batch.num_columns(),
+        schema.fields().len()
+    )))
+}
+
+impl Operator for TopNOperator {
+    fn on_data(&mut self, _input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
+        let user = strip_entered(&batch);
+        check_width(&self.spec.name, &user, &self.spec.input_schema)?;
+        note_entered(&mut self.max_entered, &batch);
+        self.assignments.clear();
+        let late = self
+            .spec
+            .window
+            .assign(&user, self.watermark, &mut self.assignments)?;
+        out.count_late(late);
+        if self.assignments.is_empty() {
+            return Ok(());
+        }
+        let sort = encode(&self.sort_converter, &self.sort_exprs, &user)?;
+        let partitions = encode(&self.partition_converter, &self.spec.partition_keys, &user)?;
+        let arrival = Arrival {
+            user: &user,
+            sort: &sort,
+            partitions: &partitions,
+            seq_base: self.next_seq,
+        };
+        self.next_seq += user.num_rows() as u64;
+
+        // Group the memberships by window; the stable sort keeps arrival
+        // order within a window.
+        self.assignments.sort_by_key(|a| (a.end, a.start));
+        let mut rows: Vec<u32> = Vec::new();
+        for run in self
+            .assignments
+            .chunk_by(|a, b| (a.end, a.start) == (b.end, b.start))
+        {
+            rows.clear();
+            rows.extend(run.iter().map(|a| a.row));
+            let window = self.windows.entry((run[0].end, run[0].start)).or_default();
+            window.add(&rows, &arrival, self.spec.limit, &self.sort_converter)?;
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: Watermark, out: &mut Emitter) -> Result<()> {
+        self.watermark = self.watermark.max(wm.time_ms);
+        self.fire(Some(self.watermark), wm.entered_ns, out)?;
+        out.watermark(wm);
+        Ok(())
+    }
+
+    fn on_end(&mut self, out: &mut Emitter) -> Result<()> {
+        let entered = self.max_entered.unwrap_or_else(now_ns);
+        self.fire(None, entered, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::join::test_util::{batch, ints, schema, strs, take, windows, wm};
+    use crate::window::{WindowKind, window_type};
+    use arrow::compute::SortOptions;
+    use arrow::datatypes::Field;
+    use datafusion::physical_expr::expressions::col;
+
+    /// Rows of an earlier window aggregate: `(w, k, v, id)`.
+    fn input() -> SchemaRef {
+        schema(&[
+            ("w", window_type()),
+            ("k", DataType::Utf8),
+            ("v", DataType::Int64),
+            ("id", DataType::Int64),
+        ])
+    }
+
+    fn with_row_number(input: &SchemaRef) -> SchemaRef {
+        let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new("rn", DataType::UInt64, false)));
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Per window (carried column `w`) and `k`, the 2 rows of largest `v`.
+    fn spec() -> TopNSpec {
+        let input = input();
+        TopNSpec {
+            name: "top-n".into(),
+            window: WindowAssign::Column {
+                window: col("w", &input).unwrap(),
+            },
+            partition_keys: vec![col("k", &input).unwrap()],
+            order_by: vec![PhysicalSortExpr::new_default(col("v", &input).unwrap()).desc()],
+            limit: 2,
+            row_number: true,
+            output_schema: with_row_number(&input),
+            input_schema: input,
+        }
+    }
+
+    /// An input row: `(window, k, v, id)`.
+    type Input<'a> = ((i64, i64), &'a str, Option<i64>, i64);
+
+    fn send(op: &mut dyn Operator, rows: &[Input<'_>], out: &mut Emitter) {
+        let bounds: Vec<(i64, i64)> = rows.iter().map(|r| r.0).collect();
+        let k: Vec<&str> = rows.iter().map(|r| r.1).collect();
+        let v: Vec<Option<i64>> = rows.iter().map(|r| r.2).collect();
+        let id: Vec<Option<i64>> = rows.iter().map(|r| Some(r.3)).collect();
+        let b = batch(
+            &input(),
+            vec![windows(&bounds), strs(&k), ints(&v), ints(&id)],
+            1,
+        );
+        op.on_data(0, b, out).unwrap();
+    }
+
+    #[test]
+    fn ranks_per_window_and_partition_with_ties_in_arrival_order() {
+        let mut op = TopNFactory::new(spec()).unwrap().operator().unwrap();
+        let mut out = Emitter::new();
+        let (w0, w1) = ((0, 10), (10, 20));
+        send(
+            &mut op,
+            &[
+                (w0, "a", Some(5), 1),
+                (w0, "a", Some(7), 2),
+                (w1, "a", Some(1), 3),
+                (w0, "b", Some(3), 4),
+                (w0, "a", Some(7), 5),
+            ],
+            &mut out,
+        );
+        send(
+            &mut op,
+            &[
+                (w0, "a", Some(6), 6),
+                (w1, "a", Some(2), 7),
+                (w0, "b", Some(3), 8),
+            ],
+            &mut out,
+        );
+        op.on_watermark(wm(10, 1), &mut out).unwrap();
+        // Rows with window [0,10) are now late.
+        send(&mut op, &[(w0, "a", Some(99), 9)], &mut out);
+        assert_eq!(out.late_rows(), 1);
+        op.on_watermark(wm(20, 1), &mut out).unwrap();
+        // w, k, v, id, row_number. The tied 7s rank by arrival (id 2 first),
+        // as do the tied 3s of partition b.
+        assert_eq!(
+            take(&mut out),
+            [
+                "[0,10), a, 7, 2, 1",
+                "[0,10), a, 7, 5, 2",
+                "[0,10), b, 3, 4, 1",
+                "[0,10), b, 3, 8, 2",
+                "wm 10",
+                "[10,20), a, 2, 7, 1",
+                "[10,20), a, 1, 3, 2",
+                "wm 20"
+            ]
+        );
+    }
+
+    #[test]
+    fn ascending_order_places_nulls_as_asked_and_end_fires_all() {
+        for (nulls_first, expected) in [
+            (true, ["[0,10), a, null, 2", "[0,10), a, 1, 3"]),
+            (false, ["[0,10), a, 1, 3", "[0,10), a, 2, 4"]),
+        ] {
+            let mut spec = spec();
+            spec.row_number = false;
+            spec.output_schema = spec.input_schema.clone();
+            spec.order_by[0].options = SortOptions {
+                descending: false,
+                nulls_first,
+            };
+            let mut op = TopNFactory::new(spec).unwrap().operator().unwrap();
+            let mut out = Emitter::new();
+            let w = (0, 10);
+            send(
+                &mut op,
+                &[
+                    (w, "a", Some(3), 1),
+                    (w, "a", None, 2),
+                    (w, "a", Some(1), 3),
+                    (w, "a", Some(2), 4),
+                ],
+                &mut out,
+            );
+            op.on_end(&mut out).unwrap();
+            assert_eq!(take(&mut out), expected, "nulls_first = {nulls_first}");
+        }
+    }
+
+    #[test]
+    fn windows_from_event_time_without_partitions_or_order() {
+        // The first 2 rows to arrive per tumbling window of 10 ms on v.
+        let input = input();
+        let spec = TopNSpec {
+            window: WindowAssign::Time {
+                time: col("v", &input).unwrap(),
+                kind: WindowKind::Tumble { size_ms: 10 },
+            },
+            partition_keys: vec![],
+            order_by: vec![],
+            ..spec()
+        };
+        let mut op = TopNFactory::new(spec).unwrap().operator().unwrap();
+        let mut out = Emitter::new();
+        let w = (0, 0); // carried but unused
+        send(
+            &mut op,
+            &[
+                (w, "a", Some(12), 1),
+                (w, "b", Some(3), 2),
+                (w, "c", Some(1), 3),
+                (w, "d", Some(5), 4),
+            ],
+            &mut out,
+        );
+        op.on_watermark(wm(10, 1), &mut out).unwrap();
+        assert_eq!(
+            take(&mut out),
+            ["[0,0), b, 3, 2, 1", "[0,0), c, 1, 3, 2", "wm 10"]
+        );
+    }
+
+    #[test]
+    fn state_stays_bounded_by_the_limit() {
+        let mut op = TopNFactory::new(spec()).unwrap().operator().unwrap();
+        let mut out = Emitter::new();
+        // 20,000 rows, each better than all before it: every row is a
+        // candidate on arrival, so cuts and compaction must keep up.
+        for b in 0..200 {
+            let rows: Vec<_> = (0..100)
+                .map(|i| {
+                    let n = b * 100 + i;
+                    ((0, 10), "a", Some(n), n)
+                })
+                .collect();
+            send(&mut op, &rows, &mut out);
+            let window = &op.windows[&(10, 0)];
+            assert!(window.partitions[0].cands.len() <= 4);
+            assert!(window.chunk_rows <= 2 * 4 + COMPACT_SLACK_ROWS + 100);
+        }
+        op.on_end(&mut out).unwrap();
+        assert_eq!(
+            take(&mut out),
+            ["[0,10), a, 19999, 19999, 1", "[0,10), a, 19998, 19998, 2"]
+        );
+    }
+
+    #[test]
+    fn invalid_specs_are_rejected_with_the_reason() {
+        let error = |spec: TopNSpec| match TopNFactory::new(spec) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("spec accepted"),
+        };
+        assert!(error(TopNSpec { limit: 0, ..spec() }).contains("limit is 0"));
+        let no_number = TopNSpec {
+            row_number: false,
+            ..spec()
+        };
+        assert!(error(no_number).contains("expected the 4 input columns"));
+        let input = input();
+        let session = TopNSpec {
+            window: WindowAssign::Time {
+                time: col("v", &input).unwrap(),
+                kind: WindowKind::Session { gap_ms: 5 },
+            },
+            ..spec()
+        };
+        assert!(error(session).contains("session windows"));
+    }
+}

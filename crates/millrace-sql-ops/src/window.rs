@@ -1,0 +1,331 @@
+//! Windows of streaming SQL: the window value a query sees, and which
+//! window(s) each row belongs to.
+//!
+//! A window is a struct column `{start, end}` of millisecond timestamps
+//! (`end` exclusive). `tumble(ts, size)`, `hop(ts, slide, size)` and
+//! `session(ts, gap)` in a `GROUP BY` produce it; a later stage that groups,
+//! joins or ranks by that column works on the same windows.
+//!
+//! Lateness: a row assigned from event time is late when its time is below
+//! the watermark (the engine core's rule); a row that already carries its
+//! window is late when that window's end is at or below the watermark (the
+//! window has fired downstream).
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, StructArray, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, Field, Fields, TimeUnit, TimestampMillisecondType};
+use arrow::record_batch::RecordBatch;
+use datafusion::physical_expr::PhysicalExpr;
+use millrace_core::time::event_times_ms;
+use millrace_core::{Error, Result};
+
+use crate::df_err;
+
+pub const WINDOW_START: &str = "start";
+pub const WINDOW_END: &str = "end";
+
+fn bound_field(name: &str) -> Field {
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Millisecond, None),
+        false,
+    )
+}
+
+/// The fields of a window struct.
+pub fn window_fields() -> Fields {
+    Fields::from(vec![bound_field(WINDOW_START), bound_field(WINDOW_END)])
+}
+
+/// The type of a window column.
+pub fn window_type() -> DataType {
+    DataType::Struct(window_fields())
+}
+
+/// True if `dt` is a window column's type.
+pub fn is_window_type(dt: &DataType) -> bool {
+    *dt == window_type()
+}
+
+/// A window column from parallel `starts` and `ends` (milliseconds).
+pub fn window_array(starts: Vec<i64>, ends: Vec<i64>) -> ArrayRef {
+    let starts: ArrayRef = Arc::new(TimestampMillisecondArray::from(starts));
+    let ends: ArrayRef = Arc::new(TimestampMillisecondArray::from(ends));
+    Arc::new(StructArray::new(window_fields(), vec![starts, ends], None))
+}
+
+/// Starts and ends (milliseconds) of a window column.
+pub fn window_bounds(array: &ArrayRef) -> Result<(Vec<i64>, Vec<i64>)> {
+    let Some(s) = array.as_struct_opt() else {
+        return Err(Error::Other(format!(
+            "expected a window column {{start, end}}, found {}",
+            array.data_type()
+        )));
+    };
+    if s.null_count() > 0 || !is_window_type(s.data_type()) {
+        return Err(Error::Other(format!(
+            "expected a non-null window column {{start, end}}, found {}",
+            array.data_type()
+        )));
+    }
+    let read = |i: usize| -> Vec<i64> {
+        s.column(i)
+            .as_primitive::<TimestampMillisecondType>()
+            .values()
+            .to_vec()
+    };
+    Ok((read(0), read(1)))
+}
+
+/// The window functions of streaming SQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowKind {
+    /// Fixed windows `[k·size, (k+1)·size)`.
+    Tumble { size_ms: i64 },
+    /// Windows of `size` starting every `slide`: a row is in `size / slide` windows.
+    Hop { slide_ms: i64, size_ms: i64 },
+    /// Per key, rows closer than `gap` in event time share a window, which
+    /// ends `gap` after its last row.
+    Session { gap_ms: i64 },
+}
+
+impl WindowKind {
+    /// The SQL function name.
+    pub fn function(&self) -> &'static str {
+        match self {
+            WindowKind::Tumble { .. } => "tumble",
+            WindowKind::Hop { .. } => "hop",
+            WindowKind::Session { .. } => "session",
+        }
+    }
+}
+
+impl fmt::Display for WindowKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WindowKind::Tumble { size_ms } => write!(f, "tumble {}", show_ms(*size_ms)),
+            WindowKind::Hop { slide_ms, size_ms } => {
+                write!(f, "hop {} every {}", show_ms(*size_ms), show_ms(*slide_ms))
+            }
+            WindowKind::Session { gap_ms } => write!(f, "session gap {}", show_ms(*gap_ms)),
+        }
+    }
+}
+
+/// `10s`, `1500ms`, `5min`, `1d`: durations as explain output shows them.
+pub fn show_ms(ms: i64) -> String {
+    const UNITS: [(i64, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "min"),
+        (1000, "s"),
+    ];
+    for (unit, suffix) in UNITS {
+        if ms != 0 && ms % unit == 0 {
+            return format!("{}{suffix}", ms / unit);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// How an operator finds the window(s) of each row.
+#[derive(Clone, Debug)]
+pub enum WindowAssign {
+    /// From the row's event time (`time` evaluates to a timestamp or Int64 ms).
+    Time {
+        time: Arc<dyn PhysicalExpr>,
+        kind: WindowKind,
+    },
+    /// The row carries its window: `window` evaluates to a window column.
+    Column { window: Arc<dyn PhysicalExpr> },
+}
+
+/// Row `row` of a batch belongs to window `[start, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub row: u32,
+    pub start: i64,
+    pub end: i64,
+}
+
+impl WindowAssign {
+    /// Short description for plans: `tumble 10s on date_time`, `window column`.
+    pub fn describe(&self) -> String {
+        match self {
+            WindowAssign::Time { time, kind } => format!("{kind} on {time}"),
+            WindowAssign::Column { window } => format!("windows of {window}"),
+        }
+    }
+
+    /// The window kind when assigned from event time.
+    pub fn kind(&self) -> Option<WindowKind> {
+        match self {
+            WindowAssign::Time { kind, .. } => Some(*kind),
+            WindowAssign::Column { .. } => None,
+        }
+    }
+
+    /// Event times (ms) of `batch`'s rows; only for [`WindowAssign::Time`].
+    pub fn event_times(&self, batch: &RecordBatch) -> Result<Vec<i64>> {
+        match self {
+            WindowAssign::Time { time, .. } => {
+                let array = evaluate(time, batch)?;
+                event_times_ms(&array, &time.to_string())
+            }
+            WindowAssign::Column { .. } => Err(Error::Other(
+                "rows that carry their window have no event time to assign from".into(),
+            )),
+        }
+    }
+
+    /// Appends to `out` every (row, window) membership of `batch` for
+    /// tumbling, hopping and carried windows, skipping late rows; returns the
+    /// number of late rows. Session windows depend on other rows of the same
+    /// key, so their operators call [`WindowAssign::event_times`] instead.
+    pub fn assign(
+        &self,
+        batch: &RecordBatch,
+        watermark: i64,
+        out: &mut Vec<Assignment>,
+    ) -> Result<u64> {
+        let mut late = 0u64;
+        match self {
+            WindowAssign::Time { kind, .. } => {
+                let (size, slide) = match *kind {
+                    WindowKind::Tumble { size_ms } => (size_ms, size_ms),
+                    WindowKind::Hop { slide_ms, size_ms } => (size_ms, slide_ms),
+                    WindowKind::Session { .. } => {
+                        return Err(Error::Other(
+                            "session windows are assigned per key, not per row".into(),
+                        ));
+                    }
+                };
+                for (row, ts) in self.event_times(batch)?.into_iter().enumerate() {
+                    if ts < watermark {
+                        late += 1;
+                        continue;
+                    }
+                    // Latest window start at or before ts, then earlier ones
+                    // while the window still covers ts.
+                    let mut start = ts - ts.rem_euclid(slide);
+                    while start > ts - size {
+                        out.push(Assignment {
+                            row: row as u32,
+                            start,
+                            end: start + size,
+                        });
+                        start -= slide;
+                    }
+                }
+            }
+            WindowAssign::Column { window } => {
+                let array = evaluate(window, batch)?;
+                let (starts, ends) = window_bounds(&array)?;
+                for (row, (start, end)) in starts.into_iter().zip(ends).enumerate() {
+                    if end <= watermark {
+                        late += 1;
+                        continue;
+                    }
+                    out.push(Assignment {
+                        row: row as u32,
+                        start,
+                        end,
+                    });
+                }
+            }
+        }
+        Ok(late)
+    }
+}
+
+/// Evaluates a physical expression to an array with one value per row.
+pub fn evaluate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
+    expr.evaluate(batch)
+        .and_then(|v| v.into_array(batch.num_rows()))
+        .map_err(df_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::Schema;
+    use datafusion::physical_expr::expressions::Column;
+
+    fn batch(ts: Vec<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("ts", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(ts))]).unwrap()
+    }
+
+    fn time(kind: WindowKind) -> WindowAssign {
+        WindowAssign::Time {
+            time: Arc::new(Column::new("ts", 0)),
+            kind,
+        }
+    }
+
+    #[test]
+    fn tumble_assigns_one_window_and_skips_late_rows() {
+        let mut out = Vec::new();
+        let late = time(WindowKind::Tumble { size_ms: 10 })
+            .assign(&batch(vec![0, 9, 10, -1, 25, 4]), 5, &mut out)
+            .unwrap();
+        assert_eq!(late, 3); // 0, -1 and 4 are below the watermark 5
+        let got: Vec<(u32, i64, i64)> = out.iter().map(|a| (a.row, a.start, a.end)).collect();
+        assert_eq!(got, vec![(1, 0, 10), (2, 10, 20), (4, 20, 30)]);
+    }
+
+    #[test]
+    fn hop_assigns_size_over_slide_windows() {
+        let mut out = Vec::new();
+        time(WindowKind::Hop {
+            slide_ms: 2,
+            size_ms: 6,
+        })
+        .assign(&batch(vec![7, -3]), i64::MIN, &mut out)
+        .unwrap();
+        let got: Vec<(u32, i64, i64)> = out.iter().map(|a| (a.row, a.start, a.end)).collect();
+        // 7 is in [6,12), [4,10), [2,8); -3 is in [-4,2), [-6,0), [-8,-2).
+        assert_eq!(
+            got,
+            vec![
+                (0, 6, 12),
+                (0, 4, 10),
+                (0, 2, 8),
+                (1, -4, 2),
+                (1, -6, 0),
+                (1, -8, -2)
+            ]
+        );
+    }
+
+    #[test]
+    fn carried_windows_are_late_once_their_end_passed() {
+        let windows = window_array(vec![0, 10, 20], vec![10, 20, 30]);
+        let schema = Arc::new(Schema::new(vec![Field::new("w", window_type(), false)]));
+        let b = RecordBatch::try_new(schema, vec![windows]).unwrap();
+        let assign = WindowAssign::Column {
+            window: Arc::new(Column::new("w", 0)),
+        };
+        let mut out = Vec::new();
+        assert_eq!(assign.assign(&b, 20, &mut out).unwrap(), 2);
+        assert_eq!(
+            out,
+            vec![Assignment {
+                row: 2,
+                start: 20,
+                end: 30
+            }]
+        );
+    }
+
+    #[test]
+    fn durations_print_in_the_largest_whole_unit() {
+        assert_eq!(show_ms(10_000), "10s");
+        assert_eq!(show_ms(1500), "1500ms");
+        assert_eq!(show_ms(86_400_000), "1d");
+        assert_eq!(show_ms(0), "0ms");
+    }
+}

@@ -1,0 +1,203 @@
+//! Window aggregates over windows known row by row: tumbling, hopping, and
+//! windows carried by the rows. Each open window keeps a key → group index
+//! map and one DataFusion `GroupsAccumulator` per aggregate.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, UInt32Array};
+use arrow::compute::concat;
+use arrow::record_batch::RecordBatch;
+use arrow::row::RowConverter;
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use millrace_core::time::now_ns;
+use millrace_core::{Emitter, Operator, Result, Watermark};
+
+use super::input::{BatchInputs, max_entered};
+use super::output::{Fired, emit_fired};
+use super::{Plan, new_groups_accumulators};
+use crate::df_err;
+use crate::window::Assignment;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Open windows are ordered by `(end, start)`: firing takes a prefix.
+type WindowId = (i64, i64);
+
+struct OpenWindow {
+    /// Group key (row format; empty without keys) → group index.
+    groups: FastMap<Box<[u8]>, usize>,
+    accs: Vec<Box<dyn GroupsAccumulator>>,
+}
+
+impl OpenWindow {
+    fn group_of(&mut self, key: &[u8]) -> usize {
+        if let Some(&g) = self.groups.get(key) {
+            return g;
+        }
+        let g = self.groups.len();
+        self.groups.insert(key.into(), g);
+        g
+    }
+}
+
+pub(super) struct FixedWindowOperator {
+    plan: Arc<Plan>,
+    converter: Option<RowConverter>,
+    windows: BTreeMap<WindowId, OpenWindow>,
+    watermark: i64,
+    max_entered: Option<i64>,
+    /// Scratch for the window memberships of one batch.
+    assignments: Vec<Assignment>,
+}
+
+impl FixedWindowOperator {
+    pub(super) fn new(plan: Arc<Plan>, converter: Option<RowConverter>) -> Self {
+        Self {
+            plan,
+            converter,
+            windows: BTreeMap::new(),
+            watermark: i64::MIN,
+            max_entered: None,
+            assignments: Vec::new(),
+        }
+    }
+
+    /// Adds rows `rows` (ascending, each once) of the batch to window `id`.
+    fn update_window(&mut self, id: WindowId, rows: &[u32], inputs: &BatchInputs) -> Result<()> {
+        let window = match self.windows.entry(id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(OpenWindow {
+                groups: FastMap::default(),
+                accs: new_groups_accumulators(&self.plan.spec.aggs)?,
+            }),
+        };
+        let groups: Vec<usize> = rows
+            .iter()
+            .map(|&r| window.group_of(inputs.key(r)))
+            .collect();
+        let num_groups = window.groups.len();
+        // A window holding every row of the batch (the common tumbling case)
+        // reads the batch's arrays as they are.
+        let indices = (rows.len() != inputs.num_rows()).then(|| UInt32Array::from(rows.to_vec()));
+        for (a, acc) in window.accs.iter_mut().enumerate() {
+            let (values, filter) = inputs.gather(a, indices.as_ref())?;
+            acc.update_batch(&values, &groups, filter.as_ref(), num_groups)
+                .map_err(df_err)?;
+        }
+        Ok(())
+    }
+
+    /// Emits every window with `end <= up_to` (all of them for `None`).
+    fn fire(&mut self, up_to: Option<i64>, entered_ns: i64, out: &mut Emitter) -> Result<()> {
+        let mut fired = match up_to {
+            None => std::mem::take(&mut self.windows),
+            Some(t) => {
+                let rest = match t.checked_add(1) {
+                    Some(after) => self.windows.split_off(&(after, i64::MIN)),
+                    None => BTreeMap::new(),
+                };
+                std::mem::replace(&mut self.windows, rest)
+            }
+        };
+        if fired.is_empty() {
+            return Ok(());
+        }
+        let aggs = evaluate_windows(&mut fired, self.plan.spec.aggs.len())?;
+        let mut result = Fired {
+            aggs,
+            ..Fired::default()
+        };
+        for (&(end, start), window) in &fired {
+            // Keys in group-index order, so they line up with the aggregates.
+            let n = window.groups.len();
+            let base = result.keys.len();
+            result.keys.resize(base + n, &[]);
+            for (key, &g) in &window.groups {
+                result.keys[base + g] = &key[..];
+            }
+            result.starts.extend(std::iter::repeat_n(start, n));
+            result.ends.extend(std::iter::repeat_n(end, n));
+        }
+        emit_fired(&self.plan, self.converter.as_ref(), result, entered_ns, out)
+    }
+}
+
+/// Final values of every aggregate over the groups of `windows`, in window
+/// then group order: one column per aggregate.
+fn evaluate_windows(
+    windows: &mut BTreeMap<WindowId, OpenWindow>,
+    num_aggs: usize,
+) -> Result<Vec<ArrayRef>> {
+    let mut parts: Vec<Vec<ArrayRef>> = vec![Vec::with_capacity(windows.len()); num_aggs];
+    for window in windows.values_mut() {
+        for (acc, part) in window.accs.iter_mut().zip(&mut parts) {
+            part.push(acc.evaluate(EmitTo::All).map_err(df_err)?);
+        }
+    }
+    parts
+        .into_iter()
+        .map(|part| match part.as_slice() {
+            [one] => Ok(one.clone()),
+            _ => {
+                let refs: Vec<&dyn Array> = part.iter().map(|a| a.as_ref()).collect();
+                Ok(concat(&refs)?)
+            }
+        })
+        .collect()
+}
+
+/// Rows of one batch grouped by window, windows in order of first use.
+fn bucket_by_window(assignments: &[Assignment]) -> Vec<(WindowId, Vec<u32>)> {
+    let mut index: FastMap<WindowId, usize> = FastMap::default();
+    let mut buckets: Vec<(WindowId, Vec<u32>)> = Vec::new();
+    for a in assignments {
+        let id = (a.end, a.start);
+        let b = *index.entry(id).or_insert_with(|| {
+            buckets.push((id, Vec::new()));
+            buckets.len() - 1
+        });
+        buckets[b].1.push(a.row);
+    }
+    buckets
+}
+
+impl Operator for FixedWindowOperator {
+    fn on_data(&mut self, _input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if let Some(max) = max_entered(&batch) {
+            self.max_entered = Some(self.max_entered.map_or(max, |m| m.max(max)));
+        }
+        let mut assignments = std::mem::take(&mut self.assignments);
+        assignments.clear();
+        let late = self
+            .plan
+            .spec
+            .assign
+            .assign(&batch, self.watermark, &mut assignments)?;
+        out.count_late(late);
+        if !assignments.is_empty() {
+            let inputs = BatchInputs::evaluate(&self.plan, self.converter.as_ref(), &batch)?;
+            for (id, rows) in bucket_by_window(&assignments) {
+                self.update_window(id, &rows, &inputs)?;
+            }
+        }
+        self.assignments = assignments;
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: Watermark, out: &mut Emitter) -> Result<()> {
+        self.watermark = self.watermark.max(wm.time_ms);
+        self.fire(Some(self.watermark), wm.entered_ns, out)?;
+        out.watermark(wm);
+        Ok(())
+    }
+
+    fn on_end(&mut self, out: &mut Emitter) -> Result<()> {
+        let entered = self.max_entered.unwrap_or_else(now_ns);
+        self.fire(None, entered, out)
+    }
+}

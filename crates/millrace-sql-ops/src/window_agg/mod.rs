@@ -1,0 +1,359 @@
+//! Keyed window aggregates of streaming SQL (`GROUP BY tumble(..), k` and
+//! friends) over DataFusion's accumulators, so every aggregate function
+//! DataFusion offers (including `DISTINCT` and `FILTER (WHERE ..)`) works.
+//!
+//! # Semantics
+//!
+//! * **Windows.** Rows are placed by [`WindowAssign`]: tumbling and hopping
+//!   windows from event time, windows a row already carries (a window column
+//!   from an earlier stage), or session windows. Within a window, rows are
+//!   grouped by the key expressions; a null key is a group like any other. No
+//!   keys means one group per window.
+//! * **Late rows.** The operator's watermark is the largest it has received
+//!   (initially none). Rows the window module calls late (event time below the
+//!   watermark; a carried window whose end is at or below it) are counted with
+//!   [`Emitter::count_late`](millrace_core::Emitter::count_late) and dropped.
+//!   A row that is not late can only land in a window that has not fired.
+//! * **Firing.** On a watermark `W`, every window with `end <= W` fires, in
+//!   order of `(end, start)` (sessions: `(end, key, start)`), and only then is
+//!   the watermark forwarded. Within a window, groups come in order of first
+//!   appearance. Fired rows carry the watermark's `entered_ns`, so their
+//!   latency counts from the event that closed them. At end of input every
+//!   open window fires with the largest entered time seen on input (or now,
+//!   if no row was ever seen).
+//! * **Output.** One row per (window, group): the group columns in the spec's
+//!   order (the window struct at `window_position`), one column per
+//!   aggregate, then the entered column; at most 64K rows per batch.
+//! * **Sessions.** Per key, a row at `t` opens `[t, t + gap)`; sessions that
+//!   overlap merge (their accumulators merge through `state`/`merge_batch`),
+//!   so rows closer than `gap` share a session and a bridging row joins two.
+//!   Sessions only touching (`end == start`) stay apart.
+//! * **Barriers** are forwarded; state is not snapshotted yet.
+//!
+//! # Cost
+//!
+//! Per batch: keys are encoded to the row format and aggregate arguments and
+//! filters evaluated once; rows are bucketed per window and each window's
+//! slice gathered with `take` (skipped when one window takes the whole batch)
+//! for one `update_batch` per aggregate. Sessions use one scalar
+//! `Accumulator` per session and aggregate, updated once per run of nearby
+//! rows of a key.
+
+mod fixed;
+mod input;
+mod output;
+mod session;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use datafusion::logical_expr::{Accumulator, GroupsAccumulator};
+use datafusion::physical_expr::aggregate::LoweredAggregate;
+use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
+use millrace_core::batch::schema_with_entered;
+use millrace_core::time::is_event_time_type;
+use millrace_core::{ENTERED_COLUMN, Error, Operator, OperatorFactory, Result};
+
+use crate::df_err;
+use crate::window::{WindowAssign, WindowKind, is_window_type, window_type};
+
+use fixed::FixedWindowOperator;
+use session::SessionOperator;
+
+/// A hopping window copies each row into `size / slide` windows; beyond this
+/// the work per row (and the state) is almost surely a mistake in the query.
+pub const MAX_WINDOWS_PER_ROW: i64 = 10_000;
+
+/// Fired results go out in batches of at most this many rows (slices of one
+/// built batch), so one huge window does not become one huge message.
+const MAX_OUTPUT_ROWS: usize = 64 * 1024;
+
+/// A keyed window aggregate as the SQL planner describes it.
+#[derive(Clone, Debug)]
+pub struct WindowAggSpec {
+    /// Shown in plans and error messages, e.g. "window_agg".
+    pub name: String,
+    /// User columns of the input (no entered column).
+    pub input_schema: SchemaRef,
+    /// How rows map to windows (tumble/hop/session from event time, or a
+    /// carried window column).
+    pub assign: WindowAssign,
+    /// Non-window GROUP BY expressions, evaluated on input batches.
+    pub keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// Index of the window column among the output's group columns
+    /// (`0..=keys.len()`).
+    pub window_position: usize,
+    /// Aggregates, as DataFusion lowers them (aggregate + optional
+    /// `FILTER (WHERE ...)` expression).
+    pub aggs: Vec<LoweredAggregate>,
+    /// Output user schema: group columns (keys with the window column
+    /// inserted at `window_position`), then one column per aggregate.
+    pub output_schema: SchemaRef,
+}
+
+/// What every instance of the operator shares: the spec and what planning
+/// derived from it.
+struct Plan {
+    spec: WindowAggSpec,
+    /// Row-format fields of the keys (empty when there are none).
+    key_fields: Vec<SortField>,
+    /// The output schema followed by the entered column.
+    output_with_entered: SchemaRef,
+}
+
+impl Plan {
+    /// A row converter for the keys, or `None` when there are no keys (every
+    /// row of a window is then in the one group with the empty key).
+    fn key_converter(&self) -> Result<Option<RowConverter>> {
+        if self.key_fields.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(RowConverter::new(self.key_fields.clone())?))
+    }
+}
+
+/// Creates the keyed window aggregate; see the module doc for semantics.
+pub struct WindowAggFactory {
+    plan: Arc<Plan>,
+}
+
+impl WindowAggFactory {
+    /// Checks the spec (window parameters, types of the time, window and key
+    /// expressions, aggregates the operator supports, output schema shape)
+    /// and reports the first problem as [`Error::Plan`].
+    pub fn new(spec: WindowAggSpec) -> Result<Self> {
+        let ctx = spec.name.as_str();
+        validate_assign(ctx, &spec)?;
+        validate_aggs(ctx, &spec.aggs)?;
+        let key_fields = validate_output(ctx, &spec)?;
+        let output_with_entered = schema_with_entered(&spec.output_schema);
+        Ok(Self {
+            plan: Arc::new(Plan {
+                spec,
+                key_fields,
+                output_with_entered,
+            }),
+        })
+    }
+
+    /// The spec this factory was built from.
+    pub fn spec(&self) -> &WindowAggSpec {
+        &self.plan.spec
+    }
+
+    /// One line for plans: `window_agg: tumble 10s on ts by [k]: count(*), sum(v)`.
+    pub fn describe(&self) -> String {
+        let spec = &self.plan.spec;
+        let keys: Vec<String> = spec.keys.iter().map(|k| k.to_string()).collect();
+        let aggs: Vec<String> = spec
+            .aggs
+            .iter()
+            .map(|a| {
+                let name = a.aggregate.human_display().unwrap_or(a.aggregate.name());
+                match &a.filter {
+                    Some(f) => format!("{name} FILTER (WHERE {f})"),
+                    None => name.to_string(),
+                }
+            })
+            .collect();
+        format!(
+            "{}: {} by [{}]: {}",
+            spec.name,
+            spec.assign.describe(),
+            keys.join(", "),
+            aggs.join(", ")
+        )
+    }
+}
+
+impl OperatorFactory for WindowAggFactory {
+    fn name(&self) -> String {
+        self.plan.spec.name.clone()
+    }
+
+    fn output_schema(&self) -> SchemaRef {
+        self.plan.spec.output_schema.clone()
+    }
+
+    /// The window column is a struct, not an event-time column; a later
+    /// stage that needs event time reads it from the window's bounds.
+    fn output_event_time(&self) -> Option<String> {
+        None
+    }
+
+    fn create(&self, _instance: usize, _parallelism: usize) -> Result<Box<dyn Operator>> {
+        let plan = self.plan.clone();
+        let converter = plan.key_converter()?;
+        Ok(match plan.spec.assign.kind() {
+            Some(WindowKind::Session { gap_ms }) => {
+                Box::new(SessionOperator::new(plan, converter, gap_ms))
+            }
+            _ => Box::new(FixedWindowOperator::new(plan, converter)),
+        })
+    }
+}
+
+/// Window parameters in range and the time/window expression of the right type.
+fn validate_assign(ctx: &str, spec: &WindowAggSpec) -> Result<()> {
+    let schema = spec.input_schema.as_ref();
+    match &spec.assign {
+        WindowAssign::Time { time, kind } => {
+            let dt = time.data_type(schema).map_err(df_err)?;
+            if !is_event_time_type(&dt) {
+                return Err(Error::plan(format!(
+                    "{ctx}: the event time of {} is {time} of type {dt}; expected a timestamp or Int64 milliseconds",
+                    kind.function()
+                )));
+            }
+            validate_kind(ctx, *kind)
+        }
+        WindowAssign::Column { window } => {
+            let dt = window.data_type(schema).map_err(df_err)?;
+            if !is_window_type(&dt) {
+                return Err(Error::plan(format!(
+                    "{ctx}: window column {window} has type {dt}; expected {}",
+                    window_type()
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn validate_kind(ctx: &str, kind: WindowKind) -> Result<()> {
+    let positive = |what: &str, ms: i64| {
+        if ms > 0 {
+            Ok(())
+        } else {
+            Err(Error::plan(format!(
+                "{ctx}: {} {what} must be positive, got {ms} ms",
+                kind.function()
+            )))
+        }
+    };
+    match kind {
+        WindowKind::Tumble { size_ms } => positive("size", size_ms),
+        WindowKind::Session { gap_ms } => positive("gap", gap_ms),
+        WindowKind::Hop { slide_ms, size_ms } => {
+            positive("size", size_ms)?;
+            positive("slide", slide_ms)?;
+            let per_row = size_ms / slide_ms + i64::from(size_ms % slide_ms != 0);
+            if per_row > MAX_WINDOWS_PER_ROW {
+                return Err(Error::plan(format!(
+                    "{ctx}: {kind} puts each row in {per_row} windows; at most {MAX_WINDOWS_PER_ROW} are supported (use a larger slide)"
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Aggregates the operator cannot run yet are refused here, not at run time.
+fn validate_aggs(ctx: &str, aggs: &[LoweredAggregate]) -> Result<()> {
+    for agg in aggs {
+        let name = agg.aggregate.name();
+        if !agg.order_bys.is_empty() || !agg.aggregate.order_bys().is_empty() {
+            return Err(Error::plan(format!(
+                "{ctx}: aggregate '{name}' has an ORDER BY inside its call, which windowed aggregates do not support yet; remove the ORDER BY (or aggregate without ordering)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The output schema has one group column per key plus the window, then one
+/// column per aggregate, with the types they produce. Returns the row-format
+/// fields of the keys.
+fn validate_output(ctx: &str, spec: &WindowAggSpec) -> Result<Vec<SortField>> {
+    let out = spec.output_schema.as_ref();
+    let (nkeys, naggs) = (spec.keys.len(), spec.aggs.len());
+    if spec.window_position > nkeys {
+        return Err(Error::plan(format!(
+            "{ctx}: window position {} is out of range for {nkeys} key(s) (expected 0..={nkeys})",
+            spec.window_position
+        )));
+    }
+    if out.fields().len() != nkeys + 1 + naggs {
+        return Err(Error::plan(format!(
+            "{ctx}: output schema has {} column(s); expected {} ({nkeys} key(s), the window, {naggs} aggregate(s))",
+            out.fields().len(),
+            nkeys + 1 + naggs
+        )));
+    }
+    if let Ok(i) = out.index_of(ENTERED_COLUMN) {
+        return Err(Error::plan(format!(
+            "{ctx}: output column {i} is named '{ENTERED_COLUMN}', which the engine reserves"
+        )));
+    }
+    let expect_type = |index: usize, what: String, produced: &DataType| {
+        let field = out.field(index);
+        if field.data_type() == produced {
+            Ok(())
+        } else {
+            Err(Error::plan(format!(
+                "{ctx}: output column {index} ('{}') is declared {} but {what} produces {produced}",
+                field.name(),
+                field.data_type()
+            )))
+        }
+    };
+    expect_type(spec.window_position, "the window".into(), &window_type())?;
+
+    let mut key_types = Vec::with_capacity(nkeys);
+    for (k, key) in spec.keys.iter().enumerate() {
+        let dt = key.data_type(&spec.input_schema).map_err(df_err)?;
+        expect_type(
+            group_column(k, spec.window_position),
+            format!("key {key}"),
+            &dt,
+        )?;
+        key_types.push(dt);
+    }
+    let key_fields: Vec<SortField> = key_types.iter().cloned().map(SortField::new).collect();
+    if !RowConverter::supports_fields(&key_fields) {
+        let types: Vec<String> = key_types.iter().map(|t| t.to_string()).collect();
+        return Err(Error::plan(format!(
+            "{ctx}: GROUP BY keys of types [{}] cannot be grouped on",
+            types.join(", ")
+        )));
+    }
+    for (a, agg) in spec.aggs.iter().enumerate() {
+        let produced = agg.aggregate.field();
+        let what = format!("aggregate '{}'", agg.aggregate.name());
+        expect_type(nkeys + 1 + a, what, produced.data_type())?;
+    }
+    Ok(key_fields)
+}
+
+/// Output position of key `k`: keys before the window keep their index,
+/// later ones shift by one.
+fn group_column(k: usize, window_position: usize) -> usize {
+    if k < window_position { k } else { k + 1 }
+}
+
+/// Grouped accumulators for one window, one per aggregate: DataFusion's own
+/// when the function has one, else its scalar accumulator behind the adapter.
+fn new_groups_accumulators(aggs: &[LoweredAggregate]) -> Result<Vec<Box<dyn GroupsAccumulator>>> {
+    aggs.iter()
+        .map(|agg| {
+            let expr = agg.aggregate.clone();
+            if expr.groups_accumulator_supported() {
+                expr.create_groups_accumulator().map_err(df_err)
+            } else {
+                Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+                    expr.create_accumulator()
+                })) as Box<dyn GroupsAccumulator>)
+            }
+        })
+        .collect()
+}
+
+/// Scalar accumulators for one session, one per aggregate.
+fn new_accumulators(aggs: &[LoweredAggregate]) -> Result<Vec<Box<dyn Accumulator>>> {
+    aggs.iter()
+        .map(|agg| agg.aggregate.create_accumulator().map_err(df_err))
+        .collect()
+}

@@ -1,0 +1,607 @@
+//! Behaviour of the window aggregate, driven message by message. Each output
+//! row is rendered as its group columns (a window as `[start,end)`), its
+//! aggregates, then `@entered`; watermarks as `watermark T`.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, DictionaryArray, Float64Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, FieldRef, Int32Type, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::common::DFSchema;
+use datafusion::functions_aggregate::count::count_all;
+use datafusion::functions_aggregate::expr_fn::{
+    avg, count, count_distinct, first_value, max, min, sum,
+};
+use datafusion::logical_expr::ExprFunctionExt;
+use datafusion::logical_expr::execution_props::ExecutionProps;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::{LoweredAggregate, LoweredAggregateBuilder};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::prelude::{Expr, col, lit};
+use millrace_core::batch::attach_entered_now;
+use millrace_core::{
+    ENTERED_COLUMN, Emitter, Error, Message, Operator, OperatorFactory, Watermark,
+};
+
+use super::*;
+use crate::window::{WindowAssign, WindowKind, is_window_type, window_array, window_bounds};
+
+/// The input of most tests: `ts` (ms), `user` (nullable), `region`,
+/// `amount` (nullable), `price`.
+fn events_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("ts", DataType::Int64, false),
+        Field::new("user", DataType::Utf8, true),
+        Field::new("region", DataType::Utf8, false),
+        Field::new("amount", DataType::Int64, true),
+        Field::new("price", DataType::Float64, false),
+    ]))
+}
+
+type Event<'a> = (i64, Option<&'a str>, &'a str, Option<i64>, f64);
+
+/// A batch of events, every row entered at `entered`.
+fn events(entered: i64, rows: &[Event]) -> RecordBatch {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.3))),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.4))),
+    ];
+    let batch = RecordBatch::try_new(events_schema(), columns).unwrap();
+    attach_entered_now(&batch, entered).unwrap()
+}
+
+fn column(schema: &SchemaRef, name: &str) -> Arc<dyn PhysicalExpr> {
+    Arc::new(Column::new_with_schema(name, schema).unwrap())
+}
+
+/// Lowers logical aggregates the way the SQL planner does.
+fn lower(schema: &SchemaRef, exprs: &[Expr]) -> Vec<LoweredAggregate> {
+    let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
+    exprs
+        .iter()
+        .map(|e| {
+            LoweredAggregateBuilder::new(
+                e,
+                &df_schema,
+                schema,
+                &ExecutionProps::new(),
+                &PhysicalPlanningContext::default(),
+            )
+            .build()
+            .unwrap()
+        })
+        .collect()
+}
+
+fn time(schema: &SchemaRef, kind: WindowKind) -> WindowAssign {
+    WindowAssign::Time {
+        time: column(schema, "ts"),
+        kind,
+    }
+}
+
+/// A spec grouping by `keys` (input columns) with the window at
+/// `window_position`, and the output schema the planner would derive.
+fn spec(
+    input: SchemaRef,
+    assign: WindowAssign,
+    keys: &[&str],
+    window_position: usize,
+    aggs: &[Expr],
+) -> WindowAggSpec {
+    let aggs = lower(&input, aggs);
+    let mut fields: Vec<FieldRef> = keys
+        .iter()
+        .map(|k| Arc::new(input.field_with_name(k).unwrap().clone()))
+        .collect();
+    fields.insert(
+        window_position,
+        Arc::new(Field::new("window", window_type(), false)),
+    );
+    fields.extend(aggs.iter().map(|a| a.aggregate.field()));
+    WindowAggSpec {
+        name: "window_agg".into(),
+        keys: keys.iter().map(|k| column(&input, k)).collect(),
+        input_schema: input,
+        assign,
+        window_position,
+        aggs,
+        output_schema: Arc::new(Schema::new(fields)),
+    }
+}
+
+/// Drives one operator instance and renders what it emits.
+struct Harness {
+    op: Box<dyn Operator>,
+    out: Emitter,
+}
+
+impl Harness {
+    fn new(spec: WindowAggSpec) -> Self {
+        let factory = WindowAggFactory::new(spec).unwrap();
+        Self {
+            op: factory.create(0, 1).unwrap(),
+            out: Emitter::new(),
+        }
+    }
+
+    /// Feeds a batch; data only goes out when a watermark fires it.
+    fn data(&mut self, batch: RecordBatch) {
+        self.op.on_data(0, batch, &mut self.out).unwrap();
+        assert!(self.out.messages().is_empty(), "emitted before a watermark");
+    }
+
+    fn watermark(&mut self, time_ms: i64, entered_ns: i64) -> Vec<String> {
+        let wm = Watermark {
+            time_ms,
+            entered_ns,
+        };
+        self.op.on_watermark(wm, &mut self.out).unwrap();
+        render(self.out.take_messages())
+    }
+
+    fn end(&mut self) -> Vec<String> {
+        self.op.on_end(&mut self.out).unwrap();
+        render(self.out.take_messages())
+    }
+
+    fn late_rows(&self) -> u64 {
+        self.out.late_rows()
+    }
+}
+
+fn render(messages: Vec<Message>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for m in messages {
+        match m {
+            Message::Data(b) => lines.extend(render_rows(&b)),
+            Message::Watermark(wm) => lines.push(format!("watermark {}", wm.time_ms)),
+            other => lines.push(format!("{other:?}")),
+        }
+    }
+    lines
+}
+
+fn render_rows(batch: &RecordBatch) -> Vec<String> {
+    let options = FormatOptions::default().with_null("null");
+    let schema = batch.schema();
+    let cells: Vec<Vec<String>> = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if is_window_type(c.data_type()) {
+                let (starts, ends) = window_bounds(c).unwrap();
+                starts
+                    .iter()
+                    .zip(&ends)
+                    .map(|(s, e)| format!("[{s},{e})"))
+                    .collect()
+            } else {
+                let fmt = ArrayFormatter::try_new(c.as_ref(), &options).unwrap();
+                let prefix = if f.name() == ENTERED_COLUMN { "@" } else { "" };
+                (0..c.len())
+                    .map(|i| format!("{prefix}{}", fmt.value(i)))
+                    .collect()
+            }
+        })
+        .collect();
+    (0..batch.num_rows())
+        .map(|r| {
+            let row: Vec<&str> = cells.iter().map(|c| c[r].as_str()).collect();
+            row.join(" ")
+        })
+        .collect()
+}
+
+#[test]
+fn tumble_groups_by_two_keys_with_out_of_order_rows() {
+    let input = events_schema();
+    let assign = time(&input, WindowKind::Tumble { size_ms: 10 });
+    let aggs = [count_all().alias("n"), sum(col("amount")).alias("total")];
+    let mut h = Harness::new(spec(input, assign, &["user", "region"], 0, &aggs));
+    h.data(events(
+        7,
+        &[
+            (3, Some("a"), "eu", Some(1), 0.0),
+            (12, Some("a"), "eu", Some(2), 0.0),
+            (1, Some("b"), "us", Some(3), 0.0),
+        ],
+    ));
+    h.data(events(
+        9,
+        &[
+            (7, Some("a"), "eu", Some(4), 0.0),
+            (5, Some("b"), "eu", Some(5), 0.0),
+            (15, Some("b"), "us", Some(6), 0.0),
+        ],
+    ));
+    assert_eq!(h.watermark(9, 50), vec!["watermark 9"]);
+    // [0,10) closes at 10; groups in order of first appearance; fired rows
+    // carry the closing watermark's entered time.
+    assert_eq!(
+        h.watermark(10, 100),
+        vec![
+            "[0,10) a eu 2 5 @100",
+            "[0,10) b us 1 3 @100",
+            "[0,10) b eu 1 5 @100",
+            "watermark 10",
+        ]
+    );
+    // At end of input the rest fires with the largest entered time seen.
+    assert_eq!(h.end(), vec!["[10,20) a eu 1 2 @9", "[10,20) b us 1 6 @9"]);
+    assert_eq!(h.late_rows(), 0);
+}
+
+#[test]
+fn rows_behind_the_watermark_are_counted_and_left_out() {
+    let input = events_schema();
+    let assign = time(&input, WindowKind::Tumble { size_ms: 10 });
+    let aggs = [count_all().alias("n"), sum(col("amount")).alias("total")];
+    let mut h = Harness::new(spec(input, assign, &[], 0, &aggs));
+    h.data(events(1, &[(2, Some("a"), "eu", Some(1), 0.0)]));
+    assert_eq!(h.watermark(5, 10), vec!["watermark 5"]);
+    // 4 is behind the watermark 5; 9 is not, and its window is still open.
+    h.data(events(
+        2,
+        &[
+            (4, Some("a"), "eu", Some(100), 0.0),
+            (9, Some("a"), "eu", Some(2), 0.0),
+        ],
+    ));
+    assert_eq!(h.late_rows(), 1);
+    assert_eq!(h.watermark(10, 20), vec!["[0,10) 2 3 @20", "watermark 10"]);
+    // A watermark that goes back changes nothing: 9 stays late.
+    assert_eq!(h.watermark(3, 30), vec!["watermark 3"]);
+    h.data(events(
+        3,
+        &[
+            (9, Some("a"), "eu", Some(100), 0.0),
+            (10, Some("a"), "eu", Some(4), 0.0),
+        ],
+    ));
+    assert_eq!(h.late_rows(), 2);
+    assert_eq!(h.end(), vec!["[10,20) 1 4 @3"]);
+}
+
+#[test]
+fn hop_puts_each_row_in_size_over_slide_windows() {
+    let input = events_schema();
+    let assign = time(
+        &input,
+        WindowKind::Hop {
+            slide_ms: 5,
+            size_ms: 10,
+        },
+    );
+    let aggs = [count_all().alias("n"), sum(col("amount")).alias("total")];
+    let mut h = Harness::new(spec(input, assign, &[], 0, &aggs));
+    h.data(events(
+        1,
+        &[
+            (3, Some("a"), "eu", Some(1), 0.0),
+            (7, Some("a"), "eu", Some(10), 0.0),
+            (12, Some("a"), "eu", Some(100), 0.0),
+        ],
+    ));
+    // 3 ∈ [-5,5) [0,10); 7 ∈ [0,10) [5,15); 12 ∈ [5,15) [10,20).
+    assert_eq!(
+        h.watermark(15, 42),
+        vec![
+            "[-5,5) 1 1 @42",
+            "[0,10) 2 11 @42",
+            "[5,15) 2 110 @42",
+            "watermark 15",
+        ]
+    );
+    assert_eq!(h.end(), vec!["[10,20) 1 100 @1"]);
+}
+
+#[test]
+fn count_distinct_and_filter() {
+    let input = events_schema();
+    let assign = time(&input, WindowKind::Tumble { size_ms: 10 });
+    let aggs = [
+        count_distinct(col("user")).alias("users"),
+        // count(*) FILTER (..): count_all() is an alias, so count a literal.
+        count(lit(1i64))
+            .filter(col("amount").gt(lit(2i64)))
+            .build()
+            .unwrap()
+            .alias("big"),
+        sum(col("amount"))
+            .filter(col("user").eq(lit("a")))
+            .build()
+            .unwrap()
+            .alias("by_a"),
+    ];
+    let mut h = Harness::new(spec(input, assign, &["region"], 1, &aggs));
+    h.data(events(
+        1,
+        &[
+            (1, Some("a"), "eu", Some(1), 0.0),
+            (2, Some("b"), "eu", Some(5), 0.0),
+            (3, Some("a"), "eu", Some(3), 0.0),
+            // A NULL condition (amount > 2 on a null amount) selects nothing.
+            (4, Some("c"), "us", None, 0.0),
+            (5, None, "eu", Some(7), 0.0),
+        ],
+    ));
+    // eu: users {a, b} (null not counted), big = 5, 3, 7; by_a = 1 + 3.
+    // us: one user, nothing big, no row of a → sum is null.
+    assert_eq!(
+        h.watermark(10, 5),
+        vec![
+            "eu [0,10) 2 3 4 @5",
+            "us [0,10) 1 0 null @5",
+            "watermark 10"
+        ]
+    );
+}
+
+#[test]
+fn sum_avg_min_max_with_a_null_key_and_null_values() {
+    let input = events_schema();
+    let assign = time(&input, WindowKind::Tumble { size_ms: 100 });
+    let aggs = [
+        sum(col("amount")).alias("sum"),
+        avg(col("price")).alias("avg"),
+        min(col("amount")).alias("min"),
+        max(col("amount")).alias("max"),
+        count(col("amount")).alias("count"),
+    ];
+    let mut h = Harness::new(spec(input, assign, &["user"], 1, &aggs));
+    h.data(events(
+        1,
+        &[
+            (10, Some("a"), "eu", Some(4), 1.0),
+            (20, None, "eu", Some(-2), 2.0),
+            (30, Some("a"), "eu", None, 4.0),
+            (40, None, "eu", Some(8), 3.0),
+            (50, Some("a"), "eu", Some(-6), 1.0),
+            (60, Some("b"), "eu", None, 0.5),
+        ],
+    ));
+    // A null user is a group of its own; nulls are skipped by the
+    // aggregates, and a group with only null values sums to null.
+    assert_eq!(
+        h.watermark(100, 9),
+        vec![
+            "a [0,100) -2 2.0 -6 4 2 @9",
+            "null [0,100) 6 2.5 -2 8 2 @9",
+            "b [0,100) null 0.5 null null 0 @9",
+            "watermark 100",
+        ]
+    );
+}
+
+#[test]
+fn rows_carrying_their_window_are_grouped_by_it() {
+    let input = Arc::new(Schema::new(vec![
+        Field::new("w", window_type(), false),
+        Field::new("k", DataType::Utf8, false),
+        Field::new("v", DataType::Int64, false),
+    ]));
+    let batch = |entered: i64, windows: &[(i64, i64)], ks: &[&str], vs: &[i64]| {
+        let columns: Vec<ArrayRef> = vec![
+            window_array(
+                windows.iter().map(|w| w.0).collect(),
+                windows.iter().map(|w| w.1).collect(),
+            ),
+            Arc::new(StringArray::from_iter_values(ks)),
+            Arc::new(Int64Array::from(vs.to_vec())),
+        ];
+        let b = RecordBatch::try_new(input.clone(), columns).unwrap();
+        attach_entered_now(&b, entered).unwrap()
+    };
+    let assign = WindowAssign::Column {
+        window: column(&input, "w"),
+    };
+    let aggs = [sum(col("v")).alias("total")];
+    let mut h = Harness::new(spec(input.clone(), assign, &["k"], 1, &aggs));
+    h.data(batch(
+        1,
+        &[(0, 10), (10, 20), (0, 10), (0, 10), (5, 10)],
+        &["x", "x", "y", "x", "x"],
+        &[1, 2, 3, 4, 9],
+    ));
+    // Windows with the same end fire in order of start.
+    assert_eq!(
+        h.watermark(10, 7),
+        vec![
+            "x [0,10) 5 @7",
+            "y [0,10) 3 @7",
+            "x [5,10) 9 @7",
+            "watermark 10"
+        ]
+    );
+    // A carried window that already fired is late.
+    h.data(batch(2, &[(0, 10), (10, 20)], &["x", "y"], &[100, 7]));
+    assert_eq!(h.late_rows(), 1);
+    assert_eq!(h.end(), vec!["x [10,20) 2 @2", "y [10,20) 7 @2"]);
+}
+
+#[test]
+fn dictionary_keys_come_out_with_their_declared_type() {
+    let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let input = Arc::new(Schema::new(vec![
+        Field::new("ts", DataType::Int64, false),
+        Field::new("k", dict.clone(), false),
+    ]));
+    let keys: DictionaryArray<Int32Type> = vec!["x", "y", "x"].into_iter().collect();
+    let columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![1, 2, 3])), Arc::new(keys)];
+    let batch = RecordBatch::try_new(input.clone(), columns).unwrap();
+    let assign = time(&input, WindowKind::Tumble { size_ms: 10 });
+    let mut h = Harness::new(spec(input, assign, &["k"], 1, &[count_all().alias("n")]));
+    h.data(attach_entered_now(&batch, 1).unwrap());
+    h.op.on_end(&mut h.out).unwrap();
+    let messages = h.out.take_messages();
+    let Message::Data(out) = &messages[0] else {
+        panic!("expected data, got {messages:?}");
+    };
+    assert_eq!(out.column(0).data_type(), &dict);
+    assert_eq!(render(messages), vec!["x [0,10) 2 @1", "y [0,10) 1 @1"]);
+}
+
+#[test]
+fn barriers_pass_through() {
+    let input = events_schema();
+    let assign = time(&input, WindowKind::Tumble { size_ms: 10 });
+    let mut h = Harness::new(spec(input, assign, &[], 0, &[count_all().alias("n")]));
+    h.data(events(1, &[(1, None, "eu", None, 0.0)]));
+    h.op.on_barrier(3, &mut h.out).unwrap();
+    assert_eq!(render(h.out.take_messages()), vec!["Barrier(3)"]);
+    assert_eq!(h.end(), vec!["[0,10) 1 @1"]);
+}
+
+#[test]
+fn sessions_merge_fire_per_key_and_flush_at_end() {
+    let input = events_schema();
+    let assign = time(&input, WindowKind::Session { gap_ms: 10 });
+    let aggs = [
+        count_all().alias("n"),
+        sum(col("amount"))
+            .filter(col("amount").gt(lit(1i64)))
+            .build()
+            .unwrap()
+            .alias("big"),
+    ];
+    let mut h = Harness::new(spec(input, assign, &["user"], 0, &aggs));
+    // a: [0,10) and [15,25); b: [3,13).
+    h.data(events(
+        1,
+        &[
+            (15, Some("a"), "eu", Some(2), 0.0),
+            (0, Some("a"), "eu", Some(1), 0.0),
+            (3, Some("b"), "eu", Some(5), 0.0),
+        ],
+    ));
+    // 8 opens [8,18), which overlaps both sessions of a: one session [0,25).
+    // 25 opens [25,35), which only touches it and stays apart.
+    h.data(events(
+        2,
+        &[
+            (8, Some("a"), "eu", Some(4), 0.0),
+            (25, Some("a"), "eu", Some(8), 0.0),
+        ],
+    ));
+    assert_eq!(h.watermark(12, 10), vec!["watermark 12"]);
+    assert_eq!(
+        h.watermark(13, 20),
+        vec!["[3,13) b 1 5 @20", "watermark 13"]
+    );
+    assert_eq!(
+        h.watermark(25, 30),
+        vec!["[0,25) a 3 6 @30", "watermark 25"]
+    );
+    // 20 is behind the watermark; 40 opens a new session of b.
+    h.data(events(
+        3,
+        &[
+            (20, Some("a"), "eu", Some(100), 0.0),
+            (40, Some("b"), "eu", Some(1), 0.0),
+        ],
+    ));
+    assert_eq!(h.late_rows(), 1);
+    assert_eq!(h.end(), vec!["[25,35) a 1 8 @3", "[40,50) b 1 null @3"]);
+}
+
+#[test]
+fn sessions_grow_backwards_and_bridge_across_batches() {
+    let input = events_schema();
+    let assign = time(&input, WindowKind::Session { gap_ms: 10 });
+    let aggs = [
+        count_distinct(col("region")).alias("regions"),
+        min(col("ts")).alias("first"),
+    ];
+    let mut h = Harness::new(spec(input, assign, &[], 0, &aggs));
+    h.data(events(1, &[(20, None, "eu", None, 0.0)])); // [20,30)
+    h.data(events(2, &[(12, None, "us", None, 0.0)])); // back: [12,30)
+    h.data(events(3, &[(35, None, "eu", None, 0.0)])); // apart: [35,45)
+    // 29 opens [29,39), overlapping both: one session [12,45).
+    h.data(events(4, &[(29, None, "ap", None, 0.0)]));
+    assert_eq!(h.watermark(44, 8), vec!["watermark 44"]);
+    assert_eq!(h.watermark(45, 9), vec!["[12,45) 3 12 @9", "watermark 45"]);
+    assert_eq!(h.end(), Vec::<String>::new());
+}
+
+#[test]
+fn large_fires_go_out_in_slices() {
+    let input = events_schema();
+    let assign = time(&input, WindowKind::Tumble { size_ms: 10 });
+    let mut h = Harness::new(spec(
+        input,
+        assign,
+        &["amount"],
+        0,
+        &[count_all().alias("n")],
+    ));
+    let rows: Vec<Event> = (0..70_000).map(|i| (1, None, "eu", Some(i), 0.0)).collect();
+    h.data(events(1, &rows));
+    h.op.on_end(&mut h.out).unwrap();
+    let sizes: Vec<usize> = h.out.take_messages().iter().map(Message::rows).collect();
+    assert_eq!(sizes, vec![65_536, 4_464]);
+}
+
+fn plan_error(spec: WindowAggSpec) -> String {
+    match WindowAggFactory::new(spec) {
+        Err(Error::Plan(msg)) => msg,
+        Err(other) => panic!("expected a plan error, got {other}"),
+        Ok(_) => panic!("expected a plan error"),
+    }
+}
+
+#[test]
+fn specs_the_operator_cannot_run_are_refused_when_planned() {
+    let input = events_schema();
+    let tumble = time(&input, WindowKind::Tumble { size_ms: 10 });
+
+    let ordered = first_value(col("amount"), vec![col("ts").sort(true, false)]);
+    let msg = plan_error(spec(input.clone(), tumble.clone(), &[], 0, &[ordered]));
+    assert!(msg.contains("ORDER BY"), "{msg}");
+
+    let mut short = spec(input.clone(), tumble.clone(), &["user"], 0, &[count_all()]);
+    short.output_schema = Arc::new(short.output_schema.project(&[0, 1]).unwrap());
+    let msg = plan_error(short);
+    assert!(msg.contains("has 2 column(s); expected 3"), "{msg}");
+
+    let mut mistyped = spec(input.clone(), tumble.clone(), &[], 0, &[count_all()]);
+    mistyped.output_schema = Arc::new(Schema::new(vec![
+        Field::new("window", window_type(), false),
+        Field::new("n", DataType::Int32, false),
+    ]));
+    let msg = plan_error(mistyped);
+    assert!(msg.contains("declared Int32 but aggregate"), "{msg}");
+
+    let zero_gap = time(&input, WindowKind::Session { gap_ms: 0 });
+    let msg = plan_error(spec(input.clone(), zero_gap, &[], 0, &[count_all()]));
+    assert!(msg.contains("session gap must be positive"), "{msg}");
+
+    let mut misplaced = spec(input, tumble, &[], 0, &[count_all()]);
+    misplaced.window_position = 1;
+    let msg = plan_error(misplaced);
+    assert!(msg.contains("window position 1 is out of range"), "{msg}");
+}
+
+#[test]
+fn the_factory_describes_itself() {
+    let input = events_schema();
+    let assign = time(&input, WindowKind::Tumble { size_ms: 10_000 });
+    let aggs = [count_all().alias("n")];
+    let factory = WindowAggFactory::new(spec(input, assign, &["user"], 0, &aggs)).unwrap();
+    assert_eq!(factory.name(), "window_agg");
+    assert_eq!(factory.output_event_time(), None);
+    assert_eq!(factory.output_schema().fields().len(), 3);
+    assert!(
+        factory
+            .describe()
+            .starts_with("window_agg: tumble 10s on ts@0 by [user@1]: "),
+        "{}",
+        factory.describe()
+    );
+}

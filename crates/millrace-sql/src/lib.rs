@@ -1,0 +1,352 @@
+//! Streaming SQL for millrace.
+//!
+//! A pipeline file declares tables (sources and sinks), views and
+//! `INSERT INTO sink SELECT …` statements. DataFusion parses, plans and
+//! optimizes each query; [`planner`] maps the optimized logical plan onto a
+//! millrace dataflow, with windows, joins and top-N as streaming operators
+//! from `millrace-sql-ops`. All INSERTs of one file run as one pipeline.
+//!
+//! ```no_run
+//! let sql = "
+//!   CREATE TABLE bid WITH (connector = 'nexmark', kind = 'bid', events = '100000');
+//!   CREATE TABLE out WITH (connector = 'console');
+//!   INSERT INTO out SELECT auction, price FROM bid WHERE auction % 123 = 0;";
+//! let job = millrace_sql::SqlPipeline::plan(sql).unwrap();
+//! println!("{}", job.explain().unwrap());
+//! job.run().unwrap();
+//! ```
+
+pub mod catalog;
+pub mod error;
+pub mod interval;
+pub mod planner;
+pub mod script;
+pub mod settings;
+pub mod tables;
+pub mod udf;
+
+pub(crate) use datafusion::sql::sqlparser;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{Field, Schema};
+use datafusion::common::DFSchema;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{CastExpr, Column as PhysColumn};
+use datafusion::sql::planner::SqlToRel;
+use datafusion::sql::sqlparser::ast::{Query, Statement};
+use millrace_core::SinkFactory;
+use millrace_runtime::{Pipeline, PipelineConfig, RunSummary, StopHandle};
+use millrace_sql_ops::eval::ExprProjectFactory;
+
+use crate::catalog::Catalog;
+pub use crate::error::{SqlError, SqlResult};
+use crate::planner::StreamPlanner;
+use crate::script::{ScriptStatement, parse_script};
+use crate::tables::Table;
+
+/// A DataFusion error as one line a user can read (no backtrace, no
+/// internal wrapping).
+pub fn plan_message(e: &DataFusionError) -> String {
+    e.strip_backtrace()
+}
+
+/// How to plan a file beyond what it says.
+#[derive(Default, Clone)]
+pub struct PlanOptions {
+    /// `(name, value)` pairs applied after the file's own `SET`s; a name
+    /// `table.option` instead replaces that option of a table's `WITH (...)`
+    /// (e.g. `bid.events` = `100000`).
+    pub overrides: Vec<(String, String)>,
+    /// Sinks that replace the named tables' connectors (tests collect output
+    /// this way).
+    pub sinks: HashMap<String, Arc<dyn SinkFactory>>,
+}
+
+/// `(table, option, value)`.
+type TableOverride = (String, String, String);
+/// `(setting, value)`.
+type SettingOverride = (String, String);
+
+impl PlanOptions {
+    fn split_overrides(&self) -> SqlResult<(Vec<SettingOverride>, Vec<TableOverride>)> {
+        let mut settings = Vec::new();
+        let mut tables = Vec::new();
+        for (name, value) in &self.overrides {
+            match name.split_once('.') {
+                Some((table, key)) if !table.is_empty() && !key.is_empty() => {
+                    tables.push((table.to_lowercase(), key.to_lowercase(), value.clone()))
+                }
+                Some(_) => {
+                    return Err(SqlError::new(format!(
+                        "override '{name}': expected table.option"
+                    )));
+                }
+                None => settings.push((name.clone(), value.clone())),
+            }
+        }
+        Ok((settings, tables))
+    }
+}
+
+/// One `INSERT INTO`, planned and optimized by DataFusion.
+struct Insert {
+    line: u64,
+    sink: String,
+    plan: LogicalPlan,
+}
+
+/// A pipeline file, planned onto a dataflow and ready to run.
+pub struct SqlPipeline {
+    pipeline: Pipeline,
+    tables: HashMap<String, Table>,
+    /// Tables in the order they were declared (for explain).
+    table_order: Vec<String>,
+    /// Tables some query reads.
+    scanned: Vec<String>,
+    inserts: Vec<(u64, String)>,
+}
+
+impl SqlPipeline {
+    /// Plans a pipeline file with the settings it declares.
+    pub fn plan(sql: &str) -> SqlResult<Self> {
+        Self::plan_with(sql, &PlanOptions::default())
+    }
+
+    /// Plans a pipeline file with overrides (see [`PlanOptions`]).
+    pub fn plan_with(sql: &str, options: &PlanOptions) -> SqlResult<Self> {
+        let (setting_overrides, table_overrides) = options.split_overrides()?;
+        let statements = parse_script(sql)?;
+        let mut catalog = Catalog::new();
+        let mut tables: HashMap<String, Table> = HashMap::new();
+        let mut table_order = Vec::new();
+        let mut config = PipelineConfig::default();
+        let mut inserts = Vec::new();
+        for statement in statements {
+            let line = statement.line;
+            match statement.item {
+                ScriptStatement::Set { name, value } => {
+                    settings::apply(&mut config, &name, &value)
+                        .map_err(|e| e.in_statement(line))?;
+                }
+                ScriptStatement::CreateTable(mut decl) => {
+                    for (table, key, value) in &table_overrides {
+                        if *table == decl.name {
+                            decl.options.retain(|(k, _)| k != key);
+                            decl.options.push((key.clone(), value.clone()));
+                        }
+                    }
+                    if catalog.contains(&decl.name) {
+                        return Err(SqlError::at(
+                            line,
+                            format!("'{}' is already declared", decl.name),
+                        ));
+                    }
+                    let declared = SqlToRel::new(&catalog)
+                        .build_schema(decl.columns.clone())
+                        .map_err(|e| {
+                            SqlError::at(line, format!("table {}: {}", decl.name, plan_message(&e)))
+                        })?;
+                    let mut table = tables::resolve(&decl, Arc::new(declared), line)?;
+                    if let Some(sink) = options.sinks.get(&decl.name) {
+                        table.connector.sink = Some(sink.clone());
+                    }
+                    catalog.add_table(&decl.name, table.schema.clone());
+                    table_order.push(decl.name.clone());
+                    tables.insert(decl.name.clone(), table);
+                }
+                ScriptStatement::CreateView { name, query } => {
+                    if catalog.contains(&name) {
+                        return Err(SqlError::at(line, format!("'{name}' is already declared")));
+                    }
+                    let plan = plan_query(&catalog, query)
+                        .map_err(|e| SqlError::at(line, format!("view {name}: {e}")))?;
+                    catalog.add_view(&name, plan);
+                }
+                ScriptStatement::Insert { table, query } => {
+                    let Some(sink) = tables.get(&table) else {
+                        return Err(SqlError::at(
+                            line,
+                            format!(
+                                "INSERT INTO {table}: no such table (declare it first with CREATE TABLE {table} WITH (connector = 'console'))"
+                            ),
+                        ));
+                    };
+                    if sink.connector.sink.is_none() {
+                        return Err(SqlError::at(
+                            line,
+                            format!("INSERT INTO {table}: the table's connector can only be read"),
+                        ));
+                    }
+                    let plan = plan_query(&catalog, query)
+                        .and_then(|p| {
+                            catalog
+                                .state()
+                                .optimize(&p)
+                                .map_err(|e| SqlError::new(plan_message(&e)))
+                        })
+                        .map_err(|e| {
+                            SqlError::at(line, format!("INSERT INTO {table}: {}", e.message))
+                        })?;
+                    if std::env::var_os("MILLRACE_DEBUG_PLAN").is_some() {
+                        eprintln!(
+                            "INSERT INTO {table} (line {line}):\n{}",
+                            plan.display_indent()
+                        );
+                    }
+                    inserts.push(Insert {
+                        line,
+                        sink: table,
+                        plan,
+                    });
+                }
+            }
+        }
+        for (name, value) in &setting_overrides {
+            settings::apply(&mut config, name, value)?;
+        }
+        for (table, key, _) in &table_overrides {
+            if !tables.contains_key(table) {
+                return Err(SqlError::new(format!(
+                    "--set {table}.{key}: the file declares no table '{table}'"
+                )));
+            }
+        }
+        config.validate()?;
+        if inserts.is_empty() {
+            return Err(SqlError::new(
+                "the file has no INSERT INTO statement, so there is nothing to run",
+            ));
+        }
+
+        let pipeline = Pipeline::new(config);
+        let scanned = {
+            let mut planner = StreamPlanner::new(&pipeline, &tables);
+            for insert in &inserts {
+                let context = |e: SqlError| {
+                    SqlError::at(
+                        insert.line,
+                        format!("INSERT INTO {}: {}", insert.sink, e.message),
+                    )
+                };
+                let planned = planner.plan(&insert.plan).map_err(context)?;
+                let sink = &tables[&insert.sink];
+                let stream = conform_to_sink(planned, sink).map_err(context)?;
+                let factory = sink.connector.sink.clone().expect("checked above");
+                stream.sink_arc(factory).map_err(|e| context(e.into()))?;
+            }
+            planner.scanned()
+        };
+        Ok(Self {
+            pipeline,
+            tables,
+            table_order,
+            scanned,
+            inserts: inserts.iter().map(|i| (i.line, i.sink.clone())).collect(),
+        })
+    }
+
+    /// The dataflow: sources with their watermark strategies, then the
+    /// runtime's plan (operators, parallelism, fused chains, exchanges).
+    pub fn explain(&self) -> SqlResult<String> {
+        let mut out = String::new();
+        let config = self.pipeline.config();
+        out.push_str(&format!(
+            "settings: parallelism {}, workers {}, batch_size {}, latency_target {}\n",
+            config.parallelism,
+            config.workers,
+            config.batch_size,
+            config
+                .latency_target
+                .map(|d| format!("{d:?}"))
+                .unwrap_or_else(|| "none".into())
+        ));
+        out.push_str("sources:\n");
+        for name in &self.table_order {
+            let t = &self.tables[name];
+            if self.scanned.contains(name) {
+                out.push_str(&format!("  {name}: {}\n", t.watermark_strategy()));
+            }
+        }
+        out.push_str("sinks:\n");
+        for (line, sink) in &self.inserts {
+            out.push_str(&format!("  {sink} (INSERT on line {line})\n"));
+        }
+        out.push_str("dataflow:\n");
+        out.push_str(&self.pipeline.explain()?);
+        Ok(out)
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        self.pipeline.stop_handle()
+    }
+
+    /// Runs until every source ends (or the stop handle is used).
+    pub fn run(self) -> millrace_core::Result<RunSummary> {
+        self.pipeline.run()
+    }
+}
+
+fn plan_query(catalog: &Catalog, query: Box<Query>) -> SqlResult<LogicalPlan> {
+    SqlToRel::new(catalog)
+        .sql_statement_to_plan(Statement::Query(query))
+        .map_err(|e| SqlError::new(plan_message(&e)))
+}
+
+/// The last projection before a sink: the sink's column names, in its
+/// declared types (when it declares columns).
+fn conform_to_sink(planned: planner::Planned, sink: &Table) -> SqlResult<millrace_runtime::Stream> {
+    let have: &DFSchema = &planned.schema;
+    let want = &sink.schema;
+    let target: Vec<Field> = if want.fields().is_empty() {
+        have.fields().iter().map(|f| f.as_ref().clone()).collect()
+    } else {
+        if want.fields().len() != have.fields().len() {
+            let names = |fields: Vec<String>| fields.join(", ");
+            return Err(SqlError::new(format!(
+                "the query gives {} column(s) ({}) but table {} has {} ({})",
+                have.fields().len(),
+                names(have.fields().iter().map(|f| f.name().clone()).collect()),
+                sink.name,
+                want.fields().len(),
+                names(want.fields().iter().map(|f| f.name().clone()).collect()),
+            )));
+        }
+        for (i, (h, w)) in have.fields().iter().zip(want.fields()).enumerate() {
+            if !arrow::compute::can_cast_types(h.data_type(), w.data_type()) {
+                return Err(SqlError::new(format!(
+                    "column {} ('{}') is {} but table {} declares '{}' as {}",
+                    i + 1,
+                    h.name(),
+                    h.data_type(),
+                    sink.name,
+                    w.name(),
+                    w.data_type()
+                )));
+            }
+        }
+        want.fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect()
+    };
+    let exprs: Vec<Arc<dyn PhysicalExpr>> = have
+        .fields()
+        .iter()
+        .zip(&target)
+        .enumerate()
+        .map(|(i, (h, t))| {
+            let c: Arc<dyn PhysicalExpr> = Arc::new(PhysColumn::new(h.name(), i));
+            if h.data_type() == t.data_type() {
+                c
+            } else {
+                Arc::new(CastExpr::new(c, t.data_type().clone(), None)) as Arc<dyn PhysicalExpr>
+            }
+        })
+        .collect();
+    let f = ExprProjectFactory::new(Arc::new(Schema::new(target)), exprs, None)?;
+    Ok(planned.stream.apply(Arc::new(f)))
+}

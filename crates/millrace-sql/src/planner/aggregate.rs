@@ -1,0 +1,154 @@
+//! `GROUP BY` over a window → a keyed window aggregate.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::logical_expr::{Aggregate, Expr};
+use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use datafusion::physical_expr::expressions::Column as PhysColumn;
+use millrace_sql_ops::window::{WindowAssign, WindowKind};
+use millrace_sql_ops::window_agg::{WindowAggFactory, WindowAggSpec};
+
+use super::{Planned, StreamPlanner};
+use crate::error::{SqlError, SqlResult};
+use crate::udf::as_window_call;
+
+/// The window of a grouping, joining or ranking: how rows find it, and its
+/// kind when known.
+pub(super) struct FoundWindow {
+    pub assign: WindowAssign,
+    pub kind: Option<WindowKind>,
+}
+
+impl StreamPlanner<'_> {
+    /// If `e` (over `input`) is a window — a window function call on the
+    /// event time, or a window column — how rows are assigned to it.
+    pub(super) fn window_of(&self, input: &Planned, e: &Expr) -> SqlResult<Option<FoundWindow>> {
+        if let Some(call) = as_window_call(e).map_err(SqlError::new)? {
+            let time_idx = match call.time {
+                Expr::Column(c) => Some(input.schema.index_of_column(c)?),
+                _ => None,
+            };
+            if time_idx.is_none() || time_idx != input.event_time {
+                let declared = match input.event_time {
+                    Some(i) => format!("the event time here is '{}'", input.schema.field(i).name()),
+                    None => "this input has no event time: declare WATERMARK FOR <column> AS <column> - INTERVAL '...' in its CREATE TABLE".to_string(),
+                };
+                return Err(SqlError::new(format!(
+                    "{}({}, ...): windows follow the watermark, so they must be over the event-time column; {declared}",
+                    call.kind.function(),
+                    call.time
+                )));
+            }
+            let time = self.lowering.expr(call.time, &input.schema)?;
+            return Ok(Some(FoundWindow {
+                assign: WindowAssign::Time {
+                    time,
+                    kind: call.kind,
+                },
+                kind: Some(call.kind),
+            }));
+        }
+        if let Expr::Column(c) = e {
+            let idx = input.schema.index_of_column(c)?;
+            if let Some(kind) = input.windows.get(&idx) {
+                let field = input.schema.field(idx);
+                return Ok(Some(FoundWindow {
+                    assign: WindowAssign::Column {
+                        window: Arc::new(PhysColumn::new(field.name(), idx)),
+                    },
+                    kind: Some(*kind),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    pub(super) fn aggregate(&mut self, input: Planned, agg: &Aggregate) -> SqlResult<Planned> {
+        let mut window: Option<(usize, FoundWindow)> = None;
+        let mut keys: Vec<Expr> = Vec::new();
+        for (i, g) in agg.group_expr.iter().enumerate() {
+            if matches!(g, Expr::GroupingSet(_)) {
+                return Err(SqlError::new(
+                    "GROUPING SETS, ROLLUP and CUBE are not supported in streaming queries",
+                ));
+            }
+            match self.window_of(&input, g)? {
+                Some(found) if window.is_none() => window = Some((i, found)),
+                Some(_) => {
+                    return Err(SqlError::new(
+                        "GROUP BY may contain one window (tumble, hop, session or a window column), not several",
+                    ));
+                }
+                None => keys.push(g.clone()),
+            }
+        }
+        let Some((window_position, window)) = window else {
+            let example = match (input.event_time, &input.time_hint) {
+                (Some(i), _) => format!(
+                    "GROUP BY tumble({}, INTERVAL '10' SECOND), ...",
+                    input.schema.field(i).name()
+                ),
+                (None, Some(name)) => format!("GROUP BY tumble({name}, INTERVAL '10' SECOND), ..."),
+                (None, None) => "GROUP BY tumble(event_time, INTERVAL '10' SECOND), ... (after declaring a WATERMARK on the source)".to_string(),
+            };
+            return Err(SqlError::new(format!(
+                "an aggregate over a stream needs a window in GROUP BY, or its state would grow forever and it would never emit a final result; write {example}"
+            )));
+        };
+        let keyed = self.keyed(&input, &keys)?;
+        let physical_input = input.schema.as_arrow();
+        let group_count = agg.group_expr.len();
+        let mut aggs = Vec::with_capacity(agg.aggr_expr.len());
+        for (j, e) in agg.aggr_expr.iter().enumerate() {
+            let name = agg.schema.field(group_count + j).name().clone();
+            let lowered = LoweredAggregateBuilder::new(
+                e,
+                &input.schema,
+                physical_input,
+                self.lowering.props(),
+                self.lowering.ctx(),
+            )
+            .with_name(name)
+            .build()?;
+            if !lowered.order_bys.is_empty() {
+                return Err(SqlError::new(format!(
+                    "{e}: ORDER BY inside an aggregate is not supported in streaming queries"
+                )));
+            }
+            aggs.push(lowered);
+        }
+        let kind = window.kind;
+        let name = match &kind {
+            Some(k) => format!("window_agg[{k}]"),
+            None => "window_agg".to_string(),
+        };
+        let spec = WindowAggSpec {
+            name,
+            input_schema: keyed.schema.clone(),
+            assign: window.assign,
+            keys: keyed.keys,
+            window_position,
+            aggs,
+            output_schema: Planned::runtime_schema(&agg.schema),
+        };
+        let factory = Arc::new(WindowAggFactory::new(spec)?);
+        let stream = keyed.stream.apply(factory);
+        let stream = if keys.is_empty() {
+            stream.with_parallelism(1)?
+        } else {
+            stream
+        };
+        let mut windows = HashMap::new();
+        if let Some(k) = kind {
+            windows.insert(window_position, k);
+        }
+        Ok(Planned {
+            stream,
+            schema: agg.schema.clone(),
+            event_time: None,
+            windows,
+            time_hint: input.time_hint.clone(),
+        })
+    }
+}

@@ -1,0 +1,319 @@
+//! Joins of two streams. A join must bound the state it keeps, by a window
+//! (both sides in the same window: `tumble(a.ts, …) = tumble(b.ts, …)`, or
+//! equal window columns) or by a time interval (`b.ts BETWEEN a.ts AND a.ts +
+//! INTERVAL …`). Anything else would keep both streams forever.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::logical_expr::{BinaryExpr, Expr, Join, JoinType, Operator};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column as PhysColumn;
+use millrace_sql_ops::eval::ExprProjectFactory;
+use millrace_sql_ops::join::{
+    IntervalJoinFactory, IntervalJoinSpec, JoinKind, WindowJoinFactory, WindowJoinSpec,
+};
+use millrace_sql_ops::window::WindowKind;
+
+use super::{Keyed, Planned, StreamPlanner};
+use crate::error::{SqlError, SqlResult};
+use crate::interval::scalar_interval_ms;
+
+const HOW_TO_BOUND: &str = "join within a window (ON a.k = b.k AND tumble(a.ts, INTERVAL '10' SECOND) = tumble(b.ts, INTERVAL '10' SECOND)) or within a time interval (ON a.k = b.k AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' MINUTE)";
+
+impl StreamPlanner<'_> {
+    pub(super) fn join(&mut self, left: Planned, right: Planned, j: &Join) -> SqlResult<Planned> {
+        let kind = match j.join_type {
+            JoinType::Inner => JoinKind::Inner,
+            JoinType::Left => JoinKind::Left,
+            JoinType::Right => JoinKind::Right,
+            JoinType::Full => JoinKind::Full,
+            other => {
+                return Err(SqlError::new(format!(
+                    "{other} joins (from IN / EXISTS subqueries) are not supported over streams; write an explicit join with a time bound: {HOW_TO_BOUND}"
+                )));
+            }
+        };
+        let mut windows = None;
+        let mut left_keys = Vec::new();
+        let mut right_keys = Vec::new();
+        for (l, r) in &j.on {
+            match (self.window_of(&left, l)?, self.window_of(&right, r)?) {
+                (Some(a), Some(b)) if windows.is_none() => {
+                    if let (Some(ka), Some(kb)) = (a.kind, b.kind)
+                        && ka != kb
+                    {
+                        return Err(SqlError::new(format!(
+                            "a window join needs the same windows on both sides; found {ka} and {kb}"
+                        )));
+                    }
+                    if matches!(a.kind, Some(WindowKind::Session { .. }))
+                        || matches!(b.kind, Some(WindowKind::Session { .. }))
+                    {
+                        return Err(SqlError::new(
+                            "session windows differ per key and side, so they cannot be joined; join on tumble or hop windows",
+                        ));
+                    }
+                    windows = Some((a, b));
+                }
+                (Some(_), Some(_)) => {
+                    return Err(SqlError::new(
+                        "a join may match one pair of windows, not several",
+                    ));
+                }
+                (Some(_), None) | (None, Some(_)) => {
+                    return Err(SqlError::new(format!(
+                        "{l} = {r}: a window can only be matched with a window of the same kind"
+                    )));
+                }
+                (None, None) => {
+                    left_keys.push(l.clone());
+                    right_keys.push(r.clone());
+                }
+            }
+        }
+        let lk = self.keyed(&left, &left_keys)?;
+        let rk = self.keyed(&right, &right_keys)?;
+        // The operator's output: both inputs' columns, computed key columns included.
+        let joined_df = extended(&left, &lk)?.join(&extended(&right, &rk)?)?;
+        let filter = j
+            .filter
+            .as_ref()
+            .map(|f| self.lowering.expr(f, &joined_df))
+            .transpose()?;
+        let output_schema = concat(&lk.schema, &rk.schema);
+        let keyless = left_keys.is_empty();
+
+        let stream = if let Some((lw, rw)) = windows {
+            let name = format!(
+                "window_join[{}{}]",
+                kind_name(kind),
+                lw.kind
+                    .or(rw.kind)
+                    .map(|k| format!(", {k}"))
+                    .unwrap_or_default()
+            );
+            let spec = WindowJoinSpec {
+                name,
+                left_schema: lk.schema.clone(),
+                right_schema: rk.schema.clone(),
+                left_keys: lk.keys,
+                right_keys: rk.keys,
+                left_window: lw.assign,
+                right_window: rw.assign,
+                kind,
+                filter,
+                output_schema: output_schema.clone(),
+            };
+            lk.stream
+                .connect(&rk.stream, Arc::new(WindowJoinFactory::new(spec)?))?
+        } else {
+            let Some(bound) = j
+                .filter
+                .as_ref()
+                .and_then(|f| interval_bound(f, &left, &right, &j.schema))
+            else {
+                return Err(SqlError::new(format!(
+                    "this join of two streams has no time bound, so it would keep both streams in memory forever; {HOW_TO_BOUND}"
+                )));
+            };
+            if !matches!(kind, JoinKind::Inner | JoinKind::Left) {
+                return Err(SqlError::new(
+                    "interval joins support INNER and LEFT joins (put the stream whose unmatched rows you want on the left)",
+                ));
+            }
+            let time = |p: &Planned, i: usize| -> Arc<dyn PhysicalExpr> {
+                Arc::new(PhysColumn::new(p.schema.field(i).name(), i))
+            };
+            let spec = IntervalJoinSpec {
+                name: format!(
+                    "interval_join[{}, right time in left time + [{} ms, {} ms]]",
+                    kind_name(kind),
+                    bound.lower_ms,
+                    bound.upper_ms
+                ),
+                left_schema: lk.schema.clone(),
+                right_schema: rk.schema.clone(),
+                left_keys: lk.keys,
+                right_keys: rk.keys,
+                left_time: time(&left, bound.left_time),
+                right_time: time(&right, bound.right_time),
+                lower_ms: bound.lower_ms,
+                upper_ms: bound.upper_ms,
+                kind,
+                filter,
+                output_schema: output_schema.clone(),
+            };
+            lk.stream
+                .connect(&rk.stream, Arc::new(IntervalJoinFactory::new(spec)?))?
+        };
+        let stream = if keyless {
+            stream.with_parallelism(1)?
+        } else {
+            stream
+        };
+        // Drop computed key columns: the join's logical columns remain.
+        let left_len = left.schema.fields().len();
+        let keep: Vec<usize> = (0..left_len)
+            .chain((0..right.schema.fields().len()).map(|i| lk.schema.fields().len() + i))
+            .collect();
+        let stream = if keep.len() == output_schema.fields().len() {
+            stream
+        } else {
+            let exprs = keep
+                .iter()
+                .map(|&i| {
+                    Arc::new(PhysColumn::new(output_schema.field(i).name(), i))
+                        as Arc<dyn PhysicalExpr>
+                })
+                .collect();
+            let f = ExprProjectFactory::new(Planned::runtime_schema(&j.schema), exprs, None)?;
+            stream.apply(Arc::new(f))
+        };
+        let mut out_windows = HashMap::new();
+        for (i, k) in &left.windows {
+            out_windows.insert(*i, *k);
+        }
+        for (i, k) in &right.windows {
+            out_windows.insert(left_len + i, *k);
+        }
+        Ok(Planned {
+            stream,
+            schema: j.schema.clone(),
+            event_time: None,
+            windows: out_windows,
+            time_hint: left.time_hint.clone(),
+        })
+    }
+}
+
+fn kind_name(kind: JoinKind) -> &'static str {
+    match kind {
+        JoinKind::Inner => "inner",
+        JoinKind::Left => "left",
+        JoinKind::Right => "right",
+        JoinKind::Full => "full",
+    }
+}
+
+/// The logical schema of a keyed input: its columns, then computed keys.
+fn extended(p: &Planned, keyed: &Keyed) -> SqlResult<DFSchema> {
+    let n = p.schema.fields().len();
+    let mut fields: Vec<(Option<datafusion::common::TableReference>, Arc<Field>)> = p
+        .schema
+        .iter()
+        .map(|(q, f)| (q.cloned(), f.clone()))
+        .collect();
+    for f in keyed.schema.fields().iter().skip(n) {
+        fields.push((None, f.clone()));
+    }
+    Ok(DFSchema::new_with_metadata(fields, HashMap::new())?)
+}
+
+fn concat(a: &SchemaRef, b: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Arc<Field>> = a.fields().iter().chain(b.fields()).cloned().collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// `right_time - left_time ∈ [lower_ms, upper_ms]`, on the two inputs' event times.
+struct IntervalBound {
+    left_time: usize,
+    right_time: usize,
+    lower_ms: i64,
+    upper_ms: i64,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Left,
+    Right,
+}
+
+/// Reads the time bound from the join condition's comparisons between the
+/// two sides' event times (each side's time plus or minus an interval).
+fn interval_bound(
+    filter: &Expr,
+    left: &Planned,
+    right: &Planned,
+    joined: &DFSchema,
+) -> Option<IntervalBound> {
+    let left_len = left.schema.fields().len();
+    let (lt, rt) = (left.event_time?, right.event_time?);
+    // A side's event-time column plus an offset in ms.
+    let term = |e: &Expr| -> Option<(Side, i64)> {
+        let (col, offset) = match e {
+            Expr::Column(c) => (c, 0),
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                match (left.as_ref(), op, right.as_ref()) {
+                    (Expr::Column(c), Operator::Plus, Expr::Literal(v, _)) => (c, interval(v)?),
+                    (Expr::Literal(v, _), Operator::Plus, Expr::Column(c)) => (c, interval(v)?),
+                    (Expr::Column(c), Operator::Minus, Expr::Literal(v, _)) => (c, -interval(v)?),
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        let idx = joined.index_of_column(col).ok()?;
+        if idx < left_len && idx == lt {
+            Some((Side::Left, offset))
+        } else if idx >= left_len && idx - left_len == rt {
+            Some((Side::Right, offset))
+        } else {
+            None
+        }
+    };
+    let mut lower: Option<i64> = None;
+    let mut upper: Option<i64> = None;
+    let mut compare = |a: &Expr, op: Operator, b: &Expr| {
+        let (Some((sa, oa)), Some((sb, ob))) = (term(a), term(b)) else {
+            return;
+        };
+        if sa == sb {
+            return;
+        }
+        // Rewrite `a op b` as `R - L op c`.
+        let (op, c) = if sa == Side::Right {
+            (op, ob - oa)
+        } else {
+            (op.swap().unwrap_or(op), oa - ob)
+        };
+        match op {
+            Operator::GtEq => lower = Some(lower.map_or(c, |l| l.max(c))),
+            Operator::Gt => lower = Some(lower.map_or(c + 1, |l| l.max(c + 1))),
+            Operator::LtEq => upper = Some(upper.map_or(c, |u| u.min(c))),
+            Operator::Lt => upper = Some(upper.map_or(c - 1, |u| u.min(c - 1))),
+            _ => {}
+        }
+    };
+    for conjunct in datafusion::logical_expr::utils::split_conjunction(filter) {
+        match conjunct {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => compare(left, *op, right),
+            Expr::Between(b) if !b.negated => {
+                compare(&b.expr, Operator::GtEq, &b.low);
+                compare(&b.expr, Operator::LtEq, &b.high);
+            }
+            _ => {}
+        }
+    }
+    match (lower, upper) {
+        (Some(lower_ms), Some(upper_ms)) if lower_ms <= upper_ms => Some(IntervalBound {
+            left_time: lt,
+            right_time: rt,
+            lower_ms,
+            upper_ms,
+        }),
+        _ => None,
+    }
+}
+
+/// An offset in ms: an interval, or a plain integer (for BIGINT event
+/// times, which are milliseconds).
+fn interval(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::Int64(Some(n)) => Some(*n),
+        ScalarValue::Int32(Some(n)) => Some(*n as i64),
+        v => scalar_interval_ms(v).ok(),
+    }
+}

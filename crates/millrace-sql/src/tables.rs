@@ -1,0 +1,380 @@
+//! `CREATE TABLE … WITH (connector = …)`: tables as sources and sinks.
+//!
+//! A table is a source when a query reads it and a sink when an INSERT
+//! writes it; the connector says which it can be. Options are validated when
+//! the table is declared, so a typo fails before anything runs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use millrace_connectors::file::{FileSource, OnError};
+use millrace_connectors::iot::{IotConfig, IotSource};
+use millrace_connectors::nexmark::{NexmarkConfig, NexmarkKind, NexmarkSource};
+use millrace_connectors::proctime::{PROC_TIME, ProcessingTime};
+use millrace_connectors::sinks::{ConsoleSink, DiscardSink, JsonLinesSink};
+use millrace_core::time::is_event_time_type;
+use millrace_core::{EventTime, SinkFactory, SourceFactory};
+
+use crate::error::{SqlError, SqlResult};
+use crate::interval::duration_text_ms;
+use crate::script::{TableDecl, WatermarkDecl};
+
+/// A declared table, resolved to a connector.
+pub struct Table {
+    pub name: String,
+    /// Columns queries see (declared, or the connector's own when none are declared).
+    pub schema: SchemaRef,
+    pub connector: Connector,
+    pub watermark: Option<WatermarkDecl>,
+    /// The `WITH` options as written (for explain).
+    pub options: Vec<(String, String)>,
+}
+
+/// What a table can do: be read (a source; the table's columns are picked
+/// from the source's by name), be written (a sink), or both (files).
+#[derive(Default)]
+pub struct Connector {
+    pub source: Option<Arc<dyn SourceFactory>>,
+    pub sink: Option<Arc<dyn SinkFactory>>,
+}
+
+impl Connector {
+    fn source(s: impl SourceFactory + 'static) -> Self {
+        Self {
+            source: Some(Arc::new(s)),
+            sink: None,
+        }
+    }
+    fn sink(s: impl SinkFactory + 'static) -> Self {
+        Self {
+            source: None,
+            sink: Some(Arc::new(s)),
+        }
+    }
+}
+
+impl Table {
+    /// The event time and watermark bound of reads: the declared WATERMARK,
+    /// else the connector's own (generators declare theirs).
+    pub fn event_time(&self) -> Option<EventTime> {
+        match &self.watermark {
+            Some(w) => Some(EventTime::new(&w.column, w.max_out_of_orderness_ms)),
+            None => self.connector.source.as_ref().and_then(|s| s.event_time()),
+        }
+    }
+
+    /// How the source's watermark is derived, for explain.
+    pub fn watermark_strategy(&self) -> String {
+        match self.event_time() {
+            Some(e) => format!(
+                "watermark = max({col}) - {bound} ms{idle}",
+                col = e.column,
+                bound = e.max_out_of_orderness_ms,
+                idle = e
+                    .idle_timeout
+                    .map(|d| format!(", idle after {} ms", d.as_millis()))
+                    .unwrap_or_default()
+            ),
+            None => "no event time (windows on this table are refused)".into(),
+        }
+    }
+}
+
+/// Options not consumed by a connector are an error: they are typos.
+struct Options {
+    table: String,
+    line: u64,
+    values: BTreeMap<String, String>,
+}
+
+impl Options {
+    fn new(decl: &TableDecl, line: u64) -> SqlResult<Self> {
+        let mut values = BTreeMap::new();
+        for (k, v) in &decl.options {
+            if values.insert(k.clone(), v.clone()).is_some() {
+                return Err(SqlError::at(
+                    line,
+                    format!("table {}: option '{k}' given twice", decl.name),
+                ));
+            }
+        }
+        Ok(Self {
+            table: decl.name.clone(),
+            line,
+            values,
+        })
+    }
+
+    fn err(&self, msg: String) -> SqlError {
+        SqlError::at(self.line, format!("table {}: {msg}", self.table))
+    }
+
+    fn take(&mut self, key: &str) -> Option<String> {
+        self.values.remove(key)
+    }
+
+    fn require(&mut self, key: &str, example: &str) -> SqlResult<String> {
+        self.take(key).ok_or_else(|| {
+            self.err(format!(
+                "option '{key}' is required (e.g. {key} = '{example}')"
+            ))
+        })
+    }
+
+    fn number<T: std::str::FromStr>(&mut self, key: &str) -> SqlResult<Option<T>> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => v
+                .replace('_', "")
+                .parse()
+                .map(Some)
+                .map_err(|_| self.err(format!("option '{key}' = '{v}' is not a number"))),
+        }
+    }
+
+    fn duration_ms(&mut self, key: &str) -> SqlResult<Option<i64>> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => duration_text_ms(&v, None)
+                .map(Some)
+                .map_err(|e| self.err(format!("option '{key}': {e}"))),
+        }
+    }
+
+    fn finish(self) -> SqlResult<()> {
+        match self.values.keys().next() {
+            None => Ok(()),
+            Some(k) => Err(self.err(format!("unknown option '{k}'"))),
+        }
+    }
+}
+
+/// Resolves a declaration. `declared` is the schema of the declared columns
+/// (empty when none were declared).
+pub fn resolve(decl: &TableDecl, declared: SchemaRef, line: u64) -> SqlResult<Table> {
+    let mut opts = Options::new(decl, line)?;
+    let connector = opts.require("connector", "nexmark")?;
+    let proc_time = match opts.take("proc_time").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(opts.err(format!("proc_time = '{other}' (use true or false)"))),
+    };
+    let (mut connector, mut schema) = match connector.to_lowercase().as_str() {
+        "nexmark" => nexmark(&mut opts, &declared)?,
+        "iot" => iot(&mut opts, &declared)?,
+        "file" => file(&mut opts, decl, &declared)?,
+        "console" => {
+            let mut sink = ConsoleSink::new();
+            if let Some(n) = opts.number::<usize>("max_rows")? {
+                sink = sink.with_max_rows(n);
+            }
+            (Connector::sink(sink), declared)
+        }
+        "discard" | "blackhole" => (Connector::sink(DiscardSink::new()), declared),
+        other => {
+            return Err(opts.err(format!(
+                "unknown connector '{other}' (known: nexmark, iot, file, console, discard)"
+            )));
+        }
+    };
+    opts.finish()?;
+    if proc_time {
+        // Rows also carry the wall-clock time they were read, as `proc_time`,
+        // which becomes the event time unless a WATERMARK says otherwise.
+        let Some(source) = connector.source.take() else {
+            return Err(SqlError::at(
+                line,
+                format!(
+                    "table {}: proc_time applies to tables that are read",
+                    decl.name
+                ),
+            ));
+        };
+        let wrapped = ProcessingTime::new(source)
+            .map_err(|e| SqlError::at(line, format!("table {}: {e}", decl.name)))?;
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(
+            wrapped
+                .schema()
+                .field_with_name(PROC_TIME)
+                .map_err(|e| SqlError::new(e.to_string()))?
+                .clone(),
+        );
+        schema = Arc::new(Schema::new(fields));
+        connector.source = Some(Arc::new(wrapped));
+    }
+    if decl.watermark.is_some() {
+        if connector.source.is_none() {
+            return Err(SqlError::at(
+                line,
+                format!(
+                    "table {}: WATERMARK only applies to tables that are read",
+                    decl.name
+                ),
+            ));
+        }
+        check_watermark(decl, &schema, line)?;
+    }
+    Ok(Table {
+        name: decl.name.clone(),
+        schema,
+        connector,
+        watermark: decl.watermark.clone(),
+        options: decl.options.clone(),
+    })
+}
+
+/// The table's columns: the declared ones (which must exist in the
+/// connector's schema) or all of the connector's.
+fn pick_columns(opts: &Options, own: &SchemaRef, declared: &SchemaRef) -> SqlResult<SchemaRef> {
+    if declared.fields().is_empty() {
+        return Ok(own.clone());
+    }
+    for f in declared.fields() {
+        let Ok(have) = own.field_with_name(f.name()) else {
+            let names: Vec<&str> = own.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(opts.err(format!(
+                "column '{}' is not produced by this connector (it has: {})",
+                f.name(),
+                names.join(", ")
+            )));
+        };
+        if !arrow::compute::can_cast_types(have.data_type(), f.data_type()) {
+            return Err(opts.err(format!(
+                "column '{}' is {} in this connector and cannot be read as {}",
+                f.name(),
+                have.data_type(),
+                f.data_type()
+            )));
+        }
+    }
+    Ok(declared.clone())
+}
+
+/// A declared watermark must name a time column of the table.
+fn check_watermark(decl: &TableDecl, schema: &Schema, line: u64) -> SqlResult<()> {
+    let Some(w) = &decl.watermark else {
+        return Ok(());
+    };
+    let err = |msg: String| {
+        SqlError::at(
+            line,
+            format!("table {}: WATERMARK FOR {}: {msg}", decl.name, w.column),
+        )
+    };
+    let Ok(field) = schema.field_with_name(&w.column) else {
+        return Err(err("no such column".into()));
+    };
+    if !is_event_time_type(field.data_type()) {
+        return Err(err(format!(
+            "the column is {}, not a TIMESTAMP or BIGINT of milliseconds",
+            field.data_type()
+        )));
+    }
+    Ok(())
+}
+
+fn nexmark(opts: &mut Options, declared: &SchemaRef) -> SqlResult<(Connector, SchemaRef)> {
+    let kind = opts.take("kind").unwrap_or_else(|| "all".into());
+    let kind = match kind.to_lowercase().as_str() {
+        "bid" | "bids" => Some(NexmarkKind::Bid),
+        "person" | "persons" | "people" => Some(NexmarkKind::Person),
+        "auction" | "auctions" => Some(NexmarkKind::Auction),
+        "all" | "events" => None,
+        other => {
+            return Err(opts.err(format!(
+                "nexmark kind '{other}' (use bid, person, auction or all)"
+            )));
+        }
+    };
+    let mut config = NexmarkConfig::default();
+    if let Some(seed) = opts.number("seed")? {
+        config.seed = seed;
+    }
+    config.events = opts.number("events")?;
+    if let Some(rate) = opts.number("event_rate")? {
+        config.event_rate = rate;
+    }
+    config.emit_rate = opts.number("rate")?;
+    let source = match kind {
+        Some(k) => NexmarkSource::new(k, config),
+        None => NexmarkSource::all(config),
+    };
+    let schema = pick_columns(opts, &source.schema(), declared)?;
+    Ok((Connector::source(source), schema))
+}
+
+fn iot(opts: &mut Options, declared: &SchemaRef) -> SqlResult<(Connector, SchemaRef)> {
+    let mut config = IotConfig::default();
+    if let Some(seed) = opts.number("seed")? {
+        config.seed = seed;
+    }
+    if let Some(d) = opts.number("devices")? {
+        config.devices = d;
+    }
+    config.events = opts.number("events")?;
+    if let Some(rate) = opts.number("event_rate")? {
+        config.event_rate = rate;
+    }
+    config.emit_rate = opts.number("rate")?;
+    if let Some(ms) = opts.duration_ms("max_delay")? {
+        config.max_delay_ms = ms;
+    }
+    let source = IotSource::new(config);
+    let schema = pick_columns(opts, &IotSource::schema(), declared)?;
+    Ok((Connector::source(source), schema))
+}
+
+fn file(
+    opts: &mut Options,
+    decl: &TableDecl,
+    declared: &SchemaRef,
+) -> SqlResult<(Connector, SchemaRef)> {
+    let path = PathBuf::from(opts.require("path", "events.jsonl")?);
+    let format = opts.take("format").unwrap_or_else(|| "json".into());
+    // Written as JSON lines when INSERTed into; read when queried (which
+    // needs the columns declared).
+    let sink = match format.to_lowercase().as_str() {
+        "json" => Some(Arc::new(JsonLinesSink::new(&path)) as Arc<dyn SinkFactory>),
+        _ => None,
+    };
+    if declared.fields().is_empty() {
+        return Ok((Connector { source: None, sink }, declared.clone()));
+    }
+    let header = match opts.take("header").as_deref() {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => return Err(opts.err(format!("header = '{other}' (use true or false)"))),
+    };
+    let mut source = match format.to_lowercase().as_str() {
+        "json" => FileSource::json(&path, declared.clone()),
+        "csv" => FileSource::csv(&path, declared.clone(), header),
+        other => return Err(opts.err(format!("format '{other}' (use json or csv)"))),
+    };
+    let policy = match opts.take("on_error").as_deref() {
+        None | Some("fail") => OnError::Fail,
+        Some("skip") => OnError::Skip,
+        Some("dead_letter") => OnError::DeadLetter(PathBuf::from(
+            opts.require("dead_letter_path", "bad.jsonl")?,
+        )),
+        Some(other) => {
+            return Err(opts.err(format!(
+                "on_error = '{other}' (use fail, skip or dead_letter)"
+            )));
+        }
+    };
+    source = source.with_on_error(policy);
+    if let Some(n) = opts.number::<usize>("max_line_bytes")? {
+        source = source.with_max_line_bytes(n);
+    }
+    if let Some(w) = &decl.watermark {
+        source = source.with_event_time(EventTime::new(&w.column, w.max_out_of_orderness_ms));
+    }
+    let connector = Connector {
+        source: Some(Arc::new(source)),
+        sink,
+    };
+    Ok((connector, declared.clone()))
+}

@@ -1,0 +1,122 @@
+//! Errors a user can act on: each names where and what, and none panics.
+
+use millrace_sql::{SqlError, SqlPipeline};
+
+const BID: &str = "CREATE TABLE bid (WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
+    WITH (connector = 'nexmark', kind = 'bid', events = '1000');
+CREATE TABLE out WITH (connector = 'discard');
+";
+
+fn plan_err(sql: &str) -> SqlError {
+    match SqlPipeline::plan(sql) {
+        Ok(_) => panic!("planning should fail:\n{sql}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn syntax_error_points_at_line_and_column() {
+    let e = plan_err(&format!("{BID}INSERT INTO out SELEC auction FROM bid;"));
+    assert_eq!(e.line, Some(4), "{e}");
+    assert_eq!(e.column, Some(17), "{e}");
+    assert!(e.message.starts_with("syntax error"), "{e}");
+}
+
+#[test]
+fn unknown_column_names_the_column_and_the_statement() {
+    let e = plan_err(&format!("{BID}INSERT INTO out SELECT pricee FROM bid;"));
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.message.contains("pricee"), "{e}");
+    assert!(e.message.contains("INSERT INTO out"), "{e}");
+}
+
+#[test]
+fn type_mismatch_is_a_planning_error() {
+    let e = plan_err(&format!(
+        "{BID}INSERT INTO out SELECT price + channel FROM bid;"
+    ));
+    assert!(
+        e.message.contains("Int64") && e.message.contains("Utf8"),
+        "{e}"
+    );
+}
+
+#[test]
+fn sink_column_type_mismatch_names_the_column() {
+    let sql = "CREATE TABLE bid WITH (connector = 'nexmark', kind = 'bid', events = '10');
+CREATE TABLE out (a BIGINT, b BOOLEAN) WITH (connector = 'console');
+INSERT INTO out SELECT auction, date_time FROM bid;";
+    let e = plan_err(sql);
+    assert!(e.message.contains("column 2 ('date_time')"), "{e}");
+}
+
+#[test]
+fn unwindowed_aggregate_is_refused_with_a_fix() {
+    let e = plan_err(&format!(
+        "{BID}INSERT INTO out SELECT auction, count(*) FROM bid GROUP BY auction;"
+    ));
+    assert!(e.message.contains("needs a window"), "{e}");
+    assert!(e.message.contains("tumble(date_time"), "{e}");
+}
+
+#[test]
+fn unbounded_join_is_refused_with_a_fix() {
+    let sql = "CREATE TABLE person WITH (connector = 'nexmark', kind = 'person', events = '10');
+CREATE TABLE auction WITH (connector = 'nexmark', kind = 'auction', events = '10');
+CREATE TABLE out WITH (connector = 'discard');
+INSERT INTO out SELECT p.name, a.id FROM person p JOIN auction a ON p.id = a.seller;";
+    let e = plan_err(sql);
+    assert!(e.message.contains("no time bound"), "{e}");
+    assert!(e.message.contains("BETWEEN"), "{e}");
+}
+
+#[test]
+fn unbounded_order_by_is_refused() {
+    let e = plan_err(&format!(
+        "{BID}INSERT INTO out SELECT price FROM bid ORDER BY price;"
+    ));
+    assert!(e.message.contains("ORDER BY"), "{e}");
+}
+
+#[test]
+fn window_on_a_column_without_watermark_is_refused() {
+    let e = plan_err(&format!(
+        "{BID}INSERT INTO out SELECT count(*) FROM bid GROUP BY tumble(CAST(auction AS TIMESTAMP), INTERVAL '1' SECOND);"
+    ));
+    assert!(e.message.contains("event-time column"), "{e}");
+}
+
+#[test]
+fn unknown_table_option_and_connector() {
+    let e = plan_err("CREATE TABLE t WITH (connector = 'nexmark', evnts = '10');");
+    assert!(e.message.contains("unknown option 'evnts'"), "{e}");
+    let e = plan_err("CREATE TABLE t WITH (connector = 'kafak');");
+    assert!(e.message.contains("unknown connector 'kafak'"), "{e}");
+}
+
+#[test]
+fn garbage_never_panics() {
+    let inputs = [
+        "",
+        ";",
+        "((((((((((",
+        "CREATE TABLE",
+        "CREATE TABLE t (WATERMARK FOR",
+        "CREATE TABLE t (WATERMARK FOR x AS",
+        "CREATE TABLE t (x BIGINT, WATERMARK FOR x AS x - INTERVAL 'abc' SECOND) WITH (connector='nexmark')",
+        "SET parallelism = 'many';",
+        "INSERT INTO nowhere SELECT 1;",
+        "SELECT 1;",
+        "CREATE VIEW v AS SELECT * FROM missing;",
+        &format!("{BID}INSERT INTO out SELECT * FROM bid LIMIT 5;"),
+        &format!("{BID}INSERT INTO out SELECT DISTINCT auction FROM bid;"),
+        &format!(
+            "{BID}INSERT INTO out SELECT hop(date_time, INTERVAL '3' SECOND, INTERVAL '10' SECOND) FROM bid;"
+        ),
+        &format!("{BID}INSERT INTO out SELECT 1;"),
+        &format!("{}INSERT INTO out SELECT 1", "(".repeat(5000)),
+    ];
+    for sql in inputs {
+        assert!(SqlPipeline::plan(sql).is_err(), "should fail: {sql}");
+    }
+}
