@@ -104,7 +104,12 @@ impl ExprProjectFactory {
                 schema.fields().len()
             )));
         }
-        let shown: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
+        let shown: Vec<String> = schema
+            .fields()
+            .iter()
+            .zip(&exprs)
+            .map(|(f, e)| describe_column(f.name(), e))
+            .collect();
         Ok(Self {
             name: format!("project[{}]", shown.join(", ")),
             schema,
@@ -151,6 +156,25 @@ impl Operator for ExprProject {
         columns.push(Arc::new(entered.clone()));
         out.data(RecordBatch::try_new(self.schema.clone(), columns)?);
         Ok(())
+    }
+}
+
+/// How explain shows one output column: its name when it passes an input
+/// column through, `name = expr` when computed (long texts shortened).
+fn describe_column(name: &str, expr: &Arc<dyn PhysicalExpr>) -> String {
+    const MAX: usize = 48;
+    let short = |s: &str| -> String {
+        if s.chars().count() <= MAX {
+            s.to_string()
+        } else {
+            let head: String = s.chars().take(MAX - 1).collect();
+            format!("{head}…")
+        }
+    };
+    let name = short(name);
+    match expr.downcast_ref::<datafusion::physical_expr::expressions::Column>() {
+        Some(_) => name,
+        None => format!("{name} = {}", short(&expr.to_string())),
     }
 }
 

@@ -268,7 +268,16 @@ impl SqlPipeline {
         for name in &self.table_order {
             let t = &self.tables[name];
             if self.scanned.contains(name) {
-                out.push_str(&format!("  {name}: {}\n", t.watermark_strategy()));
+                let options: Vec<String> = t
+                    .options
+                    .iter()
+                    .map(|(k, v)| format!("{k} = '{v}'"))
+                    .collect();
+                out.push_str(&format!(
+                    "  {name}: {}; {}\n",
+                    options.join(", "),
+                    t.watermark_strategy()
+                ));
             }
         }
         out.push_str("sinks:\n");

@@ -1,0 +1,75 @@
+//! `explain` output, as snapshots: operators, parallelism, fused chains
+//! (`→`), exchanges with their keys, and each source's watermark strategy.
+//! These change whenever operator names do; update them with the new output
+//! after checking it reads right.
+
+use millrace_sql::{PlanOptions, SqlPipeline};
+
+fn explain(name: &str) -> String {
+    let path = format!(
+        "{}/../../queries/nexmark/{name}.sql",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let sql = std::fs::read_to_string(&path).unwrap();
+    let options = PlanOptions {
+        overrides: vec![
+            ("parallelism".into(), "2".into()),
+            ("workers".into(), "2".into()),
+        ],
+        ..Default::default()
+    };
+    SqlPipeline::plan_with(&sql, &options)
+        .unwrap()
+        .explain()
+        .unwrap()
+}
+
+#[test]
+fn q7_window_join_of_bids_with_their_window_maximum() {
+    assert_eq!(explain("q7"), Q7);
+}
+
+#[test]
+fn q11_session_windows_keyed_by_bidder() {
+    assert_eq!(explain("q11"), Q11);
+}
+
+const Q7: &str = r#"settings: parallelism 2, workers 2, batch_size 1024, latency_target none
+sources:
+  bid: connector = 'nexmark', kind = 'bid', events = '10000000'; watermark = max(date_time) - 4000 ms, idle after 1000 ms
+sinks:
+  out (INSERT on line 12)
+dataflow:
+task 0 [parallelism 2]
+    source nexmark-bids
+    └─ forward ─▶ task 1 (input 0)
+    └─ forward ─▶ task 2 (input 0)
+task 1 [parallelism 2]
+    project[bid.auction, bid.bidder, bid.price, bid.date_time, bid.extra]
+    └─ hash(bid.price) ─▶ task 4 (input 0)
+task 2 [parallelism 2]
+    project[bid.price, bid.date_time]
+    └─ round-robin ─▶ task 3 (input 0)
+task 3 [parallelism 1]
+    window_agg[tumble 10s]
+    └─ hash(max(bid.price)) ─▶ task 4 (input 1)
+task 4 [parallelism 2]
+    window_join[inner, tumble 10s]  →  project[b.auction, b.price, b.bidder, b.date_time, b.extra]  →  project[auction, price, bidder, date_time, extra]  →  sink discard
+watermarks:
+    source nexmark-bids: date_time − 4000 ms, idle timeout 1000 ms
+"#;
+
+const Q11: &str = r#"settings: parallelism 2, workers 2, batch_size 1024, latency_target none
+sources:
+  bid: connector = 'nexmark', kind = 'bid', events = '10000000'; watermark = max(date_time) - 4000 ms, idle after 1000 ms
+sinks:
+  out (INSERT on line 8)
+dataflow:
+task 0 [parallelism 2]
+    source nexmark-bids  →  project[bid.bidder, bid.date_time]
+    └─ hash(bid.bidder) ─▶ task 1 (input 0)
+task 1 [parallelism 2]
+    window_agg[session gap 10s]  →  project[bid.bidder, bid_count, window_start = get_field(session(bid.date_time,IntervalMonthDa…, window_end = get_field(session(bid.date_time,IntervalMonthDa…]  →  project[bidder, bid_count, window_start, window_end]  →  sink discard
+watermarks:
+    source nexmark-bids: date_time − 4000 ms, idle timeout 1000 ms
+"#;
