@@ -91,6 +91,40 @@ fn q2_selection() {
 }
 
 #[test]
+fn q3_local_item_suggestion() {
+    let streaming = stream("q3", &["person", "auction"]);
+    // The unbounded join: equal to the interval join because the generator's
+    // sellers are always within its bound.
+    let expected = batch_sql(
+        &[
+            ("person", events(NexmarkKind::Person)),
+            ("auction", events(NexmarkKind::Auction)),
+        ],
+        "SELECT p.name, p.city, p.state, a.id FROM auction a JOIN person p ON a.seller = p.id
+         WHERE a.category = 10 AND p.state IN ('OR', 'ID', 'CA')",
+    );
+    assert!(expected.iter().map(|b| b.num_rows()).sum::<usize>() > 0);
+    assert_same_rows(&streaming, &expected, "q3");
+}
+
+#[test]
+fn q20_bids_with_auction_details() {
+    let streaming = stream("q20", &["bid", "auction"]);
+    let expected = batch_sql(
+        &[
+            ("bid", events(NexmarkKind::Bid)),
+            ("auction", events(NexmarkKind::Auction)),
+        ],
+        "SELECT b.auction, b.bidder, b.price, b.channel, b.url, b.date_time, b.extra,
+                a.item_name, a.description, a.initial_bid, a.reserve, a.date_time, a.expires,
+                a.seller, a.category, a.extra
+         FROM bid b JOIN auction a ON b.auction = a.id WHERE a.category = 10",
+    );
+    assert!(expected.iter().map(|b| b.num_rows()).sum::<usize>() > 0);
+    assert_same_rows(&streaming, &expected, "q20");
+}
+
+#[test]
 fn q5_hot_items() {
     // Each bid falls into the five 10 s windows starting at its 2 s bin and
     // the four 2 s steps before it.

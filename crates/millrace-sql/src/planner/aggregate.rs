@@ -96,7 +96,10 @@ impl StreamPlanner<'_> {
                 "an aggregate over a stream needs a window in GROUP BY, or its state would grow forever and it would never emit a final result; write {example}"
             )));
         };
-        let keyed = self.keyed(&input, &keys)?;
+        // Rows are routed by the keys; with none, by a carried window column
+        // (each window's rows meet in one instance, windows spread over all).
+        let routing = routing_keys(&keys, &window.assign, &agg.group_expr[window_position]);
+        let keyed = self.keyed(&input, &routing)?;
         let physical_input = input.schema.as_arrow();
         let group_count = agg.group_expr.len();
         let mut aggs = Vec::with_capacity(agg.aggr_expr.len());
@@ -127,14 +130,18 @@ impl StreamPlanner<'_> {
             name,
             input_schema: keyed.schema.clone(),
             assign: window.assign,
-            keys: keyed.keys,
+            keys: if keys.is_empty() {
+                Vec::new()
+            } else {
+                keyed.keys
+            },
             window_position,
             aggs,
             output_schema: Planned::runtime_schema(&agg.schema),
         };
         let factory = Arc::new(WindowAggFactory::new(spec)?);
         let stream = keyed.stream.apply(factory);
-        let stream = if keys.is_empty() {
+        let stream = if routing.is_empty() {
             stream.with_parallelism(1)?
         } else {
             stream
@@ -150,5 +157,16 @@ impl StreamPlanner<'_> {
             windows,
             time_hint: input.time_hint.clone(),
         })
+    }
+}
+
+/// What rows are exchanged by before a keyed stage: its keys, or when it has
+/// none and its window is a carried column, that column; else nothing (one
+/// instance sees every row).
+pub(super) fn routing_keys(keys: &[Expr], window: &WindowAssign, window_expr: &Expr) -> Vec<Expr> {
+    match (keys.is_empty(), window) {
+        (false, _) => keys.to_vec(),
+        (true, WindowAssign::Column { .. }) => vec![window_expr.clone()],
+        (true, WindowAssign::Time { .. }) => Vec::new(),
     }
 }

@@ -15,7 +15,7 @@ use millrace_sql_ops::eval::ExprProjectFactory;
 use millrace_sql_ops::join::{
     IntervalJoinFactory, IntervalJoinSpec, JoinKind, WindowJoinFactory, WindowJoinSpec,
 };
-use millrace_sql_ops::window::WindowKind;
+use millrace_sql_ops::window::{WindowAssign, WindowKind};
 
 use super::{Keyed, Planned, StreamPlanner};
 use crate::error::{SqlError, SqlResult};
@@ -56,7 +56,7 @@ impl StreamPlanner<'_> {
                             "session windows differ per key and side, so they cannot be joined; join on tumble or hop windows",
                         ));
                     }
-                    windows = Some((a, b));
+                    windows = Some((a, b, l.clone(), r.clone()));
                 }
                 (Some(_), Some(_)) => {
                     return Err(SqlError::new(
@@ -74,8 +74,28 @@ impl StreamPlanner<'_> {
                 }
             }
         }
-        let lk = self.keyed(&left, &left_keys)?;
-        let rk = self.keyed(&right, &right_keys)?;
+        // With no keys but windows carried as columns on both sides, rows are
+        // routed by the window column (equal windows meet in one instance).
+        let by_window = match &windows {
+            Some((a, b, l, r))
+                if left_keys.is_empty()
+                    && matches!(a.assign, WindowAssign::Column { .. })
+                    && matches!(b.assign, WindowAssign::Column { .. }) =>
+            {
+                Some((vec![l.clone()], vec![r.clone()]))
+            }
+            _ => None,
+        };
+        let (left_route, right_route) = by_window
+            .clone()
+            .unwrap_or_else(|| (left_keys.clone(), right_keys.clone()));
+        let lk = self.keyed(&left, &left_route)?;
+        let rk = self.keyed(&right, &right_route)?;
+        let (lk_keys, rk_keys) = if by_window.is_some() {
+            (Vec::new(), Vec::new())
+        } else {
+            (lk.keys.clone(), rk.keys.clone())
+        };
         // The operator's output: both inputs' columns, computed key columns included.
         let joined_df = extended(&left, &lk)?.join(&extended(&right, &rk)?)?;
         let filter = j
@@ -84,9 +104,9 @@ impl StreamPlanner<'_> {
             .map(|f| self.lowering.expr(f, &joined_df))
             .transpose()?;
         let output_schema = concat(&lk.schema, &rk.schema);
-        let keyless = left_keys.is_empty();
+        let keyless = left_route.is_empty();
 
-        let stream = if let Some((lw, rw)) = windows {
+        let stream = if let Some((lw, rw, _, _)) = windows {
             let name = format!(
                 "window_join[{}{}]",
                 kind_name(kind),
@@ -99,8 +119,8 @@ impl StreamPlanner<'_> {
                 name,
                 left_schema: lk.schema.clone(),
                 right_schema: rk.schema.clone(),
-                left_keys: lk.keys,
-                right_keys: rk.keys,
+                left_keys: lk_keys.clone(),
+                right_keys: rk_keys.clone(),
                 left_window: lw.assign,
                 right_window: rw.assign,
                 kind,
@@ -136,8 +156,8 @@ impl StreamPlanner<'_> {
                 ),
                 left_schema: lk.schema.clone(),
                 right_schema: rk.schema.clone(),
-                left_keys: lk.keys,
-                right_keys: rk.keys,
+                left_keys: lk_keys.clone(),
+                right_keys: rk_keys.clone(),
                 left_time: time(&left, bound.left_time),
                 right_time: time(&right, bound.right_time),
                 lower_ms: bound.lower_ms,

@@ -21,10 +21,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use datafusion::common::DFSchemaRef;
+use datafusion::common::{DFSchema, DFSchemaRef};
 use datafusion::logical_expr::{Expr, LogicalPlan, Projection};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::Column as PhysColumn;
+use datafusion::physical_expr::expressions::{CastExpr, Column as PhysColumn};
 use millrace_runtime::{Pipeline, Stream};
 use millrace_sql_ops::eval::{ExprFilterFactory, ExprProjectFactory};
 use millrace_sql_ops::window::WindowKind;
@@ -188,11 +188,20 @@ impl<'a> StreamPlanner<'a> {
                 stream
             }
         };
-        // The scan reads the table's columns (by name from the source's),
-        // projected to what the query uses, cast to the declared types.
+        // The scan reads the table's columns (by name from the source's, cast
+        // to the declared types). Filters DataFusion pushed into the scan see
+        // every column of the table; the projection then keeps what the
+        // query uses.
         let source_schema = source.schema();
-        let mut exprs: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
-        for (_, field) in scan.projected_schema.iter() {
+        let qualified =
+            DFSchema::try_from_qualified_schema(scan.table_name.clone(), &table.schema)?;
+        let wanted: Vec<usize> = match &scan.projection {
+            Some(p) if scan.filters.is_empty() => p.clone(),
+            _ => (0..table.schema.fields().len()).collect(),
+        };
+        let mut exprs: Vec<Arc<dyn PhysicalExpr>> = Vec::with_capacity(wanted.len());
+        for &i in &wanted {
+            let field = table.schema.field(i);
             let idx = source_schema.index_of(field.name()).map_err(|_| {
                 SqlError::new(format!(
                     "table '{name}': column '{}' is not produced by its source",
@@ -200,45 +209,62 @@ impl<'a> StreamPlanner<'a> {
                 ))
             })?;
             let column: Arc<dyn PhysicalExpr> = Arc::new(PhysColumn::new(field.name(), idx));
-            let have = source_schema.field(idx).data_type();
-            exprs.push(if have == field.data_type() {
-                column
-            } else {
-                Arc::new(datafusion::physical_expr::expressions::CastExpr::new(
-                    column,
-                    field.data_type().clone(),
-                    None,
-                ))
-            });
+            exprs.push(
+                if source_schema.field(idx).data_type() == field.data_type() {
+                    column
+                } else {
+                    Arc::new(CastExpr::new(column, field.data_type().clone(), None))
+                },
+            );
         }
-        let event_time = table.event_time().and_then(|e| {
-            scan.projected_schema
-                .iter()
-                .position(|(_, f)| *f.name() == e.column)
-        });
-        let identity = exprs.len() == source_schema.fields().len()
-            && exprs.iter().enumerate().all(|(i, e)| {
-                e.downcast_ref::<PhysColumn>()
-                    .is_some_and(|c| c.index() == i)
-            });
-        let schema = scan.projected_schema.clone();
-        let stream = if identity {
+        let read_schema: DFSchemaRef = if scan.filters.is_empty() {
+            scan.projected_schema.clone()
+        } else {
+            Arc::new(qualified)
+        };
+        let stream = if is_identity(&exprs, source_schema.fields().len()) {
             source
         } else {
-            let f = ExprProjectFactory::new(Planned::runtime_schema(&schema), exprs, None)?;
+            let f = ExprProjectFactory::new(Planned::runtime_schema(&read_schema), exprs, None)?;
             source.apply(Arc::new(f))
+        };
+        let event_time_of = |schema: &DFSchemaRef| {
+            table
+                .event_time()
+                .and_then(|e| schema.iter().position(|(_, f)| *f.name() == e.column))
         };
         let mut planned = Planned {
             stream,
-            schema: schema.clone(),
-            event_time,
+            schema: read_schema.clone(),
+            event_time: event_time_of(&read_schema),
             windows: HashMap::new(),
             time_hint: table.event_time().map(|e| e.column),
         };
-        for filter in &scan.filters {
-            planned = self.filter(planned, filter, &schema)?;
+        if scan.filters.is_empty() {
+            return Ok(planned);
         }
-        Ok(planned)
+        for filter in &scan.filters {
+            planned = self.filter(planned, filter, &read_schema)?;
+        }
+        // Then keep the projected columns.
+        let projection = scan
+            .projection
+            .clone()
+            .unwrap_or_else(|| (0..table.schema.fields().len()).collect());
+        let exprs: Vec<Arc<dyn PhysicalExpr>> = projection
+            .iter()
+            .map(|&i| {
+                Arc::new(PhysColumn::new(table.schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>
+            })
+            .collect();
+        let schema = scan.projected_schema.clone();
+        let f = ExprProjectFactory::new(Planned::runtime_schema(&schema), exprs, None)?;
+        Ok(Planned {
+            stream: planned.stream.apply(Arc::new(f)),
+            event_time: event_time_of(&schema),
+            schema,
+            ..planned
+        })
     }
 
     fn project(&mut self, input: Planned, p: &Projection) -> SqlResult<Planned> {
@@ -258,12 +284,7 @@ impl<'a> StreamPlanner<'a> {
             }
             exprs.push(self.lowering.expr(&e, &input.schema)?);
         }
-        let identity = exprs.len() == input.schema.fields().len()
-            && exprs.iter().enumerate().all(|(i, e)| {
-                e.downcast_ref::<PhysColumn>()
-                    .is_some_and(|c| c.index() == i)
-            });
-        let stream = if identity {
+        let stream = if is_identity(&exprs, input.schema.fields().len()) {
             input.stream
         } else {
             let f = ExprProjectFactory::new(Planned::runtime_schema(&p.schema), exprs, None)?;
@@ -346,6 +367,15 @@ impl<'a> StreamPlanner<'a> {
             time_hint: inputs[0].time_hint.clone(),
         })
     }
+}
+
+/// True if `exprs` pass the `n` input columns through in order.
+fn is_identity(exprs: &[Arc<dyn PhysicalExpr>], n: usize) -> bool {
+    exprs.len() == n
+        && exprs.iter().enumerate().all(|(i, e)| {
+            e.downcast_ref::<PhysColumn>()
+                .is_some_and(|c| c.index() == i)
+        })
 }
 
 fn node_name(plan: &LogicalPlan) -> String {

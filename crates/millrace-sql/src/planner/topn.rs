@@ -111,10 +111,14 @@ impl StreamPlanner<'_> {
         schema: &DFSchemaRef,
     ) -> SqlResult<Planned> {
         let mut window = None;
+        let mut window_expr = None;
         let mut keys = Vec::new();
         for e in top.partition_by {
             match self.window_of(&input, e)? {
-                Some(found) if window.is_none() => window = Some(found),
+                Some(found) if window.is_none() => {
+                    window = Some(found);
+                    window_expr = Some(e);
+                }
                 Some(_) => {
                     return Err(SqlError::new(
                         "top-N may be partitioned by one window, not several",
@@ -129,7 +133,11 @@ impl StreamPlanner<'_> {
                  rank the output of a windowed GROUP BY, e.g. PARTITION BY window ORDER BY num DESC",
             ));
         };
-        let keyed = self.keyed(&input, &keys)?;
+        let routing = match window_expr {
+            Some(e) => super::aggregate::routing_keys(&keys, &window.assign, e),
+            None => keys.clone(),
+        };
+        let keyed = self.keyed(&input, &routing)?;
         let order_by = create_physical_sort_exprs(
             top.order_by,
             &input.schema,
@@ -150,14 +158,18 @@ impl StreamPlanner<'_> {
             name: format!("top_n[{}]", top.limit),
             input_schema: keyed.schema.clone(),
             window: window.assign,
-            partition_keys: keyed.keys,
+            partition_keys: if keys.is_empty() {
+                Vec::new()
+            } else {
+                keyed.keys
+            },
             order_by,
             limit: top.limit,
             row_number: true,
             output_schema: output_schema.clone(),
         };
         let stream = keyed.stream.apply(Arc::new(TopNFactory::new(spec)?));
-        let stream = if keys.is_empty() {
+        let stream = if routing.is_empty() {
             stream.with_parallelism(1)?
         } else {
             stream
