@@ -117,7 +117,26 @@ impl SqlPipeline {
     }
 
     /// Plans a pipeline file with overrides (see [`PlanOptions`]).
+    ///
+    /// A panic inside planning (a bug, ours or a library's) is returned as an
+    /// error rather than taking the process down with the user's SQL.
     pub fn plan_with(sql: &str, options: &PlanOptions) -> SqlResult<Self> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::plan_inner(sql, options)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown cause".into());
+            Err(SqlError::new(format!(
+                "internal error while planning (please report it with the SQL): {what}"
+            )))
+        })
+    }
+
+    fn plan_inner(sql: &str, options: &PlanOptions) -> SqlResult<Self> {
         let (setting_overrides, table_overrides) = options.split_overrides()?;
         let statements = parse_script(sql)?;
         let mut catalog = Catalog::new();
