@@ -30,7 +30,7 @@ pub fn apply(config: &mut PipelineConfig, name: &str, value: &str) -> SqlResult<
             config.latency_target = match value.to_lowercase().as_str() {
                 "none" | "off" => None,
                 text => {
-                    let ms = duration_text_ms_fractional(text).map_err(|e| bad(&e))?;
+                    let ms = parse_latency_target(text).map_err(|e| bad(&e))?;
                     Some(ms)
                 }
             }
@@ -52,7 +52,7 @@ pub fn apply(config: &mut PipelineConfig, name: &str, value: &str) -> SqlResult<
 }
 
 /// Latency targets may be below a millisecond (`500us`).
-fn duration_text_ms_fractional(text: &str) -> Result<Duration, String> {
+fn parse_latency_target(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if let Some(us) = text.strip_suffix("us").or_else(|| text.strip_suffix("µs")) {
         let us: f64 = us

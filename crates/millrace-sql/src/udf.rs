@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef};
 use arrow::datatypes::DataType;
-use datafusion::common::{Result as DfResult, ScalarValue, exec_err, plan_err};
+use datafusion::common::{Result as DfResult, exec_err, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
@@ -197,9 +197,4 @@ pub fn as_window_call(expr: &Expr) -> std::result::Result<Option<WindowCall<'_>>
         kind,
         time: &call.args[0],
     }))
-}
-
-/// True if `dt` is the type window functions return.
-pub fn is_window_value(v: &ScalarValue) -> bool {
-    v.data_type() == window_type()
 }

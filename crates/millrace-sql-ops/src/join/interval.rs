@@ -45,8 +45,8 @@ use millrace_core::{
 };
 
 use super::{
-    FastMap, JoinKind, JoinOutput, KeyEncoder, MAX_OUTPUT_ROWS, check_event_time, check_filter,
-    check_keys, check_output, check_width, no_such_input, note_entered, passed,
+    FastMap, JoinKind, JoinOutput, JoinShape, KeyEncoder, MAX_OUTPUT_ROWS, check_event_time,
+    check_join, check_width, no_such_input, note_entered, passed,
 };
 use crate::window::evaluate;
 
@@ -99,21 +99,16 @@ impl IntervalJoinFactory {
         }
         check_event_time(name, "left", &spec.left_time, &spec.left_schema)?;
         check_event_time(name, "right", &spec.right_time, &spec.right_schema)?;
-        let key_fields = check_keys(
+        let key_fields = check_join(JoinShape {
             name,
-            &spec.left_schema,
-            &spec.right_schema,
-            &spec.left_keys,
-            &spec.right_keys,
-        )?;
-        check_output(
-            name,
-            spec.kind,
-            &spec.left_schema,
-            &spec.right_schema,
-            &spec.output_schema,
-        )?;
-        check_filter(name, spec.filter.as_ref(), &spec.output_schema)?;
+            kind: spec.kind,
+            left_schema: &spec.left_schema,
+            right_schema: &spec.right_schema,
+            left_keys: &spec.left_keys,
+            right_keys: &spec.right_keys,
+            filter: spec.filter.as_ref(),
+            output_schema: &spec.output_schema,
+        })?;
         Ok(Self {
             spec: Arc::new(spec),
             key_fields,

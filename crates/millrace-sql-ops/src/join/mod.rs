@@ -201,6 +201,37 @@ pub(crate) fn check_event_time(
     }
 }
 
+/// What both joins' specs declare about their inputs and output.
+pub(crate) struct JoinShape<'a> {
+    pub name: &'a str,
+    pub kind: JoinKind,
+    pub left_schema: &'a Schema,
+    pub right_schema: &'a Schema,
+    pub left_keys: &'a [Arc<dyn PhysicalExpr>],
+    pub right_keys: &'a [Arc<dyn PhysicalExpr>],
+    pub filter: Option<&'a Arc<dyn PhysicalExpr>>,
+    pub output_schema: &'a Schema,
+}
+
+/// Checks keys, output and filter of a join spec; returns the key fields
+/// (see [`check_keys`]).
+pub(crate) fn check_join(shape: JoinShape<'_>) -> Result<Vec<SortField>> {
+    let JoinShape {
+        name,
+        kind,
+        left_schema,
+        right_schema,
+        left_keys,
+        right_keys,
+        filter,
+        output_schema,
+    } = shape;
+    let key_fields = check_keys(name, left_schema, right_schema, left_keys, right_keys)?;
+    check_output(name, kind, left_schema, right_schema, output_schema)?;
+    check_filter(name, filter, output_schema)?;
+    Ok(key_fields)
+}
+
 /// Checks that the equi-join keys pair up (same count, same types, encodable
 /// as rows) and returns the row-encoding fields shared by both sides.
 pub(crate) fn check_keys(

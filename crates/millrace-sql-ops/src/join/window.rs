@@ -40,8 +40,8 @@ use millrace_core::time::now_ns;
 use millrace_core::{Emitter, Error, Operator, OperatorFactory, Result, Watermark, strip_entered};
 
 use super::{
-    FastMap, JoinKind, JoinOutput, KeyEncoder, Keys, MAX_OUTPUT_ROWS, check_filter, check_keys,
-    check_output, check_width, check_window_assign, no_such_input, note_entered, passed,
+    FastMap, JoinKind, JoinOutput, JoinShape, KeyEncoder, Keys, MAX_OUTPUT_ROWS, check_join,
+    check_width, check_window_assign, no_such_input, note_entered, passed,
 };
 use crate::window::{Assignment, WindowAssign};
 
@@ -86,21 +86,16 @@ impl WindowJoinFactory {
                 "{name}: the left input uses {l} windows and the right input {r} windows; a window join needs the same windows on both sides"
             )));
         }
-        let key_fields = check_keys(
+        let key_fields = check_join(JoinShape {
             name,
-            &spec.left_schema,
-            &spec.right_schema,
-            &spec.left_keys,
-            &spec.right_keys,
-        )?;
-        check_output(
-            name,
-            spec.kind,
-            &spec.left_schema,
-            &spec.right_schema,
-            &spec.output_schema,
-        )?;
-        check_filter(name, spec.filter.as_ref(), &spec.output_schema)?;
+            kind: spec.kind,
+            left_schema: &spec.left_schema,
+            right_schema: &spec.right_schema,
+            left_keys: &spec.left_keys,
+            right_keys: &spec.right_keys,
+            filter: spec.filter.as_ref(),
+            output_schema: &spec.output_schema,
+        })?;
         Ok(Self {
             spec: Arc::new(spec),
             key_fields,
