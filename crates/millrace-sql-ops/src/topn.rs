@@ -45,7 +45,7 @@ use millrace_core::time::now_ns;
 use millrace_core::{Emitter, Error, Operator, OperatorFactory, Result, Watermark, strip_entered};
 
 use crate::join::{FastMap, MAX_OUTPUT_ROWS, check_window_assign, note_entered};
-use crate::window::{Assignment, WindowAssign, evaluate};
+use crate::window::{Assignment, WindowAssign, evaluate, take_closed};
 
 /// Compaction leaves a window alone while its chunks hold at most this many
 /// rows beyond twice its live candidates, so small windows are not rewritten
@@ -436,16 +436,7 @@ struct TopNOperator {
 impl TopNOperator {
     /// Emits every window with `end <= up_to` (all for `None`).
     fn fire(&mut self, up_to: Option<i64>, entered_ns: i64, out: &mut Emitter) -> Result<()> {
-        let fired = match up_to {
-            None => std::mem::take(&mut self.windows),
-            Some(w) => {
-                let rest = match w.checked_add(1) {
-                    Some(after) => self.windows.split_off(&(after, i64::MIN)),
-                    None => BTreeMap::new(),
-                };
-                std::mem::replace(&mut self.windows, rest)
-            }
-        };
+        let fired = take_closed(&mut self.windows, up_to);
         for window in fired.into_values() {
             self.emit_window(window, entered_ns, out)?;
         }

@@ -11,6 +11,7 @@
 //! window is late when that window's end is at or below the watermark (the
 //! window has fired downstream).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -237,6 +238,24 @@ impl WindowAssign {
             }
         }
         Ok(late)
+    }
+}
+
+/// Removes and returns the windows, keyed by `(end, start)`, that end at or
+/// before `up_to` (every window for `None`, i.e. at end of input), in order.
+pub fn take_closed<V>(
+    windows: &mut BTreeMap<(i64, i64), V>,
+    up_to: Option<i64>,
+) -> BTreeMap<(i64, i64), V> {
+    match up_to {
+        None => std::mem::take(windows),
+        Some(w) => {
+            let rest = match w.checked_add(1) {
+                Some(after) => windows.split_off(&(after, i64::MIN)),
+                None => BTreeMap::new(),
+            };
+            std::mem::replace(windows, rest)
+        }
     }
 }
 

@@ -43,7 +43,7 @@ use super::{
     FastMap, JoinKind, JoinOutput, JoinShape, KeyEncoder, Keys, MAX_OUTPUT_ROWS, check_join,
     check_width, check_window_assign, no_such_input, note_entered, passed,
 };
-use crate::window::{Assignment, WindowAssign};
+use crate::window::{Assignment, WindowAssign, take_closed};
 
 /// A join of the rows of each window (see the module doc).
 #[derive(Clone, Debug)]
@@ -156,16 +156,7 @@ struct WindowJoinOperator {
 impl WindowJoinOperator {
     /// Joins and emits every window with `end <= up_to` (all for `None`).
     fn fire(&mut self, up_to: Option<i64>, entered_ns: i64, out: &mut Emitter) -> Result<()> {
-        let fired = match up_to {
-            None => std::mem::take(&mut self.windows),
-            Some(w) => {
-                let rest = match w.checked_add(1) {
-                    Some(after) => self.windows.split_off(&(after, i64::MIN)),
-                    None => BTreeMap::new(),
-                };
-                std::mem::replace(&mut self.windows, rest)
-            }
-        };
+        let fired = take_closed(&mut self.windows, up_to);
         for rows in fired.into_values() {
             self.join_window(rows, entered_ns, out)?;
         }

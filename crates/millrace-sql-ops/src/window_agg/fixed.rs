@@ -18,7 +18,7 @@ use super::input::{BatchInputs, max_entered};
 use super::output::{Fired, emit_fired};
 use super::{Plan, new_groups_accumulators};
 use crate::df_err;
-use crate::window::Assignment;
+use crate::window::{Assignment, take_closed};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -91,16 +91,7 @@ impl FixedWindowOperator {
 
     /// Emits every window with `end <= up_to` (all of them for `None`).
     fn fire(&mut self, up_to: Option<i64>, entered_ns: i64, out: &mut Emitter) -> Result<()> {
-        let mut fired = match up_to {
-            None => std::mem::take(&mut self.windows),
-            Some(t) => {
-                let rest = match t.checked_add(1) {
-                    Some(after) => self.windows.split_off(&(after, i64::MIN)),
-                    None => BTreeMap::new(),
-                };
-                std::mem::replace(&mut self.windows, rest)
-            }
-        };
+        let mut fired = take_closed(&mut self.windows, up_to);
         if fired.is_empty() {
             return Ok(());
         }
