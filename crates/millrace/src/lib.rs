@@ -3,8 +3,10 @@
 //! the engine lives in `millrace-runtime`, operators in `millrace-ops`,
 //! sources and sinks in `millrace-connectors`, streaming SQL in `millrace-sql`.
 
+pub mod bench;
 pub mod demo;
 pub mod generate;
+pub mod summary_json;
 
 pub use millrace_connectors as connectors;
 pub use millrace_core as core;

@@ -205,3 +205,86 @@ fn sql_errors_name_file_line_and_column_and_exit_non_zero() {
         "{stderr}"
     );
 }
+
+#[test]
+fn run_json_prints_the_summary_as_one_object() {
+    let (ok, stdout, stderr) = millrace(&[
+        "run",
+        "../../queries/nexmark/q0.sql",
+        "--json",
+        "--set",
+        "bid.events=10000",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    // 10,000 generator events of which 92% are bids, each passed through.
+    assert_eq!(v["events"], 9200);
+    assert_eq!(v["sink_rows"], 9200);
+    assert_eq!(v["latency_ns"]["count"], 9200);
+    assert!(v["latency_ns"]["p99"].as_u64().unwrap() <= v["latency_ns"]["max"].as_u64().unwrap());
+    assert!(v["operators"].as_array().unwrap().len() >= 2);
+}
+
+#[test]
+fn bench_measures_each_policy_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let (ok, stdout, stderr) = millrace(&[
+        "bench",
+        "--dir",
+        "../../queries/nexmark",
+        "--queries",
+        "q0",
+        "--batch",
+        "64,adaptive",
+        "--fractions",
+        "0.5",
+        "--seconds",
+        "0.2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    for heading in [
+        "## Targets",
+        "## Batch policies compared",
+        "### q0: sustains",
+    ] {
+        assert!(stdout.contains(heading), "no {heading}: {stdout}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let q0 = &v["queries"][0];
+    assert_eq!(q0["query"], "q0");
+    let policies = q0["policies"].as_array().unwrap();
+    let labels: Vec<&str> = policies
+        .iter()
+        .map(|p| p["batch"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["64", "adaptive"]);
+    let sustained = q0["sustained_max_events_per_s"].as_f64().unwrap();
+    for p in policies {
+        assert!(p["throughput"]["events_per_s"].as_f64().unwrap() > 0.0);
+        let runs = p["latency"].as_array().unwrap();
+        assert_eq!(runs.len(), 1);
+        // The open-loop run is offered half the sustained rate.
+        let offered = runs[0]["offered_events_per_s"].as_f64().unwrap();
+        assert!(
+            (offered - sustained / 2.0).abs() < 1.0,
+            "{offered} vs {sustained}"
+        );
+    }
+}
+
+#[test]
+fn bench_rejects_a_missing_query() {
+    let (ok, _, stderr) = millrace(&[
+        "bench",
+        "--queries",
+        "q99",
+        "--dir",
+        "../../queries/nexmark",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("q99.sql: no such query file"), "{stderr}");
+}

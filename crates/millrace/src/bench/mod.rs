@@ -1,0 +1,468 @@
+//! `millrace bench`: Nexmark SQL queries measured as DESIGN.md asks.
+//!
+//! For each query and each batch policy (fixed sizes and the adaptive
+//! controller):
+//!
+//! 1. **throughput**: the query runs as fast as the generator can feed it
+//!    (bounded channels hold the generator back to what the pipeline
+//!    sustains, so no backlog grows); events/s over the run.
+//! 2. **latency**: open-loop runs at fixed fractions of the query's maximum
+//!    rate (the best throughput of any policy, so every policy is offered the
+//!    same load). Event *i* is due at start + *i*/rate and its latency counts
+//!    from that due time; percentiles come from the sink's HDR histogram.
+//!
+//! Every measurement runs in its own process (`millrace run FILE --json`),
+//! so peak RSS is per measurement and no run inherits another's heap or
+//! threads. "Events" are the generator's event sequence (persons, auctions
+//! and bids; the `bid` source emits the 92% that are bids), as in other
+//! engines' Nexmark numbers.
+
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+pub use report::{comparison_table, query_tables, targets_table};
+
+/// How sources size their batches in one measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// `SET batch_size = n` without a latency target.
+    Fixed(usize),
+    /// `SET latency_target = …` with batches of at most `ADAPTIVE_MAX` rows.
+    Adaptive,
+}
+
+/// Largest batch the adaptive controller may choose in a benchmark.
+pub const ADAPTIVE_MAX: usize = 8192;
+
+impl Policy {
+    /// `1`, `64`, …, or `adaptive`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "adaptive" => Ok(Policy::Adaptive),
+            n => n
+                .replace('_', "")
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(Policy::Fixed)
+                .ok_or_else(|| {
+                    format!("batch policy '{n}': expected a size of at least 1 or 'adaptive'")
+                }),
+        }
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            Policy::Fixed(n) => n.to_string(),
+            Policy::Adaptive => "adaptive".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// SQL files to measure.
+    pub queries: Vec<PathBuf>,
+    pub policies: Vec<Policy>,
+    /// Offered loads for the latency runs, as fractions of the maximum rate.
+    pub fractions: Vec<f64>,
+    /// Length of each open-loop run (and the aim for each throughput run).
+    pub seconds: f64,
+    /// The adaptive policy's `latency_target`.
+    pub latency_target: Duration,
+    /// The table whose `events` and `rate` options the bench sets.
+    pub source: String,
+    /// Further `--set NAME=VALUE` for every run (e.g. `parallelism=1`).
+    pub settings: Vec<String>,
+    /// The `millrace` binary that runs each measurement.
+    pub exe: PathBuf,
+}
+
+/// One measured run.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub events: u64,
+    pub elapsed_ns: u64,
+    pub workers: u64,
+    pub sink_rows: u64,
+    /// Latency percentiles (ns) and the number of rows they are over.
+    pub count: u64,
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+impl Point {
+    /// Generator events per second over the run.
+    pub fn throughput(&self) -> f64 {
+        self.events as f64 / (self.elapsed_ns.max(1) as f64 / 1e9)
+    }
+
+    pub fn per_core(&self) -> f64 {
+        self.throughput() / self.workers.max(1) as f64
+    }
+}
+
+/// An open-loop run at a fraction of the query's maximum rate.
+#[derive(Debug, Clone)]
+pub struct LatencyRun {
+    pub fraction: f64,
+    /// Offered events/s.
+    pub rate: f64,
+    pub point: Point,
+    /// The run took noticeably longer than its events were due: the
+    /// pipeline did not keep up and a backlog grew.
+    pub behind: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyResult {
+    pub policy: Policy,
+    pub throughput: Point,
+    pub latency: Vec<LatencyRun>,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    pub name: String,
+    pub file: PathBuf,
+    /// The best as-fast-as-possible throughput over the policies.
+    pub closed_loop_max: f64,
+    /// The largest open-loop rate found to run without falling behind (with
+    /// `search_policy`): the rate the fractions are of.
+    pub max_rate: f64,
+    pub search_policy: Policy,
+    pub policies: Vec<PolicyResult>,
+}
+
+/// Generator events per second of `--seconds` in the short run that sizes
+/// each throughput run (at most `MAX_PROBE_EVENTS`).
+const PROBE_EVENTS_PER_S: f64 = 250_000.0;
+const MAX_PROBE_EVENTS: u64 = 1_000_000;
+/// Bounds on the events of one run.
+const MIN_EVENTS: u64 = 200_000;
+const MAX_EVENTS: u64 = 1_000_000_000;
+/// An open-loop run counts as behind when it lasts this much longer than
+/// its schedule (plus `BEHIND_SLACK_S` for start-up and the final drain).
+const BEHIND_RATIO: f64 = 1.05;
+const BEHIND_SLACK_S: f64 = 0.1;
+/// An open-loop run is stopped after this multiple of its schedule.
+const STOP_RATIO: f64 = 1.5;
+/// The search for the sustained rate steps down by this factor.
+const SEARCH_STEP: f64 = 0.9;
+const SEARCH_TRIES: usize = 12;
+
+/// Runs every measurement; `progress` gets a line per finished run.
+pub fn run(o: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec<QueryResult>, String> {
+    let mut results = Vec::new();
+    for file in &o.queries {
+        let name = query_name(file);
+        let mut policies = Vec::new();
+        for &policy in &o.policies {
+            let probe_events =
+                ((PROBE_EVENTS_PER_S * o.seconds) as u64).clamp(MIN_EVENTS / 4, MAX_PROBE_EVENTS);
+            let probe = run_point(o, file, policy, probe_events, None)?;
+            let events = ((probe.throughput() * o.seconds) as u64).clamp(MIN_EVENTS, MAX_EVENTS);
+            let throughput = run_point(o, file, policy, events, None)?;
+            progress(&format!(
+                "{name} batch {}: {} events/s ({} per core), peak RSS {}",
+                policy.label(),
+                report::count(throughput.throughput()),
+                report::count(throughput.per_core()),
+                report::bytes(throughput.peak_rss_bytes),
+            ));
+            policies.push(PolicyResult {
+                policy,
+                throughput,
+                latency: Vec::new(),
+            });
+        }
+        let closed_loop_max = policies
+            .iter()
+            .map(|p| p.throughput.throughput())
+            .fold(0.0, f64::max);
+        // The open-loop search runs with the adaptive policy when it is
+        // measured (it is what a user gets), else with the fastest one.
+        let search_policy = if o.policies.contains(&Policy::Adaptive) {
+            Policy::Adaptive
+        } else {
+            policies
+                .iter()
+                .max_by(|a, b| {
+                    a.throughput
+                        .throughput()
+                        .total_cmp(&b.throughput.throughput())
+                })
+                .map_or(Policy::Adaptive, |p| p.policy)
+        };
+        let max_rate = sustained_rate(o, file, search_policy, closed_loop_max, &mut progress)?;
+        for &fraction in &o.fractions {
+            let rate = max_rate * fraction;
+            let events = ((rate * o.seconds) as u64).max(1000);
+            for p in &mut policies {
+                let point = run_point(o, file, p.policy, events, Some(rate))?;
+                let behind = is_behind(&point, events, rate);
+                progress(&format!(
+                    "{name} batch {} at {:.0}% ({} events/s): p50 {} p99 {} p99.9 {} max {} over {} rows{}",
+                    p.policy.label(),
+                    fraction * 100.0,
+                    report::count(rate),
+                    report::ns(point.p50),
+                    report::ns(point.p99),
+                    report::ns(point.p999),
+                    report::ns(point.max),
+                    point.count,
+                    if behind { " (behind)" } else { "" },
+                ));
+                p.latency.push(LatencyRun {
+                    fraction,
+                    rate,
+                    point,
+                    behind,
+                });
+            }
+        }
+        results.push(QueryResult {
+            name,
+            file: file.clone(),
+            closed_loop_max,
+            max_rate,
+            search_policy,
+            policies,
+        });
+    }
+    Ok(results)
+}
+
+/// Open-loop runs from `start` down in steps of `SEARCH_STEP` until one
+/// keeps up; returns that rate.
+fn sustained_rate(
+    o: &BenchOptions,
+    file: &Path,
+    policy: Policy,
+    start: f64,
+    progress: &mut impl FnMut(&str),
+) -> Result<f64, String> {
+    let mut rate = start;
+    for _ in 0..SEARCH_TRIES {
+        let events = ((rate * o.seconds) as u64).max(1000);
+        let point = run_point(o, file, policy, events, Some(rate))?;
+        let behind = is_behind(&point, events, rate);
+        progress(&format!(
+            "{} search, batch {}: {} events/s {}",
+            query_name(file),
+            policy.label(),
+            report::count(rate),
+            if behind { "falls behind" } else { "keeps up" }
+        ));
+        if !behind {
+            return Ok(rate);
+        }
+        rate *= SEARCH_STEP;
+    }
+    Ok(rate)
+}
+
+fn is_behind(point: &Point, events: u64, rate: f64) -> bool {
+    let due_s = events as f64 / rate;
+    point.elapsed_ns as f64 / 1e9 > due_s * BEHIND_RATIO + BEHIND_SLACK_S
+}
+
+/// `q7` for `queries/nexmark/q7.sql`.
+pub fn query_name(file: &Path) -> String {
+    file.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| file.display().to_string())
+}
+
+/// The `--set` arguments of one run.
+fn run_settings(o: &BenchOptions, policy: Policy, events: u64, rate: Option<f64>) -> Vec<String> {
+    let src = &o.source;
+    let mut sets = vec![format!("{src}.events={events}")];
+    if let Some(rate) = rate {
+        sets.push(format!("{src}.rate={rate:.0}"));
+    }
+    match policy {
+        Policy::Fixed(n) => {
+            sets.push(format!("batch_size={n}"));
+            sets.push("latency_target=none".into());
+        }
+        Policy::Adaptive => {
+            sets.push(format!("batch_size={ADAPTIVE_MAX}"));
+            sets.push(format!(
+                "latency_target={}us",
+                o.latency_target.as_micros().max(1)
+            ));
+        }
+    }
+    sets.extend(o.settings.iter().cloned());
+    sets
+}
+
+/// Runs one measurement in a child process and reads its JSON summary.
+fn run_point(
+    o: &BenchOptions,
+    file: &Path,
+    policy: Policy,
+    events: u64,
+    rate: Option<f64>,
+) -> Result<Point, String> {
+    let mut cmd = Command::new(&o.exe);
+    cmd.arg("run").arg(file).arg("--json");
+    if let Some(rate) = rate {
+        // A run that falls behind is stopped (and drained) well after its
+        // schedule: it already counts as behind, and waiting for a backlog of
+        // minutes would tell nothing more.
+        let due_s = events as f64 / rate;
+        cmd.arg("--max-seconds")
+            .arg(format!("{:.3}", due_s * STOP_RATIO + BEHIND_SLACK_S));
+    }
+    for s in run_settings(o, policy, events, rate) {
+        cmd.arg("--set").arg(s);
+    }
+    let what = format!("{} (batch {})", file.display(), policy.label());
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{what}: cannot start {}: {e}", o.exe.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary: Value = serde_json::from_str(text.trim())
+        .map_err(|e| format!("{what}: unreadable summary ({e}): {text}"))?;
+    parse_point(&summary, events).ok_or_else(|| format!("{what}: summary lacks a field: {summary}"))
+}
+
+/// The point of a child's summary; `events` is the generator events the run
+/// was given (the summary counts source rows, i.e. only the bids).
+fn parse_point(v: &Value, events: u64) -> Option<Point> {
+    let l = &v["latency_ns"];
+    Some(Point {
+        events,
+        elapsed_ns: v["elapsed_ns"].as_u64()?,
+        workers: v["workers"].as_u64()?,
+        sink_rows: v["sink_rows"].as_u64()?,
+        count: l["count"].as_u64()?,
+        p50: l["p50"].as_u64()?,
+        p99: l["p99"].as_u64()?,
+        p999: l["p999"].as_u64()?,
+        max: l["max"].as_u64()?,
+        peak_rss_bytes: v["peak_rss_bytes"].as_u64(),
+    })
+}
+
+/// The whole report as JSON.
+pub fn to_json(o: &BenchOptions, results: &[QueryResult], machine: &Value) -> Value {
+    let point = |p: &Point| {
+        json!({
+            "events": p.events,
+            "elapsed_ns": p.elapsed_ns,
+            "workers": p.workers,
+            "events_per_s": p.throughput(),
+            "events_per_s_per_core": p.per_core(),
+            "sink_rows": p.sink_rows,
+            "latency_ns": {"count": p.count, "p50": p.p50, "p99": p.p99, "p999": p.p999, "max": p.max},
+            "peak_rss_bytes": p.peak_rss_bytes,
+        })
+    };
+    json!({
+        "machine": machine,
+        "settings": {
+            "seconds": o.seconds,
+            "fractions": o.fractions,
+            "latency_target_ns": o.latency_target.as_nanos() as u64,
+            "source": o.source,
+            "extra_settings": o.settings,
+        },
+        "queries": results.iter().map(|q| json!({
+            "query": q.name,
+            "file": q.file.display().to_string(),
+            "closed_loop_max_events_per_s": q.closed_loop_max,
+            "sustained_max_events_per_s": q.max_rate,
+            "sustained_search_batch": q.search_policy.label(),
+            "policies": q.policies.iter().map(|p| json!({
+                "batch": p.policy.label(),
+                "throughput": point(&p.throughput),
+                "latency": p.latency.iter().map(|r| json!({
+                    "fraction": r.fraction,
+                    "offered_events_per_s": r.rate,
+                    "behind": r.behind,
+                    "run": point(&r.point),
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// CPU model and core count, as the OS reports them.
+pub fn machine() -> Value {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    json!({"cpu": model, "cores": cores, "profile": if cfg!(debug_assertions) { "debug" } else { "release" }})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_parse_and_label() {
+        assert_eq!(Policy::parse("64"), Ok(Policy::Fixed(64)));
+        assert_eq!(Policy::parse("8_192"), Ok(Policy::Fixed(8192)));
+        assert_eq!(Policy::parse("adaptive"), Ok(Policy::Adaptive));
+        assert!(Policy::parse("0").is_err());
+        assert!(Policy::parse("big").unwrap_err().contains("'big'"));
+        assert_eq!(Policy::Fixed(1).label(), "1");
+    }
+
+    #[test]
+    fn each_policy_sets_its_batching_and_the_load() {
+        let o = BenchOptions {
+            queries: vec![],
+            policies: vec![],
+            fractions: vec![],
+            seconds: 1.0,
+            latency_target: Duration::from_millis(1),
+            source: "bid".into(),
+            settings: vec!["parallelism=1".into()],
+            exe: PathBuf::new(),
+        };
+        assert_eq!(
+            run_settings(&o, Policy::Fixed(64), 1000, None),
+            [
+                "bid.events=1000",
+                "batch_size=64",
+                "latency_target=none",
+                "parallelism=1"
+            ]
+        );
+        assert_eq!(
+            run_settings(&o, Policy::Adaptive, 1000, Some(2500.4)),
+            [
+                "bid.events=1000",
+                "bid.rate=2500",
+                "batch_size=8192",
+                "latency_target=1000us",
+                "parallelism=1"
+            ]
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! The bench's tables, as Markdown so docs/benchmarks.md can hold them as
+//! printed.
+
+use std::fmt::Write;
+
+use super::{LatencyRun, Policy, QueryResult};
+
+/// `12.3 M`, `456.7 K`, `89`.
+pub fn count(n: f64) -> String {
+    if n >= 1e6 {
+        format!("{:.2} M", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.1} K", n / 1e3)
+    } else {
+        format!("{n:.0}")
+    }
+}
+
+/// Nanoseconds with a unit that reads at a glance.
+pub fn ns(v: u64) -> String {
+    millrace_runtime::metrics::fmt_ns(v)
+}
+
+pub fn bytes(b: Option<u64>) -> String {
+    match b {
+        Some(b) => format!("{:.0} MB", b as f64 / 1e6),
+        None => "n/a".into(),
+    }
+}
+
+/// Per query: throughput of each policy, then each open-loop run.
+pub fn query_tables(q: &QueryResult) -> String {
+    let mut s = String::new();
+    let workers = q.policies.first().map_or(1, |p| p.throughput.workers);
+    let _ = writeln!(
+        s,
+        "### {}: sustains {} events/s open-loop ({} per core on {} workers, batch {}); {} as fast as possible\n",
+        q.name,
+        count(q.max_rate),
+        count(q.max_rate / workers.max(1) as f64),
+        workers,
+        q.search_policy.label(),
+        count(q.closed_loop_max),
+    );
+    s.push_str("| batch | events/s | per core | events | rows out | peak RSS |\n");
+    s.push_str("|---|---|---|---|---|---|\n");
+    for p in &q.policies {
+        let t = &p.throughput;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            p.policy.label(),
+            count(t.throughput()),
+            count(t.per_core()),
+            count(t.events as f64),
+            t.sink_rows,
+            bytes(t.peak_rss_bytes)
+        );
+    }
+    s.push_str(
+        "\n| batch | load | offered events/s | p50 | p99 | p99.9 | max | rows | peak RSS |\n",
+    );
+    s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    let fractions: Vec<f64> = q
+        .policies
+        .first()
+        .map(|p| p.latency.iter().map(|r| r.fraction).collect())
+        .unwrap_or_default();
+    for (i, f) in fractions.iter().enumerate() {
+        for p in &q.policies {
+            let Some(r) = p.latency.get(i) else { continue };
+            let l = &r.point;
+            let _ = writeln!(
+                s,
+                "| {} | {:.0}%{} | {} | {} | {} | {} | {} | {} | {} |",
+                p.policy.label(),
+                f * 100.0,
+                if r.behind { " (behind)" } else { "" },
+                count(r.rate),
+                ns(l.p50),
+                ns(l.p99),
+                ns(l.p999),
+                ns(l.max),
+                l.count,
+                bytes(l.peak_rss_bytes)
+            );
+        }
+    }
+    s
+}
+
+/// One table over every query: throughput and p99 at each load, one column
+/// per policy.
+pub fn comparison_table(results: &[QueryResult]) -> String {
+    let Some(first) = results.first() else {
+        return String::new();
+    };
+    let labels: Vec<String> = first.policies.iter().map(|p| p.policy.label()).collect();
+    let mut s = format!("| query | measure | {} |\n", labels.join(" | "));
+    let _ = writeln!(s, "|---|---|{}", "---|".repeat(labels.len()));
+    for q in results {
+        let cells: Vec<String> = q
+            .policies
+            .iter()
+            .map(|p| count(p.throughput.throughput()))
+            .collect();
+        let _ = writeln!(s, "| {} | events/s | {} |", q.name, cells.join(" | "));
+        let n = q.policies.first().map_or(0, |p| p.latency.len());
+        for i in 0..n {
+            let f = q.policies[0].latency[i].fraction;
+            let cells: Vec<String> = q
+                .policies
+                .iter()
+                .map(|p| match p.latency.get(i) {
+                    Some(r) if r.behind => format!("{} (behind)", ns(r.point.p99)),
+                    Some(r) => ns(r.point.p99),
+                    None => "—".into(),
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "| {} | p99 at {:.0}% | {} |",
+                q.name,
+                f * 100.0,
+                cells.join(" | ")
+            );
+        }
+    }
+    s
+}
+
+/// The adaptive policy's open-loop run of `q` at `fraction`.
+fn adaptive_at(q: &QueryResult, fraction: f64) -> Option<&LatencyRun> {
+    q.policies
+        .iter()
+        .find(|p| p.policy == Policy::Adaptive)
+        .and_then(|p| {
+            p.latency
+                .iter()
+                .find(|r| (r.fraction - fraction).abs() < 1e-9)
+        })
+}
+
+/// The targets that these results speak to, each met or not.
+pub fn targets_table(results: &[QueryResult]) -> String {
+    let mut rows: Vec<(String, String, bool)> = Vec::new();
+    let find = |name: &str| results.iter().find(|q| q.name == name);
+    for (name, per_core) in [("q0", 4e6), ("q5", 1.5e6), ("q7", 1.5e6)] {
+        if let Some(q) = find(name) {
+            let workers = q
+                .policies
+                .first()
+                .map_or(1, |p| p.throughput.workers.max(1));
+            let best = q.max_rate / workers as f64;
+            rows.push((
+                format!(
+                    "{name} ≥ {} events/s per core (sustained open-loop)",
+                    count(per_core)
+                ),
+                count(best),
+                best >= per_core,
+            ));
+        }
+    }
+    if let Some(r) = find("q7").and_then(|q| adaptive_at(q, 0.5)) {
+        rows.push((
+            "q7 at 50%, adaptive: p99 ≤ 1 ms".into(),
+            ns(r.point.p99),
+            r.point.p99 <= 1_000_000 && !r.behind,
+        ));
+        rows.push((
+            "q7 at 50%, adaptive: p99.9 ≤ 5 ms".into(),
+            ns(r.point.p999),
+            r.point.p999 <= 5_000_000 && !r.behind,
+        ));
+    }
+    for q in results {
+        if let Some(r) = adaptive_at(q, 0.1) {
+            rows.push((
+                format!("{} at 10%, adaptive: p50 ≤ 100 µs", q.name),
+                ns(r.point.p50),
+                r.point.p50 <= 100_000 && !r.behind,
+            ));
+        }
+    }
+    if let Some(q) = find("q0") {
+        let peak = q
+            .policies
+            .iter()
+            .filter_map(|p| p.throughput.peak_rss_bytes)
+            .max();
+        if let Some(peak) = peak {
+            rows.push((
+                "q0 peak RSS ≤ 150 MB at full speed".into(),
+                bytes(Some(peak)),
+                peak <= 150_000_000,
+            ));
+        }
+    }
+    let mut s = String::from("| target | measured | met |\n|---|---|---|\n");
+    for (what, measured, met) in rows {
+        let _ = writeln!(
+            s,
+            "| {what} | {measured} | {} |",
+            if met { "yes" } else { "no" }
+        );
+    }
+    s
+}

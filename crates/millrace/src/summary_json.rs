@@ -1,0 +1,63 @@
+//! The run summary as JSON (`millrace run --json`), for scripts and for
+//! `millrace bench`, which runs every measurement in its own process and
+//! reads this back.
+
+use millrace_runtime::RunSummary;
+use millrace_runtime::metrics::NodeKind;
+use serde_json::{Value, json};
+
+/// Every number of the text summary, plus the process's peak resident set.
+pub fn summary_json(s: &RunSummary) -> Value {
+    let l = &s.latency;
+    let operators: Vec<Value> = s
+        .operators
+        .iter()
+        .map(|o| {
+            json!({
+                "name": o.name,
+                "kind": match o.kind {
+                    NodeKind::Source => "source",
+                    NodeKind::Operator => "operator",
+                    NodeKind::Sink => "sink",
+                },
+                "parallelism": o.parallelism,
+                "rows_in": o.rows_in,
+                "rows_out": o.rows_out,
+                "late_rows": o.late_rows,
+                "busy_pct": o.busy_pct(),
+                "idle_pct": o.idle_pct(),
+                "backpressured_pct": o.backpressured_pct(),
+                "skipped": o.source_stats.skipped,
+                "dead_lettered": o.source_stats.dead_lettered,
+            })
+        })
+        .collect();
+    json!({
+        "elapsed_ns": s.elapsed_ns,
+        "workers": s.workers,
+        "events": s.events,
+        "sink_rows": s.sink_rows,
+        "throughput": s.throughput(),
+        "throughput_per_core": s.throughput_per_core(),
+        "latency_ns": {
+            "count": l.count,
+            "p50": l.p50,
+            "p95": l.p95,
+            "p99": l.p99,
+            "p999": l.p999,
+            "max": l.max,
+        },
+        "backpressure_events": s.backpressure_events(),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "operators": operators,
+    })
+}
+
+/// The most memory this process has held resident (`VmHWM`), where the OS
+/// tells (Linux).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
