@@ -80,14 +80,94 @@ pub fn strip_entered(batch: &RecordBatch) -> RecordBatch {
 }
 
 /// Bytes of Arrow memory a batch references (slices count their share).
+///
+/// Called on every channel send, so the common column types are sized
+/// from their lengths and offsets directly; only the rest go through
+/// `ArrayData`, which allocates.
 pub fn batch_bytes(batch: &RecordBatch) -> usize {
     batch
         .columns()
         .iter()
-        .map(|c| {
-            c.to_data()
-                .get_slice_memory_size()
-                .unwrap_or_else(|_| c.get_array_memory_size())
-        })
+        .map(|c| array_bytes(c.as_ref()))
         .sum()
+}
+
+fn array_bytes(a: &dyn Array) -> usize {
+    // A validity buffer without nulls counts as absent, as in `ArrayData`.
+    let nulls = a
+        .nulls()
+        .filter(|n| n.null_count() > 0)
+        .map_or(0, |n| n.len().div_ceil(8));
+    let data_type = a.data_type();
+    if let Some(width) = data_type.primitive_width() {
+        return a.len() * width + nulls;
+    }
+    match data_type {
+        DataType::Boolean => a.len().div_ceil(8) + nulls,
+        DataType::Utf8 => offsets_bytes(a.as_string::<i32>().value_offsets()) + nulls,
+        DataType::LargeUtf8 => offsets_bytes(a.as_string::<i64>().value_offsets()) + nulls,
+        DataType::Binary => offsets_bytes(a.as_binary::<i32>().value_offsets()) + nulls,
+        DataType::LargeBinary => offsets_bytes(a.as_binary::<i64>().value_offsets()) + nulls,
+        _ => a
+            .to_data()
+            .get_slice_memory_size()
+            .unwrap_or_else(|_| a.get_array_memory_size()),
+    }
+}
+
+/// The offsets of a variable-length array and the value bytes they span.
+fn offsets_bytes<O: arrow::array::OffsetSizeTrait>(offsets: &[O]) -> usize {
+    let values = match (offsets.first(), offsets.last()) {
+        (Some(first), Some(last)) => (*last - *first).as_usize(),
+        _ => 0,
+    };
+    std::mem::size_of_val(offsets) + values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{BooleanArray, Float64Array, StringArray};
+
+    /// What `ArrayData` says a batch's (possibly sliced) columns hold.
+    fn by_array_data(batch: &RecordBatch) -> usize {
+        batch
+            .columns()
+            .iter()
+            .map(|c| c.to_data().get_slice_memory_size().unwrap())
+            .sum()
+    }
+
+    #[test]
+    fn batch_bytes_agrees_with_array_data_for_whole_and_sliced_batches() {
+        let strings: Vec<Option<String>> = (0..1000)
+            .map(|i| (i % 7 != 0).then(|| "x".repeat(i % 13)))
+            .collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("i", DataType::Int64, true),
+            Field::new("f", DataType::Float64, false),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("b", DataType::Boolean, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter(
+                    (0..1000).map(|i| (i % 5 != 0).then_some(i)),
+                )),
+                Arc::new(Float64Array::from_iter_values((0..1000).map(|i| i as f64))),
+                Arc::new(StringArray::from(strings)),
+                Arc::new(BooleanArray::from_iter((0..1000).map(|i| Some(i % 2 == 0)))),
+            ],
+        )
+        .unwrap();
+        for (offset, len) in [(0, 1000), (0, 1), (17, 300), (999, 1), (500, 0)] {
+            let slice = batch.slice(offset, len);
+            assert_eq!(
+                batch_bytes(&slice),
+                by_array_data(&slice),
+                "slice {offset}+{len}"
+            );
+        }
+    }
 }

@@ -435,6 +435,16 @@ impl JoinOutput {
         }
     }
 
+    /// Number of left columns.
+    pub(crate) fn left_width(&self) -> usize {
+        self.left_width
+    }
+
+    /// Number of right columns.
+    pub(crate) fn right_width(&self) -> usize {
+        self.schema.fields().len() - self.left_width
+    }
+
     /// Emits the pairs (row `i` of `left` with row `i` of `right`, entered
     /// time `entered[i]`) that pass the filter. Returns which pairs passed,
     /// or `None` when all did (no filter).

@@ -21,17 +21,22 @@
 //!
 //! # Cost
 //!
-//! Rows are copied into their windows on arrival (a hopping window copies a
-//! row `size / slide` times). Firing a window concatenates each side,
-//! encodes the keys once, hashes the smaller side and probes it with the
-//! larger; output is built `MAX_OUTPUT_ROWS` pairs at a time, so a large
-//! window never becomes one huge batch.
+//! On arrival a batch's keys are encoded once, and each window it falls in
+//! keeps the batch (shared, when the window holds all of its rows, as a
+//! tumbling window mostly does; a copy of its rows otherwise). Small
+//! batches are merged first, `COMPACT_ROWS` rows at a time. Firing a
+//! window hashes the smaller side's key bytes and probes with the larger
+//! side's, then gathers the pairs' columns straight from the buffered
+//! batches: nothing is concatenated or re-encoded when the window closes,
+//! which is when its results' latency is counted. Output is built
+//! `MAX_OUTPUT_ROWS` pairs at a time, so a large window never becomes one
+//! huge batch.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Int64Array, UInt32Array};
-use arrow::compute::{concat_batches, take_arrays, take_record_batch};
+use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, UInt32Array};
+use arrow::compute::{concat_batches, interleave, take_record_batch};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow::row::SortField;
@@ -134,10 +139,74 @@ impl OperatorFactory for WindowJoinFactory {
     }
 }
 
-/// The rows each side has buffered for one window (user columns).
+/// Batches smaller than this are merged before they are kept: a window
+/// fed many tiny batches (a lightly loaded source sends rows nearly one at
+/// a time) would otherwise hold, gather from and finally free thousands of
+/// them when it fires.
+const COMPACT_ROWS: usize = 1024;
+
+/// One side's rows of one window: batches, each with its rows' key bytes
+/// (encoded once), plus the small batches still waiting to be merged.
+#[derive(Default)]
+struct SideRows {
+    batches: Vec<(RecordBatch, Arc<Keys>)>,
+    small: Vec<RecordBatch>,
+    small_rows: usize,
+    rows: usize,
+}
+
+impl SideRows {
+    fn push(&mut self, batch: RecordBatch, keys: Arc<Keys>) {
+        self.rows += batch.num_rows();
+        self.batches.push((batch, keys));
+    }
+
+    /// Keeps a batch of fewer than `COMPACT_ROWS` rows; merges the small
+    /// ones once they add up to that many.
+    fn push_small(&mut self, batch: RecordBatch, encoder: &KeyEncoder, input: usize) -> Result<()> {
+        self.small_rows += batch.num_rows();
+        self.small.push(batch);
+        if self.small_rows >= COMPACT_ROWS {
+            self.compact(encoder, input)?;
+        }
+        Ok(())
+    }
+
+    /// Merges the small batches into one and encodes its keys.
+    fn compact(&mut self, encoder: &KeyEncoder, input: usize) -> Result<()> {
+        let Some(first) = self.small.first() else {
+            return Ok(());
+        };
+        let merged = concat_batches(first.schema_ref(), &self.small)?;
+        self.small.clear();
+        self.small_rows = 0;
+        let keys = Arc::new(encoder.encode(input, &merged)?);
+        self.push(merged, keys);
+        Ok(())
+    }
+
+    /// Places `(batch, row)` by key bytes, in arrival order; rows with a
+    /// null key are left out (they match nothing).
+    fn index(&self) -> FastMap<&[u8], Vec<Place>> {
+        let mut table: FastMap<&[u8], Vec<Place>> = FastMap::default();
+        for (b, (batch, keys)) in self.batches.iter().enumerate() {
+            for r in 0..batch.num_rows() {
+                if let Some(key) = keys.get(r) {
+                    table.entry(key).or_default().push((b as u32, r as u32));
+                }
+            }
+        }
+        table
+    }
+}
+
+/// A buffered row: (batch, row) within one side of one window.
+type Place = (u32, u32);
+
+/// The rows each side has buffered for one window.
 #[derive(Default)]
 struct WindowRows {
-    sides: [Vec<RecordBatch>; 2],
+    sides: [SideRows; 2],
 }
 
 struct WindowJoinOperator {
@@ -163,36 +232,38 @@ impl WindowJoinOperator {
         Ok(())
     }
 
-    fn join_window(&self, rows: WindowRows, entered_ns: i64, out: &mut Emitter) -> Result<()> {
-        let spec = &self.spec;
-        let [left, right] = rows.sides;
-        let left = concat_batches(&spec.left_schema, &left)?;
-        let right = concat_batches(&spec.right_schema, &right)?;
-        if spec.kind == JoinKind::Inner && (left.num_rows() == 0 || right.num_rows() == 0) {
+    fn join_window(&self, mut rows: WindowRows, entered_ns: i64, out: &mut Emitter) -> Result<()> {
+        for (input, side) in rows.sides.iter_mut().enumerate() {
+            side.compact(&self.keys, input)?;
+        }
+        let [left, right] = &rows.sides;
+        if self.spec.kind == JoinKind::Inner && (left.rows == 0 || right.rows == 0) {
             return Ok(());
         }
-        let left_keys = self.keys.encode(0, &left)?;
-        let right_keys = self.keys.encode(1, &right)?;
-        let mut pairs = WindowPairs::new(&left, &right, &self.output, spec.kind, entered_ns);
-        // Hash the smaller side, probe with the larger.
-        if left.num_rows() <= right.num_rows() {
-            let table = hash_keys(&left_keys, left.num_rows());
-            for r in 0..right.num_rows() {
-                let Some(matches) = right_keys.get(r).and_then(|k| table.get(k)) else {
-                    continue;
-                };
-                for &l in matches {
-                    pairs.push(l, r as u32, out)?;
-                }
-            }
+        let mut pairs = WindowPairs::new(left, right, &self.output, self.spec.kind, entered_ns);
+        // Hash the smaller side, probe with the larger in arrival order.
+        let build_left = left.rows <= right.rows;
+        let (build, probe) = if build_left {
+            (left, right)
         } else {
-            let table = hash_keys(&right_keys, right.num_rows());
-            for l in 0..left.num_rows() {
-                let Some(matches) = left_keys.get(l).and_then(|k| table.get(k)) else {
-                    continue;
-                };
-                for &r in matches {
-                    pairs.push(l as u32, r, out)?;
+            (right, left)
+        };
+        let table = build.index();
+        if !table.is_empty() {
+            for (b, (batch, keys)) in probe.batches.iter().enumerate() {
+                for r in 0..batch.num_rows() {
+                    let Some(matches) = keys.get(r).and_then(|k| table.get(k)) else {
+                        continue;
+                    };
+                    let here = (b as u32, r as u32);
+                    for &there in matches {
+                        let (l, r) = if build_left {
+                            (there, here)
+                        } else {
+                            (here, there)
+                        };
+                        pairs.push(l, r, out)?;
+                    }
                 }
             }
         }
@@ -200,77 +271,126 @@ impl WindowJoinOperator {
     }
 }
 
-/// Row numbers by key bytes, in row order; rows with a null key are left out
-/// (they match nothing).
-fn hash_keys(keys: &Keys, rows: usize) -> FastMap<&[u8], Vec<u32>> {
-    let mut table: FastMap<&[u8], Vec<u32>> = FastMap::default();
-    for i in 0..rows {
-        if let Some(key) = keys.get(i) {
-            table.entry(key).or_default().push(i as u32);
+/// One side's columns at firing time, for gathering rows from its batches.
+struct Gather<'a> {
+    /// Per column, that column of every batch.
+    columns: Vec<Vec<&'a dyn Array>>,
+    /// Row offset of each batch among the side's rows.
+    starts: Vec<usize>,
+    /// Per row of the side, whether it found a partner that passed the filter.
+    matched: Vec<bool>,
+}
+
+impl<'a> Gather<'a> {
+    fn new(side: &'a SideRows, width: usize) -> Self {
+        let mut starts = Vec::with_capacity(side.batches.len());
+        let mut offset = 0;
+        for (batch, _) in &side.batches {
+            starts.push(offset);
+            offset += batch.num_rows();
+        }
+        let columns = (0..width)
+            .map(|c| {
+                side.batches
+                    .iter()
+                    .map(|(b, _)| b.column(c).as_ref())
+                    .collect()
+            })
+            .collect();
+        Self {
+            columns,
+            starts,
+            matched: vec![false; side.rows],
         }
     }
-    table
+
+    fn gather(&self, places: &[Place]) -> Result<Vec<ArrayRef>> {
+        let indices: Vec<(usize, usize)> = places
+            .iter()
+            .map(|&(b, r)| (b as usize, r as usize))
+            .collect();
+        self.columns
+            .iter()
+            .map(|arrays| Ok(interleave(arrays, &indices)?))
+            .collect()
+    }
+
+    fn mark(&mut self, (b, r): Place) {
+        self.matched[self.starts[b as usize] + r as usize] = true;
+    }
+
+    /// Places of the rows that found no partner, in arrival order.
+    fn unmatched(&self) -> Vec<Place> {
+        let mut places = Vec::new();
+        for (b, &start) in self.starts.iter().enumerate() {
+            let end = self
+                .starts
+                .get(b + 1)
+                .copied()
+                .unwrap_or(self.matched.len());
+            for (r, &m) in self.matched[start..end].iter().enumerate() {
+                if !m {
+                    places.push((b as u32, r as u32));
+                }
+            }
+        }
+        places
+    }
 }
 
 /// The pairs of one window, emitted `MAX_OUTPUT_ROWS` at a time, and which
 /// rows of each side found a partner that passed the filter.
 struct WindowPairs<'a> {
-    left: &'a RecordBatch,
-    right: &'a RecordBatch,
+    sides: [Gather<'a>; 2],
     output: &'a JoinOutput,
     kind: JoinKind,
     entered_ns: i64,
-    pending_left: Vec<u32>,
-    pending_right: Vec<u32>,
-    left_matched: Vec<bool>,
-    right_matched: Vec<bool>,
+    pending: [Vec<Place>; 2],
 }
 
 impl<'a> WindowPairs<'a> {
     fn new(
-        left: &'a RecordBatch,
-        right: &'a RecordBatch,
+        left: &'a SideRows,
+        right: &'a SideRows,
         output: &'a JoinOutput,
         kind: JoinKind,
         entered_ns: i64,
     ) -> Self {
         Self {
-            left,
-            right,
+            sides: [
+                Gather::new(left, output.left_width()),
+                Gather::new(right, output.right_width()),
+            ],
             output,
             kind,
             entered_ns,
-            pending_left: Vec::new(),
-            pending_right: Vec::new(),
-            left_matched: vec![false; left.num_rows()],
-            right_matched: vec![false; right.num_rows()],
+            pending: [Vec::new(), Vec::new()],
         }
     }
 
-    fn push(&mut self, l: u32, r: u32, out: &mut Emitter) -> Result<()> {
-        self.pending_left.push(l);
-        self.pending_right.push(r);
-        if self.pending_left.len() >= MAX_OUTPUT_ROWS {
+    fn push(&mut self, l: Place, r: Place, out: &mut Emitter) -> Result<()> {
+        self.pending[0].push(l);
+        self.pending[1].push(r);
+        if self.pending[0].len() >= MAX_OUTPUT_ROWS {
             self.flush(out)?;
         }
         Ok(())
     }
 
     fn flush(&mut self, out: &mut Emitter) -> Result<()> {
-        let n = self.pending_left.len();
+        let n = self.pending[0].len();
         if n == 0 {
             return Ok(());
         }
-        let li = UInt32Array::from(std::mem::take(&mut self.pending_left));
-        let ri = UInt32Array::from(std::mem::take(&mut self.pending_right));
-        let left = take_arrays(self.left.columns(), &li, None)?;
-        let right = take_arrays(self.right.columns(), &ri, None)?;
+        let [lp, rp] = std::mem::take(&mut self.pending);
+        let left = self.sides[0].gather(&lp)?;
+        let right = self.sides[1].gather(&rp)?;
         let entered: ArrayRef = Arc::new(Int64Array::from_value(self.entered_ns, n));
         let mask: Option<BooleanArray> = self.output.emit_pairs(left, right, entered, out)?;
-        for (i, (&l, &r)) in li.values().iter().zip(ri.values()).enumerate() {
+        for (i, (&l, &r)) in lp.iter().zip(&rp).enumerate() {
             if passed(mask.as_ref(), i) {
-                self.left_matched[l as usize] = true;
-                self.right_matched[r as usize] = true;
+                self.sides[0].mark(l);
+                self.sides[1].mark(r);
             }
         }
         Ok(())
@@ -280,29 +400,21 @@ impl<'a> WindowPairs<'a> {
     fn finish(mut self, out: &mut Emitter) -> Result<()> {
         self.flush(out)?;
         if self.kind.keeps_unmatched_left() {
-            for rows in unmatched(&self.left_matched).chunks(MAX_OUTPUT_ROWS) {
-                let left = take_record_batch(self.left, &UInt32Array::from(rows.to_vec()))?;
-                let entered = Arc::new(Int64Array::from_value(self.entered_ns, rows.len()));
+            for places in self.sides[0].unmatched().chunks(MAX_OUTPUT_ROWS) {
+                let entered = Arc::new(Int64Array::from_value(self.entered_ns, places.len()));
                 self.output
-                    .emit_left_padded(left.columns().to_vec(), entered, out)?;
+                    .emit_left_padded(self.sides[0].gather(places)?, entered, out)?;
             }
         }
         if self.kind.keeps_unmatched_right() {
-            for rows in unmatched(&self.right_matched).chunks(MAX_OUTPUT_ROWS) {
-                let right = take_record_batch(self.right, &UInt32Array::from(rows.to_vec()))?;
-                let entered = Arc::new(Int64Array::from_value(self.entered_ns, rows.len()));
+            for places in self.sides[1].unmatched().chunks(MAX_OUTPUT_ROWS) {
+                let entered = Arc::new(Int64Array::from_value(self.entered_ns, places.len()));
                 self.output
-                    .emit_right_padded(right.columns().to_vec(), entered, out)?;
+                    .emit_right_padded(self.sides[1].gather(places)?, entered, out)?;
             }
         }
         Ok(())
     }
-}
-
-fn unmatched(matched: &[bool]) -> Vec<u32> {
-    (0..matched.len() as u32)
-        .filter(|&i| !matched[i as usize])
-        .collect()
 }
 
 impl Operator for WindowJoinOperator {
@@ -318,6 +430,10 @@ impl Operator for WindowJoinOperator {
         self.assignments.clear();
         let late = assign.assign(&user, self.watermark, &mut self.assignments)?;
         out.count_late(late);
+        if self.assignments.is_empty() {
+            return Ok(());
+        }
+        let mut whole_keys: Option<Arc<Keys>> = None;
         // Group the memberships by window; the stable sort keeps arrival
         // order within a window.
         self.assignments.sort_by_key(|a| (a.end, a.start));
@@ -325,10 +441,36 @@ impl Operator for WindowJoinOperator {
             .assignments
             .chunk_by(|a, b| (a.end, a.start) == (b.end, b.start))
         {
-            let rows = UInt32Array::from_iter_values(run.iter().map(|a| a.row));
-            let taken = take_record_batch(&user, &rows)?;
-            let window = self.windows.entry((run[0].end, run[0].start)).or_default();
-            window.sides[input].push(taken);
+            // A window holding every row of the batch (rows are unique within
+            // a window) shares the batch, and its keys; otherwise it keeps a
+            // copy of its rows.
+            let whole = run.len() == user.num_rows();
+            let rows = if whole {
+                user.clone()
+            } else {
+                let indices = UInt32Array::from_iter_values(run.iter().map(|a| a.row));
+                take_record_batch(&user, &indices)?
+            };
+            let side = &mut self
+                .windows
+                .entry((run[0].end, run[0].start))
+                .or_default()
+                .sides[input];
+            if rows.num_rows() < COMPACT_ROWS {
+                side.push_small(rows, &self.keys, input)?;
+                continue;
+            }
+            let keys = match &whole_keys {
+                Some(k) if whole => k.clone(),
+                _ => {
+                    let keys = Arc::new(self.keys.encode(input, &rows)?);
+                    if whole {
+                        whole_keys = Some(keys.clone());
+                    }
+                    keys
+                }
+            };
+            side.push(rows, keys);
         }
         Ok(())
     }
@@ -612,6 +754,107 @@ mod tests {
             ["[0,10), 1, 3, 1, 5, x", "[10,20), 1, 4, 1, 15, y", "wm 20"]
         );
         assert_eq!(out.late_rows(), 1);
+    }
+
+    /// Rows `(k, ts, v)` for `input`, as one batch.
+    fn rows_batch(input: usize, rows: &[(Option<i64>, i64, String)]) -> RecordBatch {
+        let (left, right) = sides();
+        let s = if input == 0 { left } else { right };
+        let k: Vec<Option<i64>> = rows.iter().map(|r| r.0).collect();
+        let ts: Vec<Option<i64>> = rows.iter().map(|r| Some(r.1)).collect();
+        let v: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+        batch(&s, vec![ints(&k), ints(&ts), strs(&v)], 1)
+    }
+
+    #[test]
+    fn large_and_tiny_batches_in_hopping_windows_match_a_nested_loop() {
+        // Hop windows of 20 ms every 10 ms: every row is in two windows.
+        let (left, right) = sides();
+        let hop = |s: &SchemaRef| WindowAssign::Time {
+            time: col("ts", s).unwrap(),
+            kind: WindowKind::Hop {
+                size_ms: 20,
+                slide_ms: 10,
+            },
+        };
+        let mut spec = spec(JoinKind::Full);
+        spec.left_window = hop(&left);
+        spec.right_window = hop(&right);
+        let mut op = operator(spec);
+        let mut out = Emitter::new();
+        // Left: one batch of 3000 rows (kept whole, and cut at window
+        // boundaries); right: 700 batches of 1 to 3 rows (merged on arrival).
+        let l: Vec<(Option<i64>, i64, String)> = (0..3000)
+            .map(|i| ((i % 11 != 0).then_some(i % 97), i / 50, format!("l{i}")))
+            .collect();
+        let r: Vec<(Option<i64>, i64, String)> = (0..1400)
+            .map(|i| {
+                (
+                    (i % 13 != 0).then_some(i % 89),
+                    i * 60 / 1400,
+                    format!("r{i}"),
+                )
+            })
+            .collect();
+        op.on_data(0, rows_batch(0, &l), &mut out).unwrap();
+        let mut i = 0;
+        while i < r.len() {
+            let n = 1 + i % 3;
+            let end = (i + n).min(r.len());
+            op.on_data(1, rows_batch(1, &r[i..end]), &mut out).unwrap();
+            i = end;
+        }
+        op.on_end(&mut out).unwrap();
+        let mut got = take(&mut out);
+
+        // The same by nested loops over each window's rows.
+        let mut want = Vec::new();
+        let windows_of = |ts: i64| {
+            let last = ts.div_euclid(10) * 10;
+            [last - 10, last]
+        };
+        let show = |r: &(Option<i64>, i64, String)| {
+            let k = r.0.map_or("null".to_string(), |k| k.to_string());
+            format!("{k}, {}, {}", r.1, r.2)
+        };
+        let starts: std::collections::BTreeSet<i64> = l
+            .iter()
+            .chain(&r)
+            .flat_map(|row| windows_of(row.1))
+            .collect();
+        for start in starts {
+            let in_window = |rows: &[(Option<i64>, i64, String)]| -> Vec<usize> {
+                (0..rows.len())
+                    .filter(|&i| windows_of(rows[i].1).contains(&start))
+                    .collect()
+            };
+            let (lw, rw) = (in_window(&l), in_window(&r));
+            let mut l_matched = vec![false; lw.len()];
+            let mut r_matched = vec![false; rw.len()];
+            for (a, &li) in lw.iter().enumerate() {
+                for (b, &ri) in rw.iter().enumerate() {
+                    if l[li].0.is_some() && l[li].0 == r[ri].0 {
+                        want.push(format!("{}, {}", show(&l[li]), show(&r[ri])));
+                        l_matched[a] = true;
+                        r_matched[b] = true;
+                    }
+                }
+            }
+            for (a, &li) in lw.iter().enumerate() {
+                if !l_matched[a] {
+                    want.push(format!("{}, null, null, null", show(&l[li])));
+                }
+            }
+            for (b, &ri) in rw.iter().enumerate() {
+                if !r_matched[b] {
+                    want.push(format!("null, null, null, {}", show(&r[ri])));
+                }
+            }
+        }
+        got.sort();
+        want.sort();
+        assert_eq!(got.len(), want.len());
+        assert_eq!(got, want);
     }
 
     #[test]

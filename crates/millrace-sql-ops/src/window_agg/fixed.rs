@@ -73,10 +73,16 @@ impl FixedWindowOperator {
                 accs: new_groups_accumulators(&self.plan.spec.aggs)?,
             }),
         };
-        let groups: Vec<usize> = rows
-            .iter()
-            .map(|&r| window.group_of(inputs.key(r)))
-            .collect();
+        let groups: Vec<usize> = if self.converter.is_some() {
+            rows.iter()
+                .map(|&r| window.group_of(inputs.key(r)))
+                .collect()
+        } else {
+            // Without keys every row is in the window's one group: no
+            // per-row hashing.
+            window.group_of(&[]);
+            vec![0; rows.len()]
+        };
         let num_groups = window.groups.len();
         // A window holding every row of the batch (the common tumbling case)
         // reads the batch's arrays as they are.
