@@ -57,6 +57,12 @@ pub struct PipelineConfig {
     pub channel: ChannelCapacity,
     /// Sources inject a barrier after every this many rows (per instance).
     pub barrier_every_rows: Option<u64>,
+    /// Rows that enter within this long of the start are processed and
+    /// written but left out of the latency histograms (benchmarks exclude
+    /// the warm-up: first-touch memory, caches, the first windows).
+    pub latency_warmup: Duration,
+    /// How workers wait for work; with a latency target, the target decides
+    /// instead (`IdleStrategy::for_latency_target`).
     pub idle: IdleStrategy,
 }
 
@@ -97,6 +103,7 @@ impl Default for PipelineConfig {
             latency_target: None,
             channel: ChannelCapacity::default(),
             barrier_every_rows: None,
+            latency_warmup: Duration::ZERO,
             idle: IdleStrategy::default(),
         }
     }

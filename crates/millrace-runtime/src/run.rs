@@ -21,7 +21,7 @@ use crate::metrics::{NodeKind, NodeMetrics, OperatorMetrics, RunSummary, TaskTim
 use crate::output::OutputRouter;
 use crate::plan::Plan;
 use crate::task::{ChainOp, DataflowTask, Head, SinkStage, SourceHead, Task};
-use crate::worker::{RunControl, StopHandle, Worker, WorkerWaker};
+use crate::worker::{IdleStrategy, RunControl, StopHandle, Worker, WorkerLoad, WorkerWaker};
 
 pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
     let plan = Plan::build(&graph)?;
@@ -31,6 +31,7 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
     let wakers: Vec<WorkerWaker> = (0..workers).map(|_| WorkerWaker::default()).collect();
     let worker_of = |instance: usize| instance % workers;
     let control = Arc::new(RunControl::default());
+    let load = Arc::new(WorkerLoad::new(workers));
     for w in &wakers {
         control.register(w.clone());
     }
@@ -92,6 +93,8 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
     }
 
     let barriers_injected = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Set when the run starts: no row is excluded from latency before then.
+    let record_latency_from = Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN));
     // Task instances, per worker.
     let mut all_times = Vec::new();
     let mut per_worker: Vec<Vec<Box<dyn Task>>> = (0..workers).map(|_| Vec::new()).collect();
@@ -151,7 +154,9 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                                 None => BatchPolicy::Fixed(config.batch_size),
                             },
                             now_ns(),
-                        ),
+                        )
+                        .with_worker_load(load.clone()),
+                        resume_at_ns: None,
                         pressure_ns: 0,
                         barrier_every_rows: config.barrier_every_rows.filter(|n| *n > 0),
                         max_event_time: i64::MIN,
@@ -186,6 +191,7 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                             writer,
                             metrics(n),
                             nodes[n].clone(),
+                            record_latency_from.clone(),
                         ));
                     }
                     NodeOp::Source { .. } => unreachable!("a source never follows another node"),
@@ -209,6 +215,11 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
         Vec::new()
     };
     let started = now_ns();
+    let warmup = i64::try_from(config.latency_warmup.as_nanos()).unwrap_or(i64::MAX);
+    record_latency_from.store(
+        started.saturating_add(warmup),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     for times in &all_times {
         times
             .started_ns
@@ -223,8 +234,12 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                 core: (!cores.is_empty()).then(|| cores[w % cores.len()]),
                 waker: wakers[w].clone(),
                 tasks,
-                idle: config.idle,
+                idle: match config.latency_target {
+                    Some(target) => IdleStrategy::for_latency_target(target),
+                    None => config.idle,
+                },
                 control: control.clone(),
+                load: load.clone(),
             };
             let control = control.clone();
             std::thread::Builder::new()

@@ -11,8 +11,8 @@
 //! barriers every N rows, `End` when the reader is exhausted.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::Duration;
 
 use arrow::array::Array;
@@ -73,8 +73,11 @@ pub struct SourceHead {
     pub columns: usize,
     /// (event-time column index and name, out-of-orderness bound ms, idle timeout).
     pub event_time: Option<(usize, String, i64, Option<Duration>)>,
-    /// Decides how many rows to ask the reader for.
+    /// Decides how many rows to ask the reader for, and how long to pause
+    /// after a short read (the linger).
     pub batching: BatchController,
+    /// After a short read, the reader is not asked again before this time.
+    pub resume_at_ns: Option<i64>,
     /// Backpressured time not yet reported to `batching`.
     pub pressure_ns: u64,
     pub barrier_every_rows: Option<u64>,
@@ -111,6 +114,12 @@ impl SourceHead {
             out.push((0, Message::End));
             return Ok(None);
         }
+        if let Some(at) = self.resume_at_ns {
+            if now_ns() < at {
+                return Ok(Some(Some(at)));
+            }
+            self.resume_at_ns = None;
+        }
         let mut max_rows = self.batching.size();
         if let Some(every) = self.barrier_every_rows {
             if self.rows_since_barrier >= every {
@@ -135,6 +144,11 @@ impl SourceHead {
                     )));
                 }
                 let rows = batch.num_rows();
+                // Caught up with the input: let the next batch fill a while.
+                let linger = self.batching.linger_ns();
+                if rows < max_rows && linger > 0 {
+                    self.resume_at_ns = Some(now.saturating_add(linger));
+                }
                 self.rows_since_barrier += rows as u64;
                 self.metrics.rows_out.fetch_add(rows as u64, Relaxed);
                 let watermark = match &self.event_time {
@@ -211,6 +225,10 @@ pub struct SinkStage {
     pub metrics: Arc<OperatorMetrics>,
     pub node: Arc<NodeMetrics>,
     pub latency: Histogram<u64>,
+    /// Rows that entered before this time (the run's start plus its
+    /// latency warm-up; set when the run starts) are written but not
+    /// recorded in `latency`.
+    pub record_from_ns: Arc<AtomicI64>,
 }
 
 impl SinkStage {
@@ -219,6 +237,7 @@ impl SinkStage {
         writer: Box<dyn SinkWriter>,
         metrics: Arc<OperatorMetrics>,
         node: Arc<NodeMetrics>,
+        record_from_ns: Arc<AtomicI64>,
     ) -> Self {
         SinkStage {
             name,
@@ -226,6 +245,7 @@ impl SinkStage {
             metrics,
             node,
             latency: new_latency_histogram(),
+            record_from_ns,
         }
     }
 
@@ -235,7 +255,8 @@ impl SinkStage {
             Message::Data(batch) => {
                 let now = now_ns();
                 if let Some(entered) = entered_column(&batch) {
-                    for e in entered.values().iter() {
+                    let from = self.record_from_ns.load(Relaxed);
+                    for &e in entered.values().iter().filter(|e| **e >= from) {
                         self.latency.saturating_record((now - e).max(0) as u64);
                     }
                 }
@@ -409,7 +430,6 @@ impl Task for DataflowTask {
                 },
             }
             progressed = true;
-            let rows: usize = items.iter().map(|(_, m)| m.rows()).sum();
             self.run_chain(items)?;
             let flushed = self.flush();
             let now = now_ns();
@@ -418,7 +438,7 @@ impl Task for DataflowTask {
                 // back by a slow consumer counts as load, so batches grow
                 // when downstream cannot keep up.
                 let busy = (now - step_started) as u64 + std::mem::take(&mut src.pressure_ns);
-                src.batching.observe(rows, busy, now);
+                src.batching.observe(busy, now);
             }
             if !flushed {
                 self.backpressured_since = Some(now);

@@ -7,8 +7,7 @@ use millrace_runtime::PipelineConfig;
 use crate::error::{SqlError, SqlResult};
 use crate::interval::duration_text_ms;
 
-const KNOWN: &str =
-    "parallelism, workers, batch_size, latency_target, pin_workers, barrier_every_rows";
+const KNOWN: &str = "parallelism, workers, batch_size, latency_target, latency_warmup, pin_workers, barrier_every_rows";
 
 /// Applies one setting to `config`.
 pub fn apply(config: &mut PipelineConfig, name: &str, value: &str) -> SqlResult<()> {
@@ -30,9 +29,15 @@ pub fn apply(config: &mut PipelineConfig, name: &str, value: &str) -> SqlResult<
             config.latency_target = match value.to_lowercase().as_str() {
                 "none" | "off" => None,
                 text => {
-                    let ms = parse_latency_target(text).map_err(|e| bad(&e))?;
+                    let ms = parse_duration_setting(text).map_err(|e| bad(&e))?;
                     Some(ms)
                 }
+            }
+        }
+        "latency_warmup" => {
+            config.latency_warmup = match value.to_lowercase().as_str() {
+                "none" | "off" | "0" => Duration::ZERO,
+                text => parse_duration_setting(text).map_err(|e| bad(&e))?,
             }
         }
         "pin_workers" => {
@@ -51,8 +56,8 @@ pub fn apply(config: &mut PipelineConfig, name: &str, value: &str) -> SqlResult<
     Ok(())
 }
 
-/// Latency targets may be below a millisecond (`500us`).
-fn parse_latency_target(text: &str) -> Result<Duration, String> {
+/// Durations of settings, which may be below a millisecond (`500us`).
+fn parse_duration_setting(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if let Some(us) = text.strip_suffix("us").or_else(|| text.strip_suffix("µs")) {
         let us: f64 = us
@@ -84,6 +89,8 @@ mod tests {
         assert_eq!(c.parallelism, 2);
         assert_eq!(c.latency_target, Some(Duration::from_millis(1)));
         assert!(!c.pin_workers);
+        apply(&mut c, "latency_warmup", "500ms").unwrap();
+        assert_eq!(c.latency_warmup, Duration::from_millis(500));
         apply(&mut c, "latency_target", "500us").unwrap();
         assert_eq!(c.latency_target, Some(Duration::from_micros(500)));
         let e = apply(&mut c, "paralelism", "2").unwrap_err().to_string();

@@ -85,6 +85,9 @@ struct BenchArgs {
     /// The adaptive policy's latency target.
     #[arg(long, default_value = "1ms", value_parser = millrace::demo::parse_duration)]
     latency_target: std::time::Duration,
+    /// Rows entering this early in a run are processed but not measured.
+    #[arg(long, default_value = "500ms", value_parser = millrace::demo::parse_duration)]
+    warmup: std::time::Duration,
     /// The source table whose `events` and `rate` the bench sets.
     #[arg(long, default_value = "bid")]
     source: String,
@@ -270,6 +273,7 @@ fn bench(a: BenchArgs) -> Result<(), String> {
         fractions: a.fractions,
         seconds: a.seconds,
         latency_target: a.latency_target,
+        warmup: a.warmup,
         source: a.source,
         settings: a.settings,
         exe: std::env::current_exe()

@@ -241,6 +241,8 @@ fn bench_measures_each_policy_and_writes_json() {
         "0.5",
         "--seconds",
         "0.2",
+        "--warmup",
+        "1ms",
         "--json",
         json.to_str().unwrap(),
     ]);

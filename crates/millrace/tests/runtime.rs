@@ -773,3 +773,29 @@ fn a_silent_source_does_not_hold_barrier_alignment_hostage() {
     // is still open.
     silent_beside_busy(50_000, Some(1000), 25_000);
 }
+
+// ── latency warm-up ─────────────────────────────────────────────────────────
+
+#[test]
+fn rows_of_the_latency_warmup_are_written_but_not_measured() {
+    let run = |warmup: Duration| {
+        let pipeline = Pipeline::new(PipelineConfig {
+            latency_warmup: warmup,
+            ..config(2)
+        });
+        let sink = CollectSink::new();
+        pipeline
+            .source(NexmarkSource::bids(NexmarkConfig {
+                events: Some(10_000),
+                ..NexmarkConfig::default()
+            }))
+            .sink(sink.clone())
+            .unwrap();
+        let summary = pipeline.run().unwrap();
+        (summary.sink_rows, summary.latency.count, sink.rows())
+    };
+    // 10,000 events, 92% bids: every one written either way.
+    assert_eq!(run(Duration::ZERO), (9200, 9200, 9200));
+    // A warm-up longer than the run: nothing is measured.
+    assert_eq!(run(Duration::from_secs(3600)), (9200, 0, 9200));
+}

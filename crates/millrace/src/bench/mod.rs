@@ -11,7 +11,9 @@
 //!    same load). Event *i* is due at start + *i*/rate and its latency counts
 //!    from that due time; percentiles come from the sink's HDR histogram.
 //!
-//! Every measurement runs in its own process (`millrace run FILE --json`),
+//! The first `warmup` of every run is processed but not measured (first-touch
+//! memory, the first windows); the row counts beside the percentiles say
+//! how many rows were. Every measurement runs in its own process (`millrace run FILE --json`),
 //! so peak RSS is per measurement and no run inherits another's heap or
 //! threads. "Events" are the generator's event sequence (persons, auctions
 //! and bids; the `bid` source emits the 92% that are bids), as in other
@@ -75,6 +77,8 @@ pub struct BenchOptions {
     pub seconds: f64,
     /// The adaptive policy's `latency_target`.
     pub latency_target: Duration,
+    /// Rows that enter this early in a run are not measured (warm-up).
+    pub warmup: Duration,
     /// The table whose `events` and `rate` options the bench sets.
     pub source: String,
     /// Further `--set NAME=VALUE` for every run (e.g. `parallelism=1`).
@@ -285,7 +289,10 @@ pub fn query_name(file: &Path) -> String {
 /// The `--set` arguments of one run.
 fn run_settings(o: &BenchOptions, policy: Policy, events: u64, rate: Option<f64>) -> Vec<String> {
     let src = &o.source;
-    let mut sets = vec![format!("{src}.events={events}")];
+    let mut sets = vec![
+        format!("{src}.events={events}"),
+        format!("latency_warmup={}us", o.warmup.as_micros()),
+    ];
     if let Some(rate) = rate {
         sets.push(format!("{src}.rate={rate:.0}"));
     }
@@ -381,6 +388,7 @@ pub fn to_json(o: &BenchOptions, results: &[QueryResult], machine: &Value) -> Va
             "seconds": o.seconds,
             "fractions": o.fractions,
             "latency_target_ns": o.latency_target.as_nanos() as u64,
+            "latency_warmup_ns": o.warmup.as_nanos() as u64,
             "source": o.source,
             "extra_settings": o.settings,
         },
@@ -441,6 +449,7 @@ mod tests {
             fractions: vec![],
             seconds: 1.0,
             latency_target: Duration::from_millis(1),
+            warmup: Duration::from_millis(500),
             source: "bid".into(),
             settings: vec!["parallelism=1".into()],
             exe: PathBuf::new(),
@@ -449,6 +458,7 @@ mod tests {
             run_settings(&o, Policy::Fixed(64), 1000, None),
             [
                 "bid.events=1000",
+                "latency_warmup=500000us",
                 "batch_size=64",
                 "latency_target=none",
                 "parallelism=1"
@@ -458,6 +468,7 @@ mod tests {
             run_settings(&o, Policy::Adaptive, 1000, Some(2500.4)),
             [
                 "bid.events=1000",
+                "latency_warmup=500000us",
                 "bid.rate=2500",
                 "batch_size=8192",
                 "latency_target=1000us",
