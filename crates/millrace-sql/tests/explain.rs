@@ -29,6 +29,13 @@ fn q7_window_join_of_bids_with_their_window_maximum() {
     assert_eq!(explain("q7"), Q7);
 }
 
+/// The view `counts` is read by both sides of the join: it is planned once,
+/// one window aggregate feeding both (not two computing the same counts).
+#[test]
+fn q5_plans_the_shared_view_once_and_joins_it_with_its_maximum() {
+    assert_eq!(explain("q5"), Q5);
+}
+
 #[test]
 fn q11_session_windows_keyed_by_bidder() {
     assert_eq!(explain("q11"), Q11);
@@ -55,6 +62,34 @@ task 3 [parallelism 1]
     └─ hash(max(bid.price)) ─▶ task 4 (input 1)
 task 4 [parallelism 2]
     window_join[inner, tumble 10s]  →  project[b.auction, b.price, b.bidder, b.date_time, b.extra]  →  project[auction, price, bidder, date_time, extra]  →  sink discard
+watermarks:
+    source nexmark-bids: date_time − 4000 ms, idle timeout 1000 ms
+"#;
+
+const Q5: &str = r#"settings: parallelism 2, workers 2, batch_size 1024, latency_target none
+sources:
+  bid: connector = 'nexmark', kind = 'bid', events = '10000000'; watermark = max(date_time) - 4000 ms, idle after 1000 ms
+sinks:
+  out (INSERT on line 13)
+dataflow:
+task 0 [parallelism 2]
+    source nexmark-bids  →  project[bid.auction, bid.date_time]
+    └─ hash(bid.auction) ─▶ task 1 (input 0)
+task 1 [parallelism 2]
+    window_agg[hop 10s every 2s]
+    └─ forward ─▶ task 2 (input 0)
+    └─ forward ─▶ task 3 (input 0)
+task 2 [parallelism 2]
+    project[bid.auction, window, num, __datafusion_extracted_1 = get_field(hop(bid.date_time,IntervalMonthDayNan…, __datafusion_extracted_2 = get_field(hop(bid.date_time,IntervalMonthDayNan…]  →  project[__datafusion_extracted_1, __datafusion_extracted_2, counts.auction, counts.window, counts.num]
+    └─ hash(counts.num) ─▶ task 5 (input 0)
+task 3 [parallelism 2]
+    project[window, num]
+    └─ hash(window) ─▶ task 4 (input 0)
+task 4 [parallelism 2]
+    window_agg[hop 10s every 2s]
+    └─ hash(max(counts.num)) ─▶ task 5 (input 1)
+task 5 [parallelism 2]
+    window_join[inner, hop 10s every 2s]  →  project[c.auction, c.num, window_start, window_end]  →  project[auction, num, window_start, window_end]  →  sink discard
 watermarks:
     source nexmark-bids: date_time − 4000 ms, idle timeout 1000 ms
 "#;

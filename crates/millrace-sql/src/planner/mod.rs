@@ -71,6 +71,10 @@ pub struct StreamPlanner<'a> {
     tables: &'a HashMap<String, Table>,
     /// One source node per table, shared by every scan of it.
     sources: HashMap<String, Stream>,
+    /// Every subplan planned so far: a subplan that occurs twice (a view
+    /// read by both sides of a join, as in Nexmark q5, or by two INSERTs)
+    /// becomes one node with two consumers, so its work is done once.
+    planned: HashMap<LogicalPlan, Planned>,
     lowering: Lowering,
 }
 
@@ -80,6 +84,7 @@ impl<'a> StreamPlanner<'a> {
             pipeline,
             tables,
             sources: HashMap::new(),
+            planned: HashMap::new(),
             lowering: Lowering::new(),
         }
     }
@@ -89,8 +94,18 @@ impl<'a> StreamPlanner<'a> {
         self.sources.keys().cloned().collect()
     }
 
-    /// Plans `plan` (already optimized).
+    /// Plans `plan` (already optimized), reusing what an equal subplan
+    /// planned before.
     pub fn plan(&mut self, plan: &LogicalPlan) -> SqlResult<Planned> {
+        if let Some(done) = self.planned.get(plan) {
+            return Ok(done.clone());
+        }
+        let planned = self.plan_node(plan)?;
+        self.planned.insert(plan.clone(), planned.clone());
+        Ok(planned)
+    }
+
+    fn plan_node(&mut self, plan: &LogicalPlan) -> SqlResult<Planned> {
         match plan {
             LogicalPlan::TableScan(scan) => self.scan(scan),
             LogicalPlan::Projection(p) => {
