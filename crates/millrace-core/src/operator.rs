@@ -85,6 +85,33 @@ pub trait Operator: Send {
     fn on_end(&mut self, _out: &mut Emitter) -> Result<()> {
         Ok(())
     }
+
+    /// The most state this instance has held so far, for the run summary;
+    /// `None` for operators that keep none.
+    fn peak_state(&self) -> Option<StateSize> {
+        None
+    }
+}
+
+/// How much keyed state an operator holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateSize {
+    /// Bytes of memory the state occupies, keys included.
+    pub bytes: usize,
+    /// Keyed entries (for a window aggregate: one per key per open window).
+    pub keys: usize,
+    /// Bytes of the keys themselves, within `bytes`.
+    pub key_bytes: usize,
+}
+
+impl StateSize {
+    /// Bytes per entry beyond its key (0 without entries).
+    pub fn bytes_per_key_beyond_key(&self) -> f64 {
+        if self.keys == 0 {
+            return 0.0;
+        }
+        (self.bytes.saturating_sub(self.key_bytes)) as f64 / self.keys as f64
+    }
 }
 
 /// Describes an operator and creates one instance per parallel task.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
-use millrace_core::SourceStats;
+use millrace_core::{SourceStats, StateSize};
 
 use crate::channel::ChannelStats;
 
@@ -34,6 +34,8 @@ pub struct OperatorMetrics {
     pub busy_ns: AtomicU64,
     pub late_rows: AtomicU64,
     pub task: Arc<TaskTimes>,
+    /// Peak state of the instance, published when it finishes.
+    pub state: Mutex<Option<StateSize>>,
 }
 
 impl OperatorMetrics {
@@ -45,6 +47,7 @@ impl OperatorMetrics {
             busy_ns: AtomicU64::new(0),
             late_rows: AtomicU64::new(0),
             task,
+            state: Mutex::new(None),
         }
     }
 }
@@ -113,6 +116,7 @@ impl NodeMetrics {
             backpressured_ns: 0,
             wall_ns: 0,
             source_stats: *self.source_stats.lock().unwrap_or_else(|e| e.into_inner()),
+            state: None,
         };
         for m in instances.iter() {
             s.rows_in += m.rows_in.load(Relaxed);
@@ -126,6 +130,12 @@ impl NodeMetrics {
                 m.task.ended_ns.load(Relaxed),
             );
             s.wall_ns += (end - start).max(0) as u64;
+            if let Some(st) = *m.state.lock().unwrap_or_else(|e| e.into_inner()) {
+                let sum = s.state.get_or_insert_with(StateSize::default);
+                sum.bytes += st.bytes;
+                sum.keys += st.keys;
+                sum.key_bytes += st.key_bytes;
+            }
         }
         s
     }
@@ -174,6 +184,9 @@ pub struct OperatorSummary {
     pub backpressured_ns: u64,
     pub wall_ns: u64,
     pub source_stats: SourceStats,
+    /// Peak state summed over instances (each instance's own peak), for
+    /// operators that keep state.
+    pub state: Option<StateSize>,
 }
 
 impl OperatorSummary {
@@ -336,6 +349,14 @@ impl fmt::Display for RunSummary {
             }
             if o.source_stats.dead_lettered > 0 {
                 notes.push(format!("dead-lettered {}", o.source_stats.dead_lettered));
+            }
+            if let Some(st) = o.state.filter(|st| st.bytes > 0) {
+                notes.push(format!(
+                    "state peak {:.1} MB, {} keys ({:.0} B/key beyond the key)",
+                    st.bytes as f64 / 1e6,
+                    st.keys,
+                    st.bytes_per_key_beyond_key()
+                ));
             }
             let mut name = o.name.clone();
             if name.chars().count() > 44 {

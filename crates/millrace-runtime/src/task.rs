@@ -481,6 +481,13 @@ impl Task for DataflowTask {
                 .fetch_add((now - since) as u64, Relaxed);
         }
         self.times.ended_ns.store(now, Relaxed);
+        for stage in &self.chain {
+            *stage
+                .metrics
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = stage.op.peak_state();
+        }
         if let Head::Source(src) = &self.head {
             src.node.add_source_stats(src.reader.stats());
         }

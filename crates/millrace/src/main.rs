@@ -97,6 +97,12 @@ struct BenchArgs {
     /// Also write every number as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// A query whose keyed window state is measured once.
+    #[arg(long, default_value = "queries/bench/iot_window_state.sql")]
+    state_query: PathBuf,
+    /// Skip the state measurement.
+    #[arg(long)]
+    no_state: bool,
 }
 
 #[derive(Subcommand)]
@@ -276,13 +282,24 @@ fn bench(a: BenchArgs) -> Result<(), String> {
         warmup: a.warmup,
         source: a.source,
         settings: a.settings,
+        state_query: (!a.no_state).then_some(a.state_query),
         exe: std::env::current_exe()
             .map_err(|e| format!("cannot find the millrace binary: {e}"))?,
     };
     let machine = bench::machine();
     eprintln!("machine: {machine}");
+    if let Some(q) = options.state_query.as_ref().filter(|q| !q.is_file()) {
+        return Err(format!(
+            "{}: no such query file (or pass --no-state)",
+            q.display()
+        ));
+    }
     let results = bench::run(&options, |line| eprintln!("{line}"))?;
-    println!("## Targets\n\n{}", bench::targets_table(&results));
+    let state = match &options.state_query {
+        Some(q) => bench::measure_state(&options, q)?,
+        None => Vec::new(),
+    };
+    println!("## Targets\n\n{}", bench::targets_table(&results, &state));
     println!(
         "## Batch policies compared (events/s as fast as possible; p99 open-loop at fractions of the query's maximum)\n\n{}",
         bench::comparison_table(&results)
@@ -291,8 +308,11 @@ fn bench(a: BenchArgs) -> Result<(), String> {
     for q in &results {
         println!("{}", bench::query_tables(q));
     }
+    if !state.is_empty() {
+        println!("## Keyed state\n\n{}", bench::state_table(&state));
+    }
     if let Some(path) = &a.json {
-        let report = bench::to_json(&options, &results, &machine);
+        let report = bench::to_json(&options, &results, &state, &machine);
         std::fs::write(path, format!("{report:#}\n"))
             .map_err(|e| format!("{}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());

@@ -29,6 +29,11 @@ pub fn summary_json(s: &RunSummary) -> Value {
                 "backpressured_pct": o.backpressured_pct(),
                 "skipped": o.source_stats.skipped,
                 "dead_lettered": o.source_stats.dead_lettered,
+                "state": o.state.map(|st| json!({
+                    "bytes": st.bytes,
+                    "keys": st.keys,
+                    "key_bytes": st.key_bytes,
+                })),
             })
         })
         .collect();

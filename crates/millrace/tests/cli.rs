@@ -229,8 +229,20 @@ fn run_json_prints_the_summary_as_one_object() {
 fn bench_measures_each_policy_and_writes_json() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
+    // A small state query: 500 devices in 10 s windows.
+    let state = dir.path().join("state.sql");
+    std::fs::write(
+        &state,
+        "CREATE TABLE readings WITH (connector = 'iot', devices = '500', events = '20000', event_rate = '1000');
+         CREATE TABLE out WITH (connector = 'discard');
+         INSERT INTO out SELECT device_id, count(*) AS n FROM readings
+         GROUP BY device_id, tumble(ts, INTERVAL '10' SECOND);",
+    )
+    .unwrap();
     let (ok, stdout, stderr) = millrace(&[
         "bench",
+        "--state-query",
+        state.to_str().unwrap(),
         "--dir",
         "../../queries/nexmark",
         "--queries",
@@ -256,6 +268,16 @@ fn bench_measures_each_policy_and_writes_json() {
     }
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // 20 s of event time from 500 devices, one reading each per 2 s: each
+    // window holds every device (and the next window starts before the
+    // previous fires), so the peak is at least one entry per device.
+    let st = &v["state"][0];
+    assert!(
+        st["operator"].as_str().unwrap().starts_with("window_agg"),
+        "{st}"
+    );
+    assert!(st["keys"].as_u64().unwrap() >= 500, "{st}");
+    assert!(st["bytes"].as_u64().unwrap() > st["key_bytes"].as_u64().unwrap());
     let q0 = &v["queries"][0];
     assert_eq!(q0["query"], "q0");
     let policies = q0["policies"].as_array().unwrap();

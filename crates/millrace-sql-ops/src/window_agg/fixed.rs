@@ -12,7 +12,7 @@ use arrow::record_batch::RecordBatch;
 use arrow::row::RowConverter;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use millrace_core::time::now_ns;
-use millrace_core::{Emitter, Operator, Result, Watermark};
+use millrace_core::{Emitter, Operator, Result, StateSize, Watermark};
 
 use super::input::{BatchInputs, max_entered};
 use super::output::{Fired, emit_fired};
@@ -28,6 +28,8 @@ type WindowId = (i64, i64);
 struct OpenWindow {
     /// Group key (row format; empty without keys) → group index.
     groups: FastMap<Box<[u8]>, usize>,
+    /// Bytes of the keys in `groups`.
+    key_bytes: usize,
     accs: Vec<Box<dyn GroupsAccumulator>>,
 }
 
@@ -38,7 +40,25 @@ impl OpenWindow {
         }
         let g = self.groups.len();
         self.groups.insert(key.into(), g);
+        self.key_bytes += key.len();
         g
+    }
+
+    /// Memory held: the key map's table, the keys, the accumulators.
+    fn state(&self) -> StateSize {
+        let slots = match self.groups.capacity() {
+            0 => 0,
+            // hashbrown keeps at most 7/8 of its power-of-two buckets full.
+            cap => (cap * 8 / 7).next_power_of_two(),
+        };
+        let slot_bytes = std::mem::size_of::<(Box<[u8]>, usize)>() + 1;
+        StateSize {
+            bytes: slots * slot_bytes
+                + self.key_bytes
+                + self.accs.iter().map(|a| a.size()).sum::<usize>(),
+            keys: self.groups.len(),
+            key_bytes: self.key_bytes,
+        }
     }
 }
 
@@ -50,6 +70,8 @@ pub(super) struct FixedWindowOperator {
     max_entered: Option<i64>,
     /// Scratch for the window memberships of one batch.
     assignments: Vec<Assignment>,
+    /// The most state held at once, measured before each firing.
+    peak: StateSize,
 }
 
 impl FixedWindowOperator {
@@ -61,6 +83,22 @@ impl FixedWindowOperator {
             watermark: i64::MIN,
             max_entered: None,
             assignments: Vec::new(),
+            peak: StateSize::default(),
+        }
+    }
+
+    /// Records the state held now if it is the most so far. Called before
+    /// windows fire, when the state is at its largest.
+    fn note_peak(&mut self) {
+        let mut now = StateSize::default();
+        for w in self.windows.values() {
+            let s = w.state();
+            now.bytes += s.bytes;
+            now.keys += s.keys;
+            now.key_bytes += s.key_bytes;
+        }
+        if now.bytes > self.peak.bytes {
+            self.peak = now;
         }
     }
 
@@ -70,6 +108,7 @@ impl FixedWindowOperator {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => e.insert(OpenWindow {
                 groups: FastMap::default(),
+                key_bytes: 0,
                 accs: new_groups_accumulators(&self.plan.spec.aggs)?,
             }),
         };
@@ -188,13 +227,25 @@ impl Operator for FixedWindowOperator {
 
     fn on_watermark(&mut self, wm: Watermark, out: &mut Emitter) -> Result<()> {
         self.watermark = self.watermark.max(wm.time_ms);
+        if self
+            .windows
+            .first_key_value()
+            .is_some_and(|((end, _), _)| *end <= self.watermark)
+        {
+            self.note_peak();
+        }
         self.fire(Some(self.watermark), wm.entered_ns, out)?;
         out.watermark(wm);
         Ok(())
     }
 
     fn on_end(&mut self, out: &mut Emitter) -> Result<()> {
+        self.note_peak();
         let entered = self.max_entered.unwrap_or_else(now_ns);
         self.fire(None, entered, out)
+    }
+
+    fn peak_state(&self) -> Option<StateSize> {
+        Some(self.peak)
     }
 }

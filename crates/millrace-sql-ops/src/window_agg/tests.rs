@@ -605,3 +605,33 @@ fn the_factory_describes_itself() {
         factory.describe()
     );
 }
+
+#[test]
+fn peak_state_counts_the_entries_of_the_open_windows_before_they_fire() {
+    let input = events_schema();
+    let assign = time(&input, WindowKind::Tumble { size_ms: 10 });
+    let aggs = [count_all().alias("n")];
+    let mut h = Harness::new(spec(input, assign, &["region"], 0, &aggs));
+    assert_eq!(h.op.peak_state(), Some(Default::default()));
+    // Window [0,10): regions eu, us, eu; window [10,20): eu.
+    h.data(events(
+        1,
+        &[
+            (1, None, "eu", None, 0.0),
+            (2, None, "us", None, 0.0),
+            (3, None, "eu", None, 0.0),
+            (11, None, "eu", None, 0.0),
+        ],
+    ));
+    h.watermark(10, 2);
+    let peak = h.op.peak_state().unwrap();
+    // Three entries were open when [0,10) fired: (eu, us) and (eu).
+    assert_eq!(peak.keys, 3);
+    assert!(
+        peak.key_bytes > 0 && peak.bytes > peak.key_bytes,
+        "{peak:?}"
+    );
+    // Firing frees state but the peak stays.
+    h.end();
+    assert_eq!(h.op.peak_state().unwrap().keys, 3);
+}

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-pub use report::{comparison_table, query_tables, targets_table};
+pub use report::{comparison_table, query_tables, state_table, targets_table};
 
 /// How sources size their batches in one measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +83,27 @@ pub struct BenchOptions {
     pub source: String,
     /// Further `--set NAME=VALUE` for every run (e.g. `parallelism=1`).
     pub settings: Vec<String>,
+    /// A query whose keyed state is measured (run once, as fast as
+    /// possible, with the pipeline settings of `settings`).
+    pub state_query: Option<PathBuf>,
     /// The `millrace` binary that runs each measurement.
     pub exe: PathBuf,
+}
+
+/// The peak state of one stateful operator of the state query.
+#[derive(Debug, Clone)]
+pub struct StateResult {
+    pub query: String,
+    pub operator: String,
+    pub bytes: u64,
+    pub keys: u64,
+    pub key_bytes: u64,
+}
+
+impl StateResult {
+    pub fn bytes_per_key_beyond_key(&self) -> f64 {
+        self.bytes.saturating_sub(self.key_bytes) as f64 / self.keys.max(1) as f64
+    }
 }
 
 /// One measured run.
@@ -245,6 +264,55 @@ pub fn run(o: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec<Query
     Ok(results)
 }
 
+/// Runs the state query once and reads each stateful operator's peak.
+pub fn measure_state(o: &BenchOptions, file: &Path) -> Result<Vec<StateResult>, String> {
+    let mut cmd = Command::new(&o.exe);
+    cmd.arg("run").arg(file).arg("--json");
+    // Pipeline settings only: table options name the benchmark's own tables.
+    for s in o
+        .settings
+        .iter()
+        .filter(|s| !s.split('=').next().unwrap_or("").contains('.'))
+    {
+        cmd.arg("--set").arg(s);
+    }
+    let summary = run_child(cmd, &file.display().to_string())?;
+    let operators = summary["operators"].as_array().cloned().unwrap_or_default();
+    Ok(operators
+        .iter()
+        .filter_map(|op| {
+            let st = op.get("state")?;
+            Some(StateResult {
+                query: query_name(file),
+                operator: op["name"].as_str()?.to_string(),
+                bytes: st["bytes"].as_u64()?,
+                keys: st["keys"].as_u64()?,
+                key_bytes: st["key_bytes"].as_u64()?,
+            })
+        })
+        .filter(|s| s.keys > 0)
+        .collect())
+}
+
+/// Runs a prepared `millrace run … --json` and reads its summary.
+fn run_child(mut cmd: Command, what: &str) -> Result<Value, String> {
+    let out = cmd.output().map_err(|e| {
+        format!(
+            "{what}: cannot start {}: {e}",
+            cmd.get_program().to_string_lossy()
+        )
+    })?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim())
+        .map_err(|e| format!("{what}: unreadable summary ({e}): {text}"))
+}
+
 /// Open-loop runs from `start` down in steps of `SEARCH_STEP` until one
 /// keeps up; returns that rate.
 fn sustained_rate(
@@ -335,18 +403,7 @@ fn run_point(
         cmd.arg("--set").arg(s);
     }
     let what = format!("{} (batch {})", file.display(), policy.label());
-    let out = cmd
-        .output()
-        .map_err(|e| format!("{what}: cannot start {}: {e}", o.exe.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let summary: Value = serde_json::from_str(text.trim())
-        .map_err(|e| format!("{what}: unreadable summary ({e}): {text}"))?;
+    let summary = run_child(cmd, &what)?;
     parse_point(&summary, events).ok_or_else(|| format!("{what}: summary lacks a field: {summary}"))
 }
 
@@ -369,7 +426,12 @@ fn parse_point(v: &Value, events: u64) -> Option<Point> {
 }
 
 /// The whole report as JSON.
-pub fn to_json(o: &BenchOptions, results: &[QueryResult], machine: &Value) -> Value {
+pub fn to_json(
+    o: &BenchOptions,
+    results: &[QueryResult],
+    state: &[StateResult],
+    machine: &Value,
+) -> Value {
     let point = |p: &Point| {
         json!({
             "events": p.events,
@@ -392,6 +454,14 @@ pub fn to_json(o: &BenchOptions, results: &[QueryResult], machine: &Value) -> Va
             "source": o.source,
             "extra_settings": o.settings,
         },
+        "state": state.iter().map(|s| json!({
+            "query": s.query,
+            "operator": s.operator,
+            "bytes": s.bytes,
+            "keys": s.keys,
+            "key_bytes": s.key_bytes,
+            "bytes_per_key_beyond_key": s.bytes_per_key_beyond_key(),
+        })).collect::<Vec<_>>(),
         "queries": results.iter().map(|q| json!({
             "query": q.name,
             "file": q.file.display().to_string(),
@@ -452,6 +522,7 @@ mod tests {
             warmup: Duration::from_millis(500),
             source: "bid".into(),
             settings: vec!["parallelism=1".into()],
+            state_query: None,
             exe: PathBuf::new(),
         };
         assert_eq!(

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{LatencyRun, Policy, QueryResult};
+use super::{LatencyRun, Policy, QueryResult, StateResult};
 
 /// `12.3 M`, `456.7 K`, `89`.
 pub fn count(n: f64) -> String {
@@ -21,8 +21,15 @@ pub fn ns(v: u64) -> String {
     millrace_runtime::metrics::fmt_ns(v)
 }
 
+/// A percentile of a run, or `—` when the run measured no rows (it fell so
+/// far behind that every row it emitted was from its warm-up).
+fn pct(p: &super::Point, v: u64) -> String {
+    if p.count == 0 { "—".into() } else { ns(v) }
+}
+
 pub fn bytes(b: Option<u64>) -> String {
     match b {
+        Some(b) if b < 10_000_000 => format!("{:.2} MB", b as f64 / 1e6),
         Some(b) => format!("{:.0} MB", b as f64 / 1e6),
         None => "n/a".into(),
     }
@@ -77,10 +84,10 @@ pub fn query_tables(q: &QueryResult) -> String {
                 f * 100.0,
                 if r.behind { " (behind)" } else { "" },
                 count(r.rate),
-                ns(l.p50),
-                ns(l.p99),
-                ns(l.p999),
-                ns(l.max),
+                pct(l, l.p50),
+                pct(l, l.p99),
+                pct(l, l.p999),
+                pct(l, l.max),
                 l.count,
                 bytes(l.peak_rss_bytes)
             );
@@ -112,8 +119,8 @@ pub fn comparison_table(results: &[QueryResult]) -> String {
                 .policies
                 .iter()
                 .map(|p| match p.latency.get(i) {
-                    Some(r) if r.behind => format!("{} (behind)", ns(r.point.p99)),
-                    Some(r) => ns(r.point.p99),
+                    Some(r) if r.behind => format!("{} (behind)", pct(&r.point, r.point.p99)),
+                    Some(r) => pct(&r.point, r.point.p99),
                     None => "—".into(),
                 })
                 .collect();
@@ -141,9 +148,39 @@ fn adaptive_at(q: &QueryResult, fraction: f64) -> Option<&LatencyRun> {
         })
 }
 
+/// Peak keyed state of the state query's operators.
+pub fn state_table(state: &[StateResult]) -> String {
+    let mut s = String::from(
+        "| query | operator | peak state | entries | key bytes | bytes per entry beyond its key |\n|---|---|---|---|---|---|\n",
+    );
+    for st in state {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {:.0} |",
+            st.query,
+            st.operator,
+            bytes(Some(st.bytes)),
+            st.keys,
+            bytes(Some(st.key_bytes)),
+            st.bytes_per_key_beyond_key()
+        );
+    }
+    s
+}
+
 /// The targets that these results speak to, each met or not.
-pub fn targets_table(results: &[QueryResult]) -> String {
+pub fn targets_table(results: &[QueryResult], state: &[StateResult]) -> String {
     let mut rows: Vec<(String, String, bool)> = Vec::new();
+    for st in state {
+        rows.push((
+            format!(
+                "{}: keyed window state ≤ 100 bytes per key beyond the key",
+                st.query
+            ),
+            format!("{:.0} B", st.bytes_per_key_beyond_key()),
+            st.bytes_per_key_beyond_key() <= 100.0,
+        ));
+    }
     let find = |name: &str| results.iter().find(|q| q.name == name);
     for (name, per_core) in [("q0", 4e6), ("q5", 1.5e6), ("q7", 1.5e6)] {
         if let Some(q) = find(name) {
