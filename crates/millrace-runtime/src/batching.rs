@@ -12,39 +12,48 @@
 //! then closes on the size or on the linger deadline, whichever comes first.
 //!
 //! Fixed policies never linger. The adaptive policy reads up to its maximum
-//! and sets the linger from the measured busy fraction `u`: of the source's
-//! task (time reading and processing, plus time held back by a full
-//! downstream channel, over wall time), or of the busiest worker thread if
-//! that is higher — tiny batches cost most where they are received. With per-batch overhead `o`,
-//! per-row cost `c` and arrival rate `r`, a linger `L` makes batches of
-//! about `max(1, r·L)` rows and `u(L) = r·c + o·r / max(1, r·L)`. The
-//! controller keeps `u` in a band:
+//! and sets the linger from two measured fractions of wall time: `u`, the
+//! source task busy reading and processing, and `p`, the source held back
+//! by a full downstream channel (its batches cost more downstream than
+//! there is time for: tiny batches cost most where they are received).
+//! With per-batch overhead `o`, per-row cost `c` and arrival rate `r`, a
+//! linger `L` makes batches of about `max(1, r·L)` rows and `u(L) = r·c +
+//! o·r / max(1, r·L)`; downstream load has the same shape. The controller:
 //!
-//! * `u > HIGH` (falling behind soon): double the linger (from 0 to
-//!   `budget / 32`), up to the budget, `LINGER_SHARE` of the latency target
-//!   — a row never waits longer than that for its batch;
-//! * `u < LOW`: halve it (below `budget / 32`, back to 0: rows alone).
+//! * `u > HIGH` or `p > PRESSURE_HIGH` (falling behind soon): double the
+//!   linger (from 0 to `budget / 32`), up to the budget, `LINGER_SHARE` of
+//!   the latency target — a row never waits longer than that for its batch;
+//! * `u < LOW` and `p < PRESSURE_LOW`: halve it (below `budget / 32`, back
+//!   to 0: rows alone).
 //!
 //! Halving the linger at most doubles the batches, so at most doubles the
 //! overhead part of `u`; doubling it at most halves it. With `LOW < HIGH /
-//! 2`, one step can therefore never cross the band: after a step change of
-//! the load the linger moves monotonically and then holds — it cannot
-//! oscillate. Utilization is smoothed (EWMA) over decision intervals of
-//! several latency targets, so a short burst, or a downstream operator
-//! that stalls for a moment to fire its windows, does not move it; after a
-//! change the smoothing starts afresh, so the new linger is judged by what
-//! it does rather than by the old one's history.
+//! 2`, one step on `u` can therefore never cross the band: after a step
+//! change of the load the linger moves monotonically and then holds — it
+//! cannot oscillate. Pressure has no such bound: it appears only once the
+//! downstream is saturated, and a linger that relieved it would, halved,
+//! bring it straight back. What saturates a consumer is mostly the number
+//! of batches, and with a linger `L` a source sends at most `1/L` batches
+//! per second whatever the rate. So the controller remembers the largest
+//! linger that was backpressured and does not halve down to it while rows
+//! still arrive faster than one per that linger (`r·L ≥ 1`, when batching
+//! is what keeps the batch rate down); slower input releases it. Both are
+//! smoothed (EWMA) over decision intervals of several latency targets, so a
+//! short burst, or a downstream operator that stalls for a moment to fire
+//! its windows, does not move the linger; after a change the smoothing
+//! starts afresh, so the new linger is judged by what it does rather than
+//! by the old one's history.
 
-use std::sync::Arc;
 use std::time::Duration;
-
-use crate::worker::WorkerLoad;
-
 /// Busy fraction above which the linger doubles.
 pub const HIGH: f64 = 0.8;
 /// Busy fraction below which the linger halves (must stay below `HIGH / 2`).
 pub const LOW: f64 = 0.35;
-/// Weight of the newest interval in the smoothed utilization.
+/// Backpressured fraction above which the linger doubles.
+pub const PRESSURE_HIGH: f64 = 0.1;
+/// Backpressured fraction below which the linger may halve.
+pub const PRESSURE_LOW: f64 = 0.01;
+/// Weight of the newest interval in the smoothed fractions.
 const ALPHA: f64 = 0.3;
 /// The most of the latency target a row may wait for its batch to fill.
 pub const LINGER_SHARE: f64 = 0.1;
@@ -75,11 +84,16 @@ pub struct BatchController {
     linger_ns: i64,
     /// Longest linger allowed (0 for fixed policies).
     budget_ns: i64,
-    utilization: Option<f64>,
-    /// The workers' load and its reading at the start of the interval.
-    load: Option<(Arc<WorkerLoad>, Vec<u64>)>,
+    /// Smoothed (busy, backpressured) fractions.
+    smoothed: Option<(f64, f64)>,
+    /// Smoothed arrival rate, rows per second.
+    rate: Option<f64>,
+    /// The largest linger seen backpressured, while it still matters.
+    pressured_at_ns: Option<i64>,
     /// Measurements of the current interval.
+    rows: u64,
     busy_ns: u64,
+    pressure_ns: u64,
     interval_start_ns: i64,
     interval_ns: i64,
 }
@@ -107,20 +121,15 @@ impl BatchController {
             size,
             linger_ns: 0,
             budget_ns,
-            utilization: None,
-            load: None,
+            smoothed: None,
+            rate: None,
+            pressured_at_ns: None,
+            rows: 0,
             busy_ns: 0,
+            pressure_ns: 0,
             interval_start_ns: now_ns,
             interval_ns,
         }
-    }
-
-    /// Also counts the busiest worker's load as this source's: tiny batches
-    /// cost most where they are received, on other tasks and threads.
-    pub fn with_worker_load(mut self, load: Arc<WorkerLoad>) -> Self {
-        let start = load.busy_ns();
-        self.load = Some((load, start));
-        self
     }
 
     /// Rows to ask for next.
@@ -136,18 +145,22 @@ impl BatchController {
 
     /// Smoothed busy fraction, once one interval has been measured.
     pub fn utilization(&self) -> Option<f64> {
-        self.utilization
+        self.smoothed.map(|(u, _)| u)
     }
 
-    /// Records one batch that took `busy_ns` to read and process (plus any
-    /// time its output was held back). Re-decides at the end of each
-    /// interval.
-    pub fn observe(&mut self, busy_ns: u64, now_ns: i64) {
+    /// Records one batch of `rows` that took `busy_ns` to read and process,
+    /// after its output was held back `pressure_ns` by a full channel.
+    /// Re-decides at the end of each interval.
+    pub fn observe(&mut self, rows: usize, busy_ns: u64, pressure_ns: u64, now_ns: i64) {
+        self.rows += rows as u64;
         self.busy_ns += busy_ns;
+        self.pressure_ns += pressure_ns;
         let elapsed = now_ns - self.interval_start_ns;
         if elapsed >= self.interval_ns {
             self.decide(elapsed);
+            self.rows = 0;
             self.busy_ns = 0;
+            self.pressure_ns = 0;
             self.interval_start_ns = now_ns;
         }
     }
@@ -156,28 +169,39 @@ impl BatchController {
         if matches!(self.policy, BatchPolicy::Fixed(_)) {
             return;
         }
-        let mut busy = self.busy_ns;
-        if let Some((load, last)) = &mut self.load {
-            let now = load.busy_ns();
-            let busiest = now
-                .iter()
-                .zip(last.iter())
-                .map(|(n, l)| n.saturating_sub(*l))
-                .max();
-            busy = busy.max(busiest.unwrap_or(0));
-            *last = now;
-        }
-        let u_now = (busy as f64 / elapsed_ns.max(1) as f64).min(1.0);
-        let u = match self.utilization {
-            Some(prev) => prev + ALPHA * (u_now - prev),
-            None => u_now,
+        let wall = elapsed_ns.max(1) as f64;
+        let u_now = (self.busy_ns as f64 / wall).min(1.0);
+        let p_now = (self.pressure_ns as f64 / wall).min(1.0);
+        let (u, p) = match self.smoothed {
+            Some((u, p)) => (u + ALPHA * (u_now - u), p + ALPHA * (p_now - p)),
+            None => (u_now, p_now),
         };
-        self.utilization = Some(u);
+        self.smoothed = Some((u, p));
+        let rate_now = self.rows as f64 / (wall / 1e9);
+        let rate = self.rate.map_or(rate_now, |r| r + ALPHA * (rate_now - r));
+        self.rate = Some(rate);
+        if p > PRESSURE_HIGH {
+            self.pressured_at_ns = Some(
+                self.pressured_at_ns
+                    .map_or(self.linger_ns, |l| l.max(self.linger_ns)),
+            );
+        }
+        // Slow enough that rows come alone at that linger: forget it.
+        if let Some(at) = self.pressured_at_ns
+            && rate * at as f64 / 1e9 < 1.0
+        {
+            self.pressured_at_ns = None;
+        }
         let step = (self.budget_ns / LINGER_STEPS).max(1);
         let before = self.linger_ns;
-        if u > HIGH {
+        if u > HIGH || p > PRESSURE_HIGH {
             self.linger_ns = (self.linger_ns * 2).max(step).min(self.budget_ns);
-        } else if u < LOW {
+        } else if u < LOW
+            && p < PRESSURE_LOW
+            && self
+                .pressured_at_ns
+                .is_none_or(|at| self.linger_ns / 2 > at)
+        {
             self.linger_ns /= 2;
             if self.linger_ns < step {
                 self.linger_ns = 0;
@@ -186,7 +210,7 @@ impl BatchController {
         if self.linger_ns != before {
             // Judge the new linger by what it does, not by the history of
             // the old one (that lag would overshoot, then step back).
-            self.utilization = None;
+            self.smoothed = None;
         }
     }
 }
@@ -207,6 +231,20 @@ mod tests {
         intervals: usize,
         now: &mut i64,
     ) -> Vec<i64> {
+        simulate_pipeline(c, rate, (overhead, per_row), (0.0, 0.0), intervals, now)
+    }
+
+    /// As `simulate`, with a downstream task whose batches cost
+    /// `downstream.0 + downstream.1·s` ns: when its work exceeds the
+    /// interval, the source is held back (backpressured) for the excess.
+    fn simulate_pipeline(
+        c: &mut BatchController,
+        rate: f64,
+        source: (f64, f64),
+        downstream: (f64, f64),
+        intervals: usize,
+        now: &mut i64,
+    ) -> Vec<i64> {
         let mut lingers = Vec::new();
         // A fixed policy never decides; simulate it in 10 ms steps.
         let interval = c.interval_ns.min(10_000_000);
@@ -214,10 +252,14 @@ mod tests {
             let rows = (rate * interval as f64 / 1e9).max(1.0);
             let per_batch = (rate * c.linger_ns() as f64 / 1e9).clamp(1.0, c.size() as f64);
             let batches = (rows / per_batch).ceil().max(1.0) as i64;
-            let busy = batches as f64 * overhead + rows * per_row;
+            let busy = batches as f64 * source.0 + rows * source.1;
+            let held =
+                (batches as f64 * downstream.0 + rows * downstream.1 - interval as f64).max(0.0);
             for b in 1..=batches {
                 c.observe(
+                    (rows / batches as f64) as usize,
                     (busy / batches as f64) as u64,
+                    (held / batches as f64) as u64,
                     *now + b * interval / batches,
                 );
             }
@@ -270,6 +312,47 @@ mod tests {
         // Only as much as needed: 3 rows per batch suffice here, far below
         // the 100 µs budget.
         assert!(last <= 4 * c.budget_ns / LINGER_STEPS, "{lingers:?}");
+    }
+
+    #[test]
+    fn a_backpressured_source_lingers_until_downstream_keeps_up() {
+        let mut c = adaptive(1);
+        let mut now = 0;
+        // The source itself is barely busy (0.3 µs per batch), but each
+        // batch costs its consumer 5 µs: at 500k rows/s rows alone need 2.5 s
+        // of downstream work per second.
+        let lingers = simulate_pipeline(
+            &mut c,
+            500_000.0,
+            (300.0, 20.0),
+            (5_000.0, 100.0),
+            100,
+            &mut now,
+        );
+        assert!(
+            lingers.windows(2).all(|w| w[0] <= w[1]),
+            "grew monotonically: {lingers:?}"
+        );
+        let last = *lingers.last().unwrap();
+        // Downstream at the final linger: batches of 500k·L rows.
+        let per_batch = (500_000.0 * last as f64 / 1e9).max(1.0);
+        let downstream = 500_000.0 * (5_000.0 / per_batch + 100.0) / 1e9;
+        assert!(downstream <= 1.0, "downstream still saturated at {last} ns");
+        assert!(
+            last < c.budget_ns,
+            "needed only part of the budget: {lingers:?}"
+        );
+        // At 10k rows/s rows come alone even at that linger: back to none.
+        let down = simulate_pipeline(
+            &mut c,
+            10_000.0,
+            (300.0, 20.0),
+            (5_000.0, 100.0),
+            100,
+            &mut now,
+        );
+        assert!(down.windows(2).all(|w| w[0] >= w[1]), "{down:?}");
+        assert_eq!(*down.last().unwrap(), 0);
     }
 
     #[test]

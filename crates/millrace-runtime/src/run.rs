@@ -21,7 +21,7 @@ use crate::metrics::{NodeKind, NodeMetrics, OperatorMetrics, RunSummary, TaskTim
 use crate::output::OutputRouter;
 use crate::plan::Plan;
 use crate::task::{ChainOp, DataflowTask, Head, SinkStage, SourceHead, Task};
-use crate::worker::{IdleStrategy, RunControl, StopHandle, Worker, WorkerLoad, WorkerWaker};
+use crate::worker::{IdleStrategy, RunControl, StopHandle, Worker, WorkerWaker};
 
 pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
     let plan = Plan::build(&graph)?;
@@ -31,7 +31,6 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
     let wakers: Vec<WorkerWaker> = (0..workers).map(|_| WorkerWaker::default()).collect();
     let worker_of = |instance: usize| instance % workers;
     let control = Arc::new(RunControl::default());
-    let load = Arc::new(WorkerLoad::new(workers));
     for w in &wakers {
         control.register(w.clone());
     }
@@ -154,8 +153,7 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                                 None => BatchPolicy::Fixed(config.batch_size),
                             },
                             now_ns(),
-                        )
-                        .with_worker_load(load.clone()),
+                        ),
                         resume_at_ns: None,
                         pressure_ns: 0,
                         barrier_every_rows: config.barrier_every_rows.filter(|n| *n > 0),
@@ -239,7 +237,6 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                     None => config.idle,
                 },
                 control: control.clone(),
-                load: load.clone(),
             };
             let control = control.clone();
             std::thread::Builder::new()

@@ -430,15 +430,17 @@ impl Task for DataflowTask {
                 },
             }
             progressed = true;
+            let rows: usize = items.iter().map(|(_, m)| m.rows()).sum();
             self.run_chain(items)?;
             let flushed = self.flush();
             let now = now_ns();
             if let Head::Source(src) = &mut self.head {
                 // Time spent reading counts from before the read; time held
-                // back by a slow consumer counts as load, so batches grow
-                // when downstream cannot keep up.
-                let busy = (now - step_started) as u64 + std::mem::take(&mut src.pressure_ns);
-                src.batching.observe(busy, now);
+                // back by a slow consumer is reported apart, so batches can
+                // grow when downstream cannot keep up.
+                let busy = (now - step_started) as u64;
+                src.batching
+                    .observe(rows, busy, std::mem::take(&mut src.pressure_ns), now);
             }
             if !flushed {
                 self.backpressured_since = Some(now);

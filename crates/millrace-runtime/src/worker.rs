@@ -10,7 +10,7 @@
 //! (named by the operator that failed), every worker is woken and exits.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
@@ -96,37 +96,6 @@ impl RunControl {
     }
 }
 
-/// How busy each worker is: the time it spent in rounds over its tasks that
-/// did some work. Batch controllers read it to see load that their own
-/// task does not (the per-message cost of tiny batches falls on whichever
-/// tasks receive them).
-#[derive(Debug)]
-pub struct WorkerLoad {
-    busy_ns: Vec<AtomicU64>,
-}
-
-impl WorkerLoad {
-    pub fn new(workers: usize) -> Self {
-        WorkerLoad {
-            busy_ns: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
-    fn add(&self, worker: usize, ns: u64) {
-        if let Some(b) = self.busy_ns.get(worker) {
-            b.fetch_add(ns, Ordering::Relaxed);
-        }
-    }
-
-    /// Busy nanoseconds of every worker so far.
-    pub fn busy_ns(&self) -> Vec<u64> {
-        self.busy_ns
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect()
-    }
-}
-
 /// How a worker waits when it has nothing to do.
 #[derive(Debug, Clone, Copy)]
 pub struct IdleStrategy {
@@ -172,7 +141,6 @@ pub struct Worker {
     pub tasks: Vec<Box<dyn Task>>,
     pub idle: IdleStrategy,
     pub control: Arc<RunControl>,
-    pub load: Arc<WorkerLoad>,
 }
 
 impl Worker {
@@ -186,7 +154,6 @@ impl Worker {
             let _ = core_affinity::set_for_current(core);
         }
         let mut last_progress = now_ns();
-        let mut round_started = last_progress;
         while !self.tasks.is_empty() && !self.control.is_cancelled() {
             let mut progressed = false;
             let mut next_timer: Option<i64> = None;
@@ -210,10 +177,7 @@ impl Worker {
                 i += 1;
             }
             let now = now_ns();
-            let round = (now - round_started).max(0) as u64;
-            round_started = now;
             if progressed {
-                self.load.add(self.index, round);
                 last_progress = now;
                 continue;
             }
@@ -225,7 +189,6 @@ impl Worker {
             let park_ns = next_timer.map_or(max_park, |t| t.saturating_sub(now).clamp(0, max_park));
             if park_ns > 0 {
                 std::thread::park_timeout(Duration::from_nanos(park_ns as u64));
-                round_started = now_ns();
             }
         }
         for task in &mut self.tasks {
