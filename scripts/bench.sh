@@ -1,40 +1,30 @@
 #!/usr/bin/env bash
 # Reproduces every table in docs/benchmarks.md: builds the release binary,
-# prints the machine, then runs each benchmark pipeline and prints its summary.
-# Usage: scripts/bench.sh [events]   (default 20,000,000 Nexmark events)
+# prints the machine, measures how often the machine takes a core away from
+# a spinning thread, then runs `millrace bench` (Nexmark q0, q5, q7 for
+# fixed batch sizes 1, 64, 1024, 8192 and the adaptive controller; keyed
+# window state on 100k IoT devices).
+# Usage: scripts/bench.sh [extra `millrace bench` options, e.g. --seconds 2]
+# Writes bench.json beside the Markdown it prints (not committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EVENTS=${1:-20000000}
-cargo build --release -p millrace >/dev/null
+cargo build --release -p millrace -p millrace-runtime --examples --bins >/dev/null 2>&1 \
+  || cargo build --release -p millrace -p millrace-runtime --examples --bins
 BIN=target/release/millrace
 
-echo "## machine"
-echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
-echo "rustc: $(rustc --version)"
-echo "profile: release (opt-level 3, codegen-units 4, line-tables debug info)"
+echo "## Machine"
 echo
-
-run() {
-  echo "### $*"
-  echo '```'
-  echo "\$ millrace demo $*"
-  "$BIN" demo "$@" | sed -n '/── run summary/,$p'
-  echo '```'
-  echo
-}
-
-echo "## throughput (as fast as possible, discard sink)"
-for p in 1 2; do
-  run --query passthrough --sink discard --events "$EVENTS" --parallelism "$p" --workers "$p"
-done
-for p in 1 2; do
-  run --query tumble --sink discard --events "$EVENTS" --event-rate 100000 --parallelism "$p" --workers "$p"
-done
-
-echo "## latency (open loop: each event due at start + i/rate; latency from its due time)"
-for rate in 200000 1000000; do
-  for p in 1 2; do
-    run --query passthrough --sink discard --events $((rate * 10)) --rate "$rate" --parallelism "$p" --workers "$p"
-    run --query tumble --sink discard --events $((rate * 10)) --event-rate 100000 --rate "$rate" --parallelism "$p" --workers "$p"
-  done
-done
+echo "- cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
+echo "- rustc: $(rustc --version)"
+echo "- profile: release (opt-level 3, codegen-units 4, line-tables debug info), mimalloc"
+echo
+echo "Cores taken away from threads that never yield (\`cpu_gaps\`, 3 s each):"
+echo
+echo '```'
+echo "one spinning thread:"
+target/release/examples/cpu_gaps 1 3
+echo "two spinning threads:"
+target/release/examples/cpu_gaps 2 3
+echo '```'
+echo
+"$BIN" bench --json bench.json "$@"

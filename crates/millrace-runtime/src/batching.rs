@@ -22,9 +22,15 @@
 //!
 //! * `u > HIGH` or `p > PRESSURE_HIGH` (falling behind soon): double the
 //!   linger (from 0 to `budget / 32`), up to the budget, `LINGER_SHARE` of
-//!   the latency target — a row never waits longer than that for its batch;
-//! * `u < LOW` and `p < PRESSURE_LOW`: halve it (below `budget / 32`, back
-//!   to 0: rows alone).
+//!   the latency target — a row never waits longer than that for its batch.
+//!   Busy time counts only when batching can relieve it: a least-squares
+//!   fit of `busy = o + c·rows` over the interval's batches must put at
+//!   least `MIN_OVERHEAD_SHARE` of it in `o` (a source busy generating or
+//!   decoding rows gains nothing from waiting; when every batch had the
+//!   same size the fit cannot tell, and busy time counts);
+//! * `p < PRESSURE_LOW`, and `u < LOW` or the overhead share is below half
+//!   of `MIN_OVERHEAD_SHARE` (the linger is not buying anything): halve it
+//!   (below `budget / 32`, back to 0: rows alone).
 //!
 //! Halving the linger at most doubles the batches, so at most doubles the
 //! overhead part of `u`; doubling it at most halves it. With `LOW < HIGH /
@@ -49,6 +55,10 @@ use std::time::Duration;
 pub const HIGH: f64 = 0.8;
 /// Busy fraction below which the linger halves (must stay below `HIGH / 2`).
 pub const LOW: f64 = 0.35;
+/// Busy time counts as a reason to linger only if at least this share of
+/// it is per-batch overhead (estimated from the interval's batches):
+/// otherwise the cost is per row and bigger batches would not help.
+pub const MIN_OVERHEAD_SHARE: f64 = 0.2;
 /// Backpressured fraction above which the linger doubles.
 pub const PRESSURE_HIGH: f64 = 0.1;
 /// Backpressured fraction below which the linger may halve.
@@ -86,6 +96,8 @@ pub struct BatchController {
     budget_ns: i64,
     /// Smoothed (busy, backpressured) fractions.
     smoothed: Option<(f64, f64)>,
+    /// Smoothed share of busy time that is per-batch overhead, once known.
+    share: Option<f64>,
     /// Smoothed arrival rate, rows per second.
     rate: Option<f64>,
     /// The largest linger seen backpressured, while it still matters.
@@ -94,6 +106,9 @@ pub struct BatchController {
     rows: u64,
     busy_ns: u64,
     pressure_ns: u64,
+    /// Sums over its batches for fitting `busy = o + c·rows`: count, Σrows,
+    /// Σbusy, Σrows², Σrows·busy.
+    fit: [f64; 5],
     interval_start_ns: i64,
     interval_ns: i64,
 }
@@ -122,11 +137,13 @@ impl BatchController {
             linger_ns: 0,
             budget_ns,
             smoothed: None,
+            share: None,
             rate: None,
             pressured_at_ns: None,
             rows: 0,
             busy_ns: 0,
             pressure_ns: 0,
+            fit: [0.0; 5],
             interval_start_ns: now_ns,
             interval_ns,
         }
@@ -154,15 +171,34 @@ impl BatchController {
     pub fn observe(&mut self, rows: usize, busy_ns: u64, pressure_ns: u64, now_ns: i64) {
         self.rows += rows as u64;
         self.busy_ns += busy_ns;
+        let (x, y) = (rows as f64, busy_ns as f64);
+        for (sum, v) in self.fit.iter_mut().zip([1.0, x, y, x * x, x * y]) {
+            *sum += v;
+        }
         self.pressure_ns += pressure_ns;
         let elapsed = now_ns - self.interval_start_ns;
         if elapsed >= self.interval_ns {
             self.decide(elapsed);
+            self.fit = [0.0; 5];
             self.rows = 0;
             self.busy_ns = 0;
             self.pressure_ns = 0;
             self.interval_start_ns = now_ns;
         }
+    }
+
+    /// The share of this interval's busy time that was per-batch overhead,
+    /// from a least-squares fit of `busy = o + c·rows` over its batches;
+    /// `None` when their sizes did not vary enough to tell.
+    fn overhead_share(&self) -> Option<f64> {
+        let [n, sx, sy, sxx, sxy] = self.fit;
+        let spread = n * sxx - sx * sx;
+        if n < 8.0 || sy <= 0.0 || spread <= f64::EPSILON * n * sxx {
+            return None;
+        }
+        let per_row = (n * sxy - sx * sy) / spread;
+        let per_batch = (sy - per_row * sx) / n;
+        Some((per_batch.max(0.0) * n / sy).min(1.0))
     }
 
     fn decide(&mut self, elapsed_ns: i64) {
@@ -194,9 +230,16 @@ impl BatchController {
         }
         let step = (self.budget_ns / LINGER_STEPS).max(1);
         let before = self.linger_ns;
-        if u > HIGH || p > PRESSURE_HIGH {
+        if let Some(now) = self.overhead_share() {
+            self.share = Some(self.share.map_or(now, |s| s + ALPHA * (now - s)));
+        }
+        // Unknown (every batch the same size) counts as paying: lingering
+        // is bounded, falling behind is not.
+        let overhead_pays = self.share.is_none_or(|s| s >= MIN_OVERHEAD_SHARE);
+        let overhead_idle = self.share.is_some_and(|s| s < MIN_OVERHEAD_SHARE / 2.0);
+        if (u > HIGH && overhead_pays) || p > PRESSURE_HIGH {
             self.linger_ns = (self.linger_ns * 2).max(step).min(self.budget_ns);
-        } else if u < LOW
+        } else if (u < LOW || overhead_idle)
             && p < PRESSURE_LOW
             && self
                 .pressured_at_ns
@@ -211,6 +254,7 @@ impl BatchController {
             // Judge the new linger by what it does, not by the history of
             // the old one (that lag would overshoot, then step back).
             self.smoothed = None;
+            self.share = None;
         }
     }
 }
@@ -252,13 +296,20 @@ mod tests {
             let rows = (rate * interval as f64 / 1e9).max(1.0);
             let per_batch = (rate * c.linger_ns() as f64 / 1e9).clamp(1.0, c.size() as f64);
             let batches = (rows / per_batch).ceil().max(1.0) as i64;
-            let busy = batches as f64 * source.0 + rows * source.1;
             let held =
                 (batches as f64 * downstream.0 + rows * downstream.1 - interval as f64).max(0.0);
             for b in 1..=batches {
+                // Real batches vary around the mean (arrivals are uneven):
+                // alternately a third smaller and larger.
+                let n = if b % 2 == 0 {
+                    per_batch * 4.0 / 3.0
+                } else {
+                    per_batch * 2.0 / 3.0
+                };
+                let n = n.round().max(1.0);
                 c.observe(
-                    (rows / batches as f64) as usize,
-                    (busy / batches as f64) as u64,
+                    n as usize,
+                    (source.0 + n * source.1) as u64,
                     (held / batches as f64) as u64,
                     *now + b * interval / batches,
                 );
@@ -315,6 +366,19 @@ mod tests {
     }
 
     #[test]
+    fn a_source_busy_with_its_rows_does_not_linger() {
+        let mut c = adaptive(1);
+        let mut now = 0;
+        // 90% busy, but 0.2 µs per batch against 0.9 µs per row: waiting for
+        // bigger batches would save almost nothing. Rows alone all have the
+        // same size, so the first step is a probe; once batch sizes vary the
+        // fit shows the cost is per row and the linger grows no further.
+        let lingers = simulate(&mut c, 1_000_000.0, 200.0, 900.0, 50, &mut now);
+        let first_step = c.budget_ns / LINGER_STEPS;
+        assert!(lingers.iter().all(|l| *l <= first_step), "{lingers:?}");
+    }
+
+    #[test]
     fn a_backpressured_source_lingers_until_downstream_keeps_up() {
         let mut c = adaptive(1);
         let mut now = 0;
@@ -357,7 +421,7 @@ mod tests {
 
     #[test]
     fn the_linger_never_exceeds_its_share_of_the_target() {
-        for rate in [1.0, 1e3, 1e5, 1e7, 1e9] {
+        for rate in [1.0, 1e3, 1e5, 1e7, 1e8] {
             for target_ms in [1, 10] {
                 let mut c = adaptive(target_ms);
                 let mut now = 0;

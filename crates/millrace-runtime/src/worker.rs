@@ -3,7 +3,8 @@
 //! A worker polls its tasks round-robin. When a whole round makes no
 //! progress it keeps polling for a short spin window (a hand-off between
 //! cores then costs well under a microsecond), and after that parks until a
-//! channel wakes it or the earliest timer of its tasks is due. A task that
+//! channel wakes it or the earliest timer of its tasks is due; a timer due
+//! within the spin window is waited for by polling, not parking. A task that
 //! waits for input therefore costs no CPU once the spin window has passed.
 //!
 //! Errors and panics of a task stop the whole pipeline: the first one is kept
@@ -181,7 +182,11 @@ impl Worker {
                 last_progress = now;
                 continue;
             }
-            if now - last_progress < self.idle.spin.as_nanos() as i64 {
+            // Keep polling while work was seen recently, and through a timer
+            // due within the spin window: a parked thread wakes tens of µs
+            // late (milliseconds at the tail), longer than the wait itself.
+            let spin = self.idle.spin.as_nanos() as i64;
+            if now - last_progress < spin || next_timer.is_some_and(|t| t - now <= spin) {
                 std::hint::spin_loop();
                 continue;
             }
