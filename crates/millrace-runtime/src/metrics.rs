@@ -289,7 +289,8 @@ pub fn fmt_ns(ns: u64) -> String {
     }
 }
 
-fn fmt_count(n: f64) -> String {
+/// A count with a unit that reads at a glance: `12.35 M`, `456.7 K`, `89`.
+pub fn fmt_count(n: f64) -> String {
     if n >= 1e6 {
         format!("{:.2} M", n / 1e6)
     } else if n >= 1e3 {

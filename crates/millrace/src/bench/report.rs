@@ -5,15 +5,9 @@ use std::fmt::Write;
 
 use super::{LatencyRun, Policy, QueryResult, StateResult};
 
-/// `12.3 M`, `456.7 K`, `89`.
+/// `12.35 M`, `456.7 K`, `89`.
 pub fn count(n: f64) -> String {
-    if n >= 1e6 {
-        format!("{:.2} M", n / 1e6)
-    } else if n >= 1e3 {
-        format!("{:.1} K", n / 1e3)
-    } else {
-        format!("{n:.0}")
-    }
+    millrace_runtime::metrics::fmt_count(n)
 }
 
 /// Nanoseconds with a unit that reads at a glance.
