@@ -104,6 +104,15 @@ pub struct StateSize {
     pub key_bytes: usize,
 }
 
+impl std::ops::AddAssign for StateSize {
+    /// The state of two instances, or of two windows, together.
+    fn add_assign(&mut self, other: StateSize) {
+        self.bytes += other.bytes;
+        self.keys += other.keys;
+        self.key_bytes += other.key_bytes;
+    }
+}
+
 impl StateSize {
     /// Bytes per entry beyond its key (0 without entries).
     pub fn bytes_per_key_beyond_key(&self) -> f64 {

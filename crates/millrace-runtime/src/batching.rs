@@ -208,13 +208,12 @@ impl BatchController {
         let wall = elapsed_ns.max(1) as f64;
         let u_now = (self.busy_ns as f64 / wall).min(1.0);
         let p_now = (self.pressure_ns as f64 / wall).min(1.0);
-        let (u, p) = match self.smoothed {
-            Some((u, p)) => (u + ALPHA * (u_now - u), p + ALPHA * (p_now - p)),
-            None => (u_now, p_now),
-        };
+        let (u, p) = (
+            smooth(self.smoothed.map(|s| s.0), u_now),
+            smooth(self.smoothed.map(|s| s.1), p_now),
+        );
         self.smoothed = Some((u, p));
-        let rate_now = self.rows as f64 / (wall / 1e9);
-        let rate = self.rate.map_or(rate_now, |r| r + ALPHA * (rate_now - r));
+        let rate = smooth(self.rate, self.rows as f64 / (wall / 1e9));
         self.rate = Some(rate);
         if p > PRESSURE_HIGH {
             self.pressured_at_ns = Some(
@@ -231,7 +230,7 @@ impl BatchController {
         let step = (self.budget_ns / LINGER_STEPS).max(1);
         let before = self.linger_ns;
         if let Some(now) = self.overhead_share() {
-            self.share = Some(self.share.map_or(now, |s| s + ALPHA * (now - s)));
+            self.share = Some(smooth(self.share, now));
         }
         // Unknown (every batch the same size) counts as paying: lingering
         // is bounded, falling behind is not.
@@ -257,6 +256,11 @@ impl BatchController {
             self.share = None;
         }
     }
+}
+
+/// The EWMA of `prev` with the newest value `now` (just `now` at first).
+fn smooth(prev: Option<f64>, now: f64) -> f64 {
+    prev.map_or(now, |prev| prev + ALPHA * (now - prev))
 }
 
 #[cfg(test)]

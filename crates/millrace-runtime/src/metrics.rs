@@ -131,10 +131,7 @@ impl NodeMetrics {
             );
             s.wall_ns += (end - start).max(0) as u64;
             if let Some(st) = *m.state.lock().unwrap_or_else(|e| e.into_inner()) {
-                let sum = s.state.get_or_insert_with(StateSize::default);
-                sum.bytes += st.bytes;
-                sum.keys += st.keys;
-                sum.key_bytes += st.key_bytes;
+                *s.state.get_or_insert_with(StateSize::default) += st;
             }
         }
         s

@@ -430,7 +430,11 @@ impl Task for DataflowTask {
                 },
             }
             progressed = true;
-            let rows: usize = items.iter().map(|(_, m)| m.rows()).sum();
+            // Rows a source read, for its batch controller.
+            let rows: usize = match self.head {
+                Head::Source(_) => items.iter().map(|(_, m)| m.rows()).sum(),
+                Head::Gate(_) => 0,
+            };
             self.run_chain(items)?;
             let flushed = self.flush();
             let now = now_ns();

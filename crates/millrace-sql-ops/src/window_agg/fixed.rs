@@ -92,10 +92,7 @@ impl FixedWindowOperator {
     fn note_peak(&mut self) {
         let mut now = StateSize::default();
         for w in self.windows.values() {
-            let s = w.state();
-            now.bytes += s.bytes;
-            now.keys += s.keys;
-            now.key_bytes += s.key_bytes;
+            now += w.state();
         }
         if now.bytes > self.peak.bytes {
             self.peak = now;

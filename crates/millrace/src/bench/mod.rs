@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use millrace_core::StateSize;
 use serde_json::{Value, json};
 
 pub use report::{comparison_table, query_tables, state_table, targets_table};
@@ -95,15 +96,7 @@ pub struct BenchOptions {
 pub struct StateResult {
     pub query: String,
     pub operator: String,
-    pub bytes: u64,
-    pub keys: u64,
-    pub key_bytes: u64,
-}
-
-impl StateResult {
-    pub fn bytes_per_key_beyond_key(&self) -> f64 {
-        self.bytes.saturating_sub(self.key_bytes) as f64 / self.keys.max(1) as f64
-    }
+    pub state: StateSize,
 }
 
 /// One measured run.
@@ -282,15 +275,18 @@ pub fn measure_state(o: &BenchOptions, file: &Path) -> Result<Vec<StateResult>, 
         .iter()
         .filter_map(|op| {
             let st = op.get("state")?;
+            let field = |name: &str| st[name].as_u64().map(|v| v as usize);
             Some(StateResult {
                 query: query_name(file),
                 operator: op["name"].as_str()?.to_string(),
-                bytes: st["bytes"].as_u64()?,
-                keys: st["keys"].as_u64()?,
-                key_bytes: st["key_bytes"].as_u64()?,
+                state: StateSize {
+                    bytes: field("bytes")?,
+                    keys: field("keys")?,
+                    key_bytes: field("key_bytes")?,
+                },
             })
         })
-        .filter(|s| s.keys > 0)
+        .filter(|s| s.state.keys > 0)
         .collect())
 }
 
@@ -457,10 +453,10 @@ pub fn to_json(
         "state": state.iter().map(|s| json!({
             "query": s.query,
             "operator": s.operator,
-            "bytes": s.bytes,
-            "keys": s.keys,
-            "key_bytes": s.key_bytes,
-            "bytes_per_key_beyond_key": s.bytes_per_key_beyond_key(),
+            "bytes": s.state.bytes,
+            "keys": s.state.keys,
+            "key_bytes": s.state.key_bytes,
+            "bytes_per_key_beyond_key": s.state.bytes_per_key_beyond_key(),
         })).collect::<Vec<_>>(),
         "queries": results.iter().map(|q| json!({
             "query": q.name,

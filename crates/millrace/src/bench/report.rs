@@ -153,10 +153,10 @@ pub fn state_table(state: &[StateResult]) -> String {
             "| {} | {} | {} | {} | {} | {:.0} |",
             st.query,
             st.operator,
-            bytes(Some(st.bytes)),
-            st.keys,
-            bytes(Some(st.key_bytes)),
-            st.bytes_per_key_beyond_key()
+            bytes(Some(st.state.bytes as u64)),
+            st.state.keys,
+            bytes(Some(st.state.key_bytes as u64)),
+            st.state.bytes_per_key_beyond_key()
         );
     }
     s
@@ -171,8 +171,8 @@ pub fn targets_table(results: &[QueryResult], state: &[StateResult]) -> String {
                 "{}: keyed window state ≤ 100 bytes per key beyond the key",
                 st.query
             ),
-            format!("{:.0} B", st.bytes_per_key_beyond_key()),
-            st.bytes_per_key_beyond_key() <= 100.0,
+            format!("{:.0} B", st.state.bytes_per_key_beyond_key()),
+            st.state.bytes_per_key_beyond_key() <= 100.0,
         ));
     }
     let find = |name: &str| results.iter().find(|q| q.name == name);
