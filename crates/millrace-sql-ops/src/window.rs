@@ -93,6 +93,21 @@ pub enum WindowKind {
 }
 
 impl WindowKind {
+    /// The first window end after `t`, for tumbling and hopping windows
+    /// (`None` for session windows, whose ends depend on the rows). Windows
+    /// start at multiples of the slide, so their ends are `size` past one.
+    pub fn next_end_after(&self, t: i64) -> Option<i64> {
+        let (size, slide) = match *self {
+            WindowKind::Tumble { size_ms } => (size_ms, size_ms),
+            WindowKind::Hop { slide_ms, size_ms } => (size_ms, slide_ms),
+            WindowKind::Session { .. } => return None,
+        };
+        let phase = size.rem_euclid(slide);
+        let past = (i128::from(t) - i128::from(phase)).rem_euclid(i128::from(slide));
+        let next = i128::from(t) - past + i128::from(slide);
+        Some(i64::try_from(next).unwrap_or(i64::MAX))
+    }
+
     /// The SQL function name.
     pub fn function(&self) -> &'static str {
         match self {
@@ -338,6 +353,26 @@ mod tests {
                 end: 30
             }]
         );
+    }
+
+    #[test]
+    fn next_window_end_is_the_first_end_strictly_after() {
+        let tumble = WindowKind::Tumble { size_ms: 10 };
+        assert_eq!(tumble.next_end_after(0), Some(10));
+        assert_eq!(tumble.next_end_after(9), Some(10));
+        assert_eq!(tumble.next_end_after(10), Some(20));
+        assert_eq!(tumble.next_end_after(-1), Some(0));
+        // Hop 10 every 4: windows [-4, 6), [0, 10), [4, 14): ends 6, 10, 14.
+        let hop = WindowKind::Hop {
+            slide_ms: 4,
+            size_ms: 10,
+        };
+        assert_eq!(hop.next_end_after(5), Some(6));
+        assert_eq!(hop.next_end_after(6), Some(10));
+        assert_eq!(hop.next_end_after(13), Some(14));
+        assert_eq!(tumble.next_end_after(i64::MIN), Some(i64::MIN + 8));
+        assert_eq!(tumble.next_end_after(i64::MAX), Some(i64::MAX));
+        assert_eq!(WindowKind::Session { gap_ms: 5 }.next_end_after(0), None);
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub(super) struct FixedWindowOperator {
     assignments: Vec<Assignment>,
     /// The most state held at once, measured before each firing.
     peak: StateSize,
+    /// The next watermark is forwarded once it reaches this time.
+    forward_at: i64,
 }
 
 impl FixedWindowOperator {
@@ -84,7 +86,27 @@ impl FixedWindowOperator {
             max_entered: None,
             assignments: Vec::new(),
             peak: StateSize::default(),
+            forward_at: i64::MIN,
         }
+    }
+
+    /// Forwards `wm` when it reaches a window end, and no other time. The
+    /// output rows carry their window and no event time, so consumers read
+    /// time only through those windows: they close one when the watermark
+    /// reaches its end, and a watermark between two ends tells them nothing.
+    /// Upstream sends one watermark per source batch; a lightly loaded
+    /// source sends batches of a few rows, and forwarding each would cost
+    /// every hop after this one a message per batch. Carried windows end
+    /// wherever the rows say, so then every watermark is forwarded.
+    fn forward_watermark(&mut self, wm: Watermark, out: &mut Emitter) {
+        if wm.time_ms < self.forward_at {
+            return;
+        }
+        self.forward_at = match self.plan.spec.assign.kind() {
+            Some(kind) => kind.next_end_after(self.watermark).unwrap_or(i64::MIN),
+            None => i64::MIN,
+        };
+        out.watermark(wm);
     }
 
     /// Records the state held now if it is the most so far. Called before
@@ -232,7 +254,7 @@ impl Operator for FixedWindowOperator {
             self.note_peak();
         }
         self.fire(Some(self.watermark), wm.entered_ns, out)?;
-        out.watermark(wm);
+        self.forward_watermark(wm, out);
         Ok(())
     }
 

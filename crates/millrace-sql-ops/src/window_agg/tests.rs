@@ -256,8 +256,9 @@ fn rows_behind_the_watermark_are_counted_and_left_out() {
     ));
     assert_eq!(h.late_rows(), 1);
     assert_eq!(h.watermark(10, 20), vec!["[0,10) 2 3 @20", "watermark 10"]);
-    // A watermark that goes back changes nothing: 9 stays late.
-    assert_eq!(h.watermark(3, 30), vec!["watermark 3"]);
+    // A watermark that goes back changes nothing: 9 stays late, and it is
+    // not forwarded.
+    assert_eq!(h.watermark(3, 30), Vec::<String>::new());
     h.data(events(
         3,
         &[
@@ -267,6 +268,35 @@ fn rows_behind_the_watermark_are_counted_and_left_out() {
     ));
     assert_eq!(h.late_rows(), 2);
     assert_eq!(h.end(), vec!["[10,20) 1 4 @3"]);
+}
+
+#[test]
+fn only_watermarks_that_reach_a_window_end_are_forwarded() {
+    let input = events_schema();
+    // Hop 10 every 4: windows end at ..., 2, 6, 10, 14, ...
+    let assign = time(
+        &input,
+        WindowKind::Hop {
+            slide_ms: 4,
+            size_ms: 10,
+        },
+    );
+    let mut h = Harness::new(spec(input, assign, &[], 0, &[count_all().alias("n")]));
+    // The first watermark is forwarded: consumers learn where time starts.
+    assert_eq!(h.watermark(1, 10), vec!["watermark 1"]);
+    assert_eq!(h.watermark(2, 11), vec!["watermark 2"]);
+    // 3..5 lie between the ends 2 and 6.
+    for t in 3..6 {
+        assert_eq!(h.watermark(t, 12), Vec::<String>::new(), "watermark {t}");
+    }
+    h.data(events(1, &[(7, Some("a"), "eu", Some(1), 0.0)]));
+    // 9 passes the end 6 (no window there), 13 passes 10: the window [0,10)
+    // fires and the watermark follows it.
+    assert_eq!(h.watermark(9, 13), vec!["watermark 9"]);
+    assert_eq!(h.watermark(13, 14), vec!["[0,10) 1 @14", "watermark 13"]);
+    assert_eq!(h.watermark(13, 15), Vec::<String>::new());
+    // A jump over several ends is one watermark.
+    assert_eq!(h.watermark(30, 16), vec!["[4,14) 1 @16", "watermark 30"]);
 }
 
 #[test]
