@@ -437,7 +437,7 @@ impl TopNOperator {
     /// Emits every window with `end <= up_to` (all for `None`).
     fn fire(&mut self, up_to: Option<i64>, entered_ns: i64, out: &mut Emitter) -> Result<()> {
         let fired = take_closed(&mut self.windows, up_to);
-        for window in fired.into_values() {
+        for (_, window) in fired {
             self.emit_window(window, entered_ns, out)?;
         }
         Ok(())

@@ -258,20 +258,20 @@ impl WindowAssign {
 
 /// Removes and returns the windows, keyed by `(end, start)`, that end at or
 /// before `up_to` (every window for `None`, i.e. at end of input), in order.
+/// Pops them off the front: splitting the map would allocate a new root
+/// for the windows left open, on the path of every firing.
 pub fn take_closed<V>(
     windows: &mut BTreeMap<(i64, i64), V>,
     up_to: Option<i64>,
-) -> BTreeMap<(i64, i64), V> {
-    match up_to {
-        None => std::mem::take(windows),
-        Some(w) => {
-            let rest = match w.checked_add(1) {
-                Some(after) => windows.split_off(&(after, i64::MIN)),
-                None => BTreeMap::new(),
-            };
-            std::mem::replace(windows, rest)
+) -> Vec<((i64, i64), V)> {
+    let mut closed = Vec::new();
+    while let Some(entry) = windows.first_entry() {
+        if up_to.is_some_and(|w| entry.key().0 > w) {
+            break;
         }
+        closed.push(entry.remove_entry());
     }
+    closed
 }
 
 /// Evaluates a physical expression to an array with one value per row.

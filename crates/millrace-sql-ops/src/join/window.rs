@@ -21,16 +21,18 @@
 //!
 //! # Cost
 //!
-//! On arrival a batch's keys are encoded once, and each window it falls in
-//! keeps the batch (shared, when the window holds all of its rows, as a
-//! tumbling window mostly does; a copy of its rows otherwise). Small
-//! batches are merged first, `COMPACT_ROWS` rows at a time. Firing a
-//! window hashes the smaller side's key bytes and probes with the larger
-//! side's, then gathers the pairs' columns straight from the buffered
-//! batches: nothing is concatenated or re-encoded when the window closes,
-//! which is when its results' latency is counted. Output is built
-//! `MAX_OUTPUT_ROWS` pairs at a time, so a large window never becomes one
-//! huge batch.
+//! On arrival a batch's keys are encoded and hashed once, and each window
+//! it falls in keeps the batch (shared, when the window holds all of its
+//! rows, as a tumbling window mostly does; a copy of its rows otherwise).
+//! Small batches are merged on arrival, `COMPACT_ROWS` rows at a time.
+//! Firing a window indexes the smaller side's key bytes and probes with the
+//! larger side's (comparing kept hashes first when the smaller side has
+//! only a few keys), then gathers the pairs' columns straight from the
+//! buffered batches: nothing is concatenated or re-encoded when the window
+//! closes, which is when its results' latency is counted, and its rows are
+//! freed at the operator's next call, after the results have left. Output
+//! is built `MAX_OUTPUT_ROWS` pairs at a time, so a large window never
+//! becomes one huge batch.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,7 +48,7 @@ use millrace_core::{Emitter, Error, Operator, OperatorFactory, Result, Watermark
 
 use super::{
     FastMap, JoinKind, JoinOutput, JoinShape, KeyEncoder, Keys, MAX_OUTPUT_ROWS, check_join,
-    check_width, check_window_assign, no_such_input, note_entered, passed,
+    check_width, check_window_assign, key_hash, no_such_input, note_entered, passed,
 };
 use crate::window::{Assignment, WindowAssign, take_closed};
 
@@ -135,53 +137,71 @@ impl OperatorFactory for WindowJoinFactory {
             watermark: i64::MIN,
             max_entered: None,
             assignments: Vec::new(),
+            retired: Vec::new(),
         }))
     }
 }
 
-/// Batches smaller than this are merged before they are kept: a window
-/// fed many tiny batches (a lightly loaded source sends rows nearly one at
-/// a time) would otherwise hold, gather from and finally free thousands of
-/// them when it fires.
+/// Small batches are merged once this many of their rows have arrived: a
+/// window fed many tiny batches (a lightly loaded source sends rows nearly
+/// one at a time) would otherwise hold, gather from and finally free
+/// thousands of them when it fires.
 const COMPACT_ROWS: usize = 1024;
 
-/// One side's rows of one window: batches, each with its rows' key bytes
-/// (encoded once), plus the small batches still waiting to be merged.
+/// One side's rows of one window: batches in arrival order, each with its
+/// rows' key bytes (encoded on arrival). The batches from `small_from` on
+/// are small ones not yet merged; a window that fires uses them as they
+/// are, so firing never waits for a merge.
 #[derive(Default)]
 struct SideRows {
     batches: Vec<(RecordBatch, Arc<Keys>)>,
-    small: Vec<RecordBatch>,
+    small_from: usize,
     small_rows: usize,
     rows: usize,
 }
 
 impl SideRows {
-    fn push(&mut self, batch: RecordBatch, keys: Arc<Keys>) {
+    fn push(
+        &mut self,
+        batch: RecordBatch,
+        keys: Arc<Keys>,
+        encoder: &KeyEncoder,
+        input: usize,
+    ) -> Result<()> {
+        self.merge_small(encoder, input)?;
         self.rows += batch.num_rows();
         self.batches.push((batch, keys));
+        self.small_from = self.batches.len();
+        Ok(())
     }
 
     /// Keeps a batch of fewer than `COMPACT_ROWS` rows; merges the small
     /// ones once they add up to that many.
     fn push_small(&mut self, batch: RecordBatch, encoder: &KeyEncoder, input: usize) -> Result<()> {
+        let keys = Arc::new(encoder.encode(input, &batch)?);
+        self.rows += batch.num_rows();
         self.small_rows += batch.num_rows();
-        self.small.push(batch);
+        self.batches.push((batch, keys));
         if self.small_rows >= COMPACT_ROWS {
-            self.compact(encoder, input)?;
+            self.merge_small(encoder, input)?;
         }
         Ok(())
     }
 
     /// Merges the small batches into one and encodes its keys.
-    fn compact(&mut self, encoder: &KeyEncoder, input: usize) -> Result<()> {
-        let Some(first) = self.small.first() else {
-            return Ok(());
-        };
-        let merged = concat_batches(first.schema_ref(), &self.small)?;
-        self.small.clear();
+    fn merge_small(&mut self, encoder: &KeyEncoder, input: usize) -> Result<()> {
+        if self.batches.len() - self.small_from > 1 {
+            let small: Vec<RecordBatch> = self
+                .batches
+                .drain(self.small_from..)
+                .map(|(batch, _)| batch)
+                .collect();
+            let merged = concat_batches(small[0].schema_ref(), &small)?;
+            let keys = Arc::new(encoder.encode(input, &merged)?);
+            self.batches.push((merged, keys));
+        }
+        self.small_from = self.batches.len();
         self.small_rows = 0;
-        let keys = Arc::new(encoder.encode(input, &merged)?);
-        self.push(merged, keys);
         Ok(())
     }
 
@@ -220,22 +240,32 @@ struct WindowJoinOperator {
     max_entered: Option<i64>,
     /// Scratch reused across batches.
     assignments: Vec<Assignment>,
+    /// The windows the last watermark fired, freed at the next call rather
+    /// than before their results have left the task (a window of 100k rows
+    /// takes tens of microseconds to free).
+    retired: Vec<WindowRows>,
 }
+
+/// Build sides with at most this many distinct keys are probed by hash
+/// comparison (see [`WindowJoinOperator::join_window`]).
+const FEW_KEYS: usize = 4;
 
 impl WindowJoinOperator {
     /// Joins and emits every window with `end <= up_to` (all for `None`).
     fn fire(&mut self, up_to: Option<i64>, entered_ns: i64, out: &mut Emitter) -> Result<()> {
         let fired = take_closed(&mut self.windows, up_to);
-        for rows in fired.into_values() {
-            self.join_window(rows, entered_ns, out)?;
+        if fired.is_empty() {
+            // Nothing waits on this call: free what earlier firings left.
+            self.retired.clear();
+        }
+        for (_, rows) in fired {
+            self.join_window(&rows, entered_ns, out)?;
+            self.retired.push(rows);
         }
         Ok(())
     }
 
-    fn join_window(&self, mut rows: WindowRows, entered_ns: i64, out: &mut Emitter) -> Result<()> {
-        for (input, side) in rows.sides.iter_mut().enumerate() {
-            side.compact(&self.keys, input)?;
-        }
+    fn join_window(&self, rows: &WindowRows, entered_ns: i64, out: &mut Emitter) -> Result<()> {
         let [left, right] = &rows.sides;
         if self.spec.kind == JoinKind::Inner && (left.rows == 0 || right.rows == 0) {
             return Ok(());
@@ -249,9 +279,18 @@ impl WindowJoinOperator {
             (right, left)
         };
         let table = build.index();
+        // A build side of a few keys (one row per window from an aggregate,
+        // as in "the bids at the window's maximum") is probed by comparing
+        // the hashes kept since arrival; only a row whose hash matches one
+        // of them is looked up.
+        let few: Option<Vec<u64>> =
+            (table.len() <= FEW_KEYS).then(|| table.keys().map(|k| key_hash(k)).collect());
         if !table.is_empty() {
             for (b, (batch, keys)) in probe.batches.iter().enumerate() {
                 for r in 0..batch.num_rows() {
+                    if few.as_ref().is_some_and(|few| !few.contains(&keys.hash(r))) {
+                        continue;
+                    }
                     let Some(matches) = keys.get(r).and_then(|k| table.get(k)) else {
                         continue;
                     };
@@ -424,6 +463,7 @@ impl Operator for WindowJoinOperator {
             1 => (&self.spec.right_window, &self.spec.right_schema),
             _ => return Err(no_such_input(input)),
         };
+        self.retired.clear();
         let user = strip_entered(&batch);
         check_width(&user, schema, &self.spec.name, input)?;
         note_entered(&mut self.max_entered, &batch);
@@ -470,7 +510,7 @@ impl Operator for WindowJoinOperator {
                     keys
                 }
             };
-            side.push(rows, keys);
+            side.push(rows, keys, &self.keys, input)?;
         }
         Ok(())
     }
@@ -854,6 +894,61 @@ mod tests {
         got.sort();
         want.sort();
         assert_eq!(got.len(), want.len());
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_side_with_few_keys_matches_a_nested_loop_in_arrival_order() {
+        // Left: 4000 rows over 4 tumbling windows of 10 ms, keys 0..40 with
+        // some nulls, in batches of every size from 1 row to 2000 (small
+        // ones are merged on arrival, a large one forces a merge first).
+        // Right: per window at most three rows, keys 7, 13 and null: the
+        // few-keys probe.
+        let l: Vec<(Option<i64>, i64, String)> = (0..4000)
+            .map(|i| ((i % 17 != 0).then_some(i % 40), i / 100, format!("l{i}")))
+            .collect();
+        let r: Vec<(Option<i64>, i64, String)> = (0..4)
+            .flat_map(|w| {
+                [
+                    (Some(7), w * 10 + 1, format!("r{w}a")),
+                    (Some(13), w * 10 + 2, format!("r{w}b")),
+                    (None, w * 10 + 3, format!("r{w}c")),
+                ]
+            })
+            .filter(|row| row.1 != 22)
+            .collect();
+        let mut op = operator(spec(JoinKind::Inner));
+        let mut out = Emitter::new();
+        op.on_data(1, rows_batch(1, &r), &mut out).unwrap();
+        let sizes = [1, 2, 3, 500, 1, 1, 2000, 7, 300];
+        let mut i = 0;
+        for n in sizes.iter().cycle() {
+            if i == l.len() {
+                break;
+            }
+            let end = (i + n).min(l.len());
+            op.on_data(0, rows_batch(0, &l[i..end]), &mut out).unwrap();
+            i = end;
+        }
+        op.on_end(&mut out).unwrap();
+        let got = take(&mut out);
+
+        // Window by window, in arrival order of the larger (left) side.
+        let show = |r: &(Option<i64>, i64, String)| {
+            let k = r.0.map_or("null".to_string(), |k| k.to_string());
+            format!("{k}, {}, {}", r.1, r.2)
+        };
+        let mut want = Vec::new();
+        for w in 0..4 {
+            for lr in l.iter().filter(|row| row.1 / 10 == w) {
+                for rr in r.iter().filter(|row| row.1 / 10 == w) {
+                    if lr.0.is_some() && lr.0 == rr.0 {
+                        want.push(format!("{}, {}", show(lr), show(rr)));
+                    }
+                }
+            }
+        }
+        assert!(want.len() > 100);
         assert_eq!(got, want);
     }
 

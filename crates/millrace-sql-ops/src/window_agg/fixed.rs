@@ -74,6 +74,10 @@ pub(super) struct FixedWindowOperator {
     peak: StateSize,
     /// The next watermark is forwarded once it reaches this time.
     forward_at: i64,
+    /// The windows the last watermark fired, freed at the next call rather
+    /// than before their results have left the task (thousands of keys
+    /// take tens of microseconds to free).
+    retired: Vec<(WindowId, OpenWindow)>,
 }
 
 impl FixedWindowOperator {
@@ -87,6 +91,7 @@ impl FixedWindowOperator {
             assignments: Vec::new(),
             peak: StateSize::default(),
             forward_at: i64::MIN,
+            retired: Vec::new(),
         }
     }
 
@@ -157,6 +162,8 @@ impl FixedWindowOperator {
     fn fire(&mut self, up_to: Option<i64>, entered_ns: i64, out: &mut Emitter) -> Result<()> {
         let mut fired = take_closed(&mut self.windows, up_to);
         if fired.is_empty() {
+            // Nothing waits on this call: free what earlier firings left.
+            self.retired.clear();
             return Ok(());
         }
         let aggs = evaluate_windows(&mut fired, self.plan.spec.aggs.len())?;
@@ -164,7 +171,7 @@ impl FixedWindowOperator {
             aggs,
             ..Fired::default()
         };
-        for (&(end, start), window) in &fired {
+        for &((end, start), ref window) in &fired {
             // Keys in group-index order, so they line up with the aggregates.
             let n = window.groups.len();
             let base = result.keys.len();
@@ -175,18 +182,20 @@ impl FixedWindowOperator {
             result.starts.extend(std::iter::repeat_n(start, n));
             result.ends.extend(std::iter::repeat_n(end, n));
         }
-        emit_fired(&self.plan, self.converter.as_ref(), result, entered_ns, out)
+        emit_fired(&self.plan, self.converter.as_ref(), result, entered_ns, out)?;
+        self.retired.append(&mut fired);
+        Ok(())
     }
 }
 
 /// Final values of every aggregate over the groups of `windows`, in window
 /// then group order: one column per aggregate.
 fn evaluate_windows(
-    windows: &mut BTreeMap<WindowId, OpenWindow>,
+    windows: &mut [(WindowId, OpenWindow)],
     num_aggs: usize,
 ) -> Result<Vec<ArrayRef>> {
     let mut parts: Vec<Vec<ArrayRef>> = vec![Vec::with_capacity(windows.len()); num_aggs];
-    for window in windows.values_mut() {
+    for (_, window) in windows.iter_mut() {
         for (acc, part) in window.accs.iter_mut().zip(&mut parts) {
             part.push(acc.evaluate(EmitTo::All).map_err(df_err)?);
         }
@@ -220,6 +229,7 @@ fn bucket_by_window(assignments: &[Assignment]) -> Vec<(WindowId, Vec<u32>)> {
 
 impl Operator for FixedWindowOperator {
     fn on_data(&mut self, _input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
+        self.retired.clear();
         if batch.num_rows() == 0 {
             return Ok(());
         }
