@@ -380,10 +380,10 @@ impl Keys {
         }
     }
 
-    /// [`key_hash`] of row `i`'s key bytes (meaningless where the key is
+    /// [`key_hash`] of each row's key bytes (meaningless where the key is
     /// null: check [`Keys::get`] before trusting a match).
-    pub(crate) fn hash(&self, i: usize) -> u64 {
-        self.hashes[i]
+    pub(crate) fn hashes(&self) -> &[u64] {
+        &self.hashes
     }
 }
 

@@ -285,12 +285,24 @@ impl WindowJoinOperator {
         // of them is looked up.
         let few: Option<Vec<u64>> =
             (table.len() <= FEW_KEYS).then(|| table.keys().map(|k| key_hash(k)).collect());
+        let mut candidates: Vec<u32> = Vec::new();
         if !table.is_empty() {
             for (b, (batch, keys)) in probe.batches.iter().enumerate() {
-                for r in 0..batch.num_rows() {
-                    if few.as_ref().is_some_and(|few| !few.contains(&keys.hash(r))) {
-                        continue;
-                    }
+                candidates.clear();
+                match &few {
+                    // One pass over the batch's hashes, without a branch
+                    // per row that usually fails.
+                    Some(few) => candidates.extend(
+                        keys.hashes()
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, h)| few.contains(h))
+                            .map(|(r, _)| r as u32),
+                    ),
+                    None => candidates.extend(0..batch.num_rows() as u32),
+                }
+                for &r in &candidates {
+                    let r = r as usize;
                     let Some(matches) = keys.get(r).and_then(|k| table.get(k)) else {
                         continue;
                     };
