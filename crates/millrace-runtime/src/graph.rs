@@ -64,6 +64,9 @@ pub struct PipelineConfig {
     /// How workers wait for work; with a latency target, the target decides
     /// instead (`IdleStrategy::for_latency_target`).
     pub idle: IdleStrategy,
+    /// How far (event time) an instance of a source may run ahead of its
+    /// slowest sibling before it waits (`alignment.rs`); `None`: no bound.
+    pub source_alignment: Option<Duration>,
 }
 
 impl PipelineConfig {
@@ -105,6 +108,7 @@ impl Default for PipelineConfig {
             barrier_every_rows: None,
             latency_warmup: Duration::ZERO,
             idle: IdleStrategy::default(),
+            source_alignment: Some(Duration::from_secs(5)),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! watermark, barrier alignment); pinned worker threads ([`worker`]), one per
 //! core, run the tasks cooperatively; [`metrics`] counts and times it all.
 
+pub mod alignment;
 pub mod batching;
 pub mod channel;
 pub mod exchange;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use millrace_core::time::now_ns;
 use millrace_core::{Error, Result};
 
+use crate::alignment::SourceAlignment;
 use crate::batching::{BatchController, BatchPolicy};
 use crate::channel::Channel;
 use crate::exchange::key_indices;
@@ -92,6 +93,9 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
     }
 
     let barriers_injected = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Per source chain: its instances' watermarks, to keep them aligned.
+    let mut alignments: std::collections::HashMap<usize, Arc<SourceAlignment>> =
+        std::collections::HashMap::new();
     // Set when the run starts: no row is excluded from latency before then.
     let record_latency_from = Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN));
     // Task instances, per worker.
@@ -120,6 +124,19 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                     event_time,
                 } => {
                     rest = &chain.nodes[1..];
+                    let alignment = match (config.source_alignment, event_time) {
+                        (Some(drift), Some(_)) if p > 1 => Some((
+                            alignments
+                                .entry(c)
+                                .or_insert_with(|| {
+                                    let ms = i64::try_from(drift.as_millis()).unwrap_or(i64::MAX);
+                                    Arc::new(SourceAlignment::new(p, ms))
+                                })
+                                .clone(),
+                            i,
+                        )),
+                        _ => None,
+                    };
                     let reader = factory
                         .create(i, p)
                         .map_err(|e| e.in_operator(&head_node.name))?;
@@ -166,6 +183,7 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                         barriers_injected: barriers_injected.clone(),
                         exhausted: false,
                         stop: stop.clone(),
+                        alignment,
                     }))
                 }
                 _ => Head::Gate(InputGate::new(std::mem::take(&mut inputs[c][i]))),

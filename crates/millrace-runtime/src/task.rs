@@ -23,6 +23,7 @@ use millrace_core::{
     Watermark, entered_column, strip_entered,
 };
 
+use crate::alignment::SourceAlignment;
 use crate::batching::BatchController;
 use crate::gate::{GateEvent, InputGate};
 use crate::metrics::{NodeMetrics, OperatorMetrics, TaskTimes, new_latency_histogram};
@@ -50,6 +51,9 @@ pub trait Task: Send {
 
 /// How soon a source that is pending without a wake-up time is polled again.
 const UNTIMED_SOURCE_RETRY_NS: i64 = 1_000_000;
+
+/// How soon a source instance held back by alignment looks again.
+const ALIGNMENT_RETRY_NS: i64 = 50_000;
 
 /// `DataflowTask::current` while the source reader runs.
 const HEAD: usize = usize::MAX;
@@ -94,9 +98,20 @@ pub struct SourceHead {
     pub exhausted: bool,
     /// Set from outside to end the stream early (graceful stop).
     pub stop: StopHandle,
+    /// The source's instances and this one's index among them, when they
+    /// are kept within a drift of each other.
+    pub alignment: Option<(Arc<SourceAlignment>, usize)>,
 }
 
 impl SourceHead {
+    /// Tells the sibling instances where this one is (`i64::MAX`: it holds
+    /// nobody back).
+    fn publish(&self, wm: i64) {
+        if let Some((alignment, instance)) = &self.alignment {
+            alignment.publish(*instance, wm);
+        }
+    }
+
     fn inject_barrier(&mut self, out: &mut Vec<(usize, Message)>) {
         out.push((0, Message::Barrier(self.next_barrier)));
         self.barriers_injected.fetch_max(self.next_barrier, Relaxed);
@@ -111,6 +126,7 @@ impl SourceHead {
         }
         if self.stop.is_stopped() {
             self.exhausted = true;
+            self.publish(i64::MAX);
             out.push((0, Message::End));
             return Ok(None);
         }
@@ -119,6 +135,18 @@ impl SourceHead {
                 return Ok(Some(Some(at)));
             }
             self.resume_at_ns = None;
+        }
+        if let Some((alignment, instance)) = &self.alignment
+            && alignment.is_ahead(*instance, self.last_watermark)
+        {
+            // While waiting, keep up with the barriers the others inject,
+            // or an aligning consumer would wait for this one's barrier
+            // while the slow sibling waits for room behind it.
+            if self.next_barrier <= self.barriers_injected.load(Relaxed) {
+                self.inject_barrier(out);
+                return Ok(None);
+            }
+            return Ok(Some(Some(now_ns() + ALIGNMENT_RETRY_NS)));
         }
         let mut max_rows = self.batching.size();
         if let Some(every) = self.barrier_every_rows {
@@ -169,6 +197,7 @@ impl SourceHead {
                 out.push((0, Message::Data(batch)));
                 if let Some(wm) = watermark {
                     self.last_watermark = wm;
+                    self.publish(wm);
                     out.push((
                         0,
                         Message::Watermark(Watermark {
@@ -184,6 +213,8 @@ impl SourceHead {
             // Progress without rows: poll again right away.
             SourcePoll::Batch(_) => Ok(None),
             SourcePoll::Pending { wake_at_ns } => {
+                // Caught up with its input: nobody should wait for it.
+                self.publish(i64::MAX);
                 if self.next_barrier <= self.barriers_injected.load(Relaxed) {
                     self.inject_barrier(out);
                     return Ok(None);
@@ -206,6 +237,7 @@ impl SourceHead {
             }
             SourcePoll::Exhausted => {
                 self.exhausted = true;
+                self.publish(i64::MAX);
                 out.push((0, Message::End));
                 Ok(None)
             }

@@ -7,7 +7,7 @@ use millrace_runtime::PipelineConfig;
 use crate::error::{SqlError, SqlResult};
 use crate::interval::duration_text_ms;
 
-const KNOWN: &str = "parallelism, workers, batch_size, latency_target, latency_warmup, pin_workers, barrier_every_rows";
+const KNOWN: &str = "parallelism, workers, batch_size, latency_target, latency_warmup, source_alignment, pin_workers, barrier_every_rows";
 
 /// Applies one setting to `config`.
 pub fn apply(config: &mut PipelineConfig, name: &str, value: &str) -> SqlResult<()> {
@@ -38,6 +38,12 @@ pub fn apply(config: &mut PipelineConfig, name: &str, value: &str) -> SqlResult<
             config.latency_warmup = match value.to_lowercase().as_str() {
                 "none" | "off" | "0" => Duration::ZERO,
                 text => parse_duration_setting(text).map_err(|e| bad(&e))?,
+            }
+        }
+        "source_alignment" => {
+            config.source_alignment = match value.to_lowercase().as_str() {
+                "none" | "off" => None,
+                text => Some(parse_duration_setting(text).map_err(|e| bad(&e))?),
             }
         }
         "pin_workers" => {
@@ -91,6 +97,10 @@ mod tests {
         assert!(!c.pin_workers);
         apply(&mut c, "latency_warmup", "500ms").unwrap();
         assert_eq!(c.latency_warmup, Duration::from_millis(500));
+        apply(&mut c, "source_alignment", "2s").unwrap();
+        assert_eq!(c.source_alignment, Some(Duration::from_secs(2)));
+        apply(&mut c, "source_alignment", "none").unwrap();
+        assert_eq!(c.source_alignment, None);
         apply(&mut c, "latency_target", "500us").unwrap();
         assert_eq!(c.latency_target, Some(Duration::from_micros(500)));
         let e = apply(&mut c, "paralelism", "2").unwrap_err().to_string();
