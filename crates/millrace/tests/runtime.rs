@@ -799,3 +799,100 @@ fn rows_of_the_latency_warmup_are_written_but_not_measured() {
     // A warm-up longer than the run: nothing is measured.
     assert_eq!(run(Duration::from_secs(3600)), (9200, 0, 9200));
 }
+
+// ── watermark alignment ─────────────────────────────────────────────────────
+
+/// Instance `i` of this source produces `rows` rows `(ts, k = i)`, 10 ms of
+/// event time apart, starting at `i × offset_ms`: instance 1 is far ahead.
+#[derive(Clone)]
+struct SkewedSource {
+    rows: i64,
+    offset_ms: i64,
+}
+
+struct SkewedReader {
+    instance: i64,
+    next: i64,
+    source: SkewedSource,
+}
+
+impl SourceFactory for SkewedSource {
+    fn name(&self) -> String {
+        "skewed".into()
+    }
+    fn schema(&self) -> SchemaRef {
+        HandSource.schema()
+    }
+    fn event_time(&self) -> Option<EventTime> {
+        Some(EventTime::new("ts", 0))
+    }
+    fn create(&self, instance: usize, _: usize) -> Result<Box<dyn SourceReader>> {
+        Ok(Box::new(SkewedReader {
+            instance: instance as i64,
+            next: 0,
+            source: self.clone(),
+        }))
+    }
+}
+
+impl SourceReader for SkewedReader {
+    fn poll_batch(&mut self, max_rows: usize) -> Result<SourcePoll> {
+        let end = (self.next + max_rows as i64).min(self.source.rows);
+        if self.next == end {
+            return Ok(SourcePoll::Exhausted);
+        }
+        let start = self.instance * self.source.offset_ms;
+        let ts: Vec<i64> = (self.next..end).map(|r| start + r * 10).collect();
+        let k = vec![self.instance; ts.len()];
+        self.next = end;
+        let batch = RecordBatch::try_new(
+            self.source.schema(),
+            vec![
+                Arc::new(TimestampMillisecondArray::from(ts)),
+                Arc::new(Int64Array::from(k)),
+            ],
+        )?;
+        Ok(SourcePoll::Batch(attach_entered_now(&batch, now_ns())?))
+    }
+}
+
+/// Instance 1 starts 1000 s of event time ahead and must wait for instance
+/// 0 to end. Barriers every 100 rows make the window's input gate align
+/// them: the waiting instance keeps injecting barriers, or instance 0 would
+/// block behind an alignment that never completes and the run would hang.
+/// Every window then counts all of its rows (none late, none lost).
+#[test]
+fn a_source_instance_far_ahead_waits_without_stalling_barrier_alignment() {
+    for alignment in [Some(Duration::from_secs(5)), None] {
+        let pipeline = Pipeline::new(PipelineConfig {
+            batch_size: 50,
+            barrier_every_rows: Some(100),
+            source_alignment: alignment,
+            ..config(2)
+        });
+        let sink = CollectSink::new();
+        pipeline
+            .source(SkewedSource {
+                rows: 20_000,
+                offset_ms: 1_000_000,
+            })
+            .window(
+                Window::tumbling_ms(1000)
+                    .keys(["k"])
+                    .agg(Agg::count_all("n")),
+            )
+            .unwrap()
+            .sink(sink.clone())
+            .unwrap();
+        pipeline.run().unwrap();
+        // 20 000 rows 10 ms apart per instance: 200 windows of 100 rows
+        // each. (Instance 0 sends more messages than a channel holds, so a
+        // barrier alignment left waiting would block it.)
+        let n = ints(&sink.batches(), "n");
+        assert_eq!(n.len(), 400, "alignment {alignment:?}");
+        assert!(
+            n.iter().all(|&c| c == 100),
+            "alignment {alignment:?}: {n:?}"
+        );
+    }
+}
