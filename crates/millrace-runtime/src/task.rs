@@ -195,9 +195,11 @@ impl SourceHead {
                     .map(|c| c.value(c.len() - 1))
                     .unwrap_or(now);
                 out.push((0, Message::Data(batch)));
+                // Every batch, not only one that advances the watermark: a
+                // pending instance published +∞ and must now count again.
+                self.publish(watermark.unwrap_or(self.last_watermark));
                 if let Some(wm) = watermark {
                     self.last_watermark = wm;
-                    self.publish(wm);
                     out.push((
                         0,
                         Message::Watermark(Watermark {
