@@ -93,9 +93,6 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
     }
 
     let barriers_injected = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    // Per source chain: its instances' watermarks, to keep them aligned.
-    let mut alignments: std::collections::HashMap<usize, Arc<SourceAlignment>> =
-        std::collections::HashMap::new();
     // Set when the run starts: no row is excluded from latency before then.
     let record_latency_from = Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN));
     // Task instances, per worker.
@@ -103,6 +100,20 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
     let mut per_worker: Vec<Vec<Box<dyn Task>>> = (0..workers).map(|_| Vec::new()).collect();
     for (c, chain) in plan.chains.iter().enumerate() {
         let p = chain.parallelism;
+        // A source with event time and several instances keeps them aligned.
+        let alignment = match (&graph.nodes[chain.nodes[0]].op, config.source_alignment) {
+            (
+                NodeOp::Source {
+                    event_time: Some(_),
+                    ..
+                },
+                Some(drift),
+            ) if p > 1 => {
+                let ms = i64::try_from(drift.as_millis()).unwrap_or(i64::MAX);
+                Some(Arc::new(SourceAlignment::new(p, ms)))
+            }
+            _ => None,
+        };
         for i in 0..p {
             let times = Arc::new(TaskTimes::default());
             all_times.push(times.clone());
@@ -124,19 +135,6 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                     event_time,
                 } => {
                     rest = &chain.nodes[1..];
-                    let alignment = match (config.source_alignment, event_time) {
-                        (Some(drift), Some(_)) if p > 1 => Some((
-                            alignments
-                                .entry(c)
-                                .or_insert_with(|| {
-                                    let ms = i64::try_from(drift.as_millis()).unwrap_or(i64::MAX);
-                                    Arc::new(SourceAlignment::new(p, ms))
-                                })
-                                .clone(),
-                            i,
-                        )),
-                        _ => None,
-                    };
                     let reader = factory
                         .create(i, p)
                         .map_err(|e| e.in_operator(&head_node.name))?;
@@ -183,7 +181,7 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                         barriers_injected: barriers_injected.clone(),
                         exhausted: false,
                         stop: stop.clone(),
-                        alignment,
+                        alignment: alignment.clone().map(|a| (a, i)),
                     }))
                 }
                 _ => Head::Gate(InputGate::new(std::mem::take(&mut inputs[c][i]))),

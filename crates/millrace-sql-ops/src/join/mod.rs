@@ -26,7 +26,6 @@ pub mod window;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, new_null_array};
@@ -351,26 +350,13 @@ pub(crate) struct KeyEncoder {
     exprs: [Vec<Arc<dyn PhysicalExpr>>; 2],
 }
 
-/// The keys of one batch: bytes per row, a hash of them, and which rows
-/// have a null in a key.
+/// The keys of one batch: bytes per row, and which rows have a null in a key.
 pub(crate) struct Keys {
     rows: Rows,
-    hashes: Vec<u64>,
     nulls: Option<NullBuffer>,
 }
 
 impl Keys {
-    fn new(rows: Rows, nulls: Option<NullBuffer>) -> Self {
-        let hashes = (0..rows.num_rows())
-            .map(|i| key_hash(rows.row(i).data()))
-            .collect();
-        Self {
-            rows,
-            hashes,
-            nulls,
-        }
-    }
-
     /// Row `i`'s key bytes, or `None` if a key column is null there (such a
     /// row never matches).
     pub(crate) fn get(&self, i: usize) -> Option<&[u8]> {
@@ -379,17 +365,6 @@ impl Keys {
             _ => Some(self.rows.row(i).data()),
         }
     }
-
-    /// [`key_hash`] of each row's key bytes (meaningless where the key is
-    /// null: check [`Keys::get`] before trusting a match).
-    pub(crate) fn hashes(&self) -> &[u64] {
-        &self.hashes
-    }
-}
-
-/// The hash [`Keys`] keeps per row: equal key bytes, equal hashes.
-pub(crate) fn key_hash(bytes: &[u8]) -> u64 {
-    foldhash::fast::FixedState::with_seed(0x6b65_7973).hash_one(bytes)
 }
 
 impl KeyEncoder {
@@ -417,10 +392,10 @@ impl KeyEncoder {
         let exprs = &self.exprs[input];
         if exprs.is_empty() {
             let constant = new_null_array(&DataType::Null, batch.num_rows());
-            return Ok(Keys::new(
-                self.converter.convert_columns(&[constant])?,
-                None,
-            ));
+            return Ok(Keys {
+                rows: self.converter.convert_columns(&[constant])?,
+                nulls: None,
+            });
         }
         let arrays = exprs
             .iter()
@@ -428,7 +403,10 @@ impl KeyEncoder {
             .collect::<Result<Vec<_>>>()?;
         let logical: Vec<Option<NullBuffer>> = arrays.iter().map(|a| a.logical_nulls()).collect();
         let nulls = NullBuffer::union_many(logical.iter().map(Option::as_ref));
-        Ok(Keys::new(self.converter.convert_columns(&arrays)?, nulls))
+        Ok(Keys {
+            rows: self.converter.convert_columns(&arrays)?,
+            nulls,
+        })
     }
 }
 

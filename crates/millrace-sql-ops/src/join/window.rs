@@ -35,6 +35,7 @@
 //! becomes one huge batch.
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, UInt32Array};
@@ -48,7 +49,7 @@ use millrace_core::{Emitter, Error, Operator, OperatorFactory, Result, Watermark
 
 use super::{
     FastMap, JoinKind, JoinOutput, JoinShape, KeyEncoder, Keys, MAX_OUTPUT_ROWS, check_join,
-    check_width, check_window_assign, key_hash, no_such_input, note_entered, passed,
+    check_width, check_window_assign, no_such_input, note_entered, passed,
 };
 use crate::window::{Assignment, WindowAssign, take_closed};
 
@@ -148,42 +149,65 @@ impl OperatorFactory for WindowJoinFactory {
 /// thousands of them when it fires.
 const COMPACT_ROWS: usize = 1024;
 
+/// A kept batch's keys, with a hash of each row's key bytes taken on
+/// arrival: the few-keys probe compares these when the window fires.
+struct KeptKeys {
+    keys: Keys,
+    /// Meaningless where the key is null: check [`Keys::get`] on a match.
+    hashes: Vec<u64>,
+}
+
+impl KeptKeys {
+    fn encode(encoder: &KeyEncoder, input: usize, batch: &RecordBatch) -> Result<Arc<Self>> {
+        let keys = encoder.encode(input, batch)?;
+        let hashes = (0..batch.num_rows())
+            .map(|r| keys.get(r).map_or(0, key_hash))
+            .collect();
+        Ok(Arc::new(Self { keys, hashes }))
+    }
+}
+
+/// Equal key bytes, equal hashes.
+fn key_hash(bytes: &[u8]) -> u64 {
+    foldhash::fast::FixedState::with_seed(0x6b65_7973).hash_one(bytes)
+}
+
 /// One side's rows of one window: batches in arrival order, each with its
-/// rows' key bytes (encoded on arrival). The batches from `small_from` on
-/// are small ones not yet merged; a window that fires uses them as they
-/// are, so firing never waits for a merge.
+/// rows' keys (encoded on arrival). The batches from `small_from` on are
+/// small ones not yet merged; a window that fires uses them as they are, so
+/// firing never waits for a merge.
 #[derive(Default)]
 struct SideRows {
-    batches: Vec<(RecordBatch, Arc<Keys>)>,
+    batches: Vec<(RecordBatch, Arc<KeptKeys>)>,
     small_from: usize,
     small_rows: usize,
     rows: usize,
 }
 
 impl SideRows {
+    /// Keeps a batch; once the small ones (fewer than `COMPACT_ROWS` rows)
+    /// add up to that many, or a large one arrives behind them, they are
+    /// merged first.
     fn push(
         &mut self,
         batch: RecordBatch,
-        keys: Arc<Keys>,
+        keys: Arc<KeptKeys>,
         encoder: &KeyEncoder,
         input: usize,
     ) -> Result<()> {
-        self.merge_small(encoder, input)?;
-        self.rows += batch.num_rows();
-        self.batches.push((batch, keys));
-        self.small_from = self.batches.len();
-        Ok(())
-    }
-
-    /// Keeps a batch of fewer than `COMPACT_ROWS` rows; merges the small
-    /// ones once they add up to that many.
-    fn push_small(&mut self, batch: RecordBatch, encoder: &KeyEncoder, input: usize) -> Result<()> {
-        let keys = Arc::new(encoder.encode(input, &batch)?);
-        self.rows += batch.num_rows();
-        self.small_rows += batch.num_rows();
-        self.batches.push((batch, keys));
-        if self.small_rows >= COMPACT_ROWS {
+        let n = batch.num_rows();
+        if n >= COMPACT_ROWS {
             self.merge_small(encoder, input)?;
+        }
+        self.rows += n;
+        self.batches.push((batch, keys));
+        if n >= COMPACT_ROWS {
+            self.small_from = self.batches.len();
+        } else {
+            self.small_rows += n;
+            if self.small_rows >= COMPACT_ROWS {
+                self.merge_small(encoder, input)?;
+            }
         }
         Ok(())
     }
@@ -197,7 +221,7 @@ impl SideRows {
                 .map(|(batch, _)| batch)
                 .collect();
             let merged = concat_batches(small[0].schema_ref(), &small)?;
-            let keys = Arc::new(encoder.encode(input, &merged)?);
+            let keys = KeptKeys::encode(encoder, input, &merged)?;
             self.batches.push((merged, keys));
         }
         self.small_from = self.batches.len();
@@ -209,9 +233,9 @@ impl SideRows {
     /// null key are left out (they match nothing).
     fn index(&self) -> FastMap<&[u8], Vec<Place>> {
         let mut table: FastMap<&[u8], Vec<Place>> = FastMap::default();
-        for (b, (batch, keys)) in self.batches.iter().enumerate() {
+        for (b, (batch, kept)) in self.batches.iter().enumerate() {
             for r in 0..batch.num_rows() {
-                if let Some(key) = keys.get(r) {
+                if let Some(key) = kept.keys.get(r) {
                     table.entry(key).or_default().push((b as u32, r as u32));
                 }
             }
@@ -285,26 +309,11 @@ impl WindowJoinOperator {
         // of them is looked up.
         let few: Option<Vec<u64>> =
             (table.len() <= FEW_KEYS).then(|| table.keys().map(|k| key_hash(k)).collect());
-        let mut candidates: Vec<u32> = Vec::new();
         if !table.is_empty() {
-            for (b, (batch, keys)) in probe.batches.iter().enumerate() {
-                candidates.clear();
-                match &few {
-                    // One pass over the batch's hashes, without a branch
-                    // per row that usually fails.
-                    Some(few) => candidates.extend(
-                        keys.hashes()
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, h)| few.contains(h))
-                            .map(|(r, _)| r as u32),
-                    ),
-                    None => candidates.extend(0..batch.num_rows() as u32),
-                }
-                for &r in &candidates {
-                    let r = r as usize;
-                    let Some(matches) = keys.get(r).and_then(|k| table.get(k)) else {
-                        continue;
+            for (b, (batch, kept)) in probe.batches.iter().enumerate() {
+                let mut probe_row = |r: usize| -> Result<()> {
+                    let Some(matches) = kept.keys.get(r).and_then(|k| table.get(k)) else {
+                        return Ok(());
                     };
                     let here = (b as u32, r as u32);
                     for &there in matches {
@@ -314,6 +323,22 @@ impl WindowJoinOperator {
                             (here, there)
                         };
                         pairs.push(l, r, out)?;
+                    }
+                    Ok(())
+                };
+                match &few {
+                    // One pass over the batch's kept hashes.
+                    Some(few) => {
+                        for (r, h) in kept.hashes.iter().enumerate() {
+                            if few.contains(h) {
+                                probe_row(r)?;
+                            }
+                        }
+                    }
+                    None => {
+                        for r in 0..batch.num_rows() {
+                            probe_row(r)?;
+                        }
                     }
                 }
             }
@@ -485,7 +510,7 @@ impl Operator for WindowJoinOperator {
         if self.assignments.is_empty() {
             return Ok(());
         }
-        let mut whole_keys: Option<Arc<Keys>> = None;
+        let mut whole_keys: Option<Arc<KeptKeys>> = None;
         // Group the memberships by window; the stable sort keeps arrival
         // order within a window.
         self.assignments.sort_by_key(|a| (a.end, a.start));
@@ -508,14 +533,10 @@ impl Operator for WindowJoinOperator {
                 .entry((run[0].end, run[0].start))
                 .or_default()
                 .sides[input];
-            if rows.num_rows() < COMPACT_ROWS {
-                side.push_small(rows, &self.keys, input)?;
-                continue;
-            }
             let keys = match &whole_keys {
                 Some(k) if whole => k.clone(),
                 _ => {
-                    let keys = Arc::new(self.keys.encode(input, &rows)?);
+                    let keys = KeptKeys::encode(&self.keys, input, &rows)?;
                     if whole {
                         whole_keys = Some(keys.clone());
                     }
