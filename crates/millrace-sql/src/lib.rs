@@ -39,13 +39,14 @@ use datafusion::physical_expr::expressions::{CastExpr, Column as PhysColumn};
 use datafusion::sql::planner::SqlToRel;
 use datafusion::sql::sqlparser::ast::{Query, Statement};
 use millrace_core::SinkFactory;
-use millrace_runtime::{Pipeline, PipelineConfig, RunSummary, StopHandle};
+use millrace_runtime::{Pipeline, RunSummary, StopHandle};
 use millrace_sql_ops::eval::ExprProjectFactory;
 
 use crate::catalog::Catalog;
 pub use crate::error::{SqlError, SqlResult};
 use crate::planner::StreamPlanner;
 use crate::script::{ScriptStatement, parse_script};
+use crate::settings::Settings;
 use crate::tables::Table;
 
 /// A DataFusion error as one line a user can read (no backtrace, no
@@ -142,13 +143,13 @@ impl SqlPipeline {
         let mut catalog = Catalog::new();
         let mut tables: HashMap<String, Table> = HashMap::new();
         let mut table_order = Vec::new();
-        let mut config = PipelineConfig::default();
+        let mut settings = Settings::default();
         let mut inserts = Vec::new();
         for statement in statements {
             let line = statement.line;
             match statement.item {
                 ScriptStatement::Set { name, value } => {
-                    settings::apply(&mut config, &name, &value)
+                    settings::apply(&mut settings, &name, &value)
                         .map_err(|e| e.in_statement(line))?;
                 }
                 ScriptStatement::CreateTable(mut decl) => {
@@ -225,7 +226,7 @@ impl SqlPipeline {
             }
         }
         for (name, value) in &setting_overrides {
-            settings::apply(&mut config, name, value)?;
+            settings::apply(&mut settings, name, value)?;
         }
         for (table, key, _) in &table_overrides {
             if !tables.contains_key(table) {
@@ -234,16 +235,16 @@ impl SqlPipeline {
                 )));
             }
         }
-        config.validate()?;
+        settings.config.validate()?;
         if inserts.is_empty() {
             return Err(SqlError::new(
                 "the file has no INSERT INTO statement, so there is nothing to run",
             ));
         }
 
-        let pipeline = Pipeline::new(config);
+        let pipeline = Pipeline::new(settings.config.clone());
         let scanned = {
-            let mut planner = StreamPlanner::new(&pipeline, &tables);
+            let mut planner = StreamPlanner::new(&pipeline, &tables, &settings);
             for insert in &inserts {
                 let context = |e: SqlError| {
                     SqlError::at(

@@ -7,11 +7,39 @@ use millrace_runtime::PipelineConfig;
 use crate::error::{SqlError, SqlResult};
 use crate::interval::duration_text_ms;
 
-const KNOWN: &str = "parallelism, workers, batch_size, latency_target, latency_warmup, source_alignment, pin_workers, barrier_every_rows";
+const KNOWN: &str = "parallelism, workers, batch_size, latency_target, latency_warmup, source_alignment, pin_workers, barrier_every_rows, two_phase_aggregation";
 
-/// Applies one setting to `config`.
-pub fn apply(config: &mut PipelineConfig, name: &str, value: &str) -> SqlResult<()> {
+/// Everything `SET` can change: the runtime's configuration and the
+/// planner's choices.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub config: PipelineConfig,
+    /// Aggregates without keys over tumbling or hopping windows run in two
+    /// phases: partial where the rows are, final at one instance
+    /// (`millrace_sql_ops::window_agg::AggPhase`). On by default.
+    pub two_phase_aggregation: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            config: PipelineConfig::default(),
+            two_phase_aggregation: true,
+        }
+    }
+}
+
+/// Applies one setting.
+pub fn apply(settings: &mut Settings, name: &str, value: &str) -> SqlResult<()> {
     let bad = |why: &str| SqlError::new(format!("SET {name} = '{value}': {why}"));
+    let flag = || -> SqlResult<bool> {
+        match value.to_lowercase().as_str() {
+            "true" | "on" | "1" => Ok(true),
+            "false" | "off" | "0" => Ok(false),
+            _ => Err(bad("expected true or false")),
+        }
+    };
+    let config = &mut settings.config;
     let count = || -> SqlResult<usize> {
         value
             .replace('_', "")
@@ -46,13 +74,8 @@ pub fn apply(config: &mut PipelineConfig, name: &str, value: &str) -> SqlResult<
                 text => Some(parse_duration_setting(text).map_err(|e| bad(&e))?),
             }
         }
-        "pin_workers" => {
-            config.pin_workers = match value.to_lowercase().as_str() {
-                "true" | "on" | "1" => true,
-                "false" | "off" | "0" => false,
-                _ => return Err(bad("expected true or false")),
-            }
-        }
+        "pin_workers" => config.pin_workers = flag()?,
+        "two_phase_aggregation" => settings.two_phase_aggregation = flag()?,
         other => {
             return Err(SqlError::new(format!(
                 "SET {other}: unknown setting (known: {KNOWN})"
@@ -88,23 +111,28 @@ mod tests {
 
     #[test]
     fn settings_apply_and_reject_by_name() {
-        let mut c = PipelineConfig::default();
-        apply(&mut c, "parallelism", "2").unwrap();
-        apply(&mut c, "latency_target", "1ms").unwrap();
-        apply(&mut c, "pin_workers", "false").unwrap();
-        assert_eq!(c.parallelism, 2);
-        assert_eq!(c.latency_target, Some(Duration::from_millis(1)));
-        assert!(!c.pin_workers);
-        apply(&mut c, "latency_warmup", "500ms").unwrap();
-        assert_eq!(c.latency_warmup, Duration::from_millis(500));
-        apply(&mut c, "source_alignment", "2s").unwrap();
-        assert_eq!(c.source_alignment, Some(Duration::from_secs(2)));
-        apply(&mut c, "source_alignment", "none").unwrap();
-        assert_eq!(c.source_alignment, None);
-        apply(&mut c, "latency_target", "500us").unwrap();
-        assert_eq!(c.latency_target, Some(Duration::from_micros(500)));
-        let e = apply(&mut c, "paralelism", "2").unwrap_err().to_string();
+        let mut s = Settings::default();
+        let c = &mut s;
+        apply(c, "parallelism", "2").unwrap();
+        apply(c, "latency_target", "1ms").unwrap();
+        apply(c, "pin_workers", "false").unwrap();
+        assert_eq!(c.config.parallelism, 2);
+        assert_eq!(c.config.latency_target, Some(Duration::from_millis(1)));
+        assert!(!c.config.pin_workers);
+        apply(c, "latency_warmup", "500ms").unwrap();
+        assert_eq!(c.config.latency_warmup, Duration::from_millis(500));
+        apply(c, "source_alignment", "2s").unwrap();
+        assert_eq!(c.config.source_alignment, Some(Duration::from_secs(2)));
+        apply(c, "source_alignment", "none").unwrap();
+        assert_eq!(c.config.source_alignment, None);
+        apply(c, "latency_target", "500us").unwrap();
+        assert_eq!(c.config.latency_target, Some(Duration::from_micros(500)));
+        let e = apply(c, "paralelism", "2").unwrap_err().to_string();
         assert!(e.contains("known: parallelism"), "{e}");
-        assert!(apply(&mut c, "parallelism", "0").is_err());
+        assert!(apply(c, "parallelism", "0").is_err());
+        assert!(c.two_phase_aggregation);
+        apply(c, "two_phase_aggregation", "off").unwrap();
+        assert!(!c.two_phase_aggregation);
+        assert!(apply(c, "two_phase_aggregation", "maybe").is_err());
     }
 }

@@ -24,9 +24,41 @@ fn explain(name: &str) -> String {
         .unwrap()
 }
 
+/// The maximum of each window has no keys: each instance folds its bids
+/// into a partial maximum, and only those cross to the one final instance.
 #[test]
 fn q7_window_join_of_bids_with_their_window_maximum() {
     assert_eq!(explain("q7"), Q7);
+}
+
+/// `SET two_phase_aggregation = 'off'` sends every bid to the one instance
+/// of the maximum, as before two phases.
+#[test]
+fn q7_in_one_phase_when_two_phases_are_off() {
+    let path = format!(
+        "{}/../../queries/nexmark/q7.sql",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let sql = std::fs::read_to_string(&path).unwrap();
+    let options = PlanOptions {
+        overrides: vec![
+            ("parallelism".into(), "2".into()),
+            ("workers".into(), "2".into()),
+            ("two_phase_aggregation".into(), "off".into()),
+        ],
+        ..Default::default()
+    };
+    let plan = SqlPipeline::plan_with(&sql, &options)
+        .unwrap()
+        .explain()
+        .unwrap();
+    let one_phase = "    project[bid.price, bid.date_time]
+    └─ round-robin ─▶ task 3 (input 0)
+task 3 [parallelism 1]
+    window_agg[tumble 10s]
+";
+    assert!(plan.contains(one_phase), "{plan}");
+    assert!(!plan.contains("partial"), "{plan}");
 }
 
 /// The view `counts` is read by both sides of the join: it is planned once,
@@ -55,10 +87,10 @@ task 1 [parallelism 2]
     project[bid.auction, bid.bidder, bid.price, bid.date_time, bid.extra]
     └─ hash(bid.price) ─▶ task 4 (input 0)
 task 2 [parallelism 2]
-    project[bid.price, bid.date_time]
+    project[bid.price, bid.date_time]  →  window_agg[tumble 10s] (partial)
     └─ round-robin ─▶ task 3 (input 0)
 task 3 [parallelism 1]
-    window_agg[tumble 10s]
+    window_agg[tumble 10s] (final)
     └─ hash(max(bid.price)) ─▶ task 4 (input 1)
 task 4 [parallelism 2]
     window_join[inner, tumble 10s]  →  project[b.auction, b.price, b.bidder, b.date_time, b.extra]  →  project[auction, price, bidder, date_time, extra]  →  sink discard

@@ -16,7 +16,7 @@ use millrace_core::{Emitter, Operator, Result, StateSize, Watermark};
 
 use super::input::{BatchInputs, max_entered};
 use super::output::{Fired, emit_fired};
-use super::{Plan, new_groups_accumulators};
+use super::{AggPhase, Plan, new_groups_accumulators};
 use crate::df_err;
 use crate::window::{Assignment, take_closed};
 
@@ -150,10 +150,15 @@ impl FixedWindowOperator {
         // A window holding every row of the batch (the common tumbling case)
         // reads the batch's arrays as they are.
         let indices = (rows.len() != inputs.num_rows()).then(|| UInt32Array::from(rows.to_vec()));
+        let merge = self.plan.spec.phase == AggPhase::Final;
         for (a, acc) in window.accs.iter_mut().enumerate() {
             let (values, filter) = inputs.gather(a, indices.as_ref())?;
-            acc.update_batch(&values, &groups, filter.as_ref(), num_groups)
-                .map_err(df_err)?;
+            if merge {
+                acc.merge_batch(&values, &groups, num_groups)
+            } else {
+                acc.update_batch(&values, &groups, filter.as_ref(), num_groups)
+            }
+            .map_err(df_err)?;
         }
         Ok(())
     }
@@ -166,7 +171,7 @@ impl FixedWindowOperator {
             self.retired.clear();
             return Ok(());
         }
-        let aggs = evaluate_windows(&mut fired, self.plan.spec.aggs.len())?;
+        let aggs = evaluate_windows(&mut fired, self.plan.spec.phase)?;
         let mut result = Fired {
             aggs,
             ..Fired::default()
@@ -188,16 +193,26 @@ impl FixedWindowOperator {
     }
 }
 
-/// Final values of every aggregate over the groups of `windows`, in window
-/// then group order: one column per aggregate.
+/// Final values of every aggregate over the groups of `windows` (in the
+/// partial phase, their states), in window then group order: one column per
+/// aggregate (per state column).
 fn evaluate_windows(
     windows: &mut [(WindowId, OpenWindow)],
-    num_aggs: usize,
+    phase: AggPhase,
 ) -> Result<Vec<ArrayRef>> {
-    let mut parts: Vec<Vec<ArrayRef>> = vec![Vec::with_capacity(windows.len()); num_aggs];
+    let mut parts: Vec<Vec<ArrayRef>> = Vec::new();
     for (_, window) in windows.iter_mut() {
-        for (acc, part) in window.accs.iter_mut().zip(&mut parts) {
-            part.push(acc.evaluate(EmitTo::All).map_err(df_err)?);
+        let mut columns = Vec::new();
+        for acc in &mut window.accs {
+            if phase == AggPhase::Partial {
+                columns.extend(acc.state(EmitTo::All).map_err(df_err)?);
+            } else {
+                columns.push(acc.evaluate(EmitTo::All).map_err(df_err)?);
+            }
+        }
+        parts.resize_with(columns.len(), Vec::new);
+        for (column, part) in columns.into_iter().zip(&mut parts) {
+            part.push(column);
         }
     }
     parts

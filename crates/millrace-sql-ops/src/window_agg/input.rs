@@ -8,13 +8,14 @@ use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, Rows};
 use millrace_core::{Error, Result, entered_column};
 
-use super::Plan;
+use super::{AggPhase, Plan};
 use crate::window::evaluate;
 
 pub(super) struct BatchInputs {
     /// Group keys in row format; `None` when the query has no keys.
     keys: Option<Rows>,
-    /// Per aggregate: its argument arrays over the whole batch.
+    /// Per aggregate: its argument arrays over the whole batch (in the final
+    /// phase, its state columns).
     args: Vec<Vec<ArrayRef>>,
     /// Per aggregate: its FILTER mask, with NULL already turned to false (a
     /// NULL condition does not select the row, as in SQL).
@@ -42,6 +43,19 @@ impl BatchInputs {
         };
         let mut args = Vec::with_capacity(spec.aggs.len());
         let mut filters = Vec::with_capacity(spec.aggs.len());
+        if spec.phase == AggPhase::Final {
+            // The partial phase's states, FILTERs already applied there.
+            for columns in &plan.state_columns {
+                args.push(batch.columns()[columns.clone()].to_vec());
+                filters.push(None);
+            }
+            return Ok(Self {
+                keys,
+                args,
+                filters,
+                num_rows: batch.num_rows(),
+            });
+        }
         for agg in &spec.aggs {
             let values = agg
                 .aggregate

@@ -28,6 +28,9 @@
 //!   overlap merge (their accumulators merge through `state`/`merge_batch`),
 //!   so rows closer than `gap` share a session and a bridging row joins two.
 //!   Sessions only touching (`end == start`) stay apart.
+//! * **Phases.** An aggregate without keys may run as a partial phase
+//!   (rows in, accumulator states per window out) before an exchange and a
+//!   final phase (states in, merged per carried window); see [`AggPhase`].
 //! * **Barriers** are forwarded; state is not snapshotted yet.
 //!
 //! # Cost
@@ -42,10 +45,12 @@
 mod fixed;
 mod input;
 mod output;
+mod phase;
 mod session;
 #[cfg(test)]
 mod tests;
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
@@ -61,6 +66,7 @@ use crate::df_err;
 use crate::window::{WindowAssign, WindowKind, is_window_type, window_type};
 
 use fixed::FixedWindowOperator;
+pub use phase::AggPhase;
 use session::SessionOperator;
 
 /// A hopping window copies each row into `size / slide` windows; beyond this
@@ -90,8 +96,12 @@ pub struct WindowAggSpec {
     /// `FILTER (WHERE ...)` expression).
     pub aggs: Vec<LoweredAggregate>,
     /// Output user schema: group columns (keys with the window column
-    /// inserted at `window_position`), then one column per aggregate.
+    /// inserted at `window_position`), then one column per aggregate (per
+    /// state column of each aggregate in the partial phase).
     pub output_schema: SchemaRef,
+    /// One phase, or which of two (see [`AggPhase`] and
+    /// [`WindowAggSpec::split_two_phase`]).
+    pub phase: AggPhase,
 }
 
 /// What every instance of the operator shares: the spec and what planning
@@ -102,6 +112,8 @@ struct Plan {
     key_fields: Vec<SortField>,
     /// The output schema followed by the entered column.
     output_with_entered: SchemaRef,
+    /// In the final phase, each aggregate's state columns in the input.
+    state_columns: Vec<Range<usize>>,
 }
 
 impl Plan {
@@ -128,6 +140,7 @@ impl WindowAggFactory {
         let ctx = spec.name.as_str();
         validate_assign(ctx, &spec)?;
         validate_aggs(ctx, &spec.aggs)?;
+        let state_columns = validate_phase(ctx, &spec)?;
         let key_fields = validate_output(ctx, &spec)?;
         let output_with_entered = schema_with_entered(&spec.output_schema);
         Ok(Self {
@@ -135,6 +148,7 @@ impl WindowAggFactory {
                 spec,
                 key_fields,
                 output_with_entered,
+                state_columns,
             }),
         })
     }
@@ -264,12 +278,67 @@ fn validate_aggs(ctx: &str, aggs: &[LoweredAggregate]) -> Result<()> {
     Ok(())
 }
 
+/// A partial phase reads rows and windows of event time, tumbling or
+/// hopping; a final phase reads a partial phase's output: the window, then
+/// every aggregate's state columns. Neither has keys. Returns, for the final
+/// phase, each aggregate's state columns in the input.
+fn validate_phase(ctx: &str, spec: &WindowAggSpec) -> Result<Vec<Range<usize>>> {
+    let phase = spec.phase;
+    if phase == AggPhase::Single {
+        return Ok(Vec::new());
+    }
+    if !spec.keys.is_empty() {
+        return Err(Error::plan(format!(
+            "{ctx}: a {phase:?} phase has no keys (two phases are for aggregates without keys)"
+        )));
+    }
+    let kind = spec.assign.kind();
+    match (phase, &spec.assign) {
+        (AggPhase::Partial, WindowAssign::Time { .. })
+            if !matches!(kind, Some(WindowKind::Session { .. })) => {}
+        (AggPhase::Final, WindowAssign::Column { .. }) => {}
+        _ => {
+            return Err(Error::plan(format!(
+                "{ctx}: a {phase:?} phase cannot read {}: a partial phase reads tumbling or hopping windows of event time, a final phase the window column of a partial one",
+                spec.assign.describe()
+            )));
+        }
+    }
+    if phase == AggPhase::Partial {
+        return Ok(Vec::new());
+    }
+    let states = phase::state_fields(&spec.aggs)?;
+    let input = spec.input_schema.fields();
+    let found: Vec<&DataType> = input.iter().skip(1).map(|f| f.data_type()).collect();
+    let wanted: Vec<&DataType> = states.iter().map(|f| f.data_type()).collect();
+    if found != wanted {
+        return Err(Error::plan(format!(
+            "{ctx}: a final phase reads the window and then the aggregates' states {wanted:?}; its input has {found:?} after column 0"
+        )));
+    }
+    phase::state_columns(&spec.aggs)
+}
+
 /// The output schema has one group column per key plus the window, then one
-/// column per aggregate, with the types they produce. Returns the row-format
-/// fields of the keys.
+/// column per aggregate (per state column in a partial phase), with the
+/// types they produce. Returns the row-format fields of the keys.
 fn validate_output(ctx: &str, spec: &WindowAggSpec) -> Result<Vec<SortField>> {
     let out = spec.output_schema.as_ref();
-    let (nkeys, naggs) = (spec.keys.len(), spec.aggs.len());
+    let produced: Vec<(String, DataType)> = match spec.phase {
+        AggPhase::Partial => phase::state_fields(&spec.aggs)?
+            .iter()
+            .map(|f| (format!("state '{}'", f.name()), f.data_type().clone()))
+            .collect(),
+        AggPhase::Single | AggPhase::Final => spec
+            .aggs
+            .iter()
+            .map(|a| {
+                let what = format!("aggregate '{}'", a.aggregate.name());
+                (what, a.aggregate.field().data_type().clone())
+            })
+            .collect(),
+    };
+    let (nkeys, naggs) = (spec.keys.len(), produced.len());
     if spec.window_position > nkeys {
         return Err(Error::plan(format!(
             "{ctx}: window position {} is out of range for {nkeys} key(s) (expected 0..={nkeys})",
@@ -278,7 +347,7 @@ fn validate_output(ctx: &str, spec: &WindowAggSpec) -> Result<Vec<SortField>> {
     }
     if out.fields().len() != nkeys + 1 + naggs {
         return Err(Error::plan(format!(
-            "{ctx}: output schema has {} column(s); expected {} ({nkeys} key(s), the window, {naggs} aggregate(s))",
+            "{ctx}: output schema has {} column(s); expected {} ({nkeys} key(s), the window, {naggs} aggregate column(s))",
             out.fields().len(),
             nkeys + 1 + naggs
         )));
@@ -320,10 +389,8 @@ fn validate_output(ctx: &str, spec: &WindowAggSpec) -> Result<Vec<SortField>> {
             types.join(", ")
         )));
     }
-    for (a, agg) in spec.aggs.iter().enumerate() {
-        let produced = agg.aggregate.field();
-        let what = format!("aggregate '{}'", agg.aggregate.name());
-        expect_type(nkeys + 1 + a, what, produced.data_type())?;
+    for (a, (what, dt)) in produced.into_iter().enumerate() {
+        expect_type(nkeys + 1 + a, what, &dt)?;
     }
     Ok(key_fields)
 }

@@ -112,6 +112,7 @@ fn spec(
         window_position,
         aggs,
         output_schema: Arc::new(Schema::new(fields)),
+        phase: AggPhase::Single,
     }
 }
 
@@ -664,4 +665,156 @@ fn peak_state_counts_the_entries_of_the_open_windows_before_they_fire() {
     // Firing frees state but the peak stays.
     h.end();
     assert_eq!(h.op.peak_state().unwrap().keys, 3);
+}
+
+/// Drives the partial phase of `spec` on each of `parts` (one operator per
+/// upstream instance, each fed its rows then `watermarks`) into one final
+/// operator, passing every message on in the order an exchange could
+/// deliver them: each partial's output in order, the partials interleaved.
+fn two_phase(spec: &WindowAggSpec, parts: &[Vec<RecordBatch>], watermarks: &[i64]) -> Vec<String> {
+    let (partial, last) = spec.split_two_phase().unwrap();
+    let partial = WindowAggFactory::new(partial).unwrap();
+    let mut last = Harness::new(last);
+    let mut partials: Vec<Harness> = parts
+        .iter()
+        .map(|_| Harness {
+            op: partial.create(0, parts.len()).unwrap(),
+            out: Emitter::new(),
+        })
+        .collect();
+    for (p, batches) in partials.iter_mut().zip(parts) {
+        for b in batches {
+            p.data(b.clone());
+        }
+    }
+    let mut seen = Vec::new();
+    // The final phase's watermark is the smallest its inputs forwarded.
+    let mut forwarded = vec![i64::MIN; parts.len()];
+    let mut deliver =
+        |last: &mut Harness, i: usize, messages: Vec<Message>, seen: &mut Vec<String>| {
+            for m in messages {
+                match m {
+                    Message::Data(b) => last.data(b),
+                    Message::Watermark(wm) => {
+                        forwarded[i] = wm.time_ms;
+                        let min = *forwarded.iter().min().unwrap();
+                        if min > i64::MIN {
+                            seen.extend(last.watermark(min, wm.entered_ns));
+                        }
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        };
+    for (w, &time_ms) in watermarks.iter().enumerate() {
+        for (i, p) in partials.iter_mut().enumerate() {
+            let wm = Watermark {
+                time_ms,
+                entered_ns: 1000 + w as i64,
+            };
+            p.op.on_watermark(wm, &mut p.out).unwrap();
+            deliver(&mut last, i, p.out.take_messages(), &mut seen);
+        }
+    }
+    for (i, p) in partials.iter_mut().enumerate() {
+        p.op.on_end(&mut p.out).unwrap();
+        deliver(&mut last, i, p.out.take_messages(), &mut seen);
+    }
+    seen.extend(last.end());
+    seen
+}
+
+#[test]
+fn two_phases_over_split_input_give_the_single_phase_results() {
+    let input = events_schema();
+    let aggs = [
+        count_all().alias("n"),
+        sum(col("amount")).alias("total"),
+        avg(col("price")).alias("mean"),
+        min(col("amount")).alias("low"),
+        max(col("price")).alias("high"),
+        count_distinct(col("user")).alias("users"),
+        count(lit(1i64))
+            .filter(col("region").eq(lit("eu")))
+            .build()
+            .unwrap()
+            .alias("eu"),
+    ];
+    // 60 rows over [0, 30) ms, some amounts and users null.
+    let rows: Vec<Event> = (0..60i64)
+        .map(|i| {
+            let user = ["a", "b", "c"][(i % 3) as usize];
+            (
+                (i * 7) % 30,
+                (i % 5 != 0).then_some(user),
+                if i % 4 == 0 { "eu" } else { "us" },
+                (i % 6 != 0).then_some(i),
+                i as f64 / 4.0,
+            )
+        })
+        .collect();
+    let watermarks = [5, 10, 12, 20, 25];
+    for kind in [
+        WindowKind::Tumble { size_ms: 10 },
+        WindowKind::Hop {
+            slide_ms: 5,
+            size_ms: 10,
+        },
+    ] {
+        let spec = spec(input.clone(), time(&input, kind), &[], 0, &aggs);
+        // One phase, all rows at once: the answer.
+        let mut single = Harness::new(spec.clone());
+        single.data(events(1, &rows));
+        let mut want: Vec<String> = Vec::new();
+        for &t in &watermarks {
+            want.extend(single.watermark(t, 0));
+        }
+        want.extend(single.end());
+        let want: Vec<String> = want
+            .into_iter()
+            .filter(|l| !l.starts_with("watermark"))
+            .map(|l| l.split(" @").next().unwrap().to_string())
+            .collect();
+        // Two phases: rows split over three partial instances, one of them
+        // with no rows at all, in batches of uneven size.
+        let parts = vec![
+            vec![events(1, &rows[..7]), events(1, &rows[7..30])],
+            vec![events(1, &rows[30..31]), events(1, &rows[31..])],
+            vec![],
+        ];
+        let got: Vec<String> = two_phase(&spec, &parts, &watermarks)
+            .into_iter()
+            .filter(|l| !l.starts_with("watermark"))
+            .map(|l| l.split(" @").next().unwrap().to_string())
+            .collect();
+        assert!(want.len() >= 3, "{kind}: {want:?}");
+        assert_eq!(got, want, "{kind}");
+    }
+}
+
+#[test]
+fn only_keyless_tumbling_and_hopping_aggregates_split_in_two() {
+    let input = events_schema();
+    let aggs = [avg(col("price")).alias("mean")];
+    let tumble = time(&input, WindowKind::Tumble { size_ms: 10 });
+    let keyed = spec(input.clone(), tumble.clone(), &["user"], 0, &aggs);
+    assert!(keyed.split_two_phase().is_err());
+    let session = time(&input, WindowKind::Session { gap_ms: 10 });
+    assert!(
+        spec(input.clone(), session, &[], 0, &aggs)
+            .split_two_phase()
+            .is_err()
+    );
+    let (partial, last) = spec(input, tumble, &[], 0, &aggs)
+        .split_two_phase()
+        .unwrap();
+    assert!(partial.split_two_phase().is_err());
+    // A final phase fed something other than a partial's states (avg keeps
+    // a count and a sum) is refused.
+    let wrong = WindowAggSpec {
+        input_schema: last.output_schema.clone(),
+        ..last.clone()
+    };
+    let err = WindowAggFactory::new(wrong).err().unwrap().to_string();
+    assert!(err.contains("final phase reads the window"), "{err}");
 }

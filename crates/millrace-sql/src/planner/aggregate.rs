@@ -7,7 +7,7 @@ use datafusion::logical_expr::{Aggregate, Expr};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::expressions::Column as PhysColumn;
 use millrace_sql_ops::window::{WindowAssign, WindowKind};
-use millrace_sql_ops::window_agg::{WindowAggFactory, WindowAggSpec};
+use millrace_sql_ops::window_agg::{AggPhase, WindowAggFactory, WindowAggSpec};
 
 use super::{Planned, StreamPlanner};
 use crate::error::{SqlError, SqlResult};
@@ -138,13 +138,26 @@ impl StreamPlanner<'_> {
             window_position,
             aggs,
             output_schema: Planned::runtime_schema(&agg.schema),
+            phase: AggPhase::Single,
         };
-        let factory = Arc::new(WindowAggFactory::new(spec)?);
-        let stream = keyed.stream.apply(factory);
-        let stream = if routing.is_empty() {
-            stream.with_parallelism(1)?
+        let stream = if !routing.is_empty() {
+            keyed.stream.apply(Arc::new(WindowAggFactory::new(spec)?))
+        } else if self.two_phase_aggregation && spec.splits_in_two_phases() {
+            // Every row meets at one instance: fold them where they are
+            // first, so the exchange carries one state per window and
+            // upstream instance instead of every row.
+            let (partial, last) = spec.split_two_phase()?;
+            input
+                .stream
+                .apply(Arc::new(WindowAggFactory::new(partial)?))
+                .rebalance()
+                .apply(Arc::new(WindowAggFactory::new(last)?))
+                .with_parallelism(1)?
         } else {
-            stream
+            keyed
+                .stream
+                .apply(Arc::new(WindowAggFactory::new(spec)?))
+                .with_parallelism(1)?
         };
         let mut windows = HashMap::new();
         if let Some(k) = kind {

@@ -30,6 +30,7 @@ use millrace_sql_ops::eval::{ExprFilterFactory, ExprProjectFactory};
 use millrace_sql_ops::window::WindowKind;
 
 use crate::error::{SqlError, SqlResult};
+use crate::settings::Settings;
 use crate::tables::Table;
 pub use expr::Lowering;
 
@@ -76,13 +77,20 @@ pub struct StreamPlanner<'a> {
     /// becomes one node with two consumers, so its work is done once.
     planned: HashMap<LogicalPlan, Planned>,
     lowering: Lowering,
+    /// Plan keyless window aggregates in two phases (`SET two_phase_aggregation`).
+    two_phase_aggregation: bool,
 }
 
 impl<'a> StreamPlanner<'a> {
-    pub fn new(pipeline: &'a Pipeline, tables: &'a HashMap<String, Table>) -> Self {
+    pub fn new(
+        pipeline: &'a Pipeline,
+        tables: &'a HashMap<String, Table>,
+        settings: &Settings,
+    ) -> Self {
         Self {
             pipeline,
             tables,
+            two_phase_aggregation: settings.two_phase_aggregation,
             sources: HashMap::new(),
             planned: HashMap::new(),
             lowering: Lowering::new(),
