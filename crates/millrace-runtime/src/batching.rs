@@ -30,7 +30,12 @@
 //!   same size the fit cannot tell, and busy time counts);
 //! * `p < PRESSURE_LOW`, and `u < LOW` or the overhead share is below half
 //!   of `MIN_OVERHEAD_SHARE` (the linger is not buying anything): halve it
-//!   (below `budget / 32`, back to 0: rows alone).
+//!   (below `budget / 32`, back to 0: rows alone);
+//! * but while rows arrive faster than one per `budget / 32`, never below
+//!   that: batches of the rows read since the worker last polled the
+//!   source would otherwise go out every few microseconds, and their
+//!   per-message costs in every downstream task queue up window results
+//!   long before any channel is full.
 //!
 //! Halving the linger at most doubles the batches, so at most doubles the
 //! overhead part of `u`; doubling it at most halves it. With `LOW < HIGH /
@@ -249,6 +254,17 @@ impl BatchController {
                 self.linger_ns = 0;
             }
         }
+        // Rows faster than one per step: a step's linger costs a row at
+        // most that (a few µs against a target of milliseconds), and it caps
+        // this source's batches at one per step. Without it, each batch of
+        // the few rows read since the worker last came round pays every
+        // hop's per-message costs, and the consumers queue up well before
+        // any channel fills (q7 at 10%: window results p50 ~2 ms at linger
+        // 0, ~0.13 ms at one step). The floor follows the arrival rate only,
+        // which the linger does not change, so it cannot oscillate.
+        if rate * step as f64 >= 1e9 {
+            self.linger_ns = self.linger_ns.max(step);
+        }
         if self.linger_ns != before {
             // Judge the new linger by what it does, not by the history of
             // the old one (that lag would overshoot, then step back).
@@ -348,6 +364,23 @@ mod tests {
         let lingers = simulate(&mut c, 10_000.0, 2_000.0, 100.0, 50, &mut now);
         assert!(lingers.iter().all(|l| *l == 0), "{lingers:?}");
         assert_eq!(c.size(), 8192, "reads take whatever is there");
+    }
+
+    #[test]
+    fn rows_faster_than_one_per_step_wait_one_step() {
+        let step = adaptive(1).budget_ns / LINGER_STEPS;
+        // Barely busy, no pressure: nothing else asks for a linger. At
+        // 800k rows/s (2.5 rows per step) the source lingers one step; at
+        // 100k rows/s (0.3 rows per step) waiting would gather nothing.
+        for (rate, want) in [(800_000.0, step), (100_000.0, 0)] {
+            let mut c = adaptive(1);
+            let mut now = 0;
+            let lingers = simulate(&mut c, rate, 300.0, 20.0, 50, &mut now);
+            assert!(
+                lingers[5..].iter().all(|l| *l == want),
+                "{rate}: {lingers:?}"
+            );
+        }
     }
 
     #[test]
