@@ -40,7 +40,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, UInt32Array};
-use arrow::compute::{concat_batches, interleave, take_record_batch};
+use arrow::compute::{concat_batches, interleave, take, take_record_batch};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow::row::SortField;
@@ -403,12 +403,14 @@ struct Gather<'a> {
     columns: Vec<Vec<&'a dyn Array>>,
     /// Row offset of each batch among the side's rows.
     starts: Vec<usize>,
-    /// Per row of the side, whether it found a partner that passed the filter.
+    /// Per row of the side, whether it found a partner that passed the
+    /// filter; empty unless the join keeps this side's unmatched rows (an
+    /// inner join of a 100k-row window need not clear 100k flags).
     matched: Vec<bool>,
 }
 
 impl<'a> Gather<'a> {
-    fn new(side: &'a SideRows, width: usize) -> Self {
+    fn new(side: &'a SideRows, width: usize, keeps_unmatched: bool) -> Self {
         let mut starts = Vec::with_capacity(side.batches.len());
         let mut offset = 0;
         for (batch, _) in &side.batches {
@@ -426,23 +428,50 @@ impl<'a> Gather<'a> {
         Self {
             columns,
             starts,
-            matched: vec![false; side.rows],
+            matched: if keeps_unmatched {
+                vec![false; side.rows]
+            } else {
+                Vec::new()
+            },
         }
     }
 
+    /// The rows at `places`, in order. Only the batches they come from take
+    /// part: `interleave` costs per array it is given, and a window's few
+    /// matches (q7: the bids at the maximum) usually sit in one of its
+    /// dozens of batches, which `take` reads directly.
     fn gather(&self, places: &[Place]) -> Result<Vec<ArrayRef>> {
+        let mut used: Vec<u32> = places.iter().map(|&(b, _)| b).collect();
+        used.sort_unstable();
+        used.dedup();
+        if let [only] = used[..] {
+            let rows = UInt32Array::from_iter_values(places.iter().map(|&(_, r)| r));
+            return self
+                .columns
+                .iter()
+                .map(|arrays| Ok(take(arrays[only as usize], &rows, None)?))
+                .collect();
+        }
         let indices: Vec<(usize, usize)> = places
             .iter()
-            .map(|&(b, r)| (b as usize, r as usize))
+            .map(|&(b, r)| {
+                let (Ok(i) | Err(i)) = used.binary_search(&b);
+                (i, r as usize)
+            })
             .collect();
         self.columns
             .iter()
-            .map(|arrays| Ok(interleave(arrays, &indices)?))
+            .map(|arrays| {
+                let subset: Vec<&dyn Array> = used.iter().map(|&b| arrays[b as usize]).collect();
+                Ok(interleave(&subset, &indices)?)
+            })
             .collect()
     }
 
     fn mark(&mut self, (b, r): Place) {
-        self.matched[self.starts[b as usize] + r as usize] = true;
+        if let Some(m) = self.matched.get_mut(self.starts[b as usize] + r as usize) {
+            *m = true;
+        }
     }
 
     /// Places of the rows that found no partner, in arrival order.
@@ -484,8 +513,8 @@ impl<'a> WindowPairs<'a> {
     ) -> Self {
         Self {
             sides: [
-                Gather::new(left, output.left_width()),
-                Gather::new(right, output.right_width()),
+                Gather::new(left, output.left_width(), kind.keeps_unmatched_left()),
+                Gather::new(right, output.right_width(), kind.keeps_unmatched_right()),
             ],
             output,
             kind,
