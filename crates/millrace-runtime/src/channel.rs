@@ -20,6 +20,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use millrace_core::Message;
 
@@ -76,6 +77,9 @@ pub struct Channel {
     producer: WorkerWaker,
     from: String,
     to: String,
+    /// Window results (or what follows from them) were queued since the
+    /// consumer last took this flag.
+    urgent: AtomicBool,
 }
 
 impl Channel {
@@ -106,7 +110,24 @@ impl Channel {
             producer,
             from,
             to,
+            urgent: AtomicBool::new(false),
         }
+    }
+
+    /// Flags what was just queued as urgent and asks the consumer's worker
+    /// to poll it ahead of its round.
+    pub fn mark_urgent(&self) {
+        self.urgent.store(true, Ordering::Release);
+        self.consumer.hurry();
+    }
+
+    pub fn is_urgent(&self) -> bool {
+        self.urgent.load(Ordering::Relaxed)
+    }
+
+    /// Whether anything urgent was queued since the last call.
+    pub fn take_urgent(&self) -> bool {
+        self.is_urgent() && self.urgent.swap(false, Ordering::Acquire)
     }
 
     pub fn capacity(&self) -> ChannelCapacity {

@@ -83,6 +83,22 @@ impl InputGate {
         }
     }
 
+    /// Whether an input channel holds urgent messages (see
+    /// [`Channel::mark_urgent`]).
+    pub fn is_urgent(&self) -> bool {
+        self.channels.iter().any(|c| c.channel.is_urgent())
+    }
+
+    /// Whether any input was flagged urgent since the last call; clears the
+    /// flags.
+    pub fn take_urgent(&mut self) -> bool {
+        let mut any = false;
+        for c in &self.channels {
+            any |= c.channel.take_urgent();
+        }
+        any
+    }
+
     /// The next event, or `None` if no readable channel has a message.
     pub fn next_event(&mut self) -> Option<GateEvent> {
         loop {
@@ -269,6 +285,19 @@ mod tests {
             .map(|(i, c)| InputChannel::new(c.clone(), i))
             .collect();
         (chans, InputGate::new(inputs))
+    }
+
+    #[test]
+    fn urgent_input_is_seen_until_the_task_takes_it() {
+        let (c, mut g) = gate(2);
+        assert!(!g.is_urgent());
+        c[0].try_send(wm(100)).unwrap();
+        assert!(!g.is_urgent(), "a plain send is not urgent");
+        c[1].try_send(wm(100)).unwrap();
+        c[1].mark_urgent();
+        assert!(g.is_urgent());
+        assert!(g.take_urgent());
+        assert!(!g.is_urgent() && !g.take_urgent());
     }
 
     #[test]

@@ -100,15 +100,22 @@ impl OutputRouter {
     }
 
     /// Queues as much as the channels accept; true when nothing is held.
-    pub fn flush(&mut self) -> bool {
+    /// `urgent`: what is queued now carries window results or follows from
+    /// them, so its consumers are polled ahead of their workers' rounds.
+    pub fn flush(&mut self, urgent: bool) -> bool {
         let mut all = true;
         for (t, held) in self.held.iter_mut().enumerate() {
+            let mut sent = false;
             while let Some(msg) = held.pop_front() {
                 if let Err(back) = self.targets[t].try_send(msg) {
                     held.push_front(back);
                     all = false;
                     break;
                 }
+                sent = true;
+            }
+            if sent && urgent {
+                self.targets[t].mark_urgent();
             }
         }
         all

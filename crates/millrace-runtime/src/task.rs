@@ -47,6 +47,10 @@ pub trait Task: Send {
     fn current_operator(&self) -> String;
     /// Publishes end-of-life metrics (idempotent).
     fn finish_metrics(&mut self);
+    /// Whether the task was sent window results it has not yet taken in.
+    fn is_urgent(&self) -> bool {
+        false
+    }
 }
 
 /// How soon a source that is pending without a wake-up time is polled again.
@@ -323,6 +327,11 @@ pub struct DataflowTask {
     /// `chain.len()` = the sink or routers).
     current: usize,
     scratch: Vec<(usize, Message)>,
+    /// What this task sends now carries window results or follows from
+    /// them: set when an operator emits rows on a watermark, or when urgent
+    /// input is taken in; cleared once the input is drained (a source: at
+    /// each read).
+    urgent: bool,
 }
 
 impl DataflowTask {
@@ -346,6 +355,7 @@ impl DataflowTask {
             finished: false,
             current: 0,
             scratch: Vec::new(),
+            urgent: false,
         }
     }
 
@@ -364,7 +374,17 @@ impl DataflowTask {
                             .fetch_add(batch.num_rows() as u64, Relaxed);
                         stage.op.on_data(input, batch, &mut out)
                     }
-                    Message::Watermark(wm) => stage.op.on_watermark(wm, &mut out),
+                    Message::Watermark(wm) => {
+                        let before = out.out.len();
+                        let result = stage.op.on_watermark(wm, &mut out);
+                        if out.out[before..]
+                            .iter()
+                            .any(|m| matches!(m, Message::Data(_)))
+                        {
+                            self.urgent = true;
+                        }
+                        result
+                    }
                     Message::Barrier(id) => stage.op.on_barrier(id, &mut out),
                     Message::Idle => {
                         out.out.push(Message::Idle);
@@ -410,7 +430,7 @@ impl DataflowTask {
     fn flush(&mut self) -> bool {
         let mut all = true;
         for r in &mut self.routers {
-            all &= r.flush();
+            all &= r.flush(self.urgent);
         }
         all
     }
@@ -433,6 +453,11 @@ impl Task for DataflowTask {
         if self.done {
             return Ok(TaskPoll::Done);
         }
+        if let Head::Gate(gate) = &mut self.head
+            && gate.take_urgent()
+        {
+            self.urgent = true;
+        }
         let mut progressed = false;
         let mut wake_at = None;
         for _ in 0..POLL_BUDGET {
@@ -441,6 +466,7 @@ impl Task for DataflowTask {
             match &mut self.head {
                 Head::Source(src) => {
                     self.current = HEAD;
+                    self.urgent = false;
                     if let Some(wake) =
                         src.step(&mut items).map_err(|e| e.in_operator(&src.name))?
                     {
@@ -451,6 +477,7 @@ impl Task for DataflowTask {
                 }
                 Head::Gate(gate) => match gate.next_event() {
                     None => {
+                        self.urgent = false;
                         self.scratch = items;
                         break;
                     }
@@ -497,6 +524,13 @@ impl Task for DataflowTask {
         Ok(TaskPoll::Idle {
             wake_at_ns: wake_at,
         })
+    }
+
+    fn is_urgent(&self) -> bool {
+        match &self.head {
+            Head::Gate(gate) => gate.is_urgent(),
+            Head::Source(_) => false,
+        }
     }
 
     fn current_operator(&self) -> String {

@@ -1,7 +1,11 @@
 //! Worker threads: one per core, pinned, each running many tasks cooperatively.
 //!
-//! A worker polls its tasks round-robin. When a whole round makes no
-//! progress it keeps polling for a short spin window (a hand-off between
+//! A worker polls its tasks round-robin, except that a task sent window
+//! results (or what follows from them downstream) is polled as soon as the
+//! current poll ends, ahead of the rest of the round: a window's results
+//! are what its latency is measured on, and a hop to the other worker
+//! would otherwise wait for every task polled before the consumer. When a
+//! whole round makes no progress it keeps polling for a short spin window (a hand-off between
 //! cores then costs well under a microsecond), and after that parks until a
 //! channel wakes it or the earliest timer of its tasks is due; a timer due
 //! within the spin window is waited for by polling, not parking. A task that
@@ -25,6 +29,9 @@ use crate::task::{Task, TaskPoll};
 #[derive(Clone, Default)]
 pub struct WorkerWaker {
     thread: Arc<OnceLock<Thread>>,
+    /// Set when one of the worker's tasks was sent window results (see
+    /// [`Worker::run`]).
+    hurry: Arc<AtomicBool>,
 }
 
 impl WorkerWaker {
@@ -32,6 +39,16 @@ impl WorkerWaker {
         if let Some(t) = self.thread.get() {
             t.unpark();
         }
+    }
+
+    /// Asks the worker to poll its urgent tasks as soon as its current poll
+    /// ends, before the rest of its round.
+    pub fn hurry(&self) {
+        self.hurry.store(true, Ordering::Release);
+    }
+
+    fn take_hurry(&self) -> bool {
+        self.hurry.load(Ordering::Relaxed) && self.hurry.swap(false, Ordering::Acquire)
     }
 }
 
@@ -176,6 +193,12 @@ impl Worker {
                     None => return, // failed; control is cancelled
                 }
                 i += 1;
+                if self.waker.take_hurry() {
+                    match self.poll_urgent() {
+                        Some(p) => progressed |= p,
+                        None => return, // failed; control is cancelled
+                    }
+                }
             }
             let now = now_ns();
             if progressed {
@@ -202,6 +225,22 @@ impl Worker {
     }
 
     /// Polls task `i`; on error or panic records it and returns `None`.
+    /// Polls, once each, the tasks that were sent window results (or what
+    /// follows from them), ahead of the rest of the round: the result of a
+    /// window is what the pipeline's latency is measured on, and otherwise
+    /// it waits for every task polled before its consumer. True if one made
+    /// progress, `None` if one failed. A task that finishes here is removed
+    /// on its next regular poll.
+    fn poll_urgent(&mut self) -> Option<bool> {
+        let mut progressed = false;
+        for j in 0..self.tasks.len() {
+            if self.tasks[j].is_urgent() {
+                progressed |= matches!(self.poll_task(j)?, TaskPoll::Progress);
+            }
+        }
+        Some(progressed)
+    }
+
     fn poll_task(&mut self, i: usize) -> Option<TaskPoll> {
         let task = &mut self.tasks[i];
         match catch_unwind(AssertUnwindSafe(|| task.poll())) {
@@ -221,5 +260,90 @@ impl Worker {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use millrace_core::Result;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Logs each poll; makes progress on its first poll and is done after.
+    /// `on_first` runs during the first poll (to flag another task urgent).
+    struct Logged {
+        name: &'static str,
+        log: Arc<Mutex<Vec<&'static str>>>,
+        polls: AtomicUsize,
+        urgent: Arc<AtomicBool>,
+        on_first: Option<Box<dyn Fn() + Send>>,
+    }
+
+    impl Task for Logged {
+        fn poll(&mut self) -> Result<TaskPoll> {
+            self.log.lock().unwrap().push(self.name);
+            self.urgent.store(false, Ordering::Relaxed);
+            if self.polls.fetch_add(1, Ordering::Relaxed) == 0 {
+                if let Some(f) = &self.on_first {
+                    f();
+                }
+                return Ok(TaskPoll::Progress);
+            }
+            Ok(TaskPoll::Done)
+        }
+        fn current_operator(&self) -> String {
+            self.name.into()
+        }
+        fn finish_metrics(&mut self) {}
+        fn is_urgent(&self) -> bool {
+            self.urgent.load(Ordering::Relaxed)
+        }
+    }
+
+    fn run_order(hurry: bool) -> Vec<&'static str> {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let waker = WorkerWaker::default();
+        let c_urgent = Arc::new(AtomicBool::new(false));
+        let task = |name, urgent: Arc<AtomicBool>, on_first: Option<Box<dyn Fn() + Send>>| {
+            Box::new(Logged {
+                name,
+                log: log.clone(),
+                polls: AtomicUsize::new(0),
+                urgent,
+                on_first,
+            }) as Box<dyn Task>
+        };
+        // `a` sends window results to `c` during its first poll.
+        let flag = c_urgent.clone();
+        let w = waker.clone();
+        let send: Box<dyn Fn() + Send> = Box::new(move || {
+            flag.store(true, Ordering::Relaxed);
+            if hurry {
+                w.hurry();
+            }
+        });
+        let tasks = vec![
+            task("a", Arc::new(AtomicBool::new(false)), Some(send)),
+            task("b", Arc::new(AtomicBool::new(false)), None),
+            task("c", c_urgent, None),
+        ];
+        Worker {
+            index: 0,
+            core: None,
+            waker,
+            tasks,
+            idle: IdleStrategy::default(),
+            control: Arc::new(RunControl::default()),
+        }
+        .run();
+        log.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn a_task_sent_window_results_is_polled_before_the_rest_of_the_round() {
+        // Without a hurry the round goes in order; with one, `c` right after
+        // `a`, then the round goes on as usual.
+        assert_eq!(run_order(false)[..3], ["a", "b", "c"]);
+        assert_eq!(run_order(true)[..4], ["a", "c", "b", "c"]);
     }
 }
