@@ -1,6 +1,6 @@
 //! Window aggregates over windows known row by row: tumbling, hopping, and
 //! windows carried by the rows. Each open window keeps a key → group index
-//! map and one DataFusion `GroupsAccumulator` per aggregate.
+//! table (`key_table.rs`) and one DataFusion `GroupsAccumulator` per aggregate.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -15,6 +15,7 @@ use millrace_core::time::now_ns;
 use millrace_core::{Emitter, Operator, Result, StateSize, Watermark};
 
 use super::input::{BatchInputs, max_entered};
+use super::key_table::KeyTable;
 use super::output::{Fired, emit_fired};
 use super::{AggPhase, Plan, new_groups_accumulators};
 use crate::df_err;
@@ -26,38 +27,18 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type WindowId = (i64, i64);
 
 struct OpenWindow {
-    /// Group key (row format; empty without keys) → group index.
-    groups: FastMap<Box<[u8]>, usize>,
-    /// Bytes of the keys in `groups`.
-    key_bytes: usize,
+    /// Group keys (row format; empty without keys) and their indices.
+    groups: KeyTable,
     accs: Vec<Box<dyn GroupsAccumulator>>,
 }
 
 impl OpenWindow {
-    fn group_of(&mut self, key: &[u8]) -> usize {
-        if let Some(&g) = self.groups.get(key) {
-            return g;
-        }
-        let g = self.groups.len();
-        self.groups.insert(key.into(), g);
-        self.key_bytes += key.len();
-        g
-    }
-
-    /// Memory held: the key map's table, the keys, the accumulators.
+    /// Memory held: the key table, the accumulators.
     fn state(&self) -> StateSize {
-        let slots = match self.groups.capacity() {
-            0 => 0,
-            // hashbrown keeps at most 7/8 of its power-of-two buckets full.
-            cap => (cap * 8 / 7).next_power_of_two(),
-        };
-        let slot_bytes = std::mem::size_of::<(Box<[u8]>, usize)>() + 1;
         StateSize {
-            bytes: slots * slot_bytes
-                + self.key_bytes
-                + self.accs.iter().map(|a| a.size()).sum::<usize>(),
+            bytes: self.groups.size() + self.accs.iter().map(|a| a.size()).sum::<usize>(),
             keys: self.groups.len(),
-            key_bytes: self.key_bytes,
+            key_bytes: self.groups.key_bytes(),
         }
     }
 }
@@ -131,19 +112,18 @@ impl FixedWindowOperator {
         let window = match self.windows.entry(id) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => e.insert(OpenWindow {
-                groups: FastMap::default(),
-                key_bytes: 0,
+                groups: KeyTable::new(),
                 accs: new_groups_accumulators(&self.plan.spec.aggs)?,
             }),
         };
         let groups: Vec<usize> = if self.converter.is_some() {
             rows.iter()
-                .map(|&r| window.group_of(inputs.key(r)))
+                .map(|&r| window.groups.group_of(inputs.key(r)))
                 .collect()
         } else {
             // Without keys every row is in the window's one group: no
             // per-row hashing.
-            window.group_of(&[]);
+            window.groups.group_of(&[]);
             vec![0; rows.len()]
         };
         let num_groups = window.groups.len();
@@ -179,11 +159,7 @@ impl FixedWindowOperator {
         for &((end, start), ref window) in &fired {
             // Keys in group-index order, so they line up with the aggregates.
             let n = window.groups.len();
-            let base = result.keys.len();
-            result.keys.resize(base + n, &[]);
-            for (key, &g) in &window.groups {
-                result.keys[base + g] = &key[..];
-            }
+            result.keys.extend((0..n).map(|g| window.groups.key(g)));
             result.starts.extend(std::iter::repeat_n(start, n));
             result.ends.extend(std::iter::repeat_n(end, n));
         }

@@ -44,6 +44,7 @@
 
 mod fixed;
 mod input;
+mod key_table;
 mod output;
 mod phase;
 mod session;
