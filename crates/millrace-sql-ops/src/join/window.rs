@@ -439,12 +439,26 @@ impl<'a> Gather<'a> {
     /// The rows at `places`, in order. Only the batches they come from take
     /// part: `interleave` costs per array it is given, and a window's few
     /// matches (q7: the bids at the maximum) usually sit in one of its
-    /// dozens of batches, which `take` reads directly.
+    /// dozens of batches, which `take` reads directly, or, for one run of
+    /// rows, slices without copying.
     fn gather(&self, places: &[Place]) -> Result<Vec<ArrayRef>> {
         let mut used: Vec<u32> = places.iter().map(|&(b, _)| b).collect();
         used.sort_unstable();
         used.dedup();
         if let [only] = used[..] {
+            let first = places[0].1;
+            let consecutive = places
+                .iter()
+                .enumerate()
+                .all(|(i, &(_, r))| r as usize == first as usize + i);
+            if consecutive {
+                // One run of rows (often a single one): a zero-copy slice.
+                return Ok(self
+                    .columns
+                    .iter()
+                    .map(|arrays| arrays[only as usize].slice(first as usize, places.len()))
+                    .collect());
+            }
             let rows = UInt32Array::from_iter_values(places.iter().map(|&(_, r)| r));
             return self
                 .columns
