@@ -350,7 +350,7 @@ impl fmt::Display for RunSummary {
             }
             if let Some(st) = o.state.filter(|st| st.bytes > 0) {
                 notes.push(format!(
-                    "state peak {:.1} MB, {} keys ({:.0} B/key beyond the key)",
+                    "state peak {:.1} MB, {} entries ({:.0} B/entry beyond its key)",
                     st.bytes as f64 / 1e6,
                     st.keys,
                     st.bytes_per_key_beyond_key()

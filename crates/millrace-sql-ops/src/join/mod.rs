@@ -365,6 +365,11 @@ impl Keys {
             _ => Some(self.rows.row(i).data()),
         }
     }
+
+    /// Memory held: the encoded rows and the null mask.
+    pub(crate) fn size(&self) -> usize {
+        self.rows.size() + self.nulls.as_ref().map_or(0, |n| n.buffer().len())
+    }
 }
 
 impl KeyEncoder {

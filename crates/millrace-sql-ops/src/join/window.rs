@@ -46,7 +46,9 @@ use arrow::record_batch::RecordBatch;
 use arrow::row::SortField;
 use datafusion::physical_expr::PhysicalExpr;
 use millrace_core::time::now_ns;
-use millrace_core::{Emitter, Error, Operator, OperatorFactory, Result, Watermark, strip_entered};
+use millrace_core::{
+    Emitter, Error, Operator, OperatorFactory, Result, StateSize, Watermark, strip_entered,
+};
 
 use super::{
     FastMap, JoinKind, JoinOutput, JoinShape, KeyEncoder, Keys, MAX_OUTPUT_ROWS, check_join,
@@ -140,6 +142,7 @@ impl OperatorFactory for WindowJoinFactory {
             max_entered: None,
             assignments: Vec::new(),
             retired: Vec::new(),
+            peak: StateSize::default(),
         }))
     }
 }
@@ -158,20 +161,34 @@ struct KeptKeys {
     /// Meaningless where the key is null: check [`Keys::get`] on a match.
     hashes: Vec<u64>,
     filter: HashFilter,
+    /// Bytes of the rows' keys.
+    key_bytes: usize,
 }
 
 impl KeptKeys {
     fn encode(encoder: &KeyEncoder, input: usize, batch: &RecordBatch) -> Result<Arc<Self>> {
         let keys = encoder.encode(input, batch)?;
+        let mut key_bytes = 0;
         let hashes: Vec<u64> = (0..batch.num_rows())
-            .map(|r| keys.get(r).map_or(0, key_hash))
+            .map(|r| {
+                keys.get(r).map_or(0, |k| {
+                    key_bytes += k.len();
+                    key_hash(k)
+                })
+            })
             .collect();
         let filter = HashFilter::new(&hashes);
         Ok(Arc::new(Self {
             keys,
             hashes,
             filter,
+            key_bytes,
         }))
+    }
+
+    /// Memory held: encoded keys, hashes, filter.
+    fn size(&self) -> usize {
+        self.keys.size() + 8 * (self.hashes.capacity() + self.filter.words.capacity())
     }
 }
 
@@ -228,6 +245,9 @@ struct SideRows {
     small_from: usize,
     small_rows: usize,
     rows: usize,
+    /// Memory of the batches and their keys; a batch that overlapping
+    /// windows share is counted in each.
+    state: StateSize,
 }
 
 impl SideRows {
@@ -246,6 +266,7 @@ impl SideRows {
             self.merge_small(encoder, input)?;
         }
         self.rows += n;
+        self.state += kept_state(&batch, &keys);
         self.batches.push((batch, keys));
         if n >= COMPACT_ROWS {
             self.small_from = self.batches.len();
@@ -269,6 +290,14 @@ impl SideRows {
             let merged = concat_batches(small[0].schema_ref(), &small)?;
             let keys = KeptKeys::encode(encoder, input, &merged)?;
             self.batches.push((merged, keys));
+            // Recounted: the merged batch replaces the small ones.
+            self.state = self.batches.iter().map(|(b, k)| kept_state(b, k)).fold(
+                StateSize::default(),
+                |mut sum, s| {
+                    sum += s;
+                    sum
+                },
+            );
         }
         self.small_from = self.batches.len();
         self.small_rows = 0;
@@ -287,6 +316,15 @@ impl SideRows {
             }
         }
         table
+    }
+}
+
+/// What keeping `batch` with `keys` holds; its rows are the entries.
+fn kept_state(batch: &RecordBatch, keys: &KeptKeys) -> StateSize {
+    StateSize {
+        bytes: batch.get_array_memory_size() + keys.size(),
+        keys: batch.num_rows(),
+        key_bytes: keys.key_bytes,
     }
 }
 
@@ -314,6 +352,8 @@ struct WindowJoinOperator {
     /// than before their results have left the task (a window of 100k rows
     /// takes tens of microseconds to free).
     retired: Vec<WindowRows>,
+    /// The most buffered at once, taken after each input batch.
+    peak: StateSize,
 }
 
 /// Build sides with at most this many distinct keys are probed by hash
@@ -321,6 +361,21 @@ struct WindowJoinOperator {
 const FEW_KEYS: usize = 4;
 
 impl WindowJoinOperator {
+    /// Records what the open windows buffer if it is the most so far: a few
+    /// additions per open window, after each input batch (state only grows
+    /// between firings).
+    fn note_peak(&mut self) {
+        let mut now = StateSize::default();
+        for rows in self.windows.values() {
+            for side in &rows.sides {
+                now += side.state;
+            }
+        }
+        if now.bytes > self.peak.bytes {
+            self.peak = now;
+        }
+    }
+
     /// Joins and emits every window with `end <= up_to` (all for `None`).
     fn fire(&mut self, up_to: Option<i64>, entered_ns: i64, out: &mut Emitter) -> Result<()> {
         let fired = take_closed(&mut self.windows, up_to);
@@ -638,6 +693,7 @@ impl Operator for WindowJoinOperator {
             };
             side.push(rows, keys, &self.keys, input)?;
         }
+        self.note_peak();
         Ok(())
     }
 
@@ -651,6 +707,10 @@ impl Operator for WindowJoinOperator {
     fn on_end(&mut self, out: &mut Emitter) -> Result<()> {
         let entered = self.max_entered.unwrap_or_else(now_ns);
         self.fire(None, entered, out)
+    }
+
+    fn peak_state(&self) -> Option<StateSize> {
+        Some(self.peak)
     }
 }
 
@@ -1076,6 +1136,31 @@ mod tests {
         }
         assert!(want.len() > 100);
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn peak_state_counts_the_rows_buffered_at_most_at_once() {
+        let mut op = operator(spec(JoinKind::Inner));
+        let mut out = Emitter::new();
+        assert_eq!(op.peak_state(), Some(StateSize::default()));
+        // Window [0,10): 3 left rows and 1 right row; [10,20): 1 left row.
+        send(
+            &mut *op,
+            0,
+            &[(Some(1), 1, "a"), (Some(2), 2, "b"), (Some(3), 12, "c")],
+            &mut out,
+        );
+        send(&mut *op, 0, &[(Some(1), 4, "d")], &mut out);
+        send(&mut *op, 1, &[(Some(1), 5, "x")], &mut out);
+        let peak = op.peak_state().unwrap();
+        assert_eq!(peak.keys, 5);
+        // Int64 keys: 9 bytes per row in the row format.
+        assert_eq!(peak.key_bytes, 5 * 9);
+        assert!(peak.bytes > peak.key_bytes);
+        // [0,10) fires; what [10,20) holds later stays below the peak.
+        op.on_watermark(wm(10, 1), &mut out).unwrap();
+        send(&mut *op, 0, &[(Some(4), 15, "e")], &mut out);
+        assert_eq!(op.peak_state().unwrap(), peak);
     }
 
     #[test]
