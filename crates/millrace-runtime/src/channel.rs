@@ -121,6 +121,8 @@ impl Channel {
         self.consumer.hurry();
     }
 
+    /// Whether urgent messages were queued and not yet taken (a hint: the
+    /// flag is cleared when the consumer takes it, not per message).
     pub fn is_urgent(&self) -> bool {
         self.urgent.load(Ordering::Relaxed)
     }
