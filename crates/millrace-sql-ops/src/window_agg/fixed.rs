@@ -204,15 +204,22 @@ fn evaluate_windows(
 }
 
 /// Rows of one batch grouped by window, windows in order of first use.
+/// A row in the same window as the one before it (rows that carry their
+/// window mostly come a window at a time) skips the lookup.
 fn bucket_by_window(assignments: &[Assignment]) -> Vec<(WindowId, Vec<u32>)> {
     let mut index: FastMap<WindowId, usize> = FastMap::default();
     let mut buckets: Vec<(WindowId, Vec<u32>)> = Vec::new();
+    let mut last: Option<(WindowId, usize)> = None;
     for a in assignments {
         let id = (a.end, a.start);
-        let b = *index.entry(id).or_insert_with(|| {
-            buckets.push((id, Vec::new()));
-            buckets.len() - 1
-        });
+        let b = match last {
+            Some((prev, b)) if prev == id => b,
+            _ => *index.entry(id).or_insert_with(|| {
+                buckets.push((id, Vec::new()));
+                buckets.len() - 1
+            }),
+        };
+        last = Some((id, b));
         buckets[b].1.push(a.row);
     }
     buckets
