@@ -113,6 +113,15 @@ impl std::ops::AddAssign for StateSize {
     }
 }
 
+impl std::ops::SubAssign for StateSize {
+    /// What is left once `other`, a part of this state, is let go.
+    fn sub_assign(&mut self, other: StateSize) {
+        self.bytes -= other.bytes;
+        self.keys -= other.keys;
+        self.key_bytes -= other.key_bytes;
+    }
+}
+
 impl StateSize {
     /// Bytes per entry beyond its key (0 without entries).
     pub fn bytes_per_key_beyond_key(&self) -> f64 {

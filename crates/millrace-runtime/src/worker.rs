@@ -5,11 +5,12 @@
 //! current poll ends, ahead of the rest of the round: a window's results
 //! are what its latency is measured on, and a hop to the other worker
 //! would otherwise wait for every task polled before the consumer. When a
-//! whole round makes no progress it keeps polling for a short spin window (a hand-off between
-//! cores then costs well under a microsecond), and after that parks until a
-//! channel wakes it or the earliest timer of its tasks is due; a timer due
-//! within the spin window is waited for by polling, not parking. A task that
-//! waits for input therefore costs no CPU once the spin window has passed.
+//! whole round makes no progress it keeps polling for a short spin window
+//! (a hand-off between cores then costs well under a microsecond), and
+//! after that parks until a channel wakes it or the earliest timer of its
+//! tasks is due; a timer due within the spin window is waited for by
+//! polling, not parking. A task that waits for input therefore costs no CPU
+//! once the spin window has passed.
 //!
 //! Errors and panics of a task stop the whole pipeline: the first one is kept
 //! (named by the operator that failed), every worker is woken and exits.
@@ -267,14 +268,13 @@ impl Worker {
 mod tests {
     use super::*;
     use millrace_core::Result;
-    use std::sync::atomic::AtomicUsize;
 
     /// Logs each poll; makes progress on its first poll and is done after.
     /// `on_first` runs during the first poll (to flag another task urgent).
     struct Logged {
         name: &'static str,
         log: Arc<Mutex<Vec<&'static str>>>,
-        polls: AtomicUsize,
+        polls: usize,
         urgent: Arc<AtomicBool>,
         on_first: Option<Box<dyn Fn() + Send>>,
     }
@@ -283,7 +283,8 @@ mod tests {
         fn poll(&mut self) -> Result<TaskPoll> {
             self.log.lock().unwrap().push(self.name);
             self.urgent.store(false, Ordering::Relaxed);
-            if self.polls.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.polls += 1;
+            if self.polls == 1 {
                 if let Some(f) = &self.on_first {
                     f();
                 }
@@ -308,7 +309,7 @@ mod tests {
             Box::new(Logged {
                 name,
                 log: log.clone(),
-                polls: AtomicUsize::new(0),
+                polls: 0,
                 urgent,
                 on_first,
             }) as Box<dyn Task>

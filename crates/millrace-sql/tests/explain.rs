@@ -6,16 +6,23 @@
 use millrace_sql::{PlanOptions, SqlPipeline};
 
 fn explain(name: &str) -> String {
+    explain_with(name, &[])
+}
+
+/// `explain` of a Nexmark query at parallelism 2 with extra `settings`.
+fn explain_with(name: &str, settings: &[(&str, &str)]) -> String {
     let path = format!(
         "{}/../../queries/nexmark/{name}.sql",
         env!("CARGO_MANIFEST_DIR")
     );
     let sql = std::fs::read_to_string(&path).unwrap();
+    let mut overrides = vec![
+        ("parallelism".into(), "2".into()),
+        ("workers".into(), "2".into()),
+    ];
+    overrides.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let options = PlanOptions {
-        overrides: vec![
-            ("parallelism".into(), "2".into()),
-            ("workers".into(), "2".into()),
-        ],
+        overrides,
         ..Default::default()
     };
     SqlPipeline::plan_with(&sql, &options)
@@ -35,23 +42,7 @@ fn q7_window_join_of_bids_with_their_window_maximum() {
 /// of the maximum, as before two phases.
 #[test]
 fn q7_in_one_phase_when_two_phases_are_off() {
-    let path = format!(
-        "{}/../../queries/nexmark/q7.sql",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let sql = std::fs::read_to_string(&path).unwrap();
-    let options = PlanOptions {
-        overrides: vec![
-            ("parallelism".into(), "2".into()),
-            ("workers".into(), "2".into()),
-            ("two_phase_aggregation".into(), "off".into()),
-        ],
-        ..Default::default()
-    };
-    let plan = SqlPipeline::plan_with(&sql, &options)
-        .unwrap()
-        .explain()
-        .unwrap();
+    let plan = explain_with("q7", &[("two_phase_aggregation", "off")]);
     let one_phase = "    project[bid.price, bid.date_time]
     └─ round-robin ─▶ task 3 (input 0)
 task 3 [parallelism 1]

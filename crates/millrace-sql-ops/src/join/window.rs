@@ -282,22 +282,15 @@ impl SideRows {
     /// Merges the small batches into one and encodes its keys.
     fn merge_small(&mut self, encoder: &KeyEncoder, input: usize) -> Result<()> {
         if self.batches.len() - self.small_from > 1 {
-            let small: Vec<RecordBatch> = self
-                .batches
-                .drain(self.small_from..)
-                .map(|(batch, _)| batch)
-                .collect();
+            let mut small = Vec::with_capacity(self.batches.len() - self.small_from);
+            for (batch, keys) in self.batches.drain(self.small_from..) {
+                self.state -= kept_state(&batch, &keys);
+                small.push(batch);
+            }
             let merged = concat_batches(small[0].schema_ref(), &small)?;
             let keys = KeptKeys::encode(encoder, input, &merged)?;
+            self.state += kept_state(&merged, &keys);
             self.batches.push((merged, keys));
-            // Recounted: the merged batch replaces the small ones.
-            self.state = self.batches.iter().map(|(b, k)| kept_state(b, k)).fold(
-                StateSize::default(),
-                |mut sum, s| {
-                    sum += s;
-                    sum
-                },
-            );
         }
         self.small_from = self.batches.len();
         self.small_rows = 0;
@@ -387,7 +380,6 @@ impl WindowJoinOperator {
             self.join_window(&rows, entered_ns, out)?;
             self.retired.push(rows);
         }
-
         Ok(())
     }
 

@@ -25,6 +25,12 @@ fn hash(key: &[u8]) -> u64 {
     foldhash::fast::FixedState::with_seed(0x6772_6f75).hash_one(key)
 }
 
+/// Group `g`'s key: it ends at `ends[g]` and starts where `g - 1`'s ends.
+fn key_at<'a>(bytes: &'a [u8], ends: &[usize], g: usize) -> &'a [u8] {
+    let start = if g == 0 { 0 } else { ends[g - 1] };
+    &bytes[start..ends[g]]
+}
+
 impl KeyTable {
     pub(super) fn new() -> Self {
         Self {
@@ -40,23 +46,18 @@ impl KeyTable {
 
     /// Group `g`'s key bytes.
     pub(super) fn key(&self, g: usize) -> &[u8] {
-        let start = if g == 0 { 0 } else { self.ends[g - 1] };
-        &self.bytes[start..self.ends[g]]
+        key_at(&self.bytes, &self.ends, g)
     }
 
     /// The group of `key`, a new one (the next index) if it was not seen.
     pub(super) fn group_of(&mut self, key: &[u8]) -> usize {
         let h = hash(key);
         let Self { table, bytes, ends } = self;
-        let key_of = |g: usize| {
-            let start = if g == 0 { 0 } else { ends[g - 1] };
-            &bytes[start..ends[g]]
-        };
-        if let Some(&g) = table.find(h, |&g| key_of(g) == key) {
+        if let Some(&g) = table.find(h, |&g| key_at(bytes, ends, g) == key) {
             return g;
         }
         let g = ends.len();
-        table.insert_unique(h, g, |&g| hash(key_of(g)));
+        table.insert_unique(h, g, |&g| hash(key_at(bytes, ends, g)));
         bytes.extend_from_slice(key);
         ends.push(bytes.len());
         g
