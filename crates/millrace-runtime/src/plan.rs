@@ -1,25 +1,32 @@
 //! From the graph a user built to the tasks that run: operator fusion.
 //!
-//! A node joins the chain of its input when nothing needs a queue between
-//! them: it has exactly one input, read `Forward`, at the same parallelism,
-//! and that input feeds nothing else. Every other node starts a new chain;
-//! chains meet through exchanges over bounded channels.
+//! A node joins the task of its input when nothing needs a queue between
+//! them: it has exactly one input, read `Forward`, at the same parallelism.
+//! An input may feed several fused nodes, so a task is a tree rooted at its
+//! head: a node's output goes to the nodes fused after it and to its
+//! exchanges, one after the other, in the same poll. Every other node
+//! starts a new task; tasks meet through exchanges over bounded channels.
 
 use std::fmt::Write;
 
 use crate::exchange::Partitioning;
 use crate::graph::{Graph, NodeOp};
 
-/// A fused chain of nodes, run as `parallelism` task instances.
+/// A fused tree of nodes, run as `parallelism` task instances.
 pub(crate) struct Chain {
-    /// Node ids, head first.
+    /// Node ids, head first; every node comes after the node it reads.
     pub nodes: Vec<usize>,
+    /// For each of `nodes`, the position in `nodes` of the node it reads
+    /// (`None` for the head).
+    pub reads: Vec<Option<usize>>,
     pub parallelism: usize,
 }
 
 /// How one chain reads the output of another.
 pub(crate) struct ChainEdge {
     pub from_chain: usize,
+    /// The graph node of `from_chain` whose output is sent.
+    pub from_node: usize,
     pub to_chain: usize,
     /// Logical input index at the receiving head (0, 1, …).
     pub input: usize,
@@ -57,24 +64,27 @@ impl Plan {
         let mut edges = Vec::new();
         // Nodes are added only after their inputs, so id order is topological.
         for (id, node) in g.nodes.iter().enumerate() {
-            let fusable = match node.inputs.as_slice() {
-                [e] => {
-                    let from = &g.nodes[e.from];
-                    e.partitioning == Partitioning::Forward
-                        && from.parallelism == node.parallelism
-                        && consumers(e.from) == 1
+            let fused_after = match node.inputs.as_slice() {
+                [e] if e.partitioning == Partitioning::Forward
+                    && g.nodes[e.from].parallelism == node.parallelism =>
+                {
+                    Some(e.from)
                 }
-                _ => false,
+                _ => None,
             };
-            if fusable {
-                let c = chain_of[node.inputs[0].from];
-                chains[c].nodes.push(id);
+            if let Some(from) = fused_after {
+                let c = chain_of[from];
+                let chain = &mut chains[c];
+                let at = chain.nodes.iter().position(|&n| n == from);
+                chain.nodes.push(id);
+                chain.reads.push(at);
                 chain_of[id] = c;
                 continue;
             }
             let c = chains.len();
             chains.push(Chain {
                 nodes: vec![id],
+                reads: vec![None],
                 parallelism: node.parallelism,
             });
             chain_of[id] = c;
@@ -90,6 +100,7 @@ impl Plan {
                 };
                 edges.push(ChainEdge {
                     from_chain: chain_of[e.from],
+                    from_node: e.from,
                     to_chain: c,
                     input,
                     partitioning,
@@ -104,21 +115,8 @@ impl Plan {
     pub fn explain(&self, g: &Graph) -> String {
         let mut s = String::new();
         for (c, chain) in self.chains.iter().enumerate() {
-            let names: Vec<&str> = chain
-                .nodes
-                .iter()
-                .map(|&n| g.nodes[n].name.as_str())
-                .collect();
             let _ = writeln!(s, "task {c} [parallelism {}]", chain.parallelism);
-            let _ = writeln!(s, "    {}", names.join("  →  "));
-            for e in self.edges.iter().filter(|e| e.from_chain == c) {
-                let how = if e.one_to_one {
-                    "forward".to_string()
-                } else {
-                    e.partitioning.to_string()
-                };
-                let _ = writeln!(s, "    └─ {how} ─▶ task {} (input {})", e.to_chain, e.input);
-            }
+            self.explain_run(g, c, 0, "    ", "", &mut s);
         }
         let _ = writeln!(s, "watermarks:");
         for node in &g.nodes {
@@ -141,5 +139,58 @@ impl Plan {
             }
         }
         s
+    }
+
+    /// Writes the nodes of chain `c` from position `at` for as long as each
+    /// feeds exactly one fused node and no exchange (`a  →  b  →  c`), then
+    /// what the last one feeds: each fused branch, indented under it, and
+    /// each exchange.
+    fn explain_run(
+        &self,
+        g: &Graph,
+        c: usize,
+        mut at: usize,
+        indent: &str,
+        lead: &str,
+        s: &mut String,
+    ) {
+        let chain = &self.chains[c];
+        let fused_after = |at: usize| -> Vec<usize> {
+            (0..chain.nodes.len())
+                .filter(|&k| chain.reads[k] == Some(at))
+                .collect()
+        };
+        let edges_from = |at: usize| {
+            self.edges
+                .iter()
+                .filter(move |e| e.from_node == chain.nodes[at])
+        };
+        let mut names = vec![g.nodes[chain.nodes[at]].name.as_str()];
+        loop {
+            match fused_after(at).as_slice() {
+                [next] if edges_from(at).next().is_none() => {
+                    at = *next;
+                    names.push(g.nodes[chain.nodes[at]].name.as_str());
+                }
+                _ => break,
+            }
+        }
+        let _ = writeln!(s, "{indent}{lead}{}", names.join("  →  "));
+        let inner = format!("{indent}{}", " ".repeat(lead.chars().count()));
+        for branch in fused_after(at) {
+            self.explain_run(g, c, branch, &inner, "└─ ", s);
+        }
+        for e in edges_from(at) {
+            let how = if e.one_to_one {
+                "forward".to_string()
+            } else {
+                e.partitioning.to_string()
+            };
+            let _ = writeln!(
+                s,
+                "{inner}└─ {how} ─▶ task {} (input {})",
+                e.to_chain, e.input
+            );
+        }
     }
 }

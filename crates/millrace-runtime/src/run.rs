@@ -21,7 +21,7 @@ use crate::graph::{Graph, NodeOp};
 use crate::metrics::{NodeKind, NodeMetrics, OperatorMetrics, RunSummary, TaskTimes};
 use crate::output::OutputRouter;
 use crate::plan::Plan;
-use crate::task::{ChainOp, DataflowTask, Head, SinkStage, SourceHead, Task};
+use crate::task::{ChainOp, DataflowTask, Head, SinkStage, SourceHead, Stage, StageWork, Task};
 use crate::worker::{IdleStrategy, RunControl, StopHandle, Worker, WorkerWaker};
 
 pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
@@ -55,16 +55,18 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
         .iter()
         .map(|c| (0..c.parallelism).map(|_| Vec::new()).collect())
         .collect();
-    let mut outputs: Vec<Vec<Vec<OutputRouter>>> = inputs
+    // Routers with the graph node whose output each sends.
+    let mut outputs: Vec<Vec<Vec<(usize, OutputRouter)>>> = inputs
         .iter()
         .map(|c| c.iter().map(|_| Vec::new()).collect())
         .collect();
     let mut all_channels = Vec::new();
     for e in &plan.edges {
         let (from, to) = (&plan.chains[e.from_chain], &plan.chains[e.to_chain]);
-        let last = *from.nodes.last().expect("chains are never empty");
         let keys = match &e.partitioning {
-            crate::exchange::Partitioning::Hash(k) => key_indices(&graph.nodes[last].schema, k)?,
+            crate::exchange::Partitioning::Hash(k) => {
+                key_indices(&graph.nodes[e.from_node].schema, k)?
+            }
             _ => Vec::new(),
         };
         for i in 0..from.parallelism {
@@ -84,10 +86,9 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                 all_channels.push(ch.clone());
                 targets.push(ch);
             }
-            outputs[e.from_chain][i].push(OutputRouter::new(
-                targets,
-                e.partitioning.clone(),
-                keys.clone(),
+            outputs[e.from_chain][i].push((
+                e.from_node,
+                OutputRouter::new(targets, e.partitioning.clone(), keys.clone()),
             ));
         }
     }
@@ -128,13 +129,14 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
             };
             let head_id = chain.nodes[0];
             let head_node = &graph.nodes[head_id];
-            let mut rest = &chain.nodes[..];
+            // Positions in `chain.nodes` that become stages: all but a source.
+            let mut first_stage = 0;
             let head = match &head_node.op {
                 NodeOp::Source {
                     factory,
                     event_time,
                 } => {
-                    rest = &chain.nodes[1..];
+                    first_stage = 1;
                     let reader = factory
                         .create(i, p)
                         .map_err(|e| e.in_operator(&head_node.name))?;
@@ -186,12 +188,25 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                 }
                 _ => Head::Gate(InputGate::new(std::mem::take(&mut inputs[c][i]))),
             };
-            let mut ops = Vec::new();
-            let mut sink = None;
-            for &n in rest {
+            let mut routers = std::mem::take(&mut outputs[c][i]);
+            let mut routers_of = |node: usize| {
+                let (mine, rest) = std::mem::take(&mut routers)
+                    .into_iter()
+                    .partition(|(from, _)| *from == node);
+                routers = rest;
+                mine.into_iter().map(|(_, r)| r).collect::<Vec<_>>()
+            };
+            let head_routers = if first_stage == 1 {
+                routers_of(head_id)
+            } else {
+                Vec::new()
+            };
+            let mut stages = Vec::new();
+            for k in first_stage..chain.nodes.len() {
+                let n = chain.nodes[k];
                 let node = &graph.nodes[n];
-                match &node.op {
-                    NodeOp::Operator(f) => ops.push(ChainOp {
+                let work = match &node.op {
+                    NodeOp::Operator(f) => StageWork::Operator(ChainOp {
                         name: node.name.clone(),
                         op: f.create(i, p).map_err(|e| e.in_operator(&node.name))?,
                         metrics: metrics(n),
@@ -200,25 +215,27 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                         let writer = f
                             .create(i, p, node.schema.clone())
                             .map_err(|e| e.in_operator(&node.name))?;
-                        sink = Some(SinkStage::new(
+                        StageWork::Sink(SinkStage::new(
                             node.name.clone(),
                             writer,
                             metrics(n),
                             nodes[n].clone(),
                             record_latency_from.clone(),
-                        ));
+                        ))
                     }
                     NodeOp::Source { .. } => unreachable!("a source never follows another node"),
-                }
+                };
+                stages.push(Stage {
+                    work,
+                    // Stage indices are chain positions less the source.
+                    reads: chain.reads[k]
+                        .filter(|&r| r >= first_stage)
+                        .map(|r| r - first_stage),
+                    routers: routers_of(n),
+                });
             }
-            let task = DataflowTask::new(
-                format!("task {c}#{i}"),
-                head,
-                ops,
-                sink,
-                std::mem::take(&mut outputs[c][i]),
-                times,
-            );
+            let task =
+                DataflowTask::new(format!("task {c}#{i}"), head, head_routers, stages, times);
             per_worker[worker_of(i)].push(Box::new(task));
         }
     }

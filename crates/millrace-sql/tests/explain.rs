@@ -1,5 +1,6 @@
 //! `explain` output, as snapshots: operators, parallelism, fused chains
-//! (`→`), exchanges with their keys, and each source's watermark strategy.
+//! (`→`) and fused branches (`└─` under the node they read), exchanges with
+//! their keys, and each source's watermark strategy.
 //! These change whenever operator names do; update them with the new output
 //! after checking it reads right.
 
@@ -43,9 +44,9 @@ fn q7_window_join_of_bids_with_their_window_maximum() {
 #[test]
 fn q7_in_one_phase_when_two_phases_are_off() {
     let plan = explain_with("q7", &[("two_phase_aggregation", "off")]);
-    let one_phase = "    project[bid.price, bid.date_time]
-    └─ round-robin ─▶ task 3 (input 0)
-task 3 [parallelism 1]
+    let one_phase = "    └─ project[bid.price, bid.date_time]
+       └─ round-robin ─▶ task 1 (input 0)
+task 1 [parallelism 1]
     window_agg[tumble 10s]
 ";
     assert!(plan.contains(one_phase), "{plan}");
@@ -72,18 +73,14 @@ sinks:
 dataflow:
 task 0 [parallelism 2]
     source nexmark-bids
-    └─ forward ─▶ task 1 (input 0)
-    └─ forward ─▶ task 2 (input 0)
-task 1 [parallelism 2]
-    project[bid.auction, bid.bidder, bid.price, bid.date_time, bid.extra]
-    └─ hash(bid.price) ─▶ task 4 (input 0)
-task 2 [parallelism 2]
-    project[bid.price, bid.date_time]  →  window_agg[tumble 10s] (partial)
-    └─ round-robin ─▶ task 3 (input 0)
-task 3 [parallelism 1]
+    └─ project[bid.auction, bid.bidder, bid.price, bid.date_time, bid.extra]
+       └─ hash(bid.price) ─▶ task 2 (input 0)
+    └─ project[bid.price, bid.date_time]  →  window_agg[tumble 10s] (partial)
+       └─ round-robin ─▶ task 1 (input 0)
+task 1 [parallelism 1]
     window_agg[tumble 10s] (final)
-    └─ hash(max(bid.price)) ─▶ task 4 (input 1)
-task 4 [parallelism 2]
+    └─ hash(max(bid.price)) ─▶ task 2 (input 1)
+task 2 [parallelism 2]
     window_join[inner, tumble 10s]  →  project[b.auction, b.price, b.bidder, b.date_time, b.extra]  →  project[auction, price, bidder, date_time, extra]  →  sink discard
 watermarks:
     source nexmark-bids: date_time − 4000 ms, idle timeout 1000 ms
@@ -100,18 +97,14 @@ task 0 [parallelism 2]
     └─ hash(bid.auction) ─▶ task 1 (input 0)
 task 1 [parallelism 2]
     window_agg[hop 10s every 2s]
-    └─ forward ─▶ task 2 (input 0)
-    └─ forward ─▶ task 3 (input 0)
+    └─ project[bid.auction, window, num, __datafusion_extracted_1 = get_field(hop(bid.date_time,IntervalMonthDayNan…, __datafusion_extracted_2 = get_field(hop(bid.date_time,IntervalMonthDayNan…]  →  project[__datafusion_extracted_1, __datafusion_extracted_2, counts.auction, counts.window, counts.num]
+       └─ hash(counts.num) ─▶ task 3 (input 0)
+    └─ project[window, num]
+       └─ hash(window) ─▶ task 2 (input 0)
 task 2 [parallelism 2]
-    project[bid.auction, window, num, __datafusion_extracted_1 = get_field(hop(bid.date_time,IntervalMonthDayNan…, __datafusion_extracted_2 = get_field(hop(bid.date_time,IntervalMonthDayNan…]  →  project[__datafusion_extracted_1, __datafusion_extracted_2, counts.auction, counts.window, counts.num]
-    └─ hash(counts.num) ─▶ task 5 (input 0)
-task 3 [parallelism 2]
-    project[window, num]
-    └─ hash(window) ─▶ task 4 (input 0)
-task 4 [parallelism 2]
     window_agg[hop 10s every 2s]
-    └─ hash(max(counts.num)) ─▶ task 5 (input 1)
-task 5 [parallelism 2]
+    └─ hash(max(counts.num)) ─▶ task 3 (input 1)
+task 3 [parallelism 2]
     window_join[inner, hop 10s every 2s]  →  project[c.auction, c.num, window_start, window_end]  →  project[auction, num, window_start, window_end]  →  sink discard
 watermarks:
     source nexmark-bids: date_time − 4000 ms, idle timeout 1000 ms

@@ -567,6 +567,72 @@ watermarks:
     assert_eq!(plan, want);
 }
 
+/// A stream read by several consumers at its own parallelism runs them in
+/// its task, one after the other on each batch: every consumer sees every
+/// row, whether it ends in a fused sink or behind an exchange.
+#[test]
+fn a_stream_read_by_three_consumers_fuses_them_and_feeds_each_every_row() {
+    let nexmark = NexmarkConfig {
+        events: Some(20_000),
+        ..NexmarkConfig::default()
+    };
+    let pipeline = Pipeline::new(config(2));
+    let (expensive, cents, counts) = (CollectSink::new(), CollectSink::new(), CollectSink::new());
+    let bids = pipeline.source(NexmarkSource::bids(nexmark.clone()));
+    bids.filter(col("price").gt(lit(1000)))
+        .unwrap()
+        .sink(expensive.clone())
+        .unwrap();
+    bids.with_column("cents", col("price") * lit(100))
+        .unwrap()
+        .sink(cents.clone())
+        .unwrap();
+    bids.window(
+        Window::tumbling_ms(10_000)
+            .keys(["auction"])
+            .agg(Agg::count_all("n")),
+    )
+    .unwrap()
+    .sink(counts.clone())
+    .unwrap();
+    let plan = pipeline.explain().unwrap();
+    let want = "\
+task 0 [parallelism 2]
+    source nexmark-bids
+    └─ filter(price > 1000)  →  sink collect
+    └─ with_column(cents = price * 100)  →  sink collect
+    └─ hash(auction) ─▶ task 1 (input 0)
+task 1 [parallelism 2]
+    window(tumbling 10000ms by [auction]: count(*) AS n)  →  sink collect
+";
+    assert!(plan.starts_with(want), "{plan}");
+    pipeline.run().unwrap();
+
+    let input = read_all(&NexmarkSource::bids(nexmark));
+    let mut prices = ints(&input, "price");
+    let mut want_expensive: Vec<i64> = prices.iter().copied().filter(|p| *p > 1000).collect();
+    want_expensive.sort();
+    let mut got_expensive = ints(&expensive.batches(), "price");
+    got_expensive.sort();
+    assert_eq!(got_expensive, want_expensive);
+
+    let out = cents.batches();
+    let mut pairs: Vec<(i64, i64)> = ints(&out, "price")
+        .into_iter()
+        .zip(ints(&out, "cents"))
+        .collect();
+    pairs.sort();
+    prices.sort();
+    let want_pairs: Vec<(i64, i64)> = prices.iter().map(|p| (*p, p * 100)).collect();
+    assert_eq!(pairs, want_pairs);
+
+    let counted: i64 = ints(&counts.batches(), "n").iter().sum();
+    assert_eq!(
+        counted,
+        input.iter().map(|b| b.num_rows() as i64).sum::<i64>()
+    );
+}
+
 #[test]
 fn entered_time_survives_the_pipeline() {
     // Rows built by hand with a known entered time come out with latency
