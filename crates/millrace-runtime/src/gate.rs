@@ -149,11 +149,11 @@ impl InputGate {
                     ch.watermark = wm.time_ms;
                     ch.watermark_entered = wm.entered_ns;
                 }
-                self.advance_watermark();
+                self.advance_watermark(Some(wm.entered_ns));
             }
             Message::Idle => {
                 self.channels[c].idle = true;
-                self.advance_watermark();
+                self.advance_watermark(None);
                 self.forward_idle_if_all_idle();
             }
             Message::Barrier(id) => {
@@ -172,7 +172,7 @@ impl InputGate {
                 // One fewer input to wait for: an alignment, the minimum
                 // watermark, or "every open input is idle" may complete now.
                 self.try_release_barrier();
-                self.advance_watermark();
+                self.advance_watermark(None);
                 self.forward_idle_if_all_idle();
             }
         }
@@ -199,7 +199,13 @@ impl InputGate {
     }
 
     /// Forwards the minimum watermark over active channels if it advanced.
-    fn advance_watermark(&mut self) {
+    /// `closed_by`: the entered time of the watermark message just taken in.
+    /// When the minimum advances on it, that message is the event that
+    /// completed the new watermark, so results it makes final count their
+    /// latency from it (the channel now at the minimum may have got there
+    /// earlier). Otherwise (an input ended or went idle) the entered time of
+    /// the channel at the minimum stands in.
+    fn advance_watermark(&mut self, closed_by: Option<i64>) {
         let active = self.channels.iter().filter(|ch| !ch.idle);
         let Some(min) = active.min_by_key(|ch| ch.watermark) else {
             return;
@@ -210,7 +216,7 @@ impl InputGate {
             self.idle_forwarded = false;
             self.ready.push_back(GateEvent::Watermark(Watermark {
                 time_ms: min.watermark,
-                entered_ns: min.watermark_entered,
+                entered_ns: closed_by.unwrap_or(min.watermark_entered),
             }));
         }
     }
@@ -314,8 +320,8 @@ mod tests {
         c[1].try_send(wm(200)).unwrap();
         assert_eq!(
             drain(&mut g),
-            vec!["wm:100@1000"],
-            "the minimum is now input 0's"
+            vec!["wm:100@2000"],
+            "the minimum is now input 0's, completed by input 1's watermark (entered at 2000)"
         );
         c[0].try_send(wm(90)).unwrap(); // a regression on one input changes nothing
         assert_eq!(drain(&mut g), Vec::<String>::new());
