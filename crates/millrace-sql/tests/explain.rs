@@ -55,6 +55,8 @@ task 1 [parallelism 1]
 
 /// The view `counts` is read by both sides of the join: it is planned once,
 /// one window aggregate feeding both (not two computing the same counts).
+/// The maximum per window runs in two phases: a partial maximum where the
+/// counts are, then one state per window and instance routed by window.
 #[test]
 fn q5_plans_the_shared_view_once_and_joins_it_with_its_maximum() {
     assert_eq!(explain("q5"), Q5);
@@ -99,10 +101,10 @@ task 1 [parallelism 2]
     window_agg[hop 10s every 2s]
     └─ project[bid.auction, window, num, __datafusion_extracted_1 = get_field(hop(bid.date_time,IntervalMonthDayNan…, __datafusion_extracted_2 = get_field(hop(bid.date_time,IntervalMonthDayNan…]  →  project[__datafusion_extracted_1, __datafusion_extracted_2, counts.auction, counts.window, counts.num]
        └─ hash(counts.num) ─▶ task 3 (input 0)
-    └─ project[window, num]
-       └─ hash(window) ─▶ task 2 (input 0)
+    └─ project[window, num]  →  window_agg[hop 10s every 2s] (partial)
+       └─ hash(counts.window) ─▶ task 2 (input 0)
 task 2 [parallelism 2]
-    window_agg[hop 10s every 2s]
+    window_agg[hop 10s every 2s] (final)
     └─ hash(max(counts.num)) ─▶ task 3 (input 1)
 task 3 [parallelism 2]
     window_join[inner, hop 10s every 2s]  →  project[c.auction, c.num, window_start, window_end]  →  project[auction, num, window_start, window_end]  →  sink discard

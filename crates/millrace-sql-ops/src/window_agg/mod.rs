@@ -280,7 +280,8 @@ fn validate_aggs(ctx: &str, aggs: &[LoweredAggregate]) -> Result<()> {
 }
 
 /// A partial phase reads rows and windows of event time, tumbling or
-/// hopping; a final phase reads a partial phase's output: the window, then
+/// hopping, or rows carrying their window; a final phase reads a partial
+/// phase's output: the window, then
 /// every aggregate's state columns. Neither has keys. Returns, for the final
 /// phase, each aggregate's state columns in the input.
 fn validate_phase(ctx: &str, spec: &WindowAggSpec) -> Result<Vec<Range<usize>>> {
@@ -297,10 +298,10 @@ fn validate_phase(ctx: &str, spec: &WindowAggSpec) -> Result<Vec<Range<usize>>> 
     match (phase, &spec.assign) {
         (AggPhase::Partial, WindowAssign::Time { .. })
             if !matches!(kind, Some(WindowKind::Session { .. })) => {}
-        (AggPhase::Final, WindowAssign::Column { .. }) => {}
+        (AggPhase::Partial | AggPhase::Final, WindowAssign::Column { .. }) => {}
         _ => {
             return Err(Error::plan(format!(
-                "{ctx}: a {phase:?} phase cannot read {}: a partial phase reads tumbling or hopping windows of event time, a final phase the window column of a partial one",
+                "{ctx}: a {phase:?} phase cannot read {}: a partial phase reads tumbling or hopping windows of event time or a window column, a final phase the window column of a partial one",
                 spec.assign.describe()
             )));
         }

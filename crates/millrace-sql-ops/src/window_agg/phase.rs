@@ -68,7 +68,8 @@ pub(super) fn state_columns(aggs: &[LoweredAggregate]) -> Result<Vec<Range<usize
 
 impl WindowAggSpec {
     /// Whether [`Self::split_two_phase`] applies: one phase, no keys,
-    /// tumbling or hopping windows of event time.
+    /// tumbling or hopping windows of event time, or windows carried in a
+    /// column (an aggregate over an earlier window aggregate's results).
     pub fn splits_in_two_phases(&self) -> bool {
         self.phase == AggPhase::Single
             && self.keys.is_empty()
@@ -77,18 +78,18 @@ impl WindowAggSpec {
                 WindowAssign::Time {
                     kind: WindowKind::Tumble { .. } | WindowKind::Hop { .. },
                     ..
-                }
+                } | WindowAssign::Column { .. }
             )
     }
 
-    /// Splits a single-phase aggregate without keys over tumbling or hopping
-    /// windows into its partial and final phases (see the module doc). The
-    /// final phase produces this spec's output.
+    /// Splits a single-phase aggregate without keys over tumbling, hopping
+    /// or carried windows into its partial and final phases (see the module
+    /// doc). The final phase produces this spec's output.
     pub fn split_two_phase(&self) -> Result<(WindowAggSpec, WindowAggSpec)> {
         let ctx = &self.name;
         if !self.splits_in_two_phases() {
             return Err(Error::plan(format!(
-                "{ctx}: only a single-phase aggregate without keys over tumbling or hopping windows of event time is split in two phases"
+                "{ctx}: only a single-phase aggregate without keys over tumbling or hopping windows of event time, or over a carried window, is split in two phases"
             )));
         }
         let window = self.output_schema.field(self.window_position).clone();

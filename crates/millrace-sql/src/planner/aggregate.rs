@@ -140,7 +140,27 @@ impl StreamPlanner<'_> {
             output_schema: Planned::runtime_schema(&agg.schema),
             phase: AggPhase::Single,
         };
-        let stream = if !routing.is_empty() {
+        // A carried window routed by a plain column (no key computed for the
+        // exchange): its partial phase can read the input as it is.
+        let carried_by_column = !routing.is_empty()
+            && keyed.schema.fields().len() == input.stream.schema().fields().len();
+        let stream = if keys.is_empty()
+            && carried_by_column
+            && self.two_phase_aggregation
+            && spec.splits_in_two_phases()
+        {
+            // Each window's rows would meet at the instance owning the
+            // window: fold them where they are, then route one state per
+            // window and upstream instance by its window (q5: the maximum of
+            // ~3 k counts per window and instance).
+            let (partial, last) = spec.split_two_phase()?;
+            let window = partial.output_schema.field(0).name().clone();
+            input
+                .stream
+                .apply(Arc::new(WindowAggFactory::new(partial)?))
+                .key_by([window])?
+                .apply(Arc::new(WindowAggFactory::new(last)?))
+        } else if !routing.is_empty() {
             keyed.stream.apply(Arc::new(WindowAggFactory::new(spec)?))
         } else if self.two_phase_aggregation && spec.splits_in_two_phases() {
             // Every row meets at one instance: fold them where they are
