@@ -1,6 +1,8 @@
 //! Top-N rows per window: for each window and partition, the first `limit`
 //! rows by the ORDER BY, emitted in rank order when the window closes
-//! (`ROW_NUMBER() OVER (PARTITION BY window, ... ORDER BY ...) <= limit`).
+//! (`ROW_NUMBER() OVER (PARTITION BY window, ... ORDER BY ...) <= limit`), or
+//! with `ties` every row whose rank is at most `limit`, a row's rank being one
+//! more than the number of rows strictly better (`RANK() ... <= limit`).
 //!
 //! # Semantics
 //!
@@ -13,7 +15,8 @@
 //! * **Ranking.** By the ORDER BY (asc/desc, nulls first/last). Ties are
 //!   broken by arrival order: of two rows with equal sort keys, the one that
 //!   arrived first ranks first, so the result is deterministic for a given
-//!   input order.
+//!   input order. With `ties`, equal rows share a rank and all of them are
+//!   kept: the result does not depend on the input order.
 //! * **Firing.** The watermark W is the largest seen. Every window with
 //!   `end <= W` fires, in order of (end, start): per partition (in order of
 //!   first appearance) its best `limit` rows in rank order, with `row_number`
@@ -65,8 +68,11 @@ pub struct TopNSpec {
     pub partition_keys: Vec<Arc<dyn PhysicalExpr>>,
     /// ORDER BY (asc/desc, nulls first/last).
     pub order_by: Vec<PhysicalSortExpr>,
-    /// Keep rows with row_number <= limit.
+    /// Keep rows with row_number (with `ties`: rank) <= limit.
     pub limit: usize,
+    /// Rank as `RANK()`: rows with equal sort keys share a rank, and every
+    /// row ranked within the limit is kept.
+    pub ties: bool,
     /// Append the row_number column (UInt64, 1-based) to the output.
     pub row_number: bool,
     /// Input columns (+ the row_number column if `row_number`).
@@ -260,6 +266,13 @@ fn sort_key<'a>(chunks: &'a [Chunk], c: &Cand) -> Row<'a> {
     chunks[c.chunk as usize].sort.row(c.row as usize)
 }
 
+/// How many ranks a partition keeps, and whether equal rows share one.
+#[derive(Clone, Copy, Debug)]
+struct Ranking {
+    limit: usize,
+    ties: bool,
+}
+
 /// Rank order: by sort key, then by arrival.
 fn rank_cmp(chunks: &[Chunk], a: &Cand, b: &Cand) -> Ordering {
     sort_key(chunks, a)
@@ -271,27 +284,48 @@ fn rank_cmp(chunks: &[Chunk], a: &Cand, b: &Cand) -> Ordering {
 struct Partition {
     cands: Vec<Cand>,
     /// Index in `cands` of the worst row kept by the last cut, if any: a row
-    /// arriving later ranks within the limit only if strictly better.
+    /// arriving later ranks within the limit only if strictly better (with
+    /// ties: no worse).
     cutoff: Option<usize>,
+    /// Candidates kept by the last cut (more than the limit with ties).
+    kept: usize,
 }
 
 impl Partition {
     /// Whether a row with sort key `key`, arriving after every candidate,
     /// can still rank within the limit.
-    fn admits(&self, chunks: &[Chunk], key: Row<'_>) -> bool {
+    fn admits(&self, chunks: &[Chunk], key: Row<'_>, ranking: Ranking) -> bool {
         match self.cutoff {
             None => true,
-            // A tie loses: the new row arrived later.
+            // Without ties a tie loses: the new row arrived later.
+            Some(i) if ranking.ties => key <= sort_key(chunks, &self.cands[i]),
             Some(i) => key < sort_key(chunks, &self.cands[i]),
         }
     }
 
-    /// Sorts the candidates by rank and keeps the best `limit`.
-    fn cut(&mut self, chunks: &[Chunk], limit: usize) {
+    /// Whether enough candidates have come since the last cut to cut again
+    /// (twice what it kept, so ties cost a sort per doubling, not per row).
+    fn wants_cut(&self, ranking: Ranking) -> bool {
+        self.cands.len() > ranking.limit.max(self.kept).saturating_mul(2)
+    }
+
+    /// Sorts the candidates by rank and keeps the best `limit`, and with
+    /// ties every row equal to the last of them.
+    fn cut(&mut self, chunks: &[Chunk], ranking: Ranking) {
+        let limit = ranking.limit;
         self.cands.sort_by(|a, b| rank_cmp(chunks, a, b));
-        self.cands.truncate(limit);
+        let mut keep = limit.min(self.cands.len());
+        if ranking.ties && keep == limit {
+            let last = sort_key(chunks, &self.cands[limit - 1]);
+            keep += self.cands[limit..]
+                .iter()
+                .take_while(|c| sort_key(chunks, c) == last)
+                .count();
+        }
+        self.cands.truncate(keep);
+        self.kept = keep;
         // Only a full top `limit` can turn later rows away.
-        self.cutoff = (self.cands.len() == limit).then(|| limit - 1);
+        self.cutoff = (keep >= limit).then(|| keep - 1);
     }
 }
 
@@ -326,12 +360,12 @@ impl WindowTop {
         id
     }
 
-    /// Adds rows `rows` of `arrival` that can still rank within `limit`.
+    /// Adds rows `rows` of `arrival` that can still rank within the limit.
     fn add(
         &mut self,
         rows: &[u32],
         arrival: &Arrival<'_>,
-        limit: usize,
+        ranking: Ranking,
         converter: &RowConverter,
     ) -> Result<()> {
         // Which rows can still make their partition's top `limit`, judged
@@ -340,7 +374,8 @@ impl WindowTop {
         let mut pids: Vec<u32> = Vec::new();
         for &r in rows {
             let pid = self.partition_id(arrival.partitions.row(r as usize).data());
-            if self.partitions[pid as usize].admits(&self.chunks, arrival.sort.row(r as usize)) {
+            let key = arrival.sort.row(r as usize);
+            if self.partitions[pid as usize].admits(&self.chunks, key, ranking) {
                 accepted.push(r);
                 pids.push(pid);
             }
@@ -365,8 +400,8 @@ impl WindowTop {
                 chunk,
                 row: i as u32,
             });
-            if partition.cands.len() > limit.saturating_mul(2) {
-                partition.cut(&self.chunks, limit);
+            if partition.wants_cut(ranking) {
+                partition.cut(&self.chunks, ranking);
             }
         }
         self.compact_if_sparse(converter)
@@ -400,16 +435,24 @@ impl WindowTop {
         Ok(())
     }
 
-    /// The best `limit` rows of every partition in rank order, as
-    /// (chunk, row) positions and 1-based row numbers.
-    fn ranked(&mut self, limit: usize) -> (Vec<(usize, usize)>, Vec<u64>) {
+    /// The rows of every partition within the limit in rank order, as
+    /// (chunk, row) positions and 1-based row numbers (with ties: ranks,
+    /// equal for equal rows).
+    fn ranked(&mut self, ranking: Ranking) -> (Vec<(usize, usize)>, Vec<u64>) {
         let mut refs = Vec::new();
         let mut numbers = Vec::new();
         for partition in &mut self.partitions {
-            partition.cut(&self.chunks, limit);
-            for (rank, c) in partition.cands.iter().enumerate() {
+            partition.cut(&self.chunks, ranking);
+            let mut rank = 0;
+            for (i, c) in partition.cands.iter().enumerate() {
+                let tied = ranking.ties
+                    && i > 0
+                    && sort_key(&self.chunks, c) == sort_key(&self.chunks, &partition.cands[i - 1]);
+                if !tied {
+                    rank = i as u64 + 1;
+                }
                 refs.push((c.chunk as usize, c.row as usize));
-                numbers.push(rank as u64 + 1);
+                numbers.push(rank);
             }
         }
         (refs, numbers)
@@ -434,6 +477,13 @@ struct TopNOperator {
 }
 
 impl TopNOperator {
+    fn ranking(&self) -> Ranking {
+        Ranking {
+            limit: self.spec.limit,
+            ties: self.spec.ties,
+        }
+    }
+
     /// Emits every window with `end <= up_to` (all for `None`).
     fn fire(&mut self, up_to: Option<i64>, entered_ns: i64, out: &mut Emitter) -> Result<()> {
         let fired = take_closed(&mut self.windows, up_to);
@@ -444,7 +494,7 @@ impl TopNOperator {
     }
 
     fn emit_window(&self, mut window: WindowTop, entered_ns: i64, out: &mut Emitter) -> Result<()> {
-        let (refs, numbers) = window.ranked(self.spec.limit);
+        let (refs, numbers) = window.ranked(self.ranking());
         let batches: Vec<&RecordBatch> = window.chunks.iter().map(|c| &c.batch).collect();
         for (refs, numbers) in refs
             .chunks(MAX_OUTPUT_ROWS)
@@ -502,6 +552,7 @@ impl Operator for TopNOperator {
         };
         self.next_seq += user.num_rows() as u64;
 
+        let ranking = self.ranking();
         // Group the memberships by window; the stable sort keeps arrival
         // order within a window.
         self.assignments.sort_by_key(|a| (a.end, a.start));
@@ -513,7 +564,7 @@ impl Operator for TopNOperator {
             rows.clear();
             rows.extend(run.iter().map(|a| a.row));
             let window = self.windows.entry((run[0].end, run[0].start)).or_default();
-            window.add(&rows, &arrival, self.spec.limit, &self.sort_converter)?;
+            window.add(&rows, &arrival, ranking, &self.sort_converter)?;
         }
         Ok(())
     }
@@ -567,6 +618,7 @@ mod tests {
             partition_keys: vec![col("k", &input).unwrap()],
             order_by: vec![PhysicalSortExpr::new_default(col("v", &input).unwrap()).desc()],
             limit: 2,
+            ties: false,
             row_number: true,
             output_schema: with_row_number(&input),
             input_schema: input,
@@ -632,6 +684,86 @@ mod tests {
                 "[10,20), a, 2, 7, 1",
                 "[10,20), a, 1, 3, 2",
                 "wm 20"
+            ]
+        );
+    }
+
+    /// With ties (RANK): equal rows share a rank and all are kept, and a rank
+    /// skips past the rows tied before it. Hand-checked: in a, values 7, 7, 6,
+    /// 5 rank 1, 1, 3, 4, so a limit of 2 keeps both 7s; in b, 3, 3, 3, 1 keep
+    /// the three 3s (rank 1), and arrivals after the first cut still join a
+    /// tie.
+    #[test]
+    fn with_ties_equal_rows_share_a_rank_and_all_are_kept() {
+        let mut op = TopNFactory::new(TopNSpec {
+            ties: true,
+            ..spec()
+        })
+        .unwrap()
+        .operator()
+        .unwrap();
+        let mut out = Emitter::new();
+        let w = (0, 10);
+        send(
+            &mut op,
+            &[
+                (w, "a", Some(5), 1),
+                (w, "a", Some(7), 2),
+                (w, "b", Some(3), 3),
+                (w, "a", Some(6), 4),
+                (w, "b", Some(1), 5),
+                (w, "a", Some(7), 6),
+                (w, "b", Some(3), 7),
+            ],
+            &mut out,
+        );
+        send(
+            &mut op,
+            &[
+                (w, "b", Some(3), 8),
+                (w, "a", Some(4), 9),
+                (w, "b", Some(2), 10),
+            ],
+            &mut out,
+        );
+        op.on_watermark(wm(10, 1), &mut out).unwrap();
+        assert_eq!(
+            take(&mut out),
+            [
+                "[0,10), a, 7, 2, 1",
+                "[0,10), a, 7, 6, 1",
+                "[0,10), b, 3, 3, 1",
+                "[0,10), b, 3, 7, 1",
+                "[0,10), b, 3, 8, 1",
+                "wm 10"
+            ]
+        );
+        // A limit of 3 in a: 7, 7 (rank 1) and 6 (rank 3).
+        let mut op = TopNFactory::new(TopNSpec {
+            ties: true,
+            limit: 3,
+            ..spec()
+        })
+        .unwrap()
+        .operator()
+        .unwrap();
+        send(
+            &mut op,
+            &[
+                (w, "a", Some(7), 1),
+                (w, "a", Some(6), 2),
+                (w, "a", Some(7), 3),
+                (w, "a", Some(5), 4),
+            ],
+            &mut out,
+        );
+        op.on_end(&mut out).unwrap();
+        assert_eq!(
+            take(&mut out),
+            [
+                "[0,10), a, 7, 1, 1",
+                "[0,10), a, 7, 3, 1",
+                "[0,10), a, 6, 2, 3"
             ]
         );
     }

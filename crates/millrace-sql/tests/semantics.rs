@@ -113,6 +113,49 @@ fn top_n_per_window_ranks_window_results() {
     assert_eq!(late_rows(&summary), 1);
 }
 
+/// RANK() keeps ties: in [0, 10 s) a and b both total 5 (rank 1) and c's 3
+/// ranks 3, so `rk <= 2` keeps a and b only; in [10 s, 20 s) d alone.
+#[test]
+fn rank_per_window_keeps_every_row_tied_within_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = jsonl(
+        &dir,
+        "bids.jsonl",
+        &[
+            r#"{"item":"a","price":2,"ts":1000}"#,
+            r#"{"item":"b","price":5,"ts":2000}"#,
+            r#"{"item":"c","price":3,"ts":2500}"#,
+            r#"{"item":"a","price":3,"ts":4000}"#,
+            r#"{"item":"d","price":1,"ts":12000}"#,
+            r#"{"item":"e","price":1,"ts":25000}"#,
+        ],
+    );
+    let sql = format!(
+        "{PRELUDE}
+        CREATE TABLE bids (item VARCHAR, price BIGINT, ts BIGINT, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+            WITH (connector = 'file', path = '{path}');
+        CREATE TABLE out WITH (connector = 'console');
+        CREATE VIEW per_item AS
+            SELECT item, tumble(ts, INTERVAL '10' SECOND) AS w, sum(price) AS total
+            FROM bids GROUP BY item, tumble(ts, INTERVAL '10' SECOND);
+        INSERT INTO out
+        SELECT item, total, CAST(w['start'] AS BIGINT) AS ws, rk FROM (
+            SELECT item, w, total, RANK() OVER (PARTITION BY w ORDER BY total DESC) AS rk
+            FROM per_item)
+        WHERE rk <= 2;"
+    );
+    let (batches, _) = run_sql(&sql, &[]);
+    assert_eq!(
+        rows(&batches),
+        vec![
+            "a | 5 | 0 | 1",
+            "b | 5 | 0 | 1",
+            "d | 1 | 10000 | 1",
+            "e | 1 | 20000 | 1",
+        ]
+    );
+}
+
 /// Orders and payments; payments arrive out of order within the bound.
 fn orders_and_payments(dir: &tempfile::TempDir) -> String {
     let orders = jsonl(

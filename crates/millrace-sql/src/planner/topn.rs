@@ -1,6 +1,7 @@
 //! Top-N per window: `ROW_NUMBER() OVER (PARTITION BY window, … ORDER BY …)`
-//! filtered to `<= N`. Over a stream this is the only ranking that finishes:
-//! the window's end says when all rows of a partition have arrived.
+//! or `RANK() OVER (…)` (ties share a rank and are all kept) filtered to
+//! `<= N`. Over a stream this is the only ranking that finishes: the
+//! window's end says when all rows of a partition have arrived.
 
 use std::sync::Arc;
 
@@ -31,10 +32,12 @@ pub(super) struct TopN<'a> {
     pub partition_by: &'a [Expr],
     pub order_by: &'a [SortExpr],
     pub limit: usize,
+    /// `RANK()`: equal rows share a rank (`ROW_NUMBER()`: they do not).
+    pub ties: bool,
 }
 
-/// Matches `Filter(rank <= N)` over `Window(row_number() OVER …)`, with
-/// only projections between them.
+/// Matches `Filter(rank <= N)` over `Window(row_number() OVER …)` or
+/// `Window(rank() OVER …)`, with only projections between them.
 pub(super) fn match_top_n(f: &Filter) -> SqlResult<Option<TopN<'_>>> {
     let mut projections = Vec::new();
     let mut node = f.input.as_ref();
@@ -49,13 +52,15 @@ pub(super) fn match_top_n(f: &Filter) -> SqlResult<Option<TopN<'_>>> {
         return Ok(None);
     };
     let wf: &WindowFunction = wf;
-    if wf.fun.name() != "row_number" {
-        return Ok(None);
-    }
+    let (function, ties) = match wf.fun.name() {
+        "row_number" => ("ROW_NUMBER()", false),
+        "rank" => ("RANK()", true),
+        _ => return Ok(None),
+    };
     let rank_name = w.schema.field(w.schema.fields().len() - 1).name().clone();
     let Some(limit) = rank_limit(&f.predicate, &rank_name) else {
         return Err(SqlError::new(format!(
-            "ROW_NUMBER() over a stream must be filtered to the first N ranks (WHERE rn <= N); found WHERE {}",
+            "{function} over a stream must be filtered to the first N ranks (WHERE rn <= N); found WHERE {}",
             f.predicate
         )));
     };
@@ -69,6 +74,7 @@ pub(super) fn match_top_n(f: &Filter) -> SqlResult<Option<TopN<'_>>> {
         partition_by: &wf.params.partition_by,
         order_by: &wf.params.order_by,
         limit,
+        ties,
     }))
 }
 
@@ -155,7 +161,11 @@ impl StreamPlanner<'_> {
         fields.push(Field::new(rank_field.name(), DataType::UInt64, false));
         let output_schema = Arc::new(Schema::new(fields));
         let spec = TopNSpec {
-            name: format!("top_n[{}]", top.limit),
+            name: if top.ties {
+                format!("top_n[rank <= {}]", top.limit)
+            } else {
+                format!("top_n[{}]", top.limit)
+            },
             input_schema: keyed.schema.clone(),
             window: window.assign,
             partition_keys: if keys.is_empty() {
@@ -165,6 +175,7 @@ impl StreamPlanner<'_> {
             },
             order_by,
             limit: top.limit,
+            ties: top.ties,
             row_number: true,
             output_schema: output_schema.clone(),
         };
