@@ -34,7 +34,6 @@
 //! compacted. State is thus bounded by `limit` per partition, not by the rows
 //! a window sees.
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -273,13 +272,6 @@ struct Ranking {
     ties: bool,
 }
 
-/// Rank order: by sort key, then by arrival.
-fn rank_cmp(chunks: &[Chunk], a: &Cand, b: &Cand) -> Ordering {
-    sort_key(chunks, a)
-        .cmp(&sort_key(chunks, b))
-        .then(a.seq.cmp(&b.seq))
-}
-
 #[derive(Default)]
 struct Partition {
     cands: Vec<Cand>,
@@ -312,20 +304,66 @@ impl Partition {
     /// Sorts the candidates by rank and keeps the best `limit`, and with
     /// ties every row equal to the last of them.
     fn cut(&mut self, chunks: &[Chunk], ranking: Ranking) {
-        let limit = ranking.limit;
-        self.cands.sort_by(|a, b| rank_cmp(chunks, a, b));
-        let mut keep = limit.min(self.cands.len());
-        if ranking.ties && keep == limit {
-            let last = sort_key(chunks, &self.cands[limit - 1]);
-            keep += self.cands[limit..]
-                .iter()
-                .take_while(|c| sort_key(chunks, c) == last)
-                .count();
-        }
-        self.cands.truncate(keep);
+        let keep = keep_best(&mut self.cands, |c| sort_key(chunks, c), |c| c.seq, ranking);
         self.kept = keep;
         // Only a full top `limit` can turn later rows away.
-        self.cutoff = (keep >= limit).then(|| keep - 1);
+        self.cutoff = (keep >= ranking.limit).then(|| keep - 1);
+    }
+}
+
+/// Sorts `items` by rank (sort key, then arrival) and keeps the best
+/// `limit`, with ties also every item equal to the last of them. Returns
+/// how many it kept.
+fn keep_best<'a, T>(
+    items: &mut Vec<T>,
+    key: impl Fn(&T) -> Row<'a>,
+    seq: impl Fn(&T) -> u64,
+    ranking: Ranking,
+) -> usize {
+    let limit = ranking.limit;
+    items.sort_by(|a, b| key(a).cmp(&key(b)).then(seq(a).cmp(&seq(b))));
+    let mut keep = limit.min(items.len());
+    if ranking.ties && keep == limit {
+        let last = key(&items[limit - 1]);
+        keep += items[limit..].iter().take_while(|c| key(c) == last).count();
+    }
+    items.truncate(keep);
+    keep
+}
+
+/// One partition's rows of one arriving batch that can still rank, cut
+/// like a partition's candidates but before any row is copied: a window
+/// aggregate's firing sends thousands of rows in one batch, of which a
+/// top-N keeps a few.
+#[derive(Default)]
+struct BatchTop {
+    /// Rows of the batch.
+    rows: Vec<u32>,
+    /// The worst row kept by the last cut: later rows of the batch must be
+    /// better (with ties: no worse).
+    cutoff: Option<u32>,
+    kept: usize,
+}
+
+impl BatchTop {
+    fn offer(&mut self, row: u32, sort: &Rows, ranking: Ranking) {
+        if let Some(worst) = self.cutoff {
+            let (key, worst) = (sort.row(row as usize), sort.row(worst as usize));
+            if key > worst || (key == worst && !ranking.ties) {
+                return;
+            }
+        }
+        self.rows.push(row);
+        if self.rows.len() > ranking.limit.max(self.kept).saturating_mul(2) {
+            let keep = keep_best(
+                &mut self.rows,
+                |&r| sort.row(r as usize),
+                |&r| u64::from(r),
+                ranking,
+            );
+            self.kept = keep;
+            self.cutoff = (keep >= ranking.limit).then(|| self.rows[keep - 1]);
+        }
     }
 }
 
@@ -368,21 +406,39 @@ impl WindowTop {
         ranking: Ranking,
         converter: &RowConverter,
     ) -> Result<()> {
-        // Which rows can still make their partition's top `limit`, judged
-        // before any of them is added (cheap: no copy for rejected rows).
-        let mut accepted: Vec<u32> = Vec::new();
-        let mut pids: Vec<u32> = Vec::new();
+        // Which rows can still make their partition's top `limit`: against
+        // what the partition holds and against the batch's own better rows,
+        // compared by sort key, so only those are copied.
+        let mut batch_tops: Vec<BatchTop> = Vec::new();
+        let mut prev: Option<(u32, u32)> = None;
         for &r in rows {
-            let pid = self.partition_id(arrival.partitions.row(r as usize).data());
-            let key = arrival.sort.row(r as usize);
-            if self.partitions[pid as usize].admits(&self.chunks, key, ranking) {
-                accepted.push(r);
-                pids.push(pid);
+            // Rows of one partition tend to come together (with no PARTITION
+            // BY keys, all of them): the row before's partition is tried first.
+            let key = arrival.partitions.row(r as usize);
+            let pid = match prev {
+                Some((p, pid)) if arrival.partitions.row(p as usize) == key => pid,
+                _ => self.partition_id(key.data()),
+            };
+            prev = Some((r, pid));
+            let sort = arrival.sort.row(r as usize);
+            if self.partitions[pid as usize].admits(&self.chunks, sort, ranking) {
+                if batch_tops.len() <= pid as usize {
+                    batch_tops.resize_with(pid as usize + 1, BatchTop::default);
+                }
+                batch_tops[pid as usize].offer(r, arrival.sort, ranking);
             }
         }
-        if accepted.is_empty() {
+        // In arrival order, as the partitions' candidates expect.
+        let mut admitted: Vec<(u32, u32)> = batch_tops
+            .iter()
+            .enumerate()
+            .flat_map(|(pid, top)| top.rows.iter().map(move |&r| (r, pid as u32)))
+            .collect();
+        if admitted.is_empty() {
             return Ok(());
         }
+        admitted.sort_unstable();
+        let (accepted, pids): (Vec<u32>, Vec<u32>) = admitted.into_iter().unzip();
 
         let batch = take_record_batch(arrival.user, &UInt32Array::from(accepted.clone()))?;
         let mut sort = converter.empty_rows(accepted.len(), 0);
@@ -766,6 +822,67 @@ mod tests {
                 "[0,10), a, 6, 2, 3"
             ]
         );
+    }
+
+    /// One large batch (as a window aggregate's firing sends), ranked
+    /// against a sort of the same rows: per partition, by v descending then
+    /// arrival, the first 3 (ROW_NUMBER) or every row of rank <= 3 (RANK).
+    #[test]
+    fn a_large_batch_ranks_as_a_full_sort_of_its_rows() {
+        let w = (0, 10);
+        let mut x: u64 = 7;
+        let rows: Vec<(&str, i64)> = (0..2000)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (
+                    ["a", "b", "c"][(x >> 33) as usize % 3],
+                    ((x >> 40) % 50) as i64,
+                )
+            })
+            .collect();
+        for ties in [false, true] {
+            let spec = TopNSpec {
+                limit: 3,
+                ties,
+                ..spec()
+            };
+            let mut op = TopNFactory::new(spec).unwrap().operator().unwrap();
+            let mut out = Emitter::new();
+            let input: Vec<Input<'_>> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, &(k, v))| (w, k, Some(v), i as i64))
+                .collect();
+            send(&mut op, &input, &mut out);
+            op.on_end(&mut out).unwrap();
+            let mut want = Vec::new();
+            for k in ["a", "b", "c"] {
+                let mut part: Vec<(i64, usize)> = rows
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.0 == k)
+                    .map(|(i, r)| (r.1, i))
+                    .collect();
+                part.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                for (n, &(v, i)) in part.iter().enumerate() {
+                    let rank = if ties {
+                        part.iter().filter(|p| p.0 > v).count() + 1
+                    } else {
+                        n + 1
+                    };
+                    if rank <= 3 {
+                        want.push(format!("[0,10), {k}, {v}, {i}, {rank}"));
+                    }
+                }
+            }
+            // Partitions come out in order of first appearance.
+            let mut got = take(&mut out);
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "ties = {ties}");
+        }
     }
 
     #[test]

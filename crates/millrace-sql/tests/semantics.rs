@@ -156,6 +156,73 @@ fn rank_per_window_keeps_every_row_tied_within_the_limit() {
     );
 }
 
+/// Per item and 10 s window, the sum of prices: [0, 10 s) a 5, b 5, c 3;
+/// [10 s, 20 s) d and e only null prices (null sums); [20 s, 30 s) f 1.
+fn totals_with_ties_and_nulls(dir: &tempfile::TempDir, at_max: &str) -> String {
+    let path = jsonl(
+        dir,
+        "bids.jsonl",
+        &[
+            r#"{"item":"a","price":2,"ts":1000}"#,
+            r#"{"item":"b","price":5,"ts":2000}"#,
+            r#"{"item":"c","price":3,"ts":2500}"#,
+            r#"{"item":"a","price":3,"ts":4000}"#,
+            r#"{"item":"d","price":null,"ts":12000}"#,
+            r#"{"item":"e","price":null,"ts":13000}"#,
+            r#"{"item":"f","price":1,"ts":25000}"#,
+        ],
+    );
+    format!(
+        "{PRELUDE}
+        CREATE TABLE bids (item VARCHAR, price BIGINT, ts BIGINT, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+            WITH (connector = 'file', path = '{path}');
+        CREATE TABLE out WITH (connector = 'console');
+        CREATE VIEW per_item AS
+            SELECT item, tumble(ts, INTERVAL '10' SECOND) AS w, sum(price) AS total
+            FROM bids GROUP BY item, tumble(ts, INTERVAL '10' SECOND);
+        INSERT INTO out
+        SELECT p.item, p.total, CAST(p.w['start'] AS BIGINT) AS ws, m.top FROM per_item p
+        JOIN ({at_max}) m ON p.w = m.w AND p.total = m.top;"
+    )
+}
+
+fn plan(sql: &str) -> String {
+    millrace_sql::SqlPipeline::plan_with(sql, &millrace_sql::PlanOptions::default())
+        .unwrap()
+        .explain()
+        .unwrap()
+}
+
+/// Rows joined with their window's maximum (planned as the rows at rank 1,
+/// ties kept): both items at 5, none where every total is null (a null
+/// maximum equals nothing), and the maximum's columns as the join gives them.
+#[test]
+fn rows_joined_with_their_window_maximum_keep_ties_and_skip_null_maxima() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql =
+        totals_with_ties_and_nulls(&dir, "SELECT w, max(total) AS top FROM per_item GROUP BY w");
+    assert!(plan(&sql).contains("top_n[rank <= 1]"), "{}", plan(&sql));
+    let (batches, _) = run_sql(&sql, &[]);
+    assert_eq!(
+        rows(&batches),
+        vec!["a | 5 | 0 | 5", "b | 5 | 0 | 5", "f | 1 | 20000 | 1"]
+    );
+}
+
+/// The maximum of other rows than the joined ones (here of totals under 5)
+/// is a join like any other: c's 3 in [0, 10 s) is that maximum.
+#[test]
+fn a_maximum_over_other_rows_is_joined_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = totals_with_ties_and_nulls(
+        &dir,
+        "SELECT w, max(total) AS top FROM per_item WHERE total < 5 GROUP BY w",
+    );
+    assert!(plan(&sql).contains("window_join"), "{}", plan(&sql));
+    let (batches, _) = run_sql(&sql, &[]);
+    assert_eq!(rows(&batches), vec!["c | 3 | 0 | 3", "f | 1 | 20000 | 1"]);
+}
+
 /// Orders and payments; payments arrive out of order within the bound.
 fn orders_and_payments(dir: &tempfile::TempDir) -> String {
     let orders = jsonl(

@@ -13,6 +13,7 @@
 //! key columns; operators themselves address columns by position.
 
 mod aggregate;
+mod at_window_max;
 mod expr;
 mod join;
 mod topn;
@@ -144,6 +145,11 @@ impl<'a> StreamPlanner<'a> {
                 self.aggregate(input, agg)
             }
             LogicalPlan::Join(j) => {
+                if let Some(m) = at_window_max::match_at_window_max(j)
+                    && let Some(planned) = self.at_window_max(&m, j)?
+                {
+                    return Ok(planned);
+                }
                 let left = self.plan(&j.left)?;
                 let right = self.plan(&j.right)?;
                 self.join(left, right, j)
@@ -158,7 +164,8 @@ impl<'a> StreamPlanner<'a> {
             }
             LogicalPlan::Window(_) => Err(SqlError::new(
                 "window functions (OVER ...) over a stream are supported only as top-N per window: \
-                 SELECT ... FROM (SELECT ..., ROW_NUMBER() OVER (PARTITION BY window ORDER BY x DESC) AS rn FROM ...) WHERE rn <= N",
+                 SELECT ... FROM (SELECT ..., ROW_NUMBER() OVER (PARTITION BY window ORDER BY x DESC) AS rn FROM ...) WHERE rn <= N \
+                 (or RANK() to keep ties)",
             )),
             LogicalPlan::Sort(_) => Err(SqlError::new(
                 "ORDER BY over an unbounded stream would wait forever for its first row; \

@@ -109,6 +109,14 @@ fn rank_limit(predicate: &Expr, rank: &str) -> Option<usize> {
     usize::try_from(limit).ok()
 }
 
+/// The position in `input` of the one routing column (a carried window).
+fn routing_column(input: &Planned, routing: &[Expr]) -> SqlResult<usize> {
+    match routing {
+        [Expr::Column(c)] => Ok(input.schema.index_of_column(c)?),
+        _ => Err(SqlError::new("a carried window is routed by its column")),
+    }
+}
+
 impl StreamPlanner<'_> {
     pub(super) fn top_n(
         &mut self,
@@ -179,7 +187,36 @@ impl StreamPlanner<'_> {
             row_number: true,
             output_schema: output_schema.clone(),
         };
-        let stream = keyed.stream.apply(Arc::new(TopNFactory::new(spec)?));
+        // With ties, ranks within each instance's rows lose nothing: a row
+        // within the limit overall is within it among its instance's rows,
+        // and so is every row better than it. So a carried window's rows
+        // are ranked where they are first, and only those within the
+        // limit cross to the window's instance (q5: a few of ~3 k counts per
+        // window and instance). Without ties, which of equal rows wins
+        // depends on arrival order, which the exchange would change.
+        let carried_by_column = !routing.is_empty()
+            && keys.is_empty()
+            && keyed.schema.fields().len() == input.stream.schema().fields().len();
+        let stream = if top.ties && carried_by_column && self.two_phase_aggregation {
+            let window_column = keyed
+                .schema
+                .field(routing_column(&input, &routing)?)
+                .name()
+                .clone();
+            let partial = TopNSpec {
+                name: format!("{} (partial)", spec.name),
+                row_number: false,
+                output_schema: keyed.schema.clone(),
+                ..spec.clone()
+            };
+            input
+                .stream
+                .apply(Arc::new(TopNFactory::new(partial)?))
+                .key_by([window_column])?
+                .apply(Arc::new(TopNFactory::new(spec)?))
+        } else {
+            keyed.stream.apply(Arc::new(TopNFactory::new(spec)?))
+        };
         let stream = if routing.is_empty() {
             stream.with_parallelism(1)?
         } else {
