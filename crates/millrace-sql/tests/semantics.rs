@@ -158,7 +158,8 @@ fn rank_per_window_keeps_every_row_tied_within_the_limit() {
 
 /// Per item and 10 s window, the sum of prices: [0, 10 s) a 5, b 5, c 3;
 /// [10 s, 20 s) d and e only null prices (null sums); [20 s, 30 s) f 1.
-fn totals_with_ties_and_nulls(dir: &tempfile::TempDir, at_max: &str) -> String {
+/// `from` joins them (`p`) with a maximum (`m`).
+fn totals_with_ties_and_nulls(dir: &tempfile::TempDir, from: &str) -> String {
     let path = jsonl(
         dir,
         "bids.jsonl",
@@ -181,8 +182,7 @@ fn totals_with_ties_and_nulls(dir: &tempfile::TempDir, at_max: &str) -> String {
             SELECT item, tumble(ts, INTERVAL '10' SECOND) AS w, sum(price) AS total
             FROM bids GROUP BY item, tumble(ts, INTERVAL '10' SECOND);
         INSERT INTO out
-        SELECT p.item, p.total, CAST(p.w['start'] AS BIGINT) AS ws, m.top FROM per_item p
-        JOIN ({at_max}) m ON p.w = m.w AND p.total = m.top;"
+        SELECT p.item, p.total, CAST(p.w['start'] AS BIGINT) AS ws, m.top FROM {from};"
     )
 }
 
@@ -199,8 +199,29 @@ fn plan(sql: &str) -> String {
 #[test]
 fn rows_joined_with_their_window_maximum_keep_ties_and_skip_null_maxima() {
     let dir = tempfile::tempdir().unwrap();
-    let sql =
-        totals_with_ties_and_nulls(&dir, "SELECT w, max(total) AS top FROM per_item GROUP BY w");
+    let sql = totals_with_ties_and_nulls(
+        &dir,
+        "per_item p JOIN (SELECT w, max(total) AS top FROM per_item GROUP BY w) m
+            ON p.w = m.w AND p.total = m.top",
+    );
+    assert!(plan(&sql).contains("top_n[rank <= 1]"), "{}", plan(&sql));
+    let (batches, _) = run_sql(&sql, &[]);
+    assert_eq!(
+        rows(&batches),
+        vec!["a | 5 | 0 | 5", "b | 5 | 0 | 5", "f | 1 | 20000 | 1"]
+    );
+}
+
+/// The same with the maximum on the join's left and the keys the other way
+/// round: the rewrite keeps the join's column order.
+#[test]
+fn the_window_maximum_on_the_left_gives_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = totals_with_ties_and_nulls(
+        &dir,
+        "(SELECT w, max(total) AS top FROM per_item GROUP BY w) m JOIN per_item p
+            ON m.top = p.total AND m.w = p.w",
+    );
     assert!(plan(&sql).contains("top_n[rank <= 1]"), "{}", plan(&sql));
     let (batches, _) = run_sql(&sql, &[]);
     assert_eq!(
@@ -216,7 +237,8 @@ fn a_maximum_over_other_rows_is_joined_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let sql = totals_with_ties_and_nulls(
         &dir,
-        "SELECT w, max(total) AS top FROM per_item WHERE total < 5 GROUP BY w",
+        "per_item p JOIN (SELECT w, max(total) AS top FROM per_item WHERE total < 5 GROUP BY w) m
+            ON p.w = m.w AND p.total = m.top",
     );
     assert!(plan(&sql).contains("window_join"), "{}", plan(&sql));
     let (batches, _) = run_sql(&sql, &[]);
