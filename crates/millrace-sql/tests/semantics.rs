@@ -230,6 +230,20 @@ fn the_window_maximum_on_the_left_gives_the_same_rows() {
     );
 }
 
+/// A window minimum works the same way: c's 3 in [0, 10 s), f's 1.
+#[test]
+fn rows_joined_with_their_window_minimum_are_the_lowest() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = totals_with_ties_and_nulls(
+        &dir,
+        "per_item p JOIN (SELECT w, min(total) AS top FROM per_item GROUP BY w) m
+            ON p.w = m.w AND p.total = m.top",
+    );
+    assert!(plan(&sql).contains("top_n[rank <= 1]"), "{}", plan(&sql));
+    let (batches, _) = run_sql(&sql, &[]);
+    assert_eq!(rows(&batches), vec!["c | 3 | 0 | 3", "f | 1 | 20000 | 1"]);
+}
+
 /// The maximum of other rows than the joined ones (here of totals under 5)
 /// is a join like any other: c's 3 in [0, 10 s) is that maximum.
 #[test]

@@ -11,7 +11,8 @@
 //! per window by `v` descending, ties kept (`RANK() … <= 1`), so this plans
 //! a top-N with ties over `x` instead, and gives the maximum's columns the
 //! values of the row's own `w` and `v`. Rows whose `v` is null never equal
-//! a maximum and are left out first.
+//! a maximum and are left out first. A minimum is the same, ranked by `v`
+//! ascending.
 //!
 //! The rewrite applies only when both sides read the same rows: each join
 //! key, followed down through projections and aliases (which keep rows one
@@ -49,6 +50,8 @@ pub(super) struct AtWindowMax<'a> {
     value: Column,
     /// For each output column of the maximum side, what it carries.
     max_side: Vec<Carries>,
+    /// `min` rather than `max`: the lowest `v` ranks first.
+    lowest: bool,
 }
 
 /// Matches `rows JOIN max_side ON rows.w = max_side.w AND rows.v =
@@ -80,7 +83,7 @@ fn matched<'a>(
     row_keys: &[Column],
     rows_on_left: bool,
 ) -> Option<AtWindowMax<'a>> {
-    let (agg, carried) = maximum_per_group(max_plan)?;
+    let (agg, carried, lowest) = maximum_per_group(max_plan)?;
     let LogicalPlan::Aggregate(aggregate) = agg else {
         return None;
     };
@@ -115,13 +118,15 @@ fn matched<'a>(
         window,
         value,
         max_side: carried,
+        lowest,
     })
 }
 
-/// The aggregate below `plan` if `plan` is a `max` of one column per one
-/// group column, seen through projections and aliases that pass its two
-/// columns on, with what each output column of `plan` carries.
-fn maximum_per_group(plan: &LogicalPlan) -> Option<(&LogicalPlan, Vec<Carries>)> {
+/// The aggregate below `plan` if `plan` is a `max` (or `min`) of one column
+/// per one group column, seen through projections and aliases that pass its
+/// two columns on, with what each output column of `plan` carries and
+/// whether it is a `min`.
+fn maximum_per_group(plan: &LogicalPlan) -> Option<(&LogicalPlan, Vec<Carries>, bool)> {
     let mut agg = plan;
     while let LogicalPlan::Projection(_) | LogicalPlan::SubqueryAlias(_) = agg {
         agg = agg.inputs()[0];
@@ -134,7 +139,7 @@ fn maximum_per_group(plan: &LogicalPlan) -> Option<(&LogicalPlan, Vec<Carries>)>
     };
     let p = &max.params;
     if a.group_expr.len() != 1
-        || max.func.name() != "max"
+        || !matches!(max.func.name(), "max" | "min")
         || p.args.len() != 1
         || p.distinct
         || p.filter.is_some()
@@ -148,7 +153,7 @@ fn maximum_per_group(plan: &LogicalPlan) -> Option<(&LogicalPlan, Vec<Carries>)>
         .iter()
         .map(|c| carries(plan, agg, c))
         .collect::<Option<Vec<_>>>()?;
-    Some((agg, carried))
+    Some((agg, carried, max.func.name() == "min"))
 }
 
 /// What column `c` of `plan` is of `agg`'s two output columns.
@@ -242,7 +247,7 @@ impl StreamPlanner<'_> {
         )]))?;
         let ranked_schema = Arc::new(rows.schema.join(&rank)?);
         let partition_by = [Expr::Column(m.window.clone())];
-        let order_by = [SortExpr::new(value, false, false)];
+        let order_by = [SortExpr::new(value, m.lowest, false)];
         let top = TopN {
             input: m.rows,
             window_schema: &ranked_schema,
