@@ -354,9 +354,9 @@ pub struct DataflowTask {
     /// `stages.len()` = the head's routers).
     current: usize,
     scratch: Vec<(usize, Message)>,
-    /// What the head (index 0) and each stage (index s + 1) emitted in the
-    /// current call, until the last stage reading it takes it.
-    emitted: Vec<Vec<(usize, Message)>>,
+    /// What each stage emitted in the current call, until the last stage
+    /// reading it takes it (the head's messages are `run_chain`'s input).
+    emitted: Vec<Vec<Message>>,
     /// The last stage that reads the head (index 0) or stage s (index
     /// s + 1): it takes the messages, earlier readers get copies.
     last_reader: Vec<Option<usize>>,
@@ -387,7 +387,7 @@ impl DataflowTask {
         DataflowTask {
             name,
             head,
-            emitted: vec![Vec::new(); stages.len() + 1],
+            emitted: vec![Vec::new(); stages.len()],
             head_routers,
             stages,
             times,
@@ -402,21 +402,37 @@ impl DataflowTask {
     }
 
     /// Pushes the head's messages through the fused stages, each stage's
-    /// output to the stages that read it and to its routers.
-    fn run_chain(&mut self, items: Vec<(usize, Message)>) -> Result<()> {
+    /// output to the stages that read it and to its routers. Messages are
+    /// copied (sharing the batches' buffers) only for all but their last
+    /// reader.
+    fn run_chain(&mut self, mut items: Vec<(usize, Message)>) -> Result<()> {
         self.current = self.stages.len();
-        self.emitted[0] = items;
-        route(&mut self.head_routers, &self.emitted[0], &mut self.done)?;
+        if !self.head_routers.is_empty() {
+            // Only a source head has routers: its messages are all input 0.
+            if self.last_reader[0].is_some() {
+                let copies = items.iter().map(|(_, m)| m.clone());
+                route(&mut self.head_routers, copies, &mut self.done)?;
+            } else {
+                let msgs = std::mem::take(&mut items).into_iter().map(|(_, m)| m);
+                route(&mut self.head_routers, msgs, &mut self.done)?;
+            }
+        }
         for s in 0..self.stages.len() {
             self.current = s;
-            let from = self.stages[s].reads.map_or(0, |r| r + 1);
-            let input = if self.last_reader[from] == Some(s) {
-                std::mem::take(&mut self.emitted[from])
-            } else {
-                self.emitted[from].clone()
+            let reads = self.stages[s].reads;
+            let last = self.last_reader[reads.map_or(0, |r| r + 1)] == Some(s);
+            let input: Vec<(usize, Message)> = match reads {
+                None if last => std::mem::take(&mut items),
+                None => items.clone(),
+                Some(r) if last => std::mem::take(&mut self.emitted[r])
+                    .into_iter()
+                    .map(|m| (0, m))
+                    .collect(),
+                Some(r) => self.emitted[r].iter().map(|m| (0, m.clone())).collect(),
             };
+            let read_later = self.last_reader[s + 1].is_some();
             let stage = &mut self.stages[s];
-            let out = match &mut stage.work {
+            let mut out = match &mut stage.work {
                 StageWork::Operator(op) => run_operator(op, input, &mut self.urgent)?,
                 StageWork::Sink(sink) => {
                     for (_, msg) in input {
@@ -428,8 +444,15 @@ impl DataflowTask {
                     Vec::new()
                 }
             };
-            route(&mut stage.routers, &out, &mut self.done)?;
-            self.emitted[s + 1] = out;
+            if !stage.routers.is_empty() {
+                if read_later {
+                    let copies = out.iter().cloned();
+                    route(&mut stage.routers, copies, &mut self.done)?;
+                } else {
+                    route(&mut stage.routers, out.drain(..), &mut self.done)?;
+                }
+            }
+            self.emitted[s] = out;
         }
         for e in &mut self.emitted {
             e.clear();
@@ -591,13 +614,13 @@ impl Task for DataflowTask {
     }
 }
 
-/// Runs one operator over `input`; what it emits, each as read by input 0
-/// of what follows. Sets `urgent` when it emits rows on a watermark.
+/// Runs one operator over `input`; what it emits. Sets `urgent` when it
+/// emits rows on a watermark.
 fn run_operator(
     stage: &mut ChainOp,
     input: Vec<(usize, Message)>,
     urgent: &mut bool,
-) -> Result<Vec<(usize, Message)>> {
+) -> Result<Vec<Message>> {
     let mut out = Emitter::new();
     let started = now_ns();
     for (input, msg) in input {
@@ -641,20 +664,26 @@ fn run_operator(
     }
     let emitted: u64 = out.out.iter().map(|m| m.rows() as u64).sum();
     stage.metrics.rows_out.fetch_add(emitted, Relaxed);
-    Ok(out.out.into_iter().map(|m| (0, m)).collect())
+    Ok(out.out)
 }
 
-/// Hands a copy of each message to every router (batches are shared, not
-/// copied); notes when `End` leaves the task.
-fn route(routers: &mut [OutputRouter], msgs: &[(usize, Message)], done: &mut bool) -> Result<()> {
-    if routers.is_empty() {
+/// Hands each message to every router of `routers` (not empty): copies to
+/// all but the last, which takes the message. Notes when `End` leaves the
+/// task.
+fn route(
+    routers: &mut [OutputRouter],
+    msgs: impl Iterator<Item = Message>,
+    done: &mut bool,
+) -> Result<()> {
+    let Some((last, others)) = routers.split_last_mut() else {
         return Ok(());
-    }
-    for (_, msg) in msgs {
+    };
+    for msg in msgs {
         *done |= matches!(msg, Message::End);
-        for router in routers.iter_mut() {
+        for router in others.iter_mut() {
             router.send(msg.clone())?;
         }
+        last.send(msg)?;
     }
     Ok(())
 }
