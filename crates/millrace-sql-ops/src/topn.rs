@@ -25,13 +25,16 @@
 //!
 //! # State
 //!
-//! A partition holds at most `2 × limit` candidates: when it would hold more,
-//! it is sorted and cut back to `limit`, and its worst kept row becomes a
-//! cutoff that rejects any later row not strictly better, before the row is
-//! copied. Accepted rows are copied into per-window chunks together with their
-//! sort keys (arrow `RowConverter` bytes, so a comparison is a `memcmp`); when
-//! the chunks hold more than twice the live candidates, the window is
-//! compacted. State is thus bounded by `limit` per partition, not by the rows
+//! A partition holds at most twice what its last cut kept (`limit` rows, or
+//! with ties also the rows tied with the last): when it would hold more, it
+//! is sorted and cut back, and its worst kept row becomes a cutoff that
+//! rejects any later row not strictly better (with ties: worse), before the
+//! row is copied. The rows of one arriving batch are cut the same way among
+//! themselves first, so a large batch is not copied whole. Accepted rows are
+//! copied into per-window chunks together with their sort keys (arrow
+//! `RowConverter` bytes, so a comparison is a `memcmp`); when the chunks hold
+//! more than twice the live candidates, the window is compacted. State is
+//! thus bounded by the rows within the limit per partition, not by the rows
 //! a window sees.
 
 use std::collections::BTreeMap;
@@ -272,98 +275,82 @@ struct Ranking {
     ties: bool,
 }
 
-#[derive(Default)]
-struct Partition {
-    cands: Vec<Cand>,
-    /// Index in `cands` of the worst row kept by the last cut, if any: a row
-    /// arriving later ranks within the limit only if strictly better (with
-    /// ties: no worse).
+/// Items of which only those that can still rank within the limit are
+/// kept: a partition's candidates, or one partition's rows of an arriving
+/// batch before any is copied (a window aggregate's firing sends thousands
+/// of rows in one batch, of which a top-N keeps a few).
+struct Ranked<T> {
+    items: Vec<T>,
+    /// Index in `items` of the worst item kept by the last cut, if any: an
+    /// item arriving later ranks within the limit only if strictly better
+    /// (with ties: no worse).
     cutoff: Option<usize>,
-    /// Candidates kept by the last cut (more than the limit with ties).
+    /// Items kept by the last cut (more than the limit with ties).
     kept: usize,
 }
 
-impl Partition {
-    /// Whether a row with sort key `key`, arriving after every candidate,
-    /// can still rank within the limit.
-    fn admits(&self, chunks: &[Chunk], key: Row<'_>, ranking: Ranking) -> bool {
-        match self.cutoff {
-            None => true,
-            // Without ties a tie loses: the new row arrived later.
-            Some(i) if ranking.ties => key <= sort_key(chunks, &self.cands[i]),
-            Some(i) => key < sort_key(chunks, &self.cands[i]),
+impl<T> Default for Ranked<T> {
+    fn default() -> Self {
+        Ranked {
+            items: Vec::new(),
+            cutoff: None,
+            kept: 0,
+        }
+    }
+}
+
+/// A partition's candidates.
+type Partition = Ranked<Cand>;
+
+impl<T> Ranked<T> {
+    /// Whether an item with sort key `key`, arriving after every item held,
+    /// can still rank within the limit (`key_of`: an item's sort key).
+    fn admits<'a>(&self, key: Row<'_>, key_of: impl Fn(&T) -> Row<'a>, ranking: Ranking) -> bool {
+        self.cutoff.is_none_or(|i| {
+            // Without ties a tie loses: the new item arrived later.
+            let worst = key_of(&self.items[i]);
+            key < worst || (ranking.ties && key == worst)
+        })
+    }
+
+    /// Adds an admitted item, and cuts once the items have doubled since
+    /// the last cut (so ties cost a sort per doubling, not per item).
+    fn push<'a>(
+        &mut self,
+        item: T,
+        key_of: impl Fn(&T) -> Row<'a>,
+        seq_of: impl Fn(&T) -> u64,
+        ranking: Ranking,
+    ) {
+        self.items.push(item);
+        if self.items.len() > ranking.limit.max(self.kept).saturating_mul(2) {
+            self.cut(key_of, seq_of, ranking);
         }
     }
 
-    /// Whether enough candidates have come since the last cut to cut again
-    /// (twice what it kept, so ties cost a sort per doubling, not per row).
-    fn wants_cut(&self, ranking: Ranking) -> bool {
-        self.cands.len() > ranking.limit.max(self.kept).saturating_mul(2)
-    }
-
-    /// Sorts the candidates by rank and keeps the best `limit`, and with
-    /// ties every row equal to the last of them.
-    fn cut(&mut self, chunks: &[Chunk], ranking: Ranking) {
-        let keep = keep_best(&mut self.cands, |c| sort_key(chunks, c), |c| c.seq, ranking);
+    /// Sorts the items by rank (sort key, then arrival `seq_of`) and keeps
+    /// the best `limit`, and with ties every item equal to the last of them.
+    fn cut<'a>(
+        &mut self,
+        key_of: impl Fn(&T) -> Row<'a>,
+        seq_of: impl Fn(&T) -> u64,
+        ranking: Ranking,
+    ) {
+        let limit = ranking.limit;
+        let items = &mut self.items;
+        items.sort_by(|a, b| key_of(a).cmp(&key_of(b)).then(seq_of(a).cmp(&seq_of(b))));
+        let mut keep = limit.min(items.len());
+        if ranking.ties && keep == limit {
+            let last = key_of(&items[limit - 1]);
+            keep += items[limit..]
+                .iter()
+                .take_while(|c| key_of(c) == last)
+                .count();
+        }
+        items.truncate(keep);
         self.kept = keep;
-        // Only a full top `limit` can turn later rows away.
-        self.cutoff = (keep >= ranking.limit).then(|| keep - 1);
-    }
-}
-
-/// Sorts `items` by rank (sort key, then arrival) and keeps the best
-/// `limit`, with ties also every item equal to the last of them. Returns
-/// how many it kept.
-fn keep_best<'a, T>(
-    items: &mut Vec<T>,
-    key: impl Fn(&T) -> Row<'a>,
-    seq: impl Fn(&T) -> u64,
-    ranking: Ranking,
-) -> usize {
-    let limit = ranking.limit;
-    items.sort_by(|a, b| key(a).cmp(&key(b)).then(seq(a).cmp(&seq(b))));
-    let mut keep = limit.min(items.len());
-    if ranking.ties && keep == limit {
-        let last = key(&items[limit - 1]);
-        keep += items[limit..].iter().take_while(|c| key(c) == last).count();
-    }
-    items.truncate(keep);
-    keep
-}
-
-/// One partition's rows of one arriving batch that can still rank, cut
-/// like a partition's candidates but before any row is copied: a window
-/// aggregate's firing sends thousands of rows in one batch, of which a
-/// top-N keeps a few.
-#[derive(Default)]
-struct BatchTop {
-    /// Rows of the batch.
-    rows: Vec<u32>,
-    /// The worst row kept by the last cut: later rows of the batch must be
-    /// better (with ties: no worse).
-    cutoff: Option<u32>,
-    kept: usize,
-}
-
-impl BatchTop {
-    fn offer(&mut self, row: u32, sort: &Rows, ranking: Ranking) {
-        if let Some(worst) = self.cutoff {
-            let (key, worst) = (sort.row(row as usize), sort.row(worst as usize));
-            if key > worst || (key == worst && !ranking.ties) {
-                return;
-            }
-        }
-        self.rows.push(row);
-        if self.rows.len() > ranking.limit.max(self.kept).saturating_mul(2) {
-            let keep = keep_best(
-                &mut self.rows,
-                |&r| sort.row(r as usize),
-                |&r| u64::from(r),
-                ranking,
-            );
-            self.kept = keep;
-            self.cutoff = (keep >= ranking.limit).then(|| self.rows[keep - 1]);
-        }
+        // Only a full top `limit` can turn later items away.
+        self.cutoff = (keep >= limit).then(|| keep - 1);
     }
 }
 
@@ -409,7 +396,8 @@ impl WindowTop {
         // Which rows can still make their partition's top `limit`: against
         // what the partition holds and against the batch's own better rows,
         // compared by sort key, so only those are copied.
-        let mut batch_tops: Vec<BatchTop> = Vec::new();
+        let mut batch_tops: Vec<Ranked<u32>> = Vec::new();
+        let arrival_key = |&r: &u32| arrival.sort.row(r as usize);
         let mut prev: Option<(u32, u32)> = None;
         for &r in rows {
             // Rows of one partition tend to come together (with no PARTITION
@@ -421,18 +409,22 @@ impl WindowTop {
             };
             prev = Some((r, pid));
             let sort = arrival.sort.row(r as usize);
-            if self.partitions[pid as usize].admits(&self.chunks, sort, ranking) {
+            let chunks = &self.chunks;
+            if self.partitions[pid as usize].admits(sort, |c| sort_key(chunks, c), ranking) {
                 if batch_tops.len() <= pid as usize {
-                    batch_tops.resize_with(pid as usize + 1, BatchTop::default);
+                    batch_tops.resize_with(pid as usize + 1, Ranked::default);
                 }
-                batch_tops[pid as usize].offer(r, arrival.sort, ranking);
+                let top = &mut batch_tops[pid as usize];
+                if top.admits(sort, arrival_key, ranking) {
+                    top.push(r, arrival_key, |&r| u64::from(r), ranking);
+                }
             }
         }
         // In arrival order, as the partitions' candidates expect.
         let mut admitted: Vec<(u32, u32)> = batch_tops
             .iter()
             .enumerate()
-            .flat_map(|(pid, top)| top.rows.iter().map(move |&r| (r, pid as u32)))
+            .flat_map(|(pid, top)| top.items.iter().map(move |&r| (r, pid as u32)))
             .collect();
         if admitted.is_empty() {
             return Ok(());
@@ -449,16 +441,14 @@ impl WindowTop {
         self.chunks.push(Chunk { batch, sort });
         self.chunk_rows += accepted.len();
 
+        let chunks = &self.chunks;
         for (i, (&r, &pid)) in accepted.iter().zip(&pids).enumerate() {
-            let partition = &mut self.partitions[pid as usize];
-            partition.cands.push(Cand {
+            let cand = Cand {
                 seq: arrival.seq_base + u64::from(r),
                 chunk,
                 row: i as u32,
-            });
-            if partition.wants_cut(ranking) {
-                partition.cut(&self.chunks, ranking);
-            }
+            };
+            self.partitions[pid as usize].push(cand, |c| sort_key(chunks, c), |c| c.seq, ranking);
         }
         self.compact_if_sparse(converter)
     }
@@ -466,14 +456,14 @@ impl WindowTop {
     /// Copies the live candidates into one chunk once the chunks hold mostly
     /// evicted rows, so memory follows the candidates.
     fn compact_if_sparse(&mut self, converter: &RowConverter) -> Result<()> {
-        let live: usize = self.partitions.iter().map(|p| p.cands.len()).sum();
+        let live: usize = self.partitions.iter().map(|p| p.items.len()).sum();
         if self.chunk_rows <= live.saturating_mul(2).saturating_add(COMPACT_SLACK_ROWS) {
             return Ok(());
         }
         let refs: Vec<(usize, usize)> = self
             .partitions
             .iter()
-            .flat_map(|p| &p.cands)
+            .flat_map(|p| &p.items)
             .map(|c| (c.chunk as usize, c.row as usize))
             .collect();
         let mut sort = converter.empty_rows(live, 0);
@@ -482,7 +472,7 @@ impl WindowTop {
         }
         let batches: Vec<&RecordBatch> = self.chunks.iter().map(|c| &c.batch).collect();
         let batch = interleave_record_batch(&batches, &refs)?;
-        let cands = self.partitions.iter_mut().flat_map(|p| &mut p.cands);
+        let cands = self.partitions.iter_mut().flat_map(|p| &mut p.items);
         for (row, c) in cands.enumerate() {
             (c.chunk, c.row) = (0, row as u32);
         }
@@ -498,12 +488,13 @@ impl WindowTop {
         let mut refs = Vec::new();
         let mut numbers = Vec::new();
         for partition in &mut self.partitions {
-            partition.cut(&self.chunks, ranking);
+            let chunks = &self.chunks;
+            partition.cut(|c| sort_key(chunks, c), |c| c.seq, ranking);
             let mut rank = 0;
-            for (i, c) in partition.cands.iter().enumerate() {
+            for (i, c) in partition.items.iter().enumerate() {
                 let tied = ranking.ties
                     && i > 0
-                    && sort_key(&self.chunks, c) == sort_key(&self.chunks, &partition.cands[i - 1]);
+                    && sort_key(chunks, c) == sort_key(chunks, &partition.items[i - 1]);
                 if !tied {
                     rank = i as u64 + 1;
                 }
@@ -964,7 +955,7 @@ mod tests {
                 .collect();
             send(&mut op, &rows, &mut out);
             let window = &op.windows[&(10, 0)];
-            assert!(window.partitions[0].cands.len() <= 4);
+            assert!(window.partitions[0].items.len() <= 4);
             assert!(window.chunk_rows <= 2 * 4 + COMPACT_SLACK_ROWS + 100);
         }
         op.on_end(&mut out).unwrap();
