@@ -67,12 +67,28 @@ fn session_windows_merge_close_rows_and_drop_late_ones() {
     assert_eq!(late_rows(&summary), 2);
 }
 
+/// Bids `lines` (item, price, ts; watermark 1 s behind) and the view
+/// `per_item`: per item and 10 s tumbling window `w`, the `total` of its
+/// prices; then `insert` (an `INSERT INTO out …`).
+fn per_item_totals(dir: &tempfile::TempDir, lines: &[&str], insert: &str) -> String {
+    let path = jsonl(dir, "bids.jsonl", lines);
+    format!(
+        "{PRELUDE}
+        CREATE TABLE bids (item VARCHAR, price BIGINT, ts BIGINT, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+            WITH (connector = 'file', path = '{path}');
+        CREATE TABLE out WITH (connector = 'console');
+        CREATE VIEW per_item AS
+            SELECT item, tumble(ts, INTERVAL '10' SECOND) AS w, sum(price) AS total
+            FROM bids GROUP BY item, tumble(ts, INTERVAL '10' SECOND);
+        {insert}"
+    )
+}
+
 #[test]
 fn top_n_per_window_ranks_window_results() {
     let dir = tempfile::tempdir().unwrap();
-    let path = jsonl(
+    let sql = per_item_totals(
         &dir,
-        "bids.jsonl",
         &[
             r#"{"item":"x","price":5,"ts":1000}"#,
             r#"{"item":"y","price":7,"ts":2000}"#,
@@ -84,20 +100,11 @@ fn top_n_per_window_ranks_window_results() {
             r#"{"item":"v","price":3,"ts":19000}"#,
             r#"{"item":"u","price":2,"ts":25000}"#,
         ],
-    );
-    let sql = format!(
-        "{PRELUDE}
-        CREATE TABLE bids (item VARCHAR, price BIGINT, ts BIGINT, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
-            WITH (connector = 'file', path = '{path}');
-        CREATE TABLE out WITH (connector = 'console');
-        CREATE VIEW per_item AS
-            SELECT item, tumble(ts, INTERVAL '10' SECOND) AS w, sum(price) AS total
-            FROM bids GROUP BY item, tumble(ts, INTERVAL '10' SECOND);
-        INSERT INTO out
+        "INSERT INTO out
         SELECT item, total, CAST(w['start'] AS BIGINT) AS ws, rn FROM (
             SELECT item, w, total, ROW_NUMBER() OVER (PARTITION BY w ORDER BY total DESC) AS rn
             FROM per_item)
-        WHERE rn <= 2;"
+        WHERE rn <= 2;",
     );
     let (batches, summary) = run_sql(&sql, &[]);
     assert_eq!(
@@ -118,9 +125,8 @@ fn top_n_per_window_ranks_window_results() {
 #[test]
 fn rank_per_window_keeps_every_row_tied_within_the_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let path = jsonl(
+    let sql = per_item_totals(
         &dir,
-        "bids.jsonl",
         &[
             r#"{"item":"a","price":2,"ts":1000}"#,
             r#"{"item":"b","price":5,"ts":2000}"#,
@@ -129,20 +135,11 @@ fn rank_per_window_keeps_every_row_tied_within_the_limit() {
             r#"{"item":"d","price":1,"ts":12000}"#,
             r#"{"item":"e","price":1,"ts":25000}"#,
         ],
-    );
-    let sql = format!(
-        "{PRELUDE}
-        CREATE TABLE bids (item VARCHAR, price BIGINT, ts BIGINT, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
-            WITH (connector = 'file', path = '{path}');
-        CREATE TABLE out WITH (connector = 'console');
-        CREATE VIEW per_item AS
-            SELECT item, tumble(ts, INTERVAL '10' SECOND) AS w, sum(price) AS total
-            FROM bids GROUP BY item, tumble(ts, INTERVAL '10' SECOND);
-        INSERT INTO out
+        "INSERT INTO out
         SELECT item, total, CAST(w['start'] AS BIGINT) AS ws, rk FROM (
             SELECT item, w, total, RANK() OVER (PARTITION BY w ORDER BY total DESC) AS rk
             FROM per_item)
-        WHERE rk <= 2;"
+        WHERE rk <= 2;",
     );
     let (batches, _) = run_sql(&sql, &[]);
     assert_eq!(
@@ -156,33 +153,27 @@ fn rank_per_window_keeps_every_row_tied_within_the_limit() {
     );
 }
 
-/// Per item and 10 s window, the sum of prices: [0, 10 s) a 5, b 5, c 3;
-/// [10 s, 20 s) d and e only null prices (null sums); [20 s, 30 s) f 1.
-/// `from` joins them (`p`) with a maximum (`m`).
+/// Bids whose totals per item and 10 s window are: [0, 10 s) a 5, b 5, c 3;
+/// [10 s, 20 s) d and e only null prices (null totals); [20 s, 30 s) f 1.
+const TIES_AND_NULLS: &[&str] = &[
+    r#"{"item":"a","price":2,"ts":1000}"#,
+    r#"{"item":"b","price":5,"ts":2000}"#,
+    r#"{"item":"c","price":3,"ts":2500}"#,
+    r#"{"item":"a","price":3,"ts":4000}"#,
+    r#"{"item":"d","price":null,"ts":12000}"#,
+    r#"{"item":"e","price":null,"ts":13000}"#,
+    r#"{"item":"f","price":1,"ts":25000}"#,
+];
+
+/// Those totals (`p`) joined by `from` with a maximum (`m`).
 fn totals_with_ties_and_nulls(dir: &tempfile::TempDir, from: &str) -> String {
-    let path = jsonl(
+    per_item_totals(
         dir,
-        "bids.jsonl",
-        &[
-            r#"{"item":"a","price":2,"ts":1000}"#,
-            r#"{"item":"b","price":5,"ts":2000}"#,
-            r#"{"item":"c","price":3,"ts":2500}"#,
-            r#"{"item":"a","price":3,"ts":4000}"#,
-            r#"{"item":"d","price":null,"ts":12000}"#,
-            r#"{"item":"e","price":null,"ts":13000}"#,
-            r#"{"item":"f","price":1,"ts":25000}"#,
-        ],
-    );
-    format!(
-        "{PRELUDE}
-        CREATE TABLE bids (item VARCHAR, price BIGINT, ts BIGINT, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
-            WITH (connector = 'file', path = '{path}');
-        CREATE TABLE out WITH (connector = 'console');
-        CREATE VIEW per_item AS
-            SELECT item, tumble(ts, INTERVAL '10' SECOND) AS w, sum(price) AS total
-            FROM bids GROUP BY item, tumble(ts, INTERVAL '10' SECOND);
-        INSERT INTO out
-        SELECT p.item, p.total, CAST(p.w['start'] AS BIGINT) AS ws, m.top FROM {from};"
+        TIES_AND_NULLS,
+        &format!(
+            "INSERT INTO out
+            SELECT p.item, p.total, CAST(p.w['start'] AS BIGINT) AS ws, m.top FROM {from};"
+        ),
     )
 }
 
@@ -242,6 +233,23 @@ fn rows_joined_with_their_window_minimum_are_the_lowest() {
     assert!(plan(&sql).contains("top_n[rank <= 1]"), "{}", plan(&sql));
     let (batches, _) = run_sql(&sql, &[]);
     assert_eq!(rows(&batches), vec!["c | 3 | 0 | 3", "f | 1 | 20000 | 1"]);
+}
+
+/// An aggregate over the windows that `per_item` carries, with no other key,
+/// runs in two phases (partial where the totals are, final routed by window)
+/// and gives per window the maximum total: 5, null (only null totals), 1.
+#[test]
+fn an_aggregate_over_carried_windows_runs_in_two_phases() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = per_item_totals(
+        &dir,
+        TIES_AND_NULLS,
+        "INSERT INTO out
+        SELECT CAST(w['start'] AS BIGINT) AS ws, max(total) AS top FROM per_item GROUP BY w;",
+    );
+    assert!(plan(&sql).contains("(partial)"), "{}", plan(&sql));
+    let (batches, _) = run_sql(&sql, &[]);
+    assert_eq!(rows(&batches), vec!["0 | 5", "10000 | NULL", "20000 | 1"]);
 }
 
 /// The maximum of other rows than the joined ones (here of totals under 5)

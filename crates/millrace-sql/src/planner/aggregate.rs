@@ -126,6 +126,7 @@ impl StreamPlanner<'_> {
             Some(k) => format!("window_agg[{k}]"),
             None => "window_agg".to_string(),
         };
+        let routed_by_input_column = keyed.single_input_column(&input).is_some();
         let spec = WindowAggSpec {
             name,
             input_schema: keyed.schema.clone(),
@@ -140,19 +141,14 @@ impl StreamPlanner<'_> {
             output_schema: Planned::runtime_schema(&agg.schema),
             phase: AggPhase::Single,
         };
-        // A carried window routed by a plain column (no key computed for the
-        // exchange): its partial phase can read the input as it is.
-        let carried_by_column = !routing.is_empty()
-            && keyed.schema.fields().len() == input.stream.schema().fields().len();
         let stream = if keys.is_empty()
-            && carried_by_column
+            && routed_by_input_column
             && self.two_phase_aggregation
             && spec.splits_in_two_phases()
         {
-            // Each window's rows would meet at the instance owning the
-            // window: fold them where they are, then route one state per
-            // window and upstream instance by its window (q5: the maximum of
-            // ~3 k counts per window and instance).
+            // Rows routed by the window column they carry would meet at the
+            // instance owning the window: fold them where they are, then
+            // route one state per window and upstream instance by its window.
             let (partial, last) = spec.split_two_phase()?;
             let window = partial.output_schema.field(0).name().clone();
             input

@@ -426,6 +426,20 @@ pub(super) struct Keyed {
     pub keys: Vec<Arc<dyn PhysicalExpr>>,
 }
 
+impl Keyed {
+    /// The column rows are routed by, when it is the only key and a column
+    /// of the input as it is (nothing was computed for the exchange): a
+    /// phase before the exchange can then read the input itself.
+    pub fn single_input_column(&self, input: &Planned) -> Option<&str> {
+        let [key] = self.keys.as_slice() else {
+            return None;
+        };
+        let column = key.downcast_ref::<PhysColumn>()?;
+        (self.schema.fields().len() == input.stream.schema().fields().len())
+            .then(|| self.schema.field(column.index()).name().as_str())
+    }
+}
+
 impl StreamPlanner<'_> {
     /// Routes rows by `keys` (all rows to one instance when there are none).
     /// Keys that are not plain columns are computed into extra columns first,

@@ -109,14 +109,6 @@ fn rank_limit(predicate: &Expr, rank: &str) -> Option<usize> {
     usize::try_from(limit).ok()
 }
 
-/// The position in `input` of the one routing column (a carried window).
-fn routing_column(input: &Planned, routing: &[Expr]) -> SqlResult<usize> {
-    match routing {
-        [Expr::Column(c)] => Ok(input.schema.index_of_column(c)?),
-        _ => Err(SqlError::new("a carried window is routed by its column")),
-    }
-}
-
 impl StreamPlanner<'_> {
     pub(super) fn top_n(
         &mut self,
@@ -168,6 +160,10 @@ impl StreamPlanner<'_> {
             .collect();
         fields.push(Field::new(rank_field.name(), DataType::UInt64, false));
         let output_schema = Arc::new(Schema::new(fields));
+        let carried_window = keyed
+            .single_input_column(&input)
+            .filter(|_| keys.is_empty())
+            .map(str::to_string);
         let spec = TopNSpec {
             name: if top.ties {
                 format!("top_n[rank <= {}]", top.limit)
@@ -194,15 +190,10 @@ impl StreamPlanner<'_> {
         // limit cross to the window's instance (q5: a few of ~3 k counts per
         // window and instance). Without ties, which of equal rows wins
         // depends on arrival order, which the exchange would change.
-        let carried_by_column = !routing.is_empty()
-            && keys.is_empty()
-            && keyed.schema.fields().len() == input.stream.schema().fields().len();
-        let stream = if top.ties && carried_by_column && self.two_phase_aggregation {
-            let window_column = keyed
-                .schema
-                .field(routing_column(&input, &routing)?)
-                .name()
-                .clone();
+        let stream = if let Some(window_column) = carried_window
+            && top.ties
+            && self.two_phase_aggregation
+        {
             let partial = TopNSpec {
                 name: format!("{} (partial)", spec.name),
                 row_number: false,
