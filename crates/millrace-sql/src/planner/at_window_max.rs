@@ -36,7 +36,8 @@ use crate::error::SqlResult;
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Carries {
     Window,
-    Maximum,
+    /// The `max` (or `min`).
+    Value,
 }
 
 /// A recognized join of rows with their window's maximum.
@@ -83,33 +84,27 @@ fn matched<'a>(
     row_keys: &[Column],
     rows_on_left: bool,
 ) -> Option<AtWindowMax<'a>> {
-    let (agg, carried, lowest) = maximum_per_group(max_plan)?;
-    let LogicalPlan::Aggregate(aggregate) = agg else {
-        return None;
-    };
+    let extreme = maximum_per_group(max_plan)?;
     let mut window = None;
     let mut value = None;
     for (max_key, row_key) in max_keys.iter().zip(row_keys) {
-        match carries(max_plan, agg, max_key)? {
+        match carries(max_plan, extreme.node, max_key)? {
             Carries::Window => window = Some(row_key.clone()),
-            Carries::Maximum => value = Some(row_key.clone()),
+            Carries::Value => value = Some(row_key.clone()),
         }
     }
     let (window, value) = (window?, value?);
     // Both sides must read the same rows: the group expression and the
     // maximum's argument come to what the row keys come to.
-    let Expr::AggregateFunction(max) = &aggregate.aggr_expr[0] else {
-        return None;
-    };
     let same = |over_agg_input: &Expr, row_key: &Column| {
         let Expr::Column(c) = over_agg_input else {
             return false;
         };
-        let theirs = origin(&aggregate.input, c);
+        let theirs = origin(extreme.input, c);
         let ours = origin(rows, row_key);
         theirs.is_some() && theirs == ours
     };
-    if !same(&aggregate.group_expr[0], &window) || !same(&max.params.args[0], &value) {
+    if !same(extreme.group, &window) || !same(extreme.arg, &value) {
         return None;
     }
     Some(AtWindowMax {
@@ -117,16 +112,29 @@ fn matched<'a>(
         rows_on_left,
         window,
         value,
-        max_side: carried,
-        lowest,
+        max_side: extreme.carried,
+        lowest: extreme.lowest,
     })
+}
+
+/// A `max` (or `min`) of one expression per one group expression.
+struct PerGroupExtreme<'a> {
+    /// The aggregate node.
+    node: &'a LogicalPlan,
+    /// Its input, its group expression and the argument of its `max`.
+    input: &'a LogicalPlan,
+    group: &'a Expr,
+    arg: &'a Expr,
+    /// What each output column of the plan above it carries.
+    carried: Vec<Carries>,
+    /// `min` rather than `max`.
+    lowest: bool,
 }
 
 /// The aggregate below `plan` if `plan` is a `max` (or `min`) of one column
 /// per one group column, seen through projections and aliases that pass its
-/// two columns on, with what each output column of `plan` carries and
-/// whether it is a `min`.
-fn maximum_per_group(plan: &LogicalPlan) -> Option<(&LogicalPlan, Vec<Carries>, bool)> {
+/// two columns on.
+fn maximum_per_group(plan: &LogicalPlan) -> Option<PerGroupExtreme<'_>> {
     let mut agg = plan;
     while let LogicalPlan::Projection(_) | LogicalPlan::SubqueryAlias(_) = agg {
         agg = agg.inputs()[0];
@@ -153,7 +161,14 @@ fn maximum_per_group(plan: &LogicalPlan) -> Option<(&LogicalPlan, Vec<Carries>, 
         .iter()
         .map(|c| carries(plan, agg, c))
         .collect::<Option<Vec<_>>>()?;
-    Some((agg, carried, max.func.name() == "min"))
+    Some(PerGroupExtreme {
+        node: agg,
+        input: &a.input,
+        group: &a.group_expr[0],
+        arg: &p.args[0],
+        carried,
+        lowest: max.func.name() == "min",
+    })
 }
 
 /// What column `c` of `plan` is of `agg`'s two output columns.
@@ -167,7 +182,7 @@ fn carries(plan: &LogicalPlan, agg: &LogicalPlan, c: &Column) -> Option<Carries>
     }
     match agg.schema().index_of_column(&at).ok()? {
         0 => Some(Carries::Window),
-        1 => Some(Carries::Maximum),
+        1 => Some(Carries::Value),
         _ => None,
     }
 }
@@ -216,7 +231,7 @@ impl StreamPlanner<'_> {
         let n = rows.schema.fields().len();
         let max_columns = m.max_side.iter().map(|c| match c {
             Carries::Window => window_idx,
-            Carries::Maximum => value_idx,
+            Carries::Value => value_idx,
         });
         let order: Vec<usize> = if m.rows_on_left {
             (0..n).chain(max_columns).collect()
@@ -257,8 +272,7 @@ impl StreamPlanner<'_> {
             limit: 1,
             ties: true,
         };
-        let row_windows = rows.windows.clone();
-        let time_hint = rows.time_hint.clone();
+        // The rank is last, so the rows' columns keep their positions.
         let ranked = self.top_n(rows, &top, &ranked_schema)?;
         let runtime = Planned::runtime_schema(&ranked_schema);
         let column = |i: usize| -> Arc<dyn PhysicalExpr> {
@@ -269,14 +283,14 @@ impl StreamPlanner<'_> {
         let windows = order
             .iter()
             .enumerate()
-            .filter_map(|(at, i)| row_windows.get(i).map(|k| (at, *k)))
+            .filter_map(|(at, i)| ranked.windows.get(i).map(|k| (at, *k)))
             .collect();
         Ok(Some(Planned {
             stream: ranked.stream.apply(Arc::new(f)),
             schema: j.schema.clone(),
             event_time: None,
             windows,
-            time_hint,
+            time_hint: ranked.time_hint,
         }))
     }
 }
