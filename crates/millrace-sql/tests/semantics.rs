@@ -165,16 +165,21 @@ const TIES_AND_NULLS: &[&str] = &[
     r#"{"item":"f","price":1,"ts":25000}"#,
 ];
 
-/// Those totals (`p`) joined by `from` with a maximum (`m`).
-fn totals_with_ties_and_nulls(dir: &tempfile::TempDir, from: &str) -> String {
-    per_item_totals(
-        dir,
+/// Those totals (`p`) joined by `from` with a maximum (`m`): the rows out,
+/// after checking the plan contains `planned_as`.
+fn joined_rows(from: &str, planned_as: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = per_item_totals(
+        &dir,
         TIES_AND_NULLS,
         &format!(
             "INSERT INTO out
             SELECT p.item, p.total, CAST(p.w['start'] AS BIGINT) AS ws, m.top FROM {from};"
         ),
-    )
+    );
+    let planned = plan(&sql);
+    assert!(planned.contains(planned_as), "{planned}");
+    rows(&run_sql(&sql, &[]).0)
 }
 
 fn plan(sql: &str) -> String {
@@ -189,16 +194,12 @@ fn plan(sql: &str) -> String {
 /// maximum equals nothing), and the maximum's columns as the join gives them.
 #[test]
 fn rows_joined_with_their_window_maximum_keep_ties_and_skip_null_maxima() {
-    let dir = tempfile::tempdir().unwrap();
-    let sql = totals_with_ties_and_nulls(
-        &dir,
-        "per_item p JOIN (SELECT w, max(total) AS top FROM per_item GROUP BY w) m
-            ON p.w = m.w AND p.total = m.top",
-    );
-    assert!(plan(&sql).contains("top_n[rank <= 1]"), "{}", plan(&sql));
-    let (batches, _) = run_sql(&sql, &[]);
     assert_eq!(
-        rows(&batches),
+        joined_rows(
+            "per_item p JOIN (SELECT w, max(total) AS top FROM per_item GROUP BY w) m
+            ON p.w = m.w AND p.total = m.top",
+            "top_n[rank <= 1]",
+        ),
         vec!["a | 5 | 0 | 5", "b | 5 | 0 | 5", "f | 1 | 20000 | 1"]
     );
 }
@@ -207,16 +208,12 @@ fn rows_joined_with_their_window_maximum_keep_ties_and_skip_null_maxima() {
 /// round: the rewrite keeps the join's column order.
 #[test]
 fn the_window_maximum_on_the_left_gives_the_same_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let sql = totals_with_ties_and_nulls(
-        &dir,
-        "(SELECT w, max(total) AS top FROM per_item GROUP BY w) m JOIN per_item p
-            ON m.top = p.total AND m.w = p.w",
-    );
-    assert!(plan(&sql).contains("top_n[rank <= 1]"), "{}", plan(&sql));
-    let (batches, _) = run_sql(&sql, &[]);
     assert_eq!(
-        rows(&batches),
+        joined_rows(
+            "(SELECT w, max(total) AS top FROM per_item GROUP BY w) m JOIN per_item p
+            ON m.top = p.total AND m.w = p.w",
+            "top_n[rank <= 1]",
+        ),
         vec!["a | 5 | 0 | 5", "b | 5 | 0 | 5", "f | 1 | 20000 | 1"]
     );
 }
@@ -224,15 +221,14 @@ fn the_window_maximum_on_the_left_gives_the_same_rows() {
 /// A window minimum works the same way: c's 3 in [0, 10 s), f's 1.
 #[test]
 fn rows_joined_with_their_window_minimum_are_the_lowest() {
-    let dir = tempfile::tempdir().unwrap();
-    let sql = totals_with_ties_and_nulls(
-        &dir,
-        "per_item p JOIN (SELECT w, min(total) AS top FROM per_item GROUP BY w) m
+    assert_eq!(
+        joined_rows(
+            "per_item p JOIN (SELECT w, min(total) AS top FROM per_item GROUP BY w) m
             ON p.w = m.w AND p.total = m.top",
+            "top_n[rank <= 1]",
+        ),
+        vec!["c | 3 | 0 | 3", "f | 1 | 20000 | 1"]
     );
-    assert!(plan(&sql).contains("top_n[rank <= 1]"), "{}", plan(&sql));
-    let (batches, _) = run_sql(&sql, &[]);
-    assert_eq!(rows(&batches), vec!["c | 3 | 0 | 3", "f | 1 | 20000 | 1"]);
 }
 
 /// An aggregate over the windows that `per_item` carries, with no other key,
@@ -256,15 +252,14 @@ fn an_aggregate_over_carried_windows_runs_in_two_phases() {
 /// is a join like any other: c's 3 in [0, 10 s) is that maximum.
 #[test]
 fn a_maximum_over_other_rows_is_joined_as_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let sql = totals_with_ties_and_nulls(
-        &dir,
-        "per_item p JOIN (SELECT w, max(total) AS top FROM per_item WHERE total < 5 GROUP BY w) m
+    assert_eq!(
+        joined_rows(
+            "per_item p JOIN (SELECT w, max(total) AS top FROM per_item WHERE total < 5 GROUP BY w) m
             ON p.w = m.w AND p.total = m.top",
+            "window_join",
+        ),
+        vec!["c | 3 | 0 | 3", "f | 1 | 20000 | 1"]
     );
-    assert!(plan(&sql).contains("window_join"), "{}", plan(&sql));
-    let (batches, _) = run_sql(&sql, &[]);
-    assert_eq!(rows(&batches), vec!["c | 3 | 0 | 3", "f | 1 | 20000 | 1"]);
 }
 
 /// Orders and payments; payments arrive out of order within the bound.
