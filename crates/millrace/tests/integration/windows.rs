@@ -2,12 +2,10 @@
 //! over the same rows (plain Rust over the generator's output), at
 //! parallelism 1 and 2, on out-of-order input within the watermark bound.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use millrace_connectors::iot::{IotConfig, IotSource};
 use millrace_connectors::nexmark::{NexmarkConfig, NexmarkSource};
 use millrace_core::CollectSink;

@@ -3,9 +3,7 @@
 //! late and the windowed result equals a batch computation over the same
 //! readings.
 
-mod common;
-
-use common::{assert_same_rows, batch_sql, late_rows, read_all, run_sql};
+use crate::common::{assert_same_rows, batch_sql, late_rows, read_all, run_sql};
 use millrace_connectors::iot::{IotConfig, IotSource};
 
 #[test]

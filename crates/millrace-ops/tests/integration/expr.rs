@@ -1,8 +1,6 @@
 //! Expression language: typing, evaluation and error reporting, over small
 //! hand-checked tables.
 
-mod common;
-
 use std::sync::Arc;
 
 use arrow::array::{
@@ -12,7 +10,7 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use arrow::record_batch::RecordBatch;
 use millrace_ops::{Expr, col, lit, lit_null};
 
-use common::{batch, schema};
+use crate::common::{batch, schema};
 
 /// a: Int64, b: Int64, f: Float64, s: Utf8, i: Int32; four rows with nulls.
 fn table() -> RecordBatch {

@@ -1,8 +1,6 @@
 //! Filter, project and with_column: rows, schemas, names, event time, and the
 //! entered column staying aligned with its rows.
 
-mod common;
-
 use std::sync::Arc;
 
 use arrow::array::{Float64Array, Int64Array, StringArray, TimestampMillisecondArray};
@@ -11,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 use millrace_core::{Emitter, Message, OperatorFactory, Watermark};
 use millrace_ops::{FilterFactory, ProjectFactory, col, lit};
 
-use common::{batch, data, entered, rows, schema};
+use crate::common::{batch, data, entered, rows, schema};
 
 fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, None)

@@ -1,15 +1,13 @@
 //! Runtime behaviour end to end: bounded memory under a slow sink, barrier
 //! alignment, idle sources, late rows, errors, and the plan's fusion.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use arrow::array::{Int64Array, RecordBatch, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use common::*;
 use millrace_connectors::file::{FileSource, OnError};
 use millrace_connectors::iot::{IotConfig, IotSource};
 use millrace_connectors::nexmark::{NexmarkConfig, NexmarkSource};

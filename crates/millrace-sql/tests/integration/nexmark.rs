@@ -3,9 +3,7 @@
 //! batch queries are written separately: windows as `date_bin`, hopping
 //! windows as shifted copies, sessions from `lag` over each bidder's bids.
 
-mod common;
-
-use common::{assert_same_rows, batch_sql, late_rows, read_all, run_sql};
+use crate::common::{assert_same_rows, batch_sql, late_rows, read_all, run_sql};
 use millrace_connectors::nexmark::{NexmarkConfig, NexmarkKind, NexmarkSource};
 
 /// 40 s of event time at 1000 events/s: four 10 s windows, twenty 2 s hops.

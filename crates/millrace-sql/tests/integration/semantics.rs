@@ -8,11 +8,9 @@
 //! its source is also late at the join depends on how far the other input
 //! has got — the join operators' own tests cover late rows deterministically.
 
-mod common;
-
 use std::io::Write;
 
-use common::{late_rows, rows, run_sql};
+use crate::common::{late_rows, rows, run_sql};
 
 fn jsonl(dir: &tempfile::TempDir, name: &str, lines: &[&str]) -> String {
     let path = dir.path().join(name);

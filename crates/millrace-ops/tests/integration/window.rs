@@ -2,8 +2,6 @@
 //! watermarks, lateness and entered times, then a randomized comparison with a
 //! naive computation.
 
-mod common;
-
 use std::sync::Arc;
 
 use arrow::array::{
@@ -15,7 +13,7 @@ use arrow::record_batch::RecordBatch;
 use millrace_core::{CollectSink, Emitter, Message, Operator, OperatorFactory, Watermark};
 use millrace_ops::{Agg, LatePolicy, WindowFactory, WindowKind, WindowSpec};
 
-use common::{batch, data, entered, rows, schema, sorted_rows};
+use crate::common::{batch, data, entered, rows, schema, sorted_rows};
 
 fn ts_ms() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, None)
