@@ -35,7 +35,12 @@
 //! `RowConverter` bytes, so a comparison is a `memcmp`); when the chunks hold
 //! more than twice the live candidates, the window is compacted. State is
 //! thus bounded by the rows within the limit per partition, not by the rows
-//! a window sees.
+//! a window sees. Without PARTITION BY keys and with one ORDER BY
+//! expression, a batch's rows worse than the limit-th best of their window
+//! in the batch are dropped by arrow's sort kernel before any key is encoded
+//! (`batch_best.rs`).
+
+mod batch_best;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -51,6 +56,7 @@ use millrace_core::{Emitter, Error, Operator, OperatorFactory, Result, Watermark
 
 use crate::join::{FastMap, MAX_OUTPUT_ROWS, check_window_assign, note_entered};
 use crate::window::{Assignment, WindowAssign, evaluate, take_closed};
+use batch_best::BatchBest;
 
 /// Compaction leaves a window alone while its chunks hold at most this many
 /// rows beyond twice its live candidates, so small windows are not rewritten
@@ -217,6 +223,7 @@ impl TopNFactory {
             max_entered: None,
             next_seq: 0,
             assignments: Vec::new(),
+            batch_best: BatchBest::new(&self.spec),
         })
     }
 }
@@ -521,6 +528,9 @@ struct TopNOperator {
     next_seq: u64,
     /// Scratch reused across batches.
     assignments: Vec<Assignment>,
+    /// Drops a batch's rows that cannot rank within the limit among its
+    /// own before they are encoded, where the spec allows.
+    batch_best: Option<BatchBest>,
 }
 
 impl TopNOperator {
@@ -589,20 +599,27 @@ impl Operator for TopNOperator {
         if self.assignments.is_empty() {
             return Ok(());
         }
+        // Group the memberships by window; the stable sort keeps arrival
+        // order within a window.
+        self.assignments.sort_by_key(|a| (a.end, a.start));
+        let seq_base = self.next_seq;
+        self.next_seq += user.num_rows() as u64;
+        // Row numbers only grow through the cut, so arrival order holds.
+        let cut = match &self.batch_best {
+            Some(best) => best.keep(&user, &mut self.assignments)?,
+            None => None,
+        };
+        let user = cut.unwrap_or(user);
         let sort = encode(&self.sort_converter, &self.sort_exprs, &user)?;
         let partitions = encode(&self.partition_converter, &self.spec.partition_keys, &user)?;
         let arrival = Arrival {
             user: &user,
             sort: &sort,
             partitions: &partitions,
-            seq_base: self.next_seq,
+            seq_base,
         };
-        self.next_seq += user.num_rows() as u64;
 
         let ranking = self.ranking();
-        // Group the memberships by window; the stable sort keeps arrival
-        // order within a window.
-        self.assignments.sort_by_key(|a| (a.end, a.start));
         let mut rows: Vec<u32> = Vec::new();
         for run in self
             .assignments
@@ -873,6 +890,88 @@ mod tests {
             got.sort();
             want.sort();
             assert_eq!(got, want, "ties = {ties}");
+        }
+    }
+
+    /// Without PARTITION BY keys a large batch is cut by arrow's sort
+    /// kernel first (`batch_best.rs`); the result must still be a full
+    /// sort's, in every order, with nulls, ties and two windows per batch.
+    #[test]
+    fn without_partition_keys_a_large_batch_ranks_as_a_full_sort() {
+        let (w0, w1) = ((0, 10), (10, 20));
+        let mut x: u64 = 11;
+        let rows: Vec<((i64, i64), Option<i64>)> = (0..3000)
+            .map(|i| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let v = ((x >> 40) % 40) as i64;
+                // Two runs of windows in one batch, and nulls among values.
+                let w = if i < 1700 { w0 } else { w1 };
+                (w, (v % 13 != 5).then_some(v))
+            })
+            .collect();
+        assert!(
+            BatchBest::new(&spec()).is_none(),
+            "not with PARTITION BY keys"
+        );
+        for ties in [false, true] {
+            for (descending, nulls_first) in
+                [(true, true), (true, false), (false, true), (false, false)]
+            {
+                let options = SortOptions {
+                    descending,
+                    nulls_first,
+                };
+                let mut spec = TopNSpec {
+                    limit: 3,
+                    ties,
+                    partition_keys: vec![],
+                    ..spec()
+                };
+                spec.order_by[0].options = options;
+                assert!(BatchBest::new(&spec).is_some(), "the batch cut applies");
+                let mut op = TopNFactory::new(spec).unwrap().operator().unwrap();
+                let mut out = Emitter::new();
+                let input: Vec<Input<'_>> = rows
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(w, v))| (w, "a", v, i as i64))
+                    .collect();
+                send(&mut op, &input, &mut out);
+                op.on_end(&mut out).unwrap();
+
+                // Rank order: nulls first or last, then values either way.
+                let rank_key = |v: Option<i64>| match v {
+                    None => (!nulls_first, 0),
+                    Some(v) => (nulls_first, if descending { -v } else { v }),
+                };
+                let mut want = Vec::new();
+                for (w, label) in [(w0, "[0,10)"), (w1, "[10,20)")] {
+                    let mut part: Vec<(Option<i64>, usize)> = rows
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| r.0 == w)
+                        .map(|(i, r)| (r.1, i))
+                        .collect();
+                    part.sort_by_key(|&(v, i)| (rank_key(v), i));
+                    for (n, &(v, i)) in part.iter().enumerate() {
+                        let rank = if ties {
+                            part.iter().filter(|p| rank_key(p.0) < rank_key(v)).count() + 1
+                        } else {
+                            n + 1
+                        };
+                        if rank <= 3 {
+                            let v = v.map_or("null".to_string(), |v| v.to_string());
+                            want.push(format!("{label}, a, {v}, {i}, {rank}"));
+                        }
+                    }
+                }
+                let mut got = take(&mut out);
+                got.sort();
+                want.sort();
+                assert_eq!(got, want, "ties = {ties}, {options:?}");
+            }
         }
     }
 
