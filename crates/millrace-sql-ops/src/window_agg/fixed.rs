@@ -9,13 +9,13 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, UInt32Array};
 use arrow::compute::concat;
 use arrow::record_batch::RecordBatch;
-use arrow::row::RowConverter;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use millrace_core::time::now_ns;
 use millrace_core::{Emitter, Operator, Result, StateSize, Watermark};
 
 use super::input::{BatchInputs, max_entered};
 use super::key_table::KeyTable;
+use super::keys::KeyCodec;
 use super::output::{Fired, emit_fired};
 use super::{AggPhase, Plan, new_groups_accumulators};
 use crate::df_err;
@@ -27,7 +27,7 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type WindowId = (i64, i64);
 
 struct OpenWindow {
-    /// Group keys (row format; empty without keys) and their indices.
+    /// Group keys (bytes from `keys.rs`; empty without keys) and their indices.
     groups: KeyTable,
     accs: Vec<Box<dyn GroupsAccumulator>>,
 }
@@ -45,7 +45,7 @@ impl OpenWindow {
 
 pub(super) struct FixedWindowOperator {
     plan: Arc<Plan>,
-    converter: Option<RowConverter>,
+    codec: KeyCodec,
     windows: BTreeMap<WindowId, OpenWindow>,
     watermark: i64,
     max_entered: Option<i64>,
@@ -62,10 +62,10 @@ pub(super) struct FixedWindowOperator {
 }
 
 impl FixedWindowOperator {
-    pub(super) fn new(plan: Arc<Plan>, converter: Option<RowConverter>) -> Self {
+    pub(super) fn new(plan: Arc<Plan>, codec: KeyCodec) -> Self {
         Self {
             plan,
-            converter,
+            codec,
             windows: BTreeMap::new(),
             watermark: i64::MIN,
             max_entered: None,
@@ -116,7 +116,7 @@ impl FixedWindowOperator {
                 accs: new_groups_accumulators(&self.plan.spec.aggs)?,
             }),
         };
-        let groups: Vec<usize> = if self.converter.is_some() {
+        let groups: Vec<usize> = if self.codec.has_keys() {
             rows.iter()
                 .map(|&r| window.groups.group_of(inputs.key(r)))
                 .collect()
@@ -163,7 +163,7 @@ impl FixedWindowOperator {
             result.starts.extend(std::iter::repeat_n(start, n));
             result.ends.extend(std::iter::repeat_n(end, n));
         }
-        emit_fired(&self.plan, self.converter.as_ref(), result, entered_ns, out)?;
+        emit_fired(&self.plan, &self.codec, result, entered_ns, out)?;
         self.retired.append(&mut fired);
         Ok(())
     }
@@ -243,7 +243,7 @@ impl Operator for FixedWindowOperator {
             .assign(&batch, self.watermark, &mut assignments)?;
         out.count_late(late);
         if !assignments.is_empty() {
-            let inputs = BatchInputs::evaluate(&self.plan, self.converter.as_ref(), &batch)?;
+            let inputs = BatchInputs::evaluate(&self.plan, &self.codec, &batch)?;
             for (id, rows) in bucket_by_window(&assignments) {
                 self.update_window(id, &rows, &inputs)?;
             }

@@ -5,15 +5,15 @@
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array};
 use arrow::compute::take;
 use arrow::record_batch::RecordBatch;
-use arrow::row::{RowConverter, Rows};
 use millrace_core::{Error, Result, entered_column};
 
+use super::keys::{BatchKeys, KeyCodec};
 use super::{AggPhase, Plan};
 use crate::window::evaluate;
 
 pub(super) struct BatchInputs {
-    /// Group keys in row format; `None` when the query has no keys.
-    keys: Option<Rows>,
+    /// Group keys as bytes (see `keys.rs`).
+    keys: BatchKeys,
     /// Per aggregate: its argument arrays over the whole batch (in the final
     /// phase, its state columns).
     args: Vec<Vec<ArrayRef>>,
@@ -24,23 +24,14 @@ pub(super) struct BatchInputs {
 }
 
 impl BatchInputs {
-    pub(super) fn evaluate(
-        plan: &Plan,
-        converter: Option<&RowConverter>,
-        batch: &RecordBatch,
-    ) -> Result<Self> {
+    pub(super) fn evaluate(plan: &Plan, codec: &KeyCodec, batch: &RecordBatch) -> Result<Self> {
         let spec = &plan.spec;
-        let keys = match converter {
-            Some(converter) => {
-                let columns = spec
-                    .keys
-                    .iter()
-                    .map(|k| evaluate(k, batch))
-                    .collect::<Result<Vec<_>>>()?;
-                Some(converter.convert_columns(&columns)?)
-            }
-            None => None,
-        };
+        let key_columns = spec
+            .keys
+            .iter()
+            .map(|k| evaluate(k, batch))
+            .collect::<Result<Vec<_>>>()?;
+        let keys = codec.encode(&key_columns)?;
         let mut args = Vec::with_capacity(spec.aggs.len());
         let mut filters = Vec::with_capacity(spec.aggs.len());
         if spec.phase == AggPhase::Final {
@@ -82,12 +73,9 @@ impl BatchInputs {
         self.num_rows
     }
 
-    /// The group key of `row` in row format (empty when there are no keys).
+    /// The group key of `row` as bytes (empty when there are no keys).
     pub(super) fn key(&self, row: u32) -> &[u8] {
-        match &self.keys {
-            Some(keys) => keys.row(row as usize).data(),
-            None => &[],
-        }
+        self.keys.key(row)
     }
 
     /// Arguments and filter of aggregate `agg` at `rows` (the whole batch,

@@ -35,8 +35,9 @@
 //!
 //! # Cost
 //!
-//! Per batch: keys are encoded to the row format and aggregate arguments and
-//! filters evaluated once; rows are bucketed per window and each window's
+//! Per batch: keys are encoded once (one fixed-width key of a fixed window
+//! as its array's bytes, else in the row format; `keys.rs`) and aggregate
+//! arguments and filters evaluated once; rows are bucketed per window and each window's
 //! slice gathered with `take` (skipped when one window takes the whole batch)
 //! for one `update_batch` per aggregate. Sessions use one scalar
 //! `Accumulator` per session and aggregate, updated once per run of nearby
@@ -45,6 +46,7 @@
 mod fixed;
 mod input;
 mod key_table;
+mod keys;
 mod output;
 mod phase;
 mod session;
@@ -59,6 +61,7 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::logical_expr::{Accumulator, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::LoweredAggregate;
 use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
+use keys::KeyCodec;
 use millrace_core::batch::schema_with_entered;
 use millrace_core::time::is_event_time_type;
 use millrace_core::{ENTERED_COLUMN, Error, Operator, OperatorFactory, Result};
@@ -109,8 +112,8 @@ pub struct WindowAggSpec {
 /// derived from it.
 struct Plan {
     spec: WindowAggSpec,
-    /// Row-format fields of the keys (empty when there are none).
-    key_fields: Vec<SortField>,
+    /// Types of the keys (empty when there are none).
+    key_types: Vec<DataType>,
     /// The output schema followed by the entered column.
     output_with_entered: SchemaRef,
     /// In the final phase, each aggregate's state columns in the input.
@@ -118,13 +121,11 @@ struct Plan {
 }
 
 impl Plan {
-    /// A row converter for the keys, or `None` when there are no keys (every
-    /// row of a window is then in the one group with the empty key).
-    fn key_converter(&self) -> Result<Option<RowConverter>> {
-        if self.key_fields.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(RowConverter::new(self.key_fields.clone())?))
+    /// How the keys become bytes; `sorted` when the bytes must sort as the
+    /// keys do. Without keys every row of a window is in the one group with
+    /// the empty key.
+    fn key_codec(&self, sorted: bool) -> Result<KeyCodec> {
+        KeyCodec::new(&self.key_types, sorted)
     }
 }
 
@@ -142,12 +143,12 @@ impl WindowAggFactory {
         validate_assign(ctx, &spec)?;
         validate_aggs(ctx, &spec.aggs)?;
         let state_columns = validate_phase(ctx, &spec)?;
-        let key_fields = validate_output(ctx, &spec)?;
+        let key_types = validate_output(ctx, &spec)?;
         let output_with_entered = schema_with_entered(&spec.output_schema);
         Ok(Self {
             plan: Arc::new(Plan {
                 spec,
-                key_fields,
+                key_types,
                 output_with_entered,
                 state_columns,
             }),
@@ -201,12 +202,15 @@ impl OperatorFactory for WindowAggFactory {
 
     fn create(&self, _instance: usize, _parallelism: usize) -> Result<Box<dyn Operator>> {
         let plan = self.plan.clone();
-        let converter = plan.key_converter()?;
         Ok(match plan.spec.assign.kind() {
             Some(WindowKind::Session { gap_ms }) => {
-                Box::new(SessionOperator::new(plan, converter, gap_ms))
+                let codec = plan.key_codec(true)?;
+                Box::new(SessionOperator::new(plan, codec, gap_ms))
             }
-            _ => Box::new(FixedWindowOperator::new(plan, converter)),
+            _ => {
+                let codec = plan.key_codec(false)?;
+                Box::new(FixedWindowOperator::new(plan, codec))
+            }
         })
     }
 }
@@ -324,7 +328,7 @@ fn validate_phase(ctx: &str, spec: &WindowAggSpec) -> Result<Vec<Range<usize>>> 
 /// The output schema has one group column per key plus the window, then one
 /// column per aggregate (per state column in a partial phase), with the
 /// types they produce. Returns the row-format fields of the keys.
-fn validate_output(ctx: &str, spec: &WindowAggSpec) -> Result<Vec<SortField>> {
+fn validate_output(ctx: &str, spec: &WindowAggSpec) -> Result<Vec<DataType>> {
     let out = spec.output_schema.as_ref();
     let produced: Vec<(String, DataType)> = match spec.phase {
         AggPhase::Partial => phase::state_fields(&spec.aggs)?
@@ -394,7 +398,7 @@ fn validate_output(ctx: &str, spec: &WindowAggSpec) -> Result<Vec<SortField>> {
     for (a, (what, dt)) in produced.into_iter().enumerate() {
         expect_type(nkeys + 1 + a, what, &dt)?;
     }
-    Ok(key_fields)
+    Ok(key_types)
 }
 
 /// Output position of key `k`: keys before the window keep their index,

@@ -6,16 +6,16 @@ use arrow::array::{ArrayRef, Int64Array};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
-use arrow::row::RowConverter;
 use millrace_core::{Emitter, Result};
 
+use super::keys::KeyCodec;
 use super::{MAX_OUTPUT_ROWS, Plan, group_column};
 use crate::window::window_array;
 
 /// Results of the windows one watermark fired, one entry per output row.
 #[derive(Default)]
 pub(super) struct Fired<'a> {
-    /// Group keys in row format (ignored when the query has no keys).
+    /// Group keys as bytes (see `keys.rs`; ignored without keys).
     pub keys: Vec<&'a [u8]>,
     pub starts: Vec<i64>,
     pub ends: Vec<i64>,
@@ -33,7 +33,7 @@ impl Fired<'_> {
 /// entered column is `entered_ns`.
 pub(super) fn emit_fired(
     plan: &Plan,
-    converter: Option<&RowConverter>,
+    codec: &KeyCodec,
     fired: Fired<'_>,
     entered_ns: i64,
     out: &mut Emitter,
@@ -47,17 +47,13 @@ pub(super) fn emit_fired(
     let declared = |i: usize| schema.field(i).data_type();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
 
-    if let Some(converter) = converter {
-        let parser = converter.parser();
-        let keys = converter.convert_rows(fired.keys.iter().map(|k| parser.parse(k)))?;
-        for (k, key) in keys.into_iter().enumerate() {
-            // The row format may decode a type to an equivalent one (e.g. a
-            // dictionary to its values); restore the declared type.
-            columns.push(cast_to(
-                key,
-                declared(group_column(k, spec.window_position)),
-            )?);
-        }
+    for (k, key) in codec.decode(&fired.keys)?.into_iter().enumerate() {
+        // The row format may decode a type to an equivalent one (e.g. a
+        // dictionary to its values); restore the declared type.
+        columns.push(cast_to(
+            key,
+            declared(group_column(k, spec.window_position)),
+        )?);
     }
     columns.insert(spec.window_position, window_array(fired.starts, fired.ends));
     let first_agg = spec.keys.len() + 1;

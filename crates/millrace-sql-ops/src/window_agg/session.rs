@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 use arrow::array::ArrayRef;
 use arrow::record_batch::RecordBatch;
-use arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use millrace_core::time::now_ns;
 use millrace_core::{Emitter, Error, Operator, Result, Watermark};
 
 use super::input::{BatchInputs, max_entered};
+use super::keys::KeyCodec;
 use super::output::{Fired, emit_fired};
 use super::{Plan, new_accumulators};
 use crate::df_err;
@@ -48,7 +48,8 @@ impl Session {
 
 pub(super) struct SessionOperator {
     plan: Arc<Plan>,
-    converter: Option<RowConverter>,
+    /// Key bytes that sort as the keys do: sessions fire in that order.
+    codec: KeyCodec,
     gap_ms: i64,
     /// Per key, its open sessions by start; they never overlap.
     sessions: FastMap<Key, BTreeMap<i64, Session>>,
@@ -59,10 +60,10 @@ pub(super) struct SessionOperator {
 }
 
 impl SessionOperator {
-    pub(super) fn new(plan: Arc<Plan>, converter: Option<RowConverter>, gap_ms: i64) -> Self {
+    pub(super) fn new(plan: Arc<Plan>, codec: KeyCodec, gap_ms: i64) -> Self {
         Self {
             plan,
-            converter,
+            codec,
             gap_ms,
             sessions: FastMap::default(),
             by_end: BTreeSet::new(),
@@ -207,7 +208,7 @@ impl SessionOperator {
             .map(ScalarValue::iter_to_array)
             .collect::<Result<_, _>>()
             .map_err(df_err)?;
-        emit_fired(&self.plan, self.converter.as_ref(), result, entered_ns, out)
+        emit_fired(&self.plan, &self.codec, result, entered_ns, out)
     }
 }
 
@@ -244,7 +245,7 @@ impl Operator for SessionOperator {
         if on_time.is_empty() {
             return Ok(());
         }
-        let inputs = BatchInputs::evaluate(&self.plan, self.converter.as_ref(), &batch)?;
+        let inputs = BatchInputs::evaluate(&self.plan, &self.codec, &batch)?;
         for (key, mut rows) in rows_by_key(&inputs, &on_time) {
             rows.sort_by_key(|&r| times[r as usize]);
             self.add_rows(key, &rows, &times, &inputs)?;
