@@ -18,6 +18,11 @@
 //! key, followed down through projections and aliases (which keep rows one
 //! to one), must come to the same expression over the same plan on both
 //! sides. Anything else is planned as the join it is.
+//!
+//! The top-N goes under the projections and aliases that pass the window
+//! and value columns on as they are, and those are applied to the rows it
+//! keeps: a projection over the counts (q5 takes the window's bounds out
+//! of its struct) then runs on a few rows per window, not on all of them.
 
 use std::sync::Arc;
 
@@ -211,6 +216,64 @@ fn origin<'a>(plan: &'a LogicalPlan, c: &Column) -> Option<(&'a LogicalPlan, Exp
     }
 }
 
+/// Below the rows side, the projections and aliases that pass the window
+/// and value columns on unchanged: the top-N ranks the rows under them, and
+/// they are applied to the rows it keeps, not to every row (q5: a few of
+/// each firing's ~3 k counts instead of all).
+struct Beneath<'a> {
+    /// Where the top-N goes: below the projections and aliases passed.
+    base: &'a LogicalPlan,
+    /// The nodes passed on the way down, outermost first; the innermost is
+    /// a projection, which drops the top-N's rank column.
+    above: Vec<&'a LogicalPlan>,
+    /// The window and value columns in `base`'s output.
+    window: Column,
+    value: Column,
+}
+
+fn beneath<'a>(rows: &'a LogicalPlan, window: &Column, value: &Column) -> Beneath<'a> {
+    // Each level: a node and the two columns in its output.
+    let mut levels = vec![(rows, window.clone(), value.clone())];
+    loop {
+        let (node, window, value) = &levels[levels.len() - 1];
+        let node: &'a LogicalPlan = node;
+        let input = match node {
+            LogicalPlan::Projection(_) | LogicalPlan::SubqueryAlias(_) => node.inputs()[0],
+            _ => break,
+        };
+        let below = |c: &Column| -> Option<Column> {
+            let idx = node.schema().index_of_column(c).ok()?;
+            match node {
+                LogicalPlan::Projection(p) => match p.expr[idx].clone().unalias_nested().data {
+                    Expr::Column(c) => Some(c),
+                    _ => None,
+                },
+                _ => {
+                    let (q, f) = input.schema().qualified_field(idx);
+                    Some(Column::new(q.cloned(), f.name()))
+                }
+            }
+        };
+        let (Some(window), Some(value)) = (below(window), below(value)) else {
+            break;
+        };
+        levels.push((input, window, value));
+    }
+    // The deepest level right under a projection (or the rows themselves).
+    let at = (1..levels.len())
+        .rev()
+        .find(|&i| matches!(levels[i - 1].0, LogicalPlan::Projection(_)))
+        .unwrap_or(0);
+    let above = levels[..at].iter().map(|l| l.0).collect();
+    let (base, window, value) = levels.swap_remove(at);
+    Beneath {
+        base,
+        above,
+        window,
+        value,
+    }
+}
+
 impl StreamPlanner<'_> {
     /// Plans a recognized join with the window maximum as the rows at it.
     pub(super) fn at_window_max(
@@ -218,53 +281,56 @@ impl StreamPlanner<'_> {
         m: &AtWindowMax<'_>,
         j: &Join,
     ) -> SqlResult<Option<Planned>> {
-        let rows = self.plan(m.rows)?;
-        let window_idx = rows.schema.index_of_column(&m.window)?;
-        let value_idx = rows.schema.index_of_column(&m.value)?;
+        let under = beneath(m.rows, &m.window, &m.value);
+        let base = self.plan(under.base)?;
+        let window_idx = base.schema.index_of_column(&under.window)?;
+        let value_idx = base.schema.index_of_column(&under.value)?;
         // Only a window carried in a column is a window here (else the
         // join is refused, or planned, as written).
-        if !rows.windows.contains_key(&window_idx) {
+        if !base.windows.contains_key(&window_idx) {
             return Ok(None);
         }
         // The join's columns: the rows', and the maximum side's from the
         // row's own window and value.
-        let n = rows.schema.fields().len();
+        let rows_schema = m.rows.schema();
+        let n = rows_schema.fields().len();
         let max_columns = m.max_side.iter().map(|c| match c {
-            Carries::Window => window_idx,
-            Carries::Value => value_idx,
+            Carries::Window => rows_schema.index_of_column(&m.window),
+            Carries::Value => rows_schema.index_of_column(&m.value),
         });
+        let max_columns = max_columns.collect::<Result<Vec<_>, _>>()?;
         let order: Vec<usize> = if m.rows_on_left {
             (0..n).chain(max_columns).collect()
         } else {
-            max_columns.chain(0..n).collect()
+            max_columns.into_iter().chain(0..n).collect()
         };
         let out = Planned::runtime_schema(&j.schema);
         let same_types = order.len() == out.fields().len()
             && order
                 .iter()
                 .enumerate()
-                .all(|(at, &i)| out.field(at).data_type() == rows.schema.field(i).data_type());
+                .all(|(at, &i)| out.field(at).data_type() == rows_schema.field(i).data_type());
         if !same_types {
             // Not the shape this rewrite knows (e.g. a cast maximum).
             return Ok(None);
         }
-        let value = Expr::Column(m.value.clone());
-        let rows = if rows.schema.field(value_idx).is_nullable() {
-            let schema = rows.schema.clone();
-            self.filter(rows, &value.clone().is_not_null(), &schema)?
+        let value = Expr::Column(under.value.clone());
+        let base = if base.schema.field(value_idx).is_nullable() {
+            let schema = base.schema.clone();
+            self.filter(base, &value.clone().is_not_null(), &schema)?
         } else {
-            rows
+            base
         };
         let rank = DFSchema::try_from(Schema::new(vec![Field::new(
             "__rank",
             DataType::UInt64,
             false,
         )]))?;
-        let ranked_schema = Arc::new(rows.schema.join(&rank)?);
-        let partition_by = [Expr::Column(m.window.clone())];
+        let ranked_schema = Arc::new(base.schema.join(&rank)?);
+        let partition_by = [Expr::Column(under.window.clone())];
         let order_by = [SortExpr::new(value, m.lowest, false)];
         let top = TopN {
-            input: m.rows,
+            input: under.base,
             window_schema: &ranked_schema,
             projections: Vec::new(),
             partition_by: &partition_by,
@@ -273,8 +339,11 @@ impl StreamPlanner<'_> {
             ties: true,
         };
         // The rank is last, so the rows' columns keep their positions.
-        let ranked = self.top_n(rows, &top, &ranked_schema)?;
-        let runtime = Planned::runtime_schema(&ranked_schema);
+        let mut rows = self.top_n(base, &top, &ranked_schema)?;
+        for node in under.above.iter().rev() {
+            rows = self.reapply(rows, node)?;
+        }
+        let runtime = Planned::runtime_schema(&rows.schema);
         let column = |i: usize| -> Arc<dyn PhysicalExpr> {
             Arc::new(PhysColumn::new(runtime.field(i).name(), i))
         };
@@ -283,14 +352,26 @@ impl StreamPlanner<'_> {
         let windows = order
             .iter()
             .enumerate()
-            .filter_map(|(at, i)| ranked.windows.get(i).map(|k| (at, *k)))
+            .filter_map(|(at, i)| rows.windows.get(i).map(|k| (at, *k)))
             .collect();
         Ok(Some(Planned {
-            stream: ranked.stream.apply(Arc::new(f)),
+            stream: rows.stream.apply(Arc::new(f)),
             schema: j.schema.clone(),
             event_time: None,
             windows,
-            time_hint: ranked.time_hint,
+            time_hint: rows.time_hint,
         }))
+    }
+
+    /// A projection or alias from above the top-N, over what is below it.
+    fn reapply(&mut self, input: Planned, node: &LogicalPlan) -> SqlResult<Planned> {
+        match node {
+            LogicalPlan::Projection(p) => self.project(input, p),
+            // An alias is only passed above a projection (see `beneath`).
+            _ => Ok(Planned {
+                schema: node.schema().clone(),
+                ..input
+            }),
+        }
     }
 }
