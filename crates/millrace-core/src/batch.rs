@@ -18,9 +18,20 @@ use crate::error::{Error, Result};
 /// Name of the reserved column holding each row's entered time.
 pub const ENTERED_COLUMN: &str = "__entered_ns";
 
+/// Where the entered column is in `schema`: last, as every batch the
+/// engine builds has it (checked first, since this runs for every batch at
+/// every operator), else wherever a name lookup finds it.
+fn entered_index(schema: &Schema) -> Option<usize> {
+    let fields = schema.fields();
+    match fields.last() {
+        Some(last) if last.name() == ENTERED_COLUMN => Some(fields.len() - 1),
+        _ => schema.index_of(ENTERED_COLUMN).ok(),
+    }
+}
+
 /// The entered-time column of `batch`, if present.
 pub fn entered_column(batch: &RecordBatch) -> Option<&Int64Array> {
-    let idx = batch.schema_ref().index_of(ENTERED_COLUMN).ok()?;
+    let idx = entered_index(batch.schema_ref())?;
     batch.column(idx).as_primitive_opt::<Int64Type>()
 }
 
@@ -68,14 +79,14 @@ pub fn attach_entered_now(batch: &RecordBatch, entered_ns: i64) -> Result<Record
 
 /// The batch without its entered column (a cheap projection).
 pub fn strip_entered(batch: &RecordBatch) -> RecordBatch {
-    match batch.schema_ref().index_of(ENTERED_COLUMN) {
-        Ok(idx) => {
+    match entered_index(batch.schema_ref()) {
+        Some(idx) => {
             let keep: Vec<usize> = (0..batch.num_columns()).filter(|i| *i != idx).collect();
             batch
                 .project(&keep)
                 .expect("projection of existing columns cannot fail")
         }
-        Err(_) => batch.clone(),
+        None => batch.clone(),
     }
 }
 
@@ -136,6 +147,28 @@ mod tests {
             .iter()
             .map(|c| c.to_data().get_slice_memory_size().unwrap())
             .sum()
+    }
+
+    /// Found last (where the engine puts it) or anywhere else, and stripped
+    /// from wherever it is.
+    #[test]
+    fn the_entered_column_is_found_and_stripped_wherever_it_is() {
+        let field = |name: &str| Field::new(name, DataType::Int64, false);
+        let column = |v: i64| -> ArrayRef { Arc::new(Int64Array::from(vec![v])) };
+        for (names, at) in [
+            (["a", ENTERED_COLUMN, "b"], 1),
+            (["a", "b", ENTERED_COLUMN], 2),
+        ] {
+            let schema = Arc::new(Schema::new(names.map(field).to_vec()));
+            let columns = (0..3).map(|i| column(i as i64)).collect();
+            let batch = RecordBatch::try_new(schema, columns).unwrap();
+            assert_eq!(entered_column(&batch).unwrap().value(0), at as i64);
+            let user = strip_entered(&batch);
+            assert_eq!(user.num_columns(), 2);
+            assert!(user.schema().index_of(ENTERED_COLUMN).is_err());
+        }
+        let none = RecordBatch::try_new(Arc::new(Schema::new(vec![field("a")])), vec![column(0)]);
+        assert!(entered_column(&none.unwrap()).is_none());
     }
 
     #[test]
