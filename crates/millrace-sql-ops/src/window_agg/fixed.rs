@@ -152,14 +152,15 @@ impl FixedWindowOperator {
             return Ok(());
         }
         let aggs = evaluate_windows(&mut fired, self.plan.spec.phase)?;
+        // Keys in group-index order, so they line up with the aggregates.
+        let tables: Vec<&KeyTable> = fired.iter().map(|(_, w)| &w.groups).collect();
         let mut result = Fired {
             aggs,
+            key_columns: Some(self.codec.decode_tables(&tables)?),
             ..Fired::default()
         };
         for &((end, start), ref window) in &fired {
-            // Keys in group-index order, so they line up with the aggregates.
             let n = window.groups.len();
-            result.keys.extend((0..n).map(|g| window.groups.key(g)));
             result.starts.extend(std::iter::repeat_n(start, n));
             result.ends.extend(std::iter::repeat_n(end, n));
         }

@@ -63,6 +63,11 @@ impl KeyTable {
         g
     }
 
+    /// Every key's bytes, end to end in group order.
+    pub(super) fn arena(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// Bytes of all keys.
     pub(super) fn key_bytes(&self) -> usize {
         self.bytes.len()

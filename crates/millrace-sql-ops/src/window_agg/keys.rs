@@ -15,6 +15,8 @@ use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, Rows, SortField};
 use millrace_core::{Error, Result};
 
+use super::key_table::KeyTable;
+
 /// How a window aggregate turns its group keys into bytes and back.
 pub(super) enum KeyCodec {
     /// No keys besides the window: every row has the empty key.
@@ -102,6 +104,35 @@ impl KeyCodec {
         })
     }
 
+    /// The key columns of the groups of `tables`, table by table in group
+    /// order. One native key without nulls is each table's arena as it is
+    /// (every key the same width, end to end): copied, not walked key by key.
+    pub(super) fn decode_tables(&self, tables: &[&KeyTable]) -> Result<Vec<ArrayRef>> {
+        if !self.has_keys() {
+            return Ok(Vec::new());
+        }
+        if let KeyCodec::Native { data_type, width } = self {
+            let full = |t: &&KeyTable| t.arena().len() == t.len() * width;
+            if tables.iter().all(full) {
+                let len: usize = tables.iter().map(|t| t.len()).sum();
+                let mut values = MutableBuffer::with_capacity(len * width);
+                for t in tables {
+                    values.extend_from_slice(t.arena());
+                }
+                let data = ArrayData::builder(data_type.clone())
+                    .len(len)
+                    .add_buffer(values.into())
+                    .build()?;
+                return Ok(vec![make_array(data)]);
+            }
+        }
+        let keys: Vec<&[u8]> = tables
+            .iter()
+            .flat_map(|t| (0..t.len()).map(|g| t.key(g)))
+            .collect();
+        self.decode(&keys)
+    }
+
     /// The key columns of `keys` (each as `encode` gave it), one row per key.
     pub(super) fn decode(&self, keys: &[&[u8]]) -> Result<Vec<ArrayRef>> {
         match self {
@@ -174,6 +205,30 @@ mod tests {
         let x: ArrayRef = Arc::new(Float64Array::from(vec![0.0, -0.0, 0.0, f64::NAN]));
         let (bytes, _) = round_trip(x, false);
         assert_ne!(bytes[0], bytes[1]);
+    }
+
+    /// A firing's key column from its windows' key tables: the arenas as
+    /// they are when no key is null, key by key when one is.
+    #[test]
+    fn key_tables_decode_to_their_groups_in_order() {
+        let codec = KeyCodec::new(&[DataType::Int64], false).unwrap();
+        let table = |keys: &[Option<i64>]| {
+            let column: ArrayRef = Arc::new(Int64Array::from(keys.to_vec()));
+            let encoded = codec.encode(&[column]).unwrap();
+            let mut t = KeyTable::new();
+            for r in 0..keys.len() as u32 {
+                t.group_of(encoded.key(r));
+            }
+            t
+        };
+        let (a, b) = (table(&[Some(4), Some(2), Some(4)]), table(&[Some(9)]));
+        let with_null = table(&[Some(1), None]);
+        let decoded = codec.decode_tables(&[&a, &b]).unwrap().remove(0);
+        let want: ArrayRef = Arc::new(Int64Array::from(vec![4, 2, 9]));
+        assert_eq!(&decoded, &want);
+        let decoded = codec.decode_tables(&[&with_null, &a]).unwrap().remove(0);
+        let want: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None, Some(4), Some(2)]));
+        assert_eq!(&decoded, &want);
     }
 
     #[test]

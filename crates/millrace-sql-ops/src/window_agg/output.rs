@@ -15,8 +15,10 @@ use crate::window::window_array;
 /// Results of the windows one watermark fired, one entry per output row.
 #[derive(Default)]
 pub(super) struct Fired<'a> {
-    /// Group keys as bytes (see `keys.rs`; ignored without keys).
+    /// Group keys as bytes (see `keys.rs`; ignored without keys), unless
+    /// `key_columns` has them decoded already.
     pub keys: Vec<&'a [u8]>,
+    pub key_columns: Option<Vec<ArrayRef>>,
     pub starts: Vec<i64>,
     pub ends: Vec<i64>,
     /// One column per aggregate.
@@ -47,7 +49,11 @@ pub(super) fn emit_fired(
     let declared = |i: usize| schema.field(i).data_type();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
 
-    for (k, key) in codec.decode(&fired.keys)?.into_iter().enumerate() {
+    let keys = match fired.key_columns {
+        Some(columns) => columns,
+        None => codec.decode(&fired.keys)?,
+    };
+    for (k, key) in keys.into_iter().enumerate() {
         // The row format may decode a type to an equivalent one (e.g. a
         // dictionary to its values); restore the declared type.
         columns.push(cast_to(
