@@ -196,6 +196,33 @@ impl WindowAssign {
         }
     }
 
+    /// The window every row of `batch` carries, when they all carry the same
+    /// one (a window aggregate's firing sends a batch per window); `None`
+    /// for windows from event time, rows in several windows, or a column
+    /// [`WindowAssign::assign`] would refuse. Compares the bounds with the
+    /// first row's, building no membership per row.
+    pub fn single_window(&self, batch: &RecordBatch) -> Result<Option<(i64, i64)>> {
+        let WindowAssign::Column { window } = self else {
+            return Ok(None);
+        };
+        let array = evaluate(window, batch)?;
+        let Some(s) = array.as_struct_opt() else {
+            return Ok(None);
+        };
+        if s.null_count() > 0 || !is_window_type(s.data_type()) {
+            return Ok(None);
+        }
+        let bounds = |i: usize| {
+            let values = s
+                .column(i)
+                .as_primitive::<TimestampMillisecondType>()
+                .values();
+            let first = *values.first()?;
+            values.iter().all(|&v| v == first).then_some(first)
+        };
+        Ok(bounds(0).zip(bounds(1)))
+    }
+
     /// Appends to `out` every (row, window) membership of `batch` for
     /// tumbling, hopping and carried windows, skipping late rows; returns the
     /// number of late rows. Session windows depend on other rows of the same
@@ -298,6 +325,24 @@ mod tests {
             time: Arc::new(Column::new("ts", 0)),
             kind,
         }
+    }
+
+    #[test]
+    fn a_single_window_is_found_only_when_every_row_carries_it() {
+        let schema = Arc::new(Schema::new(vec![Field::new("w", window_type(), false)]));
+        let assign = WindowAssign::Column {
+            window: Arc::new(Column::new("w", 0)),
+        };
+        let of = |starts: Vec<i64>, ends: Vec<i64>| {
+            let b = RecordBatch::try_new(schema.clone(), vec![window_array(starts, ends)]).unwrap();
+            assign.single_window(&b).unwrap()
+        };
+        assert_eq!(of(vec![0, 0, 0], vec![10, 10, 10]), Some((0, 10)));
+        assert_eq!(of(vec![0, 0, 2], vec![10, 10, 12]), None);
+        assert_eq!(of(vec![0, 0], vec![10, 12]), None, "same start, other end");
+        assert_eq!(of(vec![], vec![]), None);
+        let by_time = time(WindowKind::Tumble { size_ms: 10 });
+        assert_eq!(by_time.single_window(&batch(vec![1, 2])).unwrap(), None);
     }
 
     #[test]

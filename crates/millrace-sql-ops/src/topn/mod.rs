@@ -590,6 +590,18 @@ impl Operator for TopNOperator {
         let user = strip_entered(&batch);
         check_width(&self.spec.name, &user, &self.spec.input_schema)?;
         note_entered(&mut self.max_entered, &batch);
+        // A batch all of one window (a firing's) is cut before its rows are
+        // assigned one by one; a late window's rows take the path that
+        // counts each of them.
+        let user = match &self.batch_best {
+            Some(best) => match self.spec.window.single_window(&user)? {
+                Some((_, end)) if end > self.watermark => {
+                    best.keep_one_window(&user)?.unwrap_or(user)
+                }
+                _ => user,
+            },
+            None => user,
+        };
         self.assignments.clear();
         let late = self
             .spec
@@ -898,6 +910,14 @@ mod tests {
     /// sort's, in every order, with nulls, ties and two windows per batch.
     #[test]
     fn without_partition_keys_a_large_batch_ranks_as_a_full_sort() {
+        // Two runs of windows in one batch (cut per window after assigning),
+        // and one window (cut before).
+        for w1_from in [1700, 3000] {
+            large_batch_without_partition_keys(w1_from);
+        }
+    }
+
+    fn large_batch_without_partition_keys(w1_from: usize) {
         let (w0, w1) = ((0, 10), (10, 20));
         let mut x: u64 = 11;
         let rows: Vec<((i64, i64), Option<i64>)> = (0..3000)
@@ -906,8 +926,8 @@ mod tests {
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
                 let v = ((x >> 40) % 40) as i64;
-                // Two runs of windows in one batch, and nulls among values.
-                let w = if i < 1700 { w0 } else { w1 };
+                // Nulls among values.
+                let w = if i < w1_from { w0 } else { w1 };
                 (w, (v % 13 != 5).then_some(v))
             })
             .collect();
@@ -970,9 +990,28 @@ mod tests {
                 let mut got = take(&mut out);
                 got.sort();
                 want.sort();
-                assert_eq!(got, want, "ties = {ties}, {options:?}");
+                assert_eq!(
+                    got, want,
+                    "ties = {ties}, {options:?}, w1 from row {w1_from}"
+                );
             }
         }
+    }
+
+    /// A batch of one window that is already closed counts every row late,
+    /// not only those the batch cut would keep.
+    #[test]
+    fn a_late_window_counts_every_row_of_its_batch() {
+        let spec = TopNSpec {
+            partition_keys: vec![],
+            ..spec()
+        };
+        let mut op = TopNFactory::new(spec).unwrap().operator().unwrap();
+        let mut out = Emitter::new();
+        op.on_watermark(wm(10, 1), &mut out).unwrap();
+        let rows: Vec<Input<'_>> = (0..500).map(|i| ((0, 10), "a", Some(i % 7), i)).collect();
+        send(&mut op, &rows, &mut out);
+        assert_eq!(out.late_rows(), 500);
     }
 
     #[test]
