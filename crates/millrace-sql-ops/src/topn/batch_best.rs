@@ -5,12 +5,16 @@
 //! (q5: ~3 k auction counts per instance), of which it keeps one or a few.
 //! Encoding every row's sort key and partition key to compare them one by
 //! one took most of the top-N's time on the path of each window's result.
-//! With no PARTITION BY keys and one ORDER BY expression, arrow's sort
-//! kernel finds the limit-th best value of a window's rows in one pass, and
-//! only the rows no worse than it go on to be ranked exactly (arrival order
-//! among equal rows, the partition's earlier candidates). Rows equal to
-//! that value are all kept, so the exact ranking still sees every row that
-//! could rank within the limit, with or without ties.
+//! With no PARTITION BY keys and one ORDER BY expression, one pass over a
+//! window's rows finds their limit-th best value (natively for numbers
+//! without nulls, through arrow's comparator otherwise, with arrow's sort
+//! for limits above [`SMALL_LIMIT`]), and only the rows no worse than it go
+//! on to be ranked exactly (arrival order among equal rows, the partition's
+//! earlier candidates). Rows equal to that value are all kept, so the exact
+//! ranking still sees every row that could rank within the limit, with or
+//! without ties. A batch all of one window is cut whole
+//! ([`BatchBest::keep_one_window`]) before its rows are assigned to windows;
+//! others window by window after ([`BatchBest::keep`]).
 
 use std::sync::Arc;
 
