@@ -84,13 +84,21 @@ impl KeyCodec {
     pub(super) fn encode(&self, columns: &[ArrayRef]) -> Result<BatchKeys> {
         Ok(match self {
             KeyCodec::None => BatchKeys::None,
-            KeyCodec::Native { width, .. } => {
+            KeyCodec::Native { data_type, width } => {
                 let [column] = columns else {
                     return Err(Error::Other(format!(
                         "one group key column expected, got {}",
                         columns.len()
                     )));
                 };
+                // The bytes are read as this type's values: another type's
+                // buffers would be misread, not refused.
+                if column.data_type() != data_type {
+                    return Err(Error::Other(format!(
+                        "the group key evaluated to {}, expected {data_type}",
+                        column.data_type()
+                    )));
+                }
                 let data = column.to_data();
                 let values =
                     data.buffers()[0].slice_with_length(data.offset() * width, data.len() * width);
@@ -234,6 +242,9 @@ mod tests {
     #[test]
     fn sorted_or_variable_width_keys_use_the_row_format() {
         let ids: ArrayRef = Arc::new(Int64Array::from(vec![5, -3, 2, 8]));
+        let native = KeyCodec::new(&[DataType::Int32], false).unwrap();
+        let wrong = native.encode(std::slice::from_ref(&ids)).err().unwrap();
+        assert!(wrong.to_string().contains("expected Int32"), "{wrong}");
         let (bytes, _) = round_trip(ids, true);
         assert!(
             bytes[0] < bytes[1] && bytes[1] < bytes[2],
