@@ -60,9 +60,7 @@ impl BatchBest {
             return None;
         }
         let data_type = order.expr.data_type(&spec.input_schema).ok()?;
-        let sortable =
-            data_type.is_primitive() || matches!(data_type, DataType::Utf8 | DataType::LargeUtf8);
-        sortable.then(|| BatchBest {
+        ranks_unencoded(&data_type).then(|| BatchBest {
             order_by: order.expr.clone(),
             options: order.options,
             limit: spec.limit,
@@ -130,31 +128,8 @@ impl BatchBest {
         MIN_ROWS.max(self.limit.saturating_mul(4))
     }
 
-    /// Positions in `values` (more than the limit) of the values no worse
-    /// than the limit-th best, ascending.
     fn no_worse_than_limit_th(&self, values: &ArrayRef) -> Result<Vec<usize>> {
-        // Numbers without nulls compare natively (a firing's counts): the
-        // comparator below is a call per comparison.
-        if values.null_count() == 0
-            && self.limit <= SMALL_LIMIT
-            && !matches!(values.data_type(), DataType::Interval(_))
-        {
-            let descending = self.options.descending;
-            downcast_primitive_array!(
-                values => return Ok(native_no_worse(values.values(), self.limit, descending)),
-                _ => {}
-            );
-        }
-        let order = make_comparator(values, values, self.options)?;
-        let worst_kept = if self.limit <= SMALL_LIMIT {
-            limit_th_best(&order, values.len(), self.limit)
-        } else {
-            let best = sort_to_indices(values, Some(self.options), Some(self.limit))?;
-            best.value(best.len() - 1) as usize
-        };
-        Ok((0..values.len())
-            .filter(|&i| order(i, worst_kept).is_le())
-            .collect())
+        no_worse_than_limit_th(values, self.options, self.limit)
     }
 
     /// The ORDER BY values of one window's rows: the batch's own array when
@@ -166,6 +141,44 @@ impl BatchBest {
         let rows = UInt32Array::from_iter_values(run.iter().map(|a| a.row));
         Ok(take(values, &rows, None)?)
     }
+}
+
+/// Whether a top-N may rank by values of `data_type` before encoding them:
+/// arrow's comparator orders them as the row format does.
+pub(crate) fn ranks_unencoded(data_type: &DataType) -> bool {
+    data_type.is_primitive() || matches!(data_type, DataType::Utf8 | DataType::LargeUtf8)
+}
+
+/// Positions in `values` (more than `limit`) of the values no worse than
+/// the `limit`-th best by `options`, ascending: every row that can rank
+/// within the limit among these, ties with the limit-th included.
+pub(crate) fn no_worse_than_limit_th(
+    values: &ArrayRef,
+    options: SortOptions,
+    limit: usize,
+) -> Result<Vec<usize>> {
+    // Numbers without nulls compare natively (a firing's counts): the
+    // comparator below is a call per comparison.
+    if values.null_count() == 0
+        && limit <= SMALL_LIMIT
+        && !matches!(values.data_type(), DataType::Interval(_))
+    {
+        let descending = options.descending;
+        downcast_primitive_array!(
+            values => return Ok(native_no_worse(values.values(), limit, descending)),
+            _ => {}
+        );
+    }
+    let order = make_comparator(values, values, options)?;
+    let worst_kept = if limit <= SMALL_LIMIT {
+        limit_th_best(&order, values.len(), limit)
+    } else {
+        let best = sort_to_indices(values, Some(options), Some(limit))?;
+        best.value(best.len() - 1) as usize
+    };
+    Ok((0..values.len())
+        .filter(|&i| order(i, worst_kept).is_le())
+        .collect())
 }
 
 /// The position among `len` rows of the `limit`-th best by `order`

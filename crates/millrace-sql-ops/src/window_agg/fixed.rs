@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, UInt32Array};
-use arrow::compute::concat;
+use arrow::compute::{concat, take};
 use arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use millrace_core::time::now_ns;
@@ -17,8 +17,9 @@ use super::input::{BatchInputs, max_entered};
 use super::key_table::KeyTable;
 use super::keys::KeyCodec;
 use super::output::{Fired, emit_fired};
-use super::{AggPhase, Plan, new_groups_accumulators};
+use super::{AggPhase, EmitBest, Plan, new_groups_accumulators};
 use crate::df_err;
+use crate::topn::no_worse_than_limit_th;
 use crate::window::{Assignment, take_closed};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -152,6 +153,12 @@ impl FixedWindowOperator {
             return Ok(());
         }
         let aggs = evaluate_windows(&mut fired, self.plan.spec.phase)?;
+        if let Some(best) = &self.plan.spec.emit_best {
+            let result = best_groups(&fired, aggs, best)?;
+            emit_fired(&self.plan, &self.codec, result, entered_ns, out)?;
+            self.retired.append(&mut fired);
+            return Ok(());
+        }
         // Keys in group-index order, so they line up with the aggregates.
         let tables: Vec<&KeyTable> = fired.iter().map(|(_, w)| &w.groups).collect();
         let mut result = Fired {
@@ -168,6 +175,41 @@ impl FixedWindowOperator {
         self.retired.append(&mut fired);
         Ok(())
     }
+}
+
+/// Of each window's groups, those no worse than the limit-th best by the
+/// ranked aggregate (see [`EmitBest`]); `aggs` are every group's values, in
+/// window then group order.
+fn best_groups<'a>(
+    fired: &'a [(WindowId, OpenWindow)],
+    aggs: Vec<ArrayRef>,
+    best: &EmitBest,
+) -> Result<Fired<'a>> {
+    let mut result = Fired::default();
+    let mut picked: Vec<u32> = Vec::new();
+    let mut offset = 0;
+    for &((end, start), ref window) in fired {
+        let n = window.groups.len();
+        let groups: Vec<usize> = if n > best.limit {
+            let values = aggs[best.aggregate].slice(offset, n);
+            no_worse_than_limit_th(&values, best.options, best.limit)?
+        } else {
+            (0..n).collect()
+        };
+        for g in groups {
+            picked.push((offset + g) as u32);
+            result.keys.push(window.groups.key(g));
+            result.starts.push(start);
+            result.ends.push(end);
+        }
+        offset += n;
+    }
+    let picked = UInt32Array::from(picked);
+    result.aggs = aggs
+        .iter()
+        .map(|a| take(a.as_ref(), &picked, None))
+        .collect::<Result<_, _>>()?;
+    Ok(result)
 }
 
 /// Final values of every aggregate over the groups of `windows` (in the

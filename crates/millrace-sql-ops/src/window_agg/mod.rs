@@ -56,6 +56,7 @@ mod tests;
 use std::ops::Range;
 use std::sync::Arc;
 
+use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion::logical_expr::{Accumulator, GroupsAccumulator};
@@ -106,6 +107,23 @@ pub struct WindowAggSpec {
     /// One phase, or which of two (see [`AggPhase`] and
     /// [`WindowAggSpec::split_two_phase`]).
     pub phase: AggPhase,
+    /// Emit only the groups a top-N with ties over this output keeps.
+    pub emit_best: Option<EmitBest>,
+}
+
+/// A window aggregate whose output a top-N with ties ranks per window by
+/// one aggregate (`RANK() OVER (PARTITION BY window ORDER BY agg) <= limit`)
+/// emits, of each window's groups, only those no worse than the limit-th
+/// best by that aggregate, ties kept: every group the top-N could keep, as
+/// a firing sends each window whole. Thousands of groups then never become
+/// rows (q5: ~3 k auction counts per window and instance, of which one or
+/// a few are at the maximum).
+#[derive(Clone, Debug)]
+pub struct EmitBest {
+    /// Index into `aggs` of the aggregate ranked by.
+    pub aggregate: usize,
+    pub options: SortOptions,
+    pub limit: usize,
 }
 
 /// What every instance of the operator shares: the spec and what planning
@@ -144,6 +162,7 @@ impl WindowAggFactory {
         validate_aggs(ctx, &spec.aggs)?;
         let state_columns = validate_phase(ctx, &spec)?;
         let key_types = validate_output(ctx, &spec)?;
+        validate_emit_best(ctx, &spec)?;
         let output_with_entered = schema_with_entered(&spec.output_schema);
         Ok(Self {
             plan: Arc::new(Plan {
@@ -213,6 +232,38 @@ impl OperatorFactory for WindowAggFactory {
             }
         })
     }
+}
+
+/// An aggregate to rank by that exists and ranks unencoded, in a phase that
+/// emits final values, over windows that fire whole (not sessions).
+fn validate_emit_best(ctx: &str, spec: &WindowAggSpec) -> Result<()> {
+    let Some(best) = &spec.emit_best else {
+        return Ok(());
+    };
+    let session = matches!(spec.assign.kind(), Some(WindowKind::Session { .. }));
+    if spec.phase == AggPhase::Partial || session || best.limit == 0 {
+        return Err(Error::plan(format!(
+            "{ctx}: emitting only the best groups needs a limit of at least 1 and final values of tumbling, hopping or carried windows"
+        )));
+    }
+    let Some(column) = spec
+        .output_schema
+        .fields()
+        .get(spec.keys.len() + 1 + best.aggregate)
+    else {
+        return Err(Error::plan(format!(
+            "{ctx}: there is no aggregate {} to rank by",
+            best.aggregate
+        )));
+    };
+    if !crate::topn::ranks_unencoded(column.data_type()) {
+        return Err(Error::plan(format!(
+            "{ctx}: aggregate '{}' of type {} cannot be ranked before output",
+            column.name(),
+            column.data_type()
+        )));
+    }
+    Ok(())
 }
 
 /// Window parameters in range and the time/window expression of the right type.

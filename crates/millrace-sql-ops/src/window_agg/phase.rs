@@ -100,6 +100,7 @@ impl WindowAggSpec {
             name: format!("{ctx} (partial)"),
             output_schema: states.clone(),
             phase: AggPhase::Partial,
+            emit_best: None,
             ..self.clone()
         };
         let last = WindowAggSpec {

@@ -113,6 +113,7 @@ fn spec(
         aggs,
         output_schema: Arc::new(Schema::new(fields)),
         phase: AggPhase::Single,
+        emit_best: None,
     }
 }
 
@@ -298,6 +299,95 @@ fn only_watermarks_that_reach_a_window_end_are_forwarded() {
     assert_eq!(h.watermark(13, 15), Vec::<String>::new());
     // A jump over several ends is one watermark.
     assert_eq!(h.watermark(30, 16), vec!["[4,14) 1 @16", "watermark 30"]);
+}
+
+/// With `emit_best`, each window emits only its groups at the top by the
+/// ranked aggregate, ties kept: the rows of the full output whose rank
+/// (one more than the groups strictly better in the window) is within the
+/// limit.
+#[test]
+fn emit_best_keeps_each_windows_groups_ranked_within_the_limit() {
+    let input = events_schema();
+    let assign = time(
+        &input,
+        WindowKind::Hop {
+            slide_ms: 5,
+            size_ms: 10,
+        },
+    );
+    let aggs = [count_all().alias("n"), sum(col("amount")).alias("total")];
+    let full = spec(input.clone(), assign.clone(), &["region"], 0, &aggs);
+    // Seven regions over 20 ms of event time: windows get several groups,
+    // with tied counts.
+    let names = ["a", "b", "c", "d", "e", "f", "g"];
+    let rows: Vec<Event> = (0..300usize)
+        .map(|i| {
+            (
+                ((i * 7) % 20) as i64,
+                Some("u"),
+                names[(i * i) % 7],
+                Some(i as i64 % 5),
+                0.0,
+            )
+        })
+        .collect();
+    let run = |spec: WindowAggSpec| {
+        let mut h = Harness::new(spec);
+        h.data(events(1, &rows));
+        h.end()
+    };
+    let all = run(full.clone());
+    for (limit, descending, ranked) in [(1, true, 0), (2, true, 1), (2, false, 0)] {
+        let best = WindowAggSpec {
+            emit_best: Some(EmitBest {
+                aggregate: ranked,
+                options: SortOptions {
+                    descending,
+                    nulls_first: false,
+                },
+                limit,
+            }),
+            ..full.clone()
+        };
+        // The full output's rows, "window region n total @entered".
+        let value =
+            |line: &str| -> i64 { line.split(' ').nth(2 + ranked).unwrap().parse().unwrap() };
+        let window = |line: &str| line.split(' ').next().unwrap().to_string();
+        let want: Vec<String> = all
+            .iter()
+            .filter(|line| {
+                let better = all
+                    .iter()
+                    .filter(|o| window(o) == window(line))
+                    .filter(|o| {
+                        if descending {
+                            value(o) > value(line)
+                        } else {
+                            value(o) < value(line)
+                        }
+                    })
+                    .count();
+                better < limit
+            })
+            .cloned()
+            .collect();
+        let got = run(best);
+        assert!(got.len() < all.len(), "some groups are left out");
+        assert_eq!(
+            got, want,
+            "limit {limit}, descending {descending}, by {ranked}"
+        );
+    }
+    // Sessions, partial phases and a missing aggregate are refused.
+    let bad = WindowAggSpec {
+        emit_best: Some(EmitBest {
+            aggregate: 5,
+            options: SortOptions::default(),
+            limit: 1,
+        }),
+        ..full
+    };
+    assert!(plan_error(bad).contains("no aggregate 5"));
 }
 
 #[test]

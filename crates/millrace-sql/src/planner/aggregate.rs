@@ -7,7 +7,7 @@ use datafusion::logical_expr::{Aggregate, Expr};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::expressions::Column as PhysColumn;
 use millrace_sql_ops::window::{WindowAssign, WindowKind};
-use millrace_sql_ops::window_agg::{AggPhase, WindowAggFactory, WindowAggSpec};
+use millrace_sql_ops::window_agg::{AggPhase, EmitBest, WindowAggFactory, WindowAggSpec};
 
 use super::{Planned, StreamPlanner};
 use crate::error::{SqlError, SqlResult};
@@ -65,6 +65,18 @@ impl StreamPlanner<'_> {
     }
 
     pub(super) fn aggregate(&mut self, input: Planned, agg: &Aggregate) -> SqlResult<Planned> {
+        self.aggregate_with(input, agg, None)
+    }
+
+    /// An aggregate that, when it runs keyed in one phase, emits only the
+    /// groups `emit_best` names (a top-N with ties over its output follows;
+    /// elsewhere the top-N alone does the ranking).
+    pub(super) fn aggregate_with(
+        &mut self,
+        input: Planned,
+        agg: &Aggregate,
+        emit_best: Option<EmitBest>,
+    ) -> SqlResult<Planned> {
         let mut window: Option<(usize, FoundWindow)> = None;
         let mut keys: Vec<Expr> = Vec::new();
         for (i, g) in agg.group_expr.iter().enumerate() {
@@ -140,6 +152,7 @@ impl StreamPlanner<'_> {
             aggs,
             output_schema: Planned::runtime_schema(&agg.schema),
             phase: AggPhase::Single,
+            emit_best: None,
         };
         let stream = if keys.is_empty()
             && routed_by_input_column
@@ -157,6 +170,22 @@ impl StreamPlanner<'_> {
                 .key_by([window])?
                 .apply(Arc::new(WindowAggFactory::new(last)?))
         } else if !routing.is_empty() {
+            let spec = match emit_best {
+                Some(best) => {
+                    let ranked = spec.output_schema.field(keys.len() + 1 + best.aggregate);
+                    WindowAggSpec {
+                        name: format!(
+                            "{} (emits rank <= {} by {})",
+                            spec.name,
+                            best.limit,
+                            ranked.name()
+                        ),
+                        emit_best: Some(best),
+                        ..spec
+                    }
+                }
+                None => spec,
+            };
             keyed.stream.apply(Arc::new(WindowAggFactory::new(spec)?))
         } else if self.two_phase_aggregation && spec.splits_in_two_phases() {
             // Every row meets at one instance: fold them where they are

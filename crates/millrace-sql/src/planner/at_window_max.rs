@@ -26,12 +26,14 @@
 
 use std::sync::Arc;
 
+use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::{Column, DFSchema};
-use datafusion::logical_expr::{Expr, Join, JoinType, LogicalPlan, SortExpr};
+use datafusion::logical_expr::{Aggregate, Expr, Join, JoinType, LogicalPlan, SortExpr};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column as PhysColumn;
 use millrace_sql_ops::eval::ExprProjectFactory;
+use millrace_sql_ops::window_agg::EmitBest;
 
 use super::topn::TopN;
 use super::{Planned, StreamPlanner};
@@ -274,6 +276,33 @@ fn beneath<'a>(rows: &'a LogicalPlan, window: &Column, value: &Column) -> Beneat
     }
 }
 
+/// When the rows ranked are an aggregate's output and the value is one of
+/// its aggregates, the aggregate can emit only the groups at rank 1 (see
+/// `EmitBest`): the aggregate and what to emit.
+fn emit_best<'a>(
+    base: &'a LogicalPlan,
+    value: &Column,
+    lowest: bool,
+) -> Option<(&'a Aggregate, EmitBest)> {
+    let LogicalPlan::Aggregate(agg) = base else {
+        return None;
+    };
+    let at = base.schema().index_of_column(value).ok()?;
+    let aggregate = at.checked_sub(agg.group_expr.len())?;
+    let options = SortOptions {
+        descending: !lowest,
+        nulls_first: false,
+    };
+    Some((
+        agg,
+        EmitBest {
+            aggregate,
+            options,
+            limit: 1,
+        },
+    ))
+}
+
 impl StreamPlanner<'_> {
     /// Plans a recognized join with the window maximum as the rows at it.
     pub(super) fn at_window_max(
@@ -282,7 +311,15 @@ impl StreamPlanner<'_> {
         j: &Join,
     ) -> SqlResult<Option<Planned>> {
         let under = beneath(m.rows, &m.window, &m.value);
-        let base = self.plan(under.base)?;
+        let base = match emit_best(under.base, &under.value, m.lowest) {
+            // Not cached as the aggregate's plan: other readers of the
+            // same aggregate need all of its groups.
+            Some((agg, best)) => {
+                let input = self.plan(&agg.input)?;
+                self.aggregate_with(input, agg, Some(best))?
+            }
+            None => self.plan(under.base)?,
+        };
         let window_idx = base.schema.index_of_column(&under.window)?;
         let value_idx = base.schema.index_of_column(&under.value)?;
         // Only a window carried in a column is a window here (else the
