@@ -23,7 +23,9 @@
 //!   if no row was ever seen).
 //! * **Output.** One row per (window, group): the group columns in the spec's
 //!   order (the window struct at `window_position`), one column per
-//!   aggregate, then the entered column; at most 64K rows per batch.
+//!   aggregate, then the entered column; at most 64K rows per batch. With
+//!   [`EmitBest`], only each window's groups that a `RANK()` top-N by one
+//!   aggregate could keep.
 //! * **Sessions.** Per key, a row at `t` opens `[t, t + gap)`; sessions that
 //!   overlap merge (their accumulators merge through `state`/`merge_batch`),
 //!   so rows closer than `gap` share a session and a bridging row joins two.
