@@ -59,6 +59,13 @@ pub fn window_array(starts: Vec<i64>, ends: Vec<i64>) -> ArrayRef {
 
 /// Starts and ends (milliseconds) of a window column.
 pub fn window_bounds(array: &ArrayRef) -> Result<(Vec<i64>, Vec<i64>)> {
+    let s = window_struct(array)?;
+    let read = |i: usize| -> Vec<i64> { window_field(s, i).to_vec() };
+    Ok((read(0), read(1)))
+}
+
+/// `array` as a window column: a struct of start and end, without nulls.
+fn window_struct(array: &ArrayRef) -> Result<&StructArray> {
     let Some(s) = array.as_struct_opt() else {
         return Err(Error::Other(format!(
             "expected a window column {{start, end}}, found {}",
@@ -71,13 +78,14 @@ pub fn window_bounds(array: &ArrayRef) -> Result<(Vec<i64>, Vec<i64>)> {
             array.data_type()
         )));
     }
-    let read = |i: usize| -> Vec<i64> {
-        s.column(i)
-            .as_primitive::<TimestampMillisecondType>()
-            .values()
-            .to_vec()
-    };
-    Ok((read(0), read(1)))
+    Ok(s)
+}
+
+/// Field `i` (0: start, 1: end) of a window column, in milliseconds.
+fn window_field(s: &StructArray, i: usize) -> &[i64] {
+    s.column(i)
+        .as_primitive::<TimestampMillisecondType>()
+        .values()
 }
 
 /// The window functions of streaming SQL.
@@ -206,17 +214,11 @@ impl WindowAssign {
             return Ok(None);
         };
         let array = evaluate(window, batch)?;
-        let Some(s) = array.as_struct_opt() else {
+        let Ok(s) = window_struct(&array) else {
             return Ok(None);
         };
-        if s.null_count() > 0 || !is_window_type(s.data_type()) {
-            return Ok(None);
-        }
         let bounds = |i: usize| {
-            let values = s
-                .column(i)
-                .as_primitive::<TimestampMillisecondType>()
-                .values();
+            let values = window_field(s, i);
             let first = *values.first()?;
             values.iter().all(|&v| v == first).then_some(first)
         };

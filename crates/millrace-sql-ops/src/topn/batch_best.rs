@@ -28,7 +28,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use millrace_core::Result;
 
 use super::TopNSpec;
-use crate::window::{Assignment, evaluate};
+use crate::window::{Assignment, WindowAssign, evaluate};
 
 /// A window's rows in one batch are cut only when there are more than this
 /// many and more than four times the limit: for a few rows the exact path is
@@ -67,14 +67,26 @@ impl BatchBest {
         })
     }
 
-    /// The rows of `batch`, all in one window, that are no worse than their
-    /// limit-th best (in batch order); `None` when none would be dropped.
-    pub(super) fn keep_one_window(&self, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
+    /// When every row of `batch` is in one window of `window` that is not
+    /// late at `watermark` (a firing's batch), the rows no worse than their
+    /// limit-th best, in batch order; `None` when none would be dropped or
+    /// the batch is not one such window (a late window's rows go the way
+    /// that counts each of them).
+    pub(super) fn keep_one_window(
+        &self,
+        batch: &RecordBatch,
+        window: &WindowAssign,
+        watermark: i64,
+    ) -> Result<Option<RecordBatch>> {
         if batch.num_rows() <= self.min_rows() {
             return Ok(None);
         }
+        match window.single_window(batch)? {
+            Some((_, end)) if end > watermark => {}
+            _ => return Ok(None),
+        }
         let values = evaluate(&self.order_by, batch)?;
-        let kept = self.no_worse_than_limit_th(&values)?;
+        let kept = no_worse_than_limit_th(&values, self.options, self.limit)?;
         if kept.len() == batch.num_rows() {
             return Ok(None);
         }
@@ -105,7 +117,7 @@ impl BatchBest {
                 continue;
             }
             let run_values = self.values_of(&values, run)?;
-            let no_worse = self.no_worse_than_limit_th(&run_values)?;
+            let no_worse = no_worse_than_limit_th(&run_values, self.options, self.limit)?;
             kept.extend(no_worse.into_iter().map(|i| run[i]));
         }
         if kept.len() == assignments.len() {
@@ -126,10 +138,6 @@ impl BatchBest {
     /// Windows with at most this many rows in a batch are left whole.
     fn min_rows(&self) -> usize {
         MIN_ROWS.max(self.limit.saturating_mul(4))
-    }
-
-    fn no_worse_than_limit_th(&self, values: &ArrayRef) -> Result<Vec<usize>> {
-        no_worse_than_limit_th(values, self.options, self.limit)
     }
 
     /// The ORDER BY values of one window's rows: the batch's own array when

@@ -592,15 +592,11 @@ impl Operator for TopNOperator {
         check_width(&self.spec.name, &user, &self.spec.input_schema)?;
         note_entered(&mut self.max_entered, &batch);
         // A batch all of one window (a firing's) is cut before its rows are
-        // assigned one by one; a late window's rows take the path that
-        // counts each of them.
+        // assigned one by one.
         let user = match &self.batch_best {
-            Some(best) => match self.spec.window.single_window(&user)? {
-                Some((_, end)) if end > self.watermark => {
-                    best.keep_one_window(&user)?.unwrap_or(user)
-                }
-                _ => user,
-            },
+            Some(best) => best
+                .keep_one_window(&user, &self.spec.window, self.watermark)?
+                .unwrap_or(user),
             None => user,
         };
         self.assignments.clear();
