@@ -57,7 +57,8 @@ use millrace_core::{Emitter, Error, Operator, OperatorFactory, Result, Watermark
 use crate::join::{FastMap, MAX_OUTPUT_ROWS, check_window_assign, note_entered};
 use crate::window::{Assignment, WindowAssign, evaluate, take_closed};
 use batch_best::BatchBest;
-pub(crate) use batch_best::{no_worse_than_limit_th, ranks_unencoded};
+pub use batch_best::no_worse_than_limit_th;
+pub(crate) use batch_best::ranks_unencoded;
 
 /// Compaction leaves a window alone while its chunks hold at most this many
 /// rows beyond twice its live candidates, so small windows are not rewritten
