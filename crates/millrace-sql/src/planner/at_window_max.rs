@@ -311,7 +311,9 @@ impl StreamPlanner<'_> {
         j: &Join,
     ) -> SqlResult<Option<Planned>> {
         let under = beneath(m.rows, &m.window, &m.value);
-        let base = match emit_best(under.base, &under.value, m.lowest) {
+        let emits_best = emit_best(under.base, &under.value, m.lowest);
+        let pre_ranked = emits_best.is_some();
+        let base = match emits_best {
             // Not cached as the aggregate's plan: other readers of the
             // same aggregate need all of its groups.
             Some((agg, best)) => {
@@ -374,6 +376,7 @@ impl StreamPlanner<'_> {
             order_by: &order_by,
             limit: 1,
             ties: true,
+            pre_ranked,
         };
         // The rank is last, so the rows' columns keep their positions.
         let mut rows = self.top_n(base, &top, &ranked_schema)?;

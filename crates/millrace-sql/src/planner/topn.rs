@@ -34,6 +34,10 @@ pub(super) struct TopN<'a> {
     pub limit: usize,
     /// `RANK()`: equal rows share a rank (`ROW_NUMBER()`: they do not).
     pub ties: bool,
+    /// Each input instance already emits, per window, only its rows within
+    /// the limit, ties included: what a partial phase would keep (an
+    /// aggregate's `EmitBest`). Such rows go straight to the final phase.
+    pub pre_ranked: bool,
 }
 
 /// Matches `Filter(rank <= N)` over `Window(row_number() OVER …)` or
@@ -75,6 +79,7 @@ pub(super) fn match_top_n(f: &Filter) -> SqlResult<Option<TopN<'_>>> {
         order_by: &wf.params.order_by,
         limit,
         ties,
+        pre_ranked: false,
     }))
 }
 
@@ -194,15 +199,18 @@ impl StreamPlanner<'_> {
             && top.ties
             && self.two_phase_aggregation
         {
-            let partial = TopNSpec {
-                name: format!("{} (partial)", spec.name),
-                row_number: false,
-                output_schema: keyed.schema.clone(),
-                ..spec.clone()
+            let ranked_here = if top.pre_ranked {
+                input.stream
+            } else {
+                let partial = TopNSpec {
+                    name: format!("{} (partial)", spec.name),
+                    row_number: false,
+                    output_schema: keyed.schema.clone(),
+                    ..spec.clone()
+                };
+                input.stream.apply(Arc::new(TopNFactory::new(partial)?))
             };
-            input
-                .stream
-                .apply(Arc::new(TopNFactory::new(partial)?))
+            ranked_here
                 .key_by([window_column])?
                 .apply(Arc::new(TopNFactory::new(spec)?))
         } else {

@@ -55,11 +55,11 @@ task 1 [parallelism 1]
 
 /// The view `counts` is read by both sides of the join: it is planned once.
 /// The join of the counts with their window's maximum keeps the counts at
-/// that maximum, so it is planned as a top-N with ties (rank 1) per window,
-/// in two phases: where the counts are, then the few survivors per window
-/// and instance routed by window. The count aggregate itself emits only
-/// each window's counts at the maximum, and the projections over the
-/// counts (the window's bounds) run after the top-N, on the survivors.
+/// that maximum, so it is planned as a top-N with ties (rank 1) per window.
+/// The count aggregate emits only each instance's counts at its window's
+/// maximum, which is all a partial top-N would keep, so those few rows go
+/// straight to the top-N, routed by window. The projections over the counts
+/// (the window's bounds) run after the top-N, on the survivors.
 #[test]
 fn q5_plans_the_shared_view_once_and_keeps_the_counts_at_their_window_maximum() {
     assert_eq!(explain("q5"), Q5);
@@ -101,7 +101,7 @@ task 0 [parallelism 2]
     source nexmark-bids  →  project[bid.auction, bid.date_time]
     └─ hash(bid.auction) ─▶ task 1 (input 0)
 task 1 [parallelism 2]
-    window_agg[hop 10s every 2s] (emits rank <= 1 by count(Int64(1)))  →  top_n[rank <= 1] (partial)
+    window_agg[hop 10s every 2s] (emits rank <= 1 by count(Int64(1)))
     └─ hash(hop(bid.date_time,IntervalMonthDayNano("IntervalMonthDayNano { months: 0, days: 0, nanoseconds: 2000000000 }"),IntervalMonthDayNano("IntervalMonthDayNano { months: 0, days: 0, nanoseconds: 10000000000 }"))) ─▶ task 2 (input 0)
 task 2 [parallelism 2]
     top_n[rank <= 1]  →  project[bid.auction, window, num, __datafusion_extracted_1 = get_field(hop(bid.date_time,IntervalMonthDayNan…, __datafusion_extracted_2 = get_field(hop(bid.date_time,IntervalMonthDayNan…]  →  project[__datafusion_extracted_1, __datafusion_extracted_2, counts.auction, counts.window, counts.num]  →  project[c.__datafusion_extracted_1, c.__datafusion_extracted_2, c.auction, c.window, c.num, m.window, m.max_num]  →  project[c.auction, c.num, window_start, window_end]  →  project[auction, num, window_start, window_end]  →  sink discard
