@@ -213,27 +213,53 @@ fn native_no_worse<T: ArrowNativeTypeOp>(
     limit: usize,
     descending: bool,
 ) -> Vec<usize> {
+    // The direction is a constant of each instance, not a branch per value.
+    if descending {
+        native_no_worse_in::<T, true>(values, limit)
+    } else {
+        native_no_worse_in::<T, false>(values, limit)
+    }
+}
+
+fn native_no_worse_in<T: ArrowNativeTypeOp, const DESCENDING: bool>(
+    values: &[T],
+    limit: usize,
+) -> Vec<usize> {
     let better = |a: T, b: T| {
         let order = a.compare(b);
-        if descending {
+        if DESCENDING {
             order.is_gt()
         } else {
             order.is_lt()
         }
     };
-    // The best `limit` values so far, best first.
-    let mut top: Vec<T> = Vec::with_capacity(limit + 1);
-    for &v in values {
-        if top.len() == limit && !better(v, top[limit - 1]) {
-            continue;
+    let worst_kept = if limit == 1 {
+        // The best value is a fold the compiler keeps in registers.
+        values
+            .iter()
+            .copied()
+            .reduce(|best, v| if better(v, best) { v } else { best })
+    } else {
+        // The best `limit` values so far, best first.
+        let mut top: Vec<T> = Vec::with_capacity(limit + 1);
+        for &v in values {
+            if top.len() == limit && !better(v, top[limit - 1]) {
+                continue;
+            }
+            let at = top.partition_point(|&t| !better(v, t));
+            top.insert(at, v);
+            top.truncate(limit);
         }
-        let at = top.partition_point(|&t| !better(v, t));
-        top.insert(at, v);
-        top.truncate(limit);
-    }
-    let worst_kept = top[top.len() - 1];
-    (0..values.len())
-        .filter(|&i| !better(worst_kept, values[i]))
+        top.last().copied()
+    };
+    let Some(worst_kept) = worst_kept else {
+        return Vec::new();
+    };
+    values
+        .iter()
+        .enumerate()
+        .filter(|&(_, &v)| !better(worst_kept, v))
+        .map(|(i, _)| i)
         .collect()
 }
 
