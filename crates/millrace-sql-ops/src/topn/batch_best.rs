@@ -136,6 +136,15 @@ impl BatchBest {
         Ok(Some(take_record_batch(batch, &UInt32Array::from(rows))?))
     }
 
+    /// The ORDER BY values of `batch`'s rows.
+    pub(super) fn order_values(&self, batch: &RecordBatch) -> Result<ArrayRef> {
+        evaluate(&self.order_by, batch)
+    }
+
+    pub(super) fn options(&self) -> SortOptions {
+        self.options
+    }
+
     /// Windows with at most this many rows in a batch are left whole.
     fn min_rows(&self) -> usize {
         MIN_ROWS.max(self.limit.saturating_mul(4))

@@ -37,10 +37,12 @@
 //! thus bounded by the rows within the limit per partition, not by the rows
 //! a window sees. Without PARTITION BY keys and with one ORDER BY
 //! expression, a batch's rows worse than the limit-th best of their window
-//! in the batch are dropped by arrow's sort kernel before any key is encoded
-//! (`batch_best.rs`).
+//! in the batch are dropped before any key is encoded (`batch_best.rs`), and
+//! the survivors are held as they came and ranked once, when their window
+//! fires (`held.rs`): no key is encoded at all.
 
 mod batch_best;
+mod held;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -59,6 +61,7 @@ use crate::window::{Assignment, WindowAssign, evaluate, take_closed};
 use batch_best::BatchBest;
 pub use batch_best::no_worse_than_limit_th;
 pub(crate) use batch_best::ranks_unencoded;
+use held::HeldRows;
 
 /// Compaction leaves a window alone while its chunks hold at most this many
 /// rows beyond twice its live candidates, so small windows are not rewritten
@@ -221,6 +224,7 @@ impl TopNFactory {
             spec: self.spec.clone(),
             output_with_entered: self.output_with_entered.clone(),
             windows: BTreeMap::new(),
+            held: BTreeMap::new(),
             watermark: i64::MIN,
             max_entered: None,
             next_seq: 0,
@@ -524,6 +528,9 @@ struct TopNOperator {
     /// Open windows by (end, start), so the windows a watermark completes are
     /// a prefix.
     windows: BTreeMap<(i64, i64), WindowTop>,
+    /// Instead of `windows` where `batch_best` applies: each window's rows
+    /// that may rank, ranked when it fires.
+    held: BTreeMap<(i64, i64), HeldRows>,
     watermark: i64,
     max_entered: Option<i64>,
     /// Arrival number of the next input row (breaks ties between equal keys).
@@ -548,6 +555,61 @@ impl TopNOperator {
         let fired = take_closed(&mut self.windows, up_to);
         for (_, window) in fired {
             self.emit_window(window, entered_ns, out)?;
+        }
+        // Only one of the two maps is in use, so windows fire in order.
+        for (_, held) in take_closed(&mut self.held, up_to) {
+            self.emit_held(held, entered_ns, out)?;
+        }
+        Ok(())
+    }
+
+    /// Holds each window's rows of `user` (cut already), by `assignments`.
+    fn hold(&mut self, user: &RecordBatch) -> Result<()> {
+        let ranking = self.ranking();
+        let Some(best) = &self.batch_best else {
+            return Ok(());
+        };
+        for run in self
+            .assignments
+            .chunk_by(|a, b| (a.end, a.start) == (b.end, b.start))
+        {
+            // A batch all of one window (a firing's) is held as it is.
+            let whole = run.len() == user.num_rows()
+                && run.iter().enumerate().all(|(i, a)| a.row as usize == i);
+            let rows = if whole {
+                user.clone()
+            } else {
+                let rows = UInt32Array::from_iter_values(run.iter().map(|a| a.row));
+                take_record_batch(user, &rows)?
+            };
+            self.held
+                .entry((run[0].end, run[0].start))
+                .or_default()
+                .add(rows, |b| best.order_values(b), best.options(), ranking)?;
+        }
+        Ok(())
+    }
+
+    fn emit_held(&self, held: HeldRows, entered_ns: i64, out: &mut Emitter) -> Result<()> {
+        let Some(best) = &self.batch_best else {
+            return Ok(());
+        };
+        let Some(ranked) = held.ranked(|b| best.order_values(b), best.options(), self.ranking())?
+        else {
+            return Ok(());
+        };
+        for within in ranked.within.chunks(MAX_OUTPUT_ROWS) {
+            let rows = UInt32Array::from_iter_values(within.iter().map(|&(r, _)| r));
+            let mut columns = take_record_batch(&ranked.rows, &rows)?.columns().to_vec();
+            if self.spec.row_number {
+                let numbers = within.iter().map(|&(_, rank)| rank);
+                columns.push(Arc::new(UInt64Array::from_iter_values(numbers)));
+            }
+            columns.push(Arc::new(Int64Array::from_value(entered_ns, within.len())));
+            out.data(RecordBatch::try_new(
+                self.output_with_entered.clone(),
+                columns,
+            )?);
         }
         Ok(())
     }
@@ -620,6 +682,9 @@ impl Operator for TopNOperator {
             None => None,
         };
         let user = cut.unwrap_or(user);
+        if self.batch_best.is_some() {
+            return self.hold(&user);
+        }
         let sort = encode(&self.sort_converter, &self.sort_exprs, &user)?;
         let partitions = encode(&self.partition_converter, &self.spec.partition_keys, &user)?;
         let arrival = Arrival {

@@ -1,0 +1,257 @@
+//! A window's rows for a top-N that the batch cut applies to (no PARTITION
+//! BY keys, one ORDER BY expression): each batch's survivors of the cut,
+//! held as they came and ranked once, when the window fires.
+//!
+//! The general path encodes every arriving row's sort and partition keys
+//! and ranks it against the partition's candidates on arrival. For q5's
+//! final top-N, which receives from each count instance only the counts at
+//! its window's maximum, that work was most of the top-N's time on the path
+//! of each result: encoding and ranking a window's first batch of one to
+//! three rows took ~19 of its ~23 µs (temporary probes; cold code and first
+//! allocations). Here a batch costs nothing more than its cut, and a firing
+//! one sort of the held rows by arrow's comparator.
+//!
+//! State stays bounded: when a window holds more than [`COMPACT_AT`] rows
+//! and twice what its last compaction kept, its rows are ranked and cut
+//! back to those within the limit (in arrival order, so ties still break
+//! by arrival).
+
+use arrow::array::{ArrayRef, RecordBatch, UInt32Array, make_comparator};
+use arrow::compute::{SortOptions, concat_batches, take_record_batch};
+use millrace_core::Result;
+
+use super::Ranking;
+
+/// A window is compacted only past this many held rows: ranking a few
+/// hundred rows is cheap, and most windows never get there.
+const COMPACT_AT: usize = 256;
+
+/// One window's rows that may rank within the limit, in arrival order.
+#[derive(Default)]
+pub(super) struct HeldRows {
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    /// Rows the last compaction kept.
+    kept: usize,
+}
+
+/// Held rows ranked: all of them in one batch (arrival order) and, in rank
+/// order, those within the limit with their rank (or row number).
+pub(super) struct Ranked {
+    pub rows: RecordBatch,
+    pub within: Vec<(u32, u64)>,
+}
+
+impl HeldRows {
+    /// Holds `batch` (rows already cut to those that may rank); compacts
+    /// when the window holds too many. `order` evaluates the ORDER BY.
+    pub(super) fn add(
+        &mut self,
+        batch: RecordBatch,
+        order: impl Fn(&RecordBatch) -> Result<ArrayRef>,
+        options: SortOptions,
+        ranking: Ranking,
+    ) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.rows += batch.num_rows();
+        self.batches.push(batch);
+        if self.rows > COMPACT_AT.max(2 * self.kept) {
+            let Some(ranked) = self.ranked(order, options, ranking)? else {
+                return Ok(());
+            };
+            let mut rows: Vec<u32> = ranked.within.iter().map(|&(r, _)| r).collect();
+            rows.sort_unstable();
+            let kept = take_record_batch(&ranked.rows, &UInt32Array::from(rows))?;
+            self.rows = kept.num_rows();
+            self.kept = kept.num_rows();
+            self.batches = vec![kept];
+        }
+        Ok(())
+    }
+
+    /// Rows held.
+    #[cfg(test)]
+    pub(super) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The held rows ranked by `order`; `None` when none are held.
+    pub(super) fn ranked(
+        &self,
+        order: impl Fn(&RecordBatch) -> Result<ArrayRef>,
+        options: SortOptions,
+        ranking: Ranking,
+    ) -> Result<Option<Ranked>> {
+        let rows = match self.batches.as_slice() {
+            [] => return Ok(None),
+            [one] => one.clone(),
+            many => concat_batches(&many[0].schema(), many)?,
+        };
+        let values = order(&rows)?;
+        let compare = make_comparator(&values, &values, options)?;
+        let mut by_rank: Vec<u32> = (0..rows.num_rows() as u32).collect();
+        // Stable: equal rows stay in arrival order.
+        by_rank.sort_by(|&a, &b| compare(a as usize, b as usize));
+        let mut within = Vec::with_capacity(ranking.limit.min(by_rank.len()));
+        let mut rank = 0;
+        for (i, &row) in by_rank.iter().enumerate() {
+            let tied =
+                ranking.ties && i > 0 && compare(by_rank[i - 1] as usize, row as usize).is_eq();
+            if !tied {
+                rank = i as u64 + 1;
+            }
+            if rank > ranking.limit as u64 {
+                break;
+            }
+            within.push((row, rank));
+        }
+        Ok(Some(Ranked { rows, within }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray, Int64Array};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use std::sync::Arc;
+
+    fn batch(values: &[Option<i64>], ids: std::ops::Range<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Int64, true),
+            Field::new("id", DataType::Int64, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(values.to_vec())),
+                Arc::new(Int64Array::from_iter_values(ids)),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn v(b: &RecordBatch) -> Result<ArrayRef> {
+        Ok(b.column(0).clone())
+    }
+
+    /// (id, rank) of the rows within the limit, in rank order.
+    fn ranks(held: &HeldRows, options: SortOptions, ranking: Ranking) -> Vec<(i64, u64)> {
+        let ranked = held.ranked(v, options, ranking).unwrap().unwrap();
+        let ids = ranked.rows.column(1).as_primitive::<Int64Type>();
+        ranked
+            .within
+            .iter()
+            .map(|&(r, rank)| (ids.value(r as usize), rank))
+            .collect()
+    }
+
+    /// The ranking by hand: values sorted by the options, equal values in
+    /// arrival (id) order; ranks with or without ties.
+    fn by_hand(values: &[Option<i64>], options: SortOptions, ranking: Ranking) -> Vec<(i64, u64)> {
+        let array = Int64Array::from(values.to_vec());
+        let mut ids: Vec<usize> = (0..values.len()).collect();
+        let key = |i: usize| {
+            let null = array.is_null(i);
+            let value = array.value(i);
+            let null_rank = if null == options.nulls_first { 0 } else { 1 };
+            let value = if options.descending { -value } else { value };
+            (null_rank, if null { 0 } else { value })
+        };
+        ids.sort_by_key(|&i| (key(i), i));
+        let mut out = Vec::new();
+        for (at, &i) in ids.iter().enumerate() {
+            let rank = if ranking.ties {
+                1 + ids.iter().filter(|&&j| key(j) < key(i)).count() as u64
+            } else {
+                at as u64 + 1
+            };
+            if rank <= ranking.limit as u64 {
+                out.push((i as i64, rank));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn ranks_held_rows_as_by_hand_in_every_order() {
+        let values: Vec<Option<i64>> = vec![
+            Some(3),
+            None,
+            Some(7),
+            Some(3),
+            Some(7),
+            Some(1),
+            None,
+            Some(7),
+            Some(2),
+        ];
+        for limit in [1, 2, 3, 9, 20] {
+            for ties in [false, true] {
+                for descending in [false, true] {
+                    for nulls_first in [false, true] {
+                        let options = SortOptions {
+                            descending,
+                            nulls_first,
+                        };
+                        let ranking = Ranking { limit, ties };
+                        let mut held = HeldRows::default();
+                        // Three batches, so the concatenation keeps arrival order.
+                        for (from, to) in [(0, 4), (4, 5), (5, 9)] {
+                            let b = batch(&values[from..to], from as i64..to as i64);
+                            held.add(b, v, options, ranking).unwrap();
+                        }
+                        assert_eq!(
+                            ranks(&held, options, ranking),
+                            by_hand(&values, options, ranking),
+                            "limit {limit}, ties {ties}, {options:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn compaction_keeps_what_ranks_and_bounds_the_rows() {
+        let options = SortOptions {
+            descending: true,
+            nulls_first: false,
+        };
+        for ties in [false, true] {
+            let ranking = Ranking { limit: 2, ties };
+            let mut held = HeldRows::default();
+            let mut all = Vec::new();
+            // 10,000 rows in batches of 50, values repeating so ties span
+            // compactions.
+            for b in 0..200 {
+                let values: Vec<Option<i64>> =
+                    (0..50).map(|i| Some((b * 50 + i) * 37 % 101)).collect();
+                all.extend_from_slice(&values);
+                held.add(batch(&values, b * 50..b * 50 + 50), v, options, ranking)
+                    .unwrap();
+                assert!(held.rows() <= COMPACT_AT + 50, "{} rows held", held.rows());
+            }
+            assert_eq!(
+                ranks(&held, options, ranking),
+                by_hand(&all, options, ranking),
+                "ties {ties}"
+            );
+        }
+    }
+
+    #[test]
+    fn nothing_held_ranks_to_none_and_empty_batches_are_ignored() {
+        let options = SortOptions::default();
+        let ranking = Ranking {
+            limit: 1,
+            ties: true,
+        };
+        let mut held = HeldRows::default();
+        assert!(held.ranked(v, options, ranking).unwrap().is_none());
+        held.add(batch(&[], 0..0), v, options, ranking).unwrap();
+        assert!(held.ranked(v, options, ranking).unwrap().is_none());
+    }
+}
