@@ -16,8 +16,8 @@
 //! back to those within the limit (in arrival order, so ties still break
 //! by arrival).
 
-use arrow::array::{ArrayRef, RecordBatch, UInt32Array, make_comparator};
-use arrow::compute::{SortOptions, concat_batches, take_record_batch};
+use arrow::array::{Array, ArrayRef, RecordBatch, make_comparator};
+use arrow::compute::{SortOptions, concat, interleave_record_batch};
 use millrace_core::Result;
 
 use super::Ranking;
@@ -35,12 +35,8 @@ pub(super) struct HeldRows {
     kept: usize,
 }
 
-/// Held rows ranked: all of them in one batch (arrival order) and, in rank
-/// order, those within the limit with their rank (or row number).
-pub(super) struct Ranked {
-    pub rows: RecordBatch,
-    pub within: Vec<(u32, u64)>,
-}
+/// A held row: (batch, row in it), as `interleave_record_batch` takes it.
+pub(super) type RowRef = (usize, usize);
 
 impl HeldRows {
     /// Holds `batch` (rows already cut to those that may rank); compacts
@@ -58,12 +54,14 @@ impl HeldRows {
         self.rows += batch.num_rows();
         self.batches.push(batch);
         if self.rows > COMPACT_AT.max(2 * self.kept) {
-            let Some(ranked) = self.ranked(order, options, ranking)? else {
-                return Ok(());
-            };
-            let mut rows: Vec<u32> = ranked.within.iter().map(|&(r, _)| r).collect();
+            let mut rows: Vec<RowRef> = self
+                .ranked(order, options, ranking)?
+                .into_iter()
+                .map(|(row, _)| row)
+                .collect();
+            // Back to arrival order, which breaks later ties.
             rows.sort_unstable();
-            let kept = take_record_batch(&ranked.rows, &UInt32Array::from(rows))?;
+            let kept = interleave_record_batch(&self.batches(), &rows)?;
             self.rows = kept.num_rows();
             self.kept = kept.num_rows();
             self.batches = vec![kept];
@@ -77,21 +75,34 @@ impl HeldRows {
         self.rows
     }
 
-    /// The held rows ranked by `order`; `None` when none are held.
+    /// The held batches, which [`RowRef`]s index.
+    pub(super) fn batches(&self) -> Vec<&RecordBatch> {
+        self.batches.iter().collect()
+    }
+
+    /// In rank order, the held rows within the limit with their rank (or
+    /// row number). Only the ORDER BY values are put together to rank them:
+    /// the rows are gathered once, by the caller, from what this returns
+    /// (concatenating a firing's one-row batches cost more than the rest).
     pub(super) fn ranked(
         &self,
         order: impl Fn(&RecordBatch) -> Result<ArrayRef>,
         options: SortOptions,
         ranking: Ranking,
-    ) -> Result<Option<Ranked>> {
-        let rows = match self.batches.as_slice() {
-            [] => return Ok(None),
+    ) -> Result<Vec<(RowRef, u64)>> {
+        let mut refs: Vec<RowRef> = Vec::with_capacity(self.rows);
+        let mut parts: Vec<ArrayRef> = Vec::with_capacity(self.batches.len());
+        for (b, batch) in self.batches.iter().enumerate() {
+            refs.extend((0..batch.num_rows()).map(|r| (b, r)));
+            parts.push(order(batch)?);
+        }
+        let values = match parts.as_slice() {
+            [] => return Ok(Vec::new()),
             [one] => one.clone(),
-            many => concat_batches(&many[0].schema(), many)?,
+            many => concat(&many.iter().map(|a| a.as_ref()).collect::<Vec<&dyn Array>>())?,
         };
-        let values = order(&rows)?;
         let compare = make_comparator(&values, &values, options)?;
-        let mut by_rank: Vec<u32> = (0..rows.num_rows() as u32).collect();
+        let mut by_rank: Vec<u32> = (0..values.len() as u32).collect();
         // Stable: equal rows stay in arrival order.
         by_rank.sort_by(|&a, &b| compare(a as usize, b as usize));
         let mut within = Vec::with_capacity(ranking.limit.min(by_rank.len()));
@@ -105,9 +116,9 @@ impl HeldRows {
             if rank > ranking.limit as u64 {
                 break;
             }
-            within.push((row, rank));
+            within.push((refs[row as usize], rank));
         }
-        Ok(Some(Ranked { rows, within }))
+        Ok(within)
     }
 }
 
@@ -139,12 +150,14 @@ mod tests {
 
     /// (id, rank) of the rows within the limit, in rank order.
     fn ranks(held: &HeldRows, options: SortOptions, ranking: Ranking) -> Vec<(i64, u64)> {
-        let ranked = held.ranked(v, options, ranking).unwrap().unwrap();
-        let ids = ranked.rows.column(1).as_primitive::<Int64Type>();
-        ranked
-            .within
-            .iter()
-            .map(|&(r, rank)| (ids.value(r as usize), rank))
+        let batches = held.batches();
+        held.ranked(v, options, ranking)
+            .unwrap()
+            .into_iter()
+            .map(|((b, r), rank)| {
+                let ids = batches[b].column(1).as_primitive::<Int64Type>();
+                (ids.value(r), rank)
+            })
             .collect()
     }
 
@@ -250,8 +263,8 @@ mod tests {
             ties: true,
         };
         let mut held = HeldRows::default();
-        assert!(held.ranked(v, options, ranking).unwrap().is_none());
+        assert!(held.ranked(v, options, ranking).unwrap().is_empty());
         held.add(batch(&[], 0..0), v, options, ranking).unwrap();
-        assert!(held.ranked(v, options, ranking).unwrap().is_none());
+        assert!(held.ranked(v, options, ranking).unwrap().is_empty());
     }
 }

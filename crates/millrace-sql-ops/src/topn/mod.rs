@@ -594,13 +594,11 @@ impl TopNOperator {
         let Some(best) = &self.batch_best else {
             return Ok(());
         };
-        let Some(ranked) = held.ranked(|b| best.order_values(b), best.options(), self.ranking())?
-        else {
-            return Ok(());
-        };
-        for within in ranked.within.chunks(MAX_OUTPUT_ROWS) {
-            let rows = UInt32Array::from_iter_values(within.iter().map(|&(r, _)| r));
-            let mut columns = take_record_batch(&ranked.rows, &rows)?.columns().to_vec();
+        let ranked = held.ranked(|b| best.order_values(b), best.options(), self.ranking())?;
+        let batches = held.batches();
+        for within in ranked.chunks(MAX_OUTPUT_ROWS) {
+            let refs: Vec<_> = within.iter().map(|&(row, _)| row).collect();
+            let mut columns = interleave_record_batch(&batches, &refs)?.columns().to_vec();
             if self.spec.row_number {
                 let numbers = within.iter().map(|&(_, rank)| rank);
                 columns.push(Arc::new(UInt64Array::from_iter_values(numbers)));
