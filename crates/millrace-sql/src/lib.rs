@@ -40,7 +40,6 @@ use datafusion::sql::planner::SqlToRel;
 use datafusion::sql::sqlparser::ast::{Query, Statement};
 use millrace_core::SinkFactory;
 use millrace_runtime::{Pipeline, RunSummary, StopHandle};
-use millrace_sql_ops::eval::ExprProjectFactory;
 
 use crate::catalog::Catalog;
 pub use crate::error::{SqlError, SqlResult};
@@ -376,6 +375,6 @@ fn conform_to_sink(planned: planner::Planned, sink: &Table) -> SqlResult<millrac
             }
         })
         .collect();
-    let f = ExprProjectFactory::new(Arc::new(Schema::new(target)), exprs, None)?;
-    Ok(planned.stream.apply(Arc::new(f)))
+    let schema = Arc::new(Schema::new(target));
+    Ok(planned.stream.project(exprs, schema)?.get())
 }

@@ -166,6 +166,7 @@ impl StreamPlanner<'_> {
             let window = partial.output_schema.field(0).name().clone();
             input
                 .stream
+                .get()
                 .apply(Arc::new(WindowAggFactory::new(partial)?))
                 .key_by([window])?
                 .apply(Arc::new(WindowAggFactory::new(last)?))
@@ -194,6 +195,7 @@ impl StreamPlanner<'_> {
             let (partial, last) = spec.split_two_phase()?;
             input
                 .stream
+                .get()
                 .apply(Arc::new(WindowAggFactory::new(partial)?))
                 .rebalance()
                 .apply(Arc::new(WindowAggFactory::new(last)?))
@@ -209,7 +211,7 @@ impl StreamPlanner<'_> {
             windows.insert(window_position, k);
         }
         Ok(Planned {
-            stream,
+            stream: stream.into(),
             schema: agg.schema.clone(),
             event_time: None,
             windows,

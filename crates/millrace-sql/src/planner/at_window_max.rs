@@ -32,7 +32,6 @@ use datafusion::common::{Column, DFSchema};
 use datafusion::logical_expr::{Aggregate, Expr, Join, JoinType, LogicalPlan, SortExpr};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column as PhysColumn;
-use millrace_sql_ops::eval::ExprProjectFactory;
 use millrace_sql_ops::window_agg::EmitBest;
 
 use super::topn::TopN;
@@ -388,14 +387,13 @@ impl StreamPlanner<'_> {
             Arc::new(PhysColumn::new(runtime.field(i).name(), i))
         };
         let exprs = order.iter().map(|&i| column(i)).collect();
-        let f = ExprProjectFactory::new(out, exprs, None)?;
         let windows = order
             .iter()
             .enumerate()
             .filter_map(|(at, i)| rows.windows.get(i).map(|k| (at, *k)))
             .collect();
         Ok(Some(Planned {
-            stream: rows.stream.apply(Arc::new(f)),
+            stream: rows.stream.project(exprs, out)?,
             schema: j.schema.clone(),
             event_time: None,
             windows,

@@ -200,7 +200,7 @@ impl StreamPlanner<'_> {
             out_windows.insert(left_len + i, *k);
         }
         Ok(Planned {
-            stream,
+            stream: stream.into(),
             schema: j.schema.clone(),
             event_time: None,
             windows: out_windows,

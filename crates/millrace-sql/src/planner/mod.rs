@@ -16,6 +16,7 @@ mod aggregate;
 mod at_window_max;
 mod expr;
 mod join;
+mod projection;
 mod topn;
 
 use std::collections::HashMap;
@@ -34,11 +35,12 @@ use crate::error::{SqlError, SqlResult};
 use crate::settings::Settings;
 use crate::tables::Table;
 pub use expr::Lowering;
+pub use projection::PlannedStream;
 
 /// A planned logical node.
 #[derive(Clone)]
 pub struct Planned {
-    pub stream: Stream,
+    pub stream: PlannedStream,
     /// The logical schema of the node (its columns, by position).
     pub schema: DFSchemaRef,
     /// Column that carries the event time the watermark tracks.
@@ -252,11 +254,11 @@ impl<'a> StreamPlanner<'a> {
         } else {
             Arc::new(qualified)
         };
+        let source = PlannedStream::from(source);
         let stream = if is_identity(&exprs, source_schema.fields().len()) {
             source
         } else {
-            let f = ExprProjectFactory::new(Planned::runtime_schema(&read_schema), exprs, None)?;
-            source.apply(Arc::new(f))
+            source.project(exprs, Planned::runtime_schema(&read_schema))?
         };
         let event_time_of = |schema: &DFSchemaRef| {
             table
@@ -288,9 +290,10 @@ impl<'a> StreamPlanner<'a> {
             })
             .collect();
         let schema = scan.projected_schema.clone();
-        let f = ExprProjectFactory::new(Planned::runtime_schema(&schema), exprs, None)?;
         Ok(Planned {
-            stream: planned.stream.apply(Arc::new(f)),
+            stream: planned
+                .stream
+                .project(exprs, Planned::runtime_schema(&schema))?,
             event_time: event_time_of(&schema),
             schema,
             ..planned
@@ -317,8 +320,9 @@ impl<'a> StreamPlanner<'a> {
         let stream = if is_identity(&exprs, input.schema.fields().len()) {
             input.stream
         } else {
-            let f = ExprProjectFactory::new(Planned::runtime_schema(&p.schema), exprs, None)?;
-            input.stream.apply(Arc::new(f))
+            input
+                .stream
+                .project(exprs, Planned::runtime_schema(&p.schema))?
         };
         Ok(Planned {
             stream,
@@ -338,7 +342,7 @@ impl<'a> StreamPlanner<'a> {
         let predicate = self.lowering.expr(predicate, &input.schema)?;
         let f = ExprFilterFactory::new(Planned::runtime_schema(schema), predicate, None);
         Ok(Planned {
-            stream: input.stream.apply(Arc::new(f)),
+            stream: input.stream.get().apply(Arc::new(f)).into(),
             schema: schema.clone(),
             ..input
         })
@@ -368,7 +372,7 @@ impl<'a> StreamPlanner<'a> {
                 })
                 .collect();
             let f = ExprProjectFactory::new(runtime.clone(), exprs, None)?;
-            streams.push(input.stream.apply(Arc::new(f)));
+            streams.push(input.stream.get().apply(Arc::new(f)));
         }
         let mut stream = streams[0].clone();
         for other in &streams[1..] {
@@ -390,7 +394,7 @@ impl<'a> StreamPlanner<'a> {
             }
         }
         Ok(Planned {
-            stream,
+            stream: stream.into(),
             schema: schema.clone(),
             event_time,
             windows,
@@ -448,7 +452,7 @@ impl StreamPlanner<'_> {
         let base = input.stream.schema();
         if keys.is_empty() {
             return Ok(Keyed {
-                stream: input.stream.clone().rebalance(),
+                stream: input.stream.get().rebalance(),
                 schema: base,
                 keys: Vec::new(),
             });
@@ -477,7 +481,7 @@ impl StreamPlanner<'_> {
             }
         }
         let (stream, schema) = if extra_fields.is_empty() {
-            (input.stream.clone(), base)
+            (input.stream.get(), base)
         } else {
             let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
             fields.extend(extra_fields);
@@ -490,7 +494,7 @@ impl StreamPlanner<'_> {
                 .collect();
             exprs.extend(extra_exprs);
             let f = ExprProjectFactory::new(schema.clone(), exprs, None)?;
-            (input.stream.apply(Arc::new(f)), schema)
+            (input.stream.get().apply(Arc::new(f)), schema)
         };
         Ok(Keyed {
             stream: stream.key_by(names)?,

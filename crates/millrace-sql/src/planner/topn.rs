@@ -14,10 +14,9 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::create_physical_sort_exprs;
 use datafusion::physical_expr::expressions::Column as PhysColumn;
-use millrace_sql_ops::eval::ExprProjectFactory;
 use millrace_sql_ops::topn::{TopNFactory, TopNSpec};
 
-use super::{Planned, StreamPlanner};
+use super::{Planned, PlannedStream, StreamPlanner};
 use crate::error::{SqlError, SqlResult};
 
 /// A recognized top-N: `input`, ranked within `partition_by` by `order_by`,
@@ -200,7 +199,7 @@ impl StreamPlanner<'_> {
             && self.two_phase_aggregation
         {
             let ranked_here = if top.pre_ranked {
-                input.stream
+                input.stream.get()
             } else {
                 let partial = TopNSpec {
                     name: format!("{} (partial)", spec.name),
@@ -208,7 +207,10 @@ impl StreamPlanner<'_> {
                     output_schema: keyed.schema.clone(),
                     ..spec.clone()
                 };
-                input.stream.apply(Arc::new(TopNFactory::new(partial)?))
+                input
+                    .stream
+                    .get()
+                    .apply(Arc::new(TopNFactory::new(partial)?))
             };
             ranked_here
                 .key_by([window_column])?
@@ -222,6 +224,7 @@ impl StreamPlanner<'_> {
             stream
         };
         let n = input.schema.fields().len();
+        let stream = PlannedStream::from(stream);
         let stream = if output_schema.fields().len() == n + 1
             && rank_field.data_type() == &DataType::UInt64
         {
@@ -246,8 +249,7 @@ impl StreamPlanner<'_> {
                     None,
                 ))
             });
-            let f = ExprProjectFactory::new(Planned::runtime_schema(schema), exprs, None)?;
-            stream.apply(Arc::new(f))
+            stream.project(exprs, Planned::runtime_schema(schema))?
         };
         Ok(Planned {
             stream,

@@ -420,3 +420,45 @@ fn union_all_merges_streams_and_keeps_their_event_time() {
     );
     assert_eq!(late_rows(&summary), 0);
 }
+
+/// A projection over a projection is planned as one operator, unless a
+/// computed column of the inner one is read twice (composing would compute
+/// it twice); the results are the query's as written either way.
+#[test]
+fn stacked_projections_compose_unless_a_computed_column_is_read_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = jsonl(
+        &dir,
+        "t.jsonl",
+        &[
+            r#"{"a":1,"b":"x","ts":1000}"#,
+            r#"{"a":2,"b":"y","ts":2000}"#,
+        ],
+    );
+    let sql = |select: &str| {
+        format!(
+            "{PRELUDE}
+            CREATE TABLE t (a BIGINT, b VARCHAR, ts BIGINT, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+                WITH (connector = 'file', path = '{path}', format = 'json');
+            CREATE TABLE out WITH (connector = 'console');
+            INSERT INTO out {select};"
+        )
+    };
+    let projections = |sql: &str| {
+        millrace_sql::SqlPipeline::plan_with(sql, &Default::default())
+            .unwrap()
+            .explain()
+            .unwrap()
+            .matches("project[")
+            .count()
+    };
+    let read_once = sql("SELECT d + 1 AS e, c FROM (SELECT a * 10 AS d, upper(b) AS c FROM t) s");
+    assert_eq!(projections(&read_once), 1);
+    let (batches, _) = run_sql(&read_once, &[]);
+    assert_eq!(rows(&batches), vec!["11 | X", "21 | Y"]);
+
+    let read_twice = sql("SELECT d, d + 1 AS e FROM (SELECT a * 10 AS d FROM t) s");
+    assert_eq!(projections(&read_twice), 2);
+    let (batches, _) = run_sql(&read_twice, &[]);
+    assert_eq!(rows(&batches), vec!["10 | 11", "20 | 21"]);
+}
