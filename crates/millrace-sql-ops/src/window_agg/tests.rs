@@ -87,6 +87,21 @@ fn time(schema: &SchemaRef, kind: WindowKind) -> WindowAssign {
 
 /// A spec grouping by `keys` (input columns) with the window at
 /// `window_position`, and the output schema the planner would derive.
+/// The events, hopping windows of 10 ms every 5 ms, and a count and a sum
+/// of `amount` per window and group.
+fn hop_count_and_total() -> (SchemaRef, WindowAssign, [Expr; 2]) {
+    let input = events_schema();
+    let assign = time(
+        &input,
+        WindowKind::Hop {
+            slide_ms: 5,
+            size_ms: 10,
+        },
+    );
+    let aggs = [count_all().alias("n"), sum(col("amount")).alias("total")];
+    (input, assign, aggs)
+}
+
 fn spec(
     input: SchemaRef,
     assign: WindowAssign,
@@ -307,15 +322,7 @@ fn only_watermarks_that_reach_a_window_end_are_forwarded() {
 /// limit.
 #[test]
 fn emit_best_keeps_each_windows_groups_ranked_within_the_limit() {
-    let input = events_schema();
-    let assign = time(
-        &input,
-        WindowKind::Hop {
-            slide_ms: 5,
-            size_ms: 10,
-        },
-    );
-    let aggs = [count_all().alias("n"), sum(col("amount")).alias("total")];
+    let (input, assign, aggs) = hop_count_and_total();
     let full = spec(input.clone(), assign.clone(), &["region"], 0, &aggs);
     // Seven regions over 20 ms of event time: windows get several groups,
     // with tied counts.
@@ -392,15 +399,7 @@ fn emit_best_keeps_each_windows_groups_ranked_within_the_limit() {
 
 #[test]
 fn hop_puts_each_row_in_size_over_slide_windows() {
-    let input = events_schema();
-    let assign = time(
-        &input,
-        WindowKind::Hop {
-            slide_ms: 5,
-            size_ms: 10,
-        },
-    );
-    let aggs = [count_all().alias("n"), sum(col("amount")).alias("total")];
+    let (input, assign, aggs) = hop_count_and_total();
     let mut h = Harness::new(spec(input, assign, &[], 0, &aggs));
     h.data(events(
         1,
