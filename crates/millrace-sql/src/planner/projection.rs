@@ -23,6 +23,7 @@ use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column as PhysColumn;
+use millrace_core::OperatorFactory;
 use millrace_runtime::Stream;
 use millrace_sql_ops::eval::ExprProjectFactory;
 
@@ -39,8 +40,6 @@ pub enum PlannedStream {
 pub struct Pending {
     input: Stream,
     exprs: Vec<Arc<dyn PhysicalExpr>>,
-    /// Output user schema, one field per expression.
-    schema: SchemaRef,
     factory: Arc<ExprProjectFactory>,
     /// Once built, every reader shares the one operator.
     built: RefCell<Option<Stream>>,
@@ -69,7 +68,7 @@ impl PlannedStream {
     pub fn schema(&self) -> SchemaRef {
         match self {
             PlannedStream::Ready(stream) => stream.schema(),
-            PlannedStream::Projection(p) => p.schema.clone(),
+            PlannedStream::Projection(p) => p.factory.output_schema(),
         }
     }
 
@@ -96,15 +95,10 @@ fn pending(
     exprs: Vec<Arc<dyn PhysicalExpr>>,
     schema: SchemaRef,
 ) -> SqlResult<PlannedStream> {
-    let factory = Arc::new(ExprProjectFactory::new(
-        schema.clone(),
-        exprs.clone(),
-        None,
-    )?);
+    let factory = Arc::new(ExprProjectFactory::new(schema, exprs.clone(), None)?);
     Ok(PlannedStream::Projection(Rc::new(Pending {
         input,
         exprs,
-        schema,
         factory,
         built: RefCell::new(None),
     })))
@@ -114,7 +108,8 @@ fn pending(
 /// when that is safe (module doc); `None` otherwise.
 fn compose(outer: &[Arc<dyn PhysicalExpr>], inner: &Pending) -> Option<Vec<Arc<dyn PhysicalExpr>>> {
     let input: Arc<Schema> = inner.input.schema();
-    for (expr, field) in inner.exprs.iter().zip(inner.schema.fields()) {
+    let declared = inner.factory.output_schema();
+    for (expr, field) in inner.exprs.iter().zip(declared.fields()) {
         if expr.data_type(&input).ok()? != *field.data_type() {
             return None;
         }
