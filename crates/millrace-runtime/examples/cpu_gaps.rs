@@ -4,7 +4,9 @@
 //! seconds and reports two things:
 //!
 //! * **gaps**: two consecutive units more than 1 ms apart, time the thread
-//!   was not running at all;
+//!   was not running at all (another guest thread had its vCPU, or the host
+//!   had descheduled the vCPU; `perf record -e sched:sched_switch -a` tells
+//!   the two apart);
 //! * **slow slots**: 5 ms slots in which it finished fewer than half the
 //!   units of its median slot, time it ran at under half speed (on a VM: its
 //!   vCPU descheduled in short slices, or sharing a physical core).
