@@ -85,8 +85,6 @@ fn time(schema: &SchemaRef, kind: WindowKind) -> WindowAssign {
     }
 }
 
-/// A spec grouping by `keys` (input columns) with the window at
-/// `window_position`, and the output schema the planner would derive.
 /// The events, hopping windows of 10 ms every 5 ms, and a count and a sum
 /// of `amount` per window and group.
 fn hop_count_and_total() -> (SchemaRef, WindowAssign, [Expr; 2]) {
@@ -102,6 +100,8 @@ fn hop_count_and_total() -> (SchemaRef, WindowAssign, [Expr; 2]) {
     (input, assign, aggs)
 }
 
+/// A spec grouping by `keys` (input columns) with the window at
+/// `window_position`, and the output schema the planner would derive.
 fn spec(
     input: SchemaRef,
     assign: WindowAssign,
