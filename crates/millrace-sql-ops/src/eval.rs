@@ -118,6 +118,11 @@ impl ExprProjectFactory {
             event_time,
         })
     }
+
+    /// The expressions, one per output column, over the input's columns.
+    pub fn exprs(&self) -> &[Arc<dyn PhysicalExpr>] {
+        &self.exprs
+    }
 }
 
 impl OperatorFactory for ExprProjectFactory {

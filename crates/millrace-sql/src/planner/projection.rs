@@ -39,7 +39,6 @@ pub enum PlannedStream {
 /// A projection of `input`, built into the dataflow when first read.
 pub struct Pending {
     input: Stream,
-    exprs: Vec<Arc<dyn PhysicalExpr>>,
     factory: Arc<ExprProjectFactory>,
     /// Once built, every reader shares the one operator.
     built: RefCell<Option<Stream>>,
@@ -95,10 +94,9 @@ fn pending(
     exprs: Vec<Arc<dyn PhysicalExpr>>,
     schema: SchemaRef,
 ) -> SqlResult<PlannedStream> {
-    let factory = Arc::new(ExprProjectFactory::new(schema, exprs.clone(), None)?);
+    let factory = Arc::new(ExprProjectFactory::new(schema, exprs, None)?);
     Ok(PlannedStream::Projection(Rc::new(Pending {
         input,
-        exprs,
         factory,
         built: RefCell::new(None),
     })))
@@ -108,13 +106,14 @@ fn pending(
 /// when that is safe (module doc); `None` otherwise.
 fn compose(outer: &[Arc<dyn PhysicalExpr>], inner: &Pending) -> Option<Vec<Arc<dyn PhysicalExpr>>> {
     let input: Arc<Schema> = inner.input.schema();
+    let inner_exprs = inner.factory.exprs();
     let declared = inner.factory.output_schema();
-    for (expr, field) in inner.exprs.iter().zip(declared.fields()) {
+    for (expr, field) in inner_exprs.iter().zip(declared.fields()) {
         if expr.data_type(&input).ok()? != *field.data_type() {
             return None;
         }
     }
-    let mut reads = vec![0usize; inner.exprs.len()];
+    let mut reads = vec![0usize; inner_exprs.len()];
     let mut out_of_range = false;
     for expr in outer {
         expr.apply(|e| {
@@ -131,8 +130,7 @@ fn compose(outer: &[Arc<dyn PhysicalExpr>], inner: &Pending) -> Option<Vec<Arc<d
     if out_of_range {
         return None;
     }
-    let computed_read_twice = inner
-        .exprs
+    let computed_read_twice = inner_exprs
         .iter()
         .zip(&reads)
         .any(|(e, &n)| n > 1 && e.downcast_ref::<PhysColumn>().is_none());
@@ -145,7 +143,7 @@ fn compose(outer: &[Arc<dyn PhysicalExpr>], inner: &Pending) -> Option<Vec<Arc<d
             expr.clone()
                 .transform(|e| match e.downcast_ref::<PhysColumn>() {
                     // In range: checked above.
-                    Some(c) => Ok(Transformed::yes(inner.exprs[c.index()].clone())),
+                    Some(c) => Ok(Transformed::yes(inner_exprs[c.index()].clone())),
                     None => Ok(Transformed::no(e)),
                 })
                 .map(|t| t.data)
