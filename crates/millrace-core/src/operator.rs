@@ -91,6 +91,22 @@ pub trait Operator: Send {
     fn peak_state(&self) -> Option<StateSize> {
         None
     }
+
+    /// The smallest input watermark (ms) that can make this operator emit
+    /// rows, or pass on a watermark at or past `downstream`, the smallest
+    /// one the operators after it care about (`i64::MAX`: none do).
+    ///
+    /// An exchange that is merging small batches for this task keeps a
+    /// watermark below it waiting behind them (`coalesce.rs` in the
+    /// runtime): such a watermark changes nothing here until a later one
+    /// comes. It is a hint for latency only: a held watermark is always
+    /// correct, and one that mattered after all (the answer fell, or was
+    /// read before it did) is late by at most the exchange's linger.
+    /// The default, `i64::MIN`, says that every watermark matters.
+    fn watermark_interest(&self, downstream: i64) -> i64 {
+        let _ = downstream;
+        i64::MIN
+    }
 }
 
 /// How much keyed state an operator holds.

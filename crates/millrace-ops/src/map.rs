@@ -69,6 +69,11 @@ struct Filter {
 }
 
 impl Operator for Filter {
+    /// Emits nothing on a watermark and passes each one on.
+    fn watermark_interest(&self, downstream: i64) -> i64 {
+        downstream
+    }
+
     fn on_data(&mut self, _input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
         let mask = self.predicate.evaluate(&batch)?;
         // A `NULL` predicate arrives as a Null-typed column: no row passes.
@@ -202,6 +207,11 @@ struct Project {
 }
 
 impl Operator for Project {
+    /// Emits nothing on a watermark and passes each one on.
+    fn watermark_interest(&self, downstream: i64) -> i64 {
+        downstream
+    }
+
     fn on_data(&mut self, _input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.exprs.len() + 1);
         for expr in &self.exprs {

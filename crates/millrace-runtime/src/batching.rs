@@ -73,11 +73,11 @@ const ALPHA: f64 = 0.3;
 /// The most of the latency target a row may wait for its batch to fill.
 pub const LINGER_SHARE: f64 = 0.1;
 /// The smallest non-zero linger is the budget divided by this.
-const LINGER_STEPS: i64 = 32;
+pub(crate) const LINGER_STEPS: i64 = 32;
 /// Decision intervals last this many latency targets, within bounds.
-const INTERVAL_TARGETS: i64 = 10;
-const MIN_INTERVAL_NS: i64 = 2_000_000;
-const MAX_INTERVAL_NS: i64 = 100_000_000;
+pub(crate) const INTERVAL_TARGETS: i64 = 10;
+pub(crate) const MIN_INTERVAL_NS: i64 = 2_000_000;
+pub(crate) const MAX_INTERVAL_NS: i64 = 100_000_000;
 
 /// How a source sizes its batches.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -111,9 +111,8 @@ pub struct BatchController {
     rows: u64,
     busy_ns: u64,
     pressure_ns: u64,
-    /// Sums over its batches for fitting `busy = o + c·rows`: count, Σrows,
-    /// Σbusy, Σrows², Σrows·busy.
-    fit: [f64; 5],
+    /// The interval's batches, for fitting `busy = o + c·rows`.
+    fit: CostFit,
     interval_start_ns: i64,
     interval_ns: i64,
 }
@@ -148,7 +147,7 @@ impl BatchController {
             rows: 0,
             busy_ns: 0,
             pressure_ns: 0,
-            fit: [0.0; 5],
+            fit: CostFit::default(),
             interval_start_ns: now_ns,
             interval_ns,
         }
@@ -176,15 +175,12 @@ impl BatchController {
     pub fn observe(&mut self, rows: usize, busy_ns: u64, pressure_ns: u64, now_ns: i64) {
         self.rows += rows as u64;
         self.busy_ns += busy_ns;
-        let (x, y) = (rows as f64, busy_ns as f64);
-        for (sum, v) in self.fit.iter_mut().zip([1.0, x, y, x * x, x * y]) {
-            *sum += v;
-        }
+        self.fit.add(rows as f64, busy_ns as f64);
         self.pressure_ns += pressure_ns;
         let elapsed = now_ns - self.interval_start_ns;
         if elapsed >= self.interval_ns {
             self.decide(elapsed);
-            self.fit = [0.0; 5];
+            self.fit = CostFit::default();
             self.rows = 0;
             self.busy_ns = 0;
             self.pressure_ns = 0;
@@ -192,18 +188,10 @@ impl BatchController {
         }
     }
 
-    /// The share of this interval's busy time that was per-batch overhead,
-    /// from a least-squares fit of `busy = o + c·rows` over its batches;
-    /// `None` when their sizes did not vary enough to tell.
+    /// The share of this interval's busy time that was per-batch overhead;
+    /// `None` when its batch sizes did not vary enough to tell.
     fn overhead_share(&self) -> Option<f64> {
-        let [n, sx, sy, sxx, sxy] = self.fit;
-        let spread = n * sxx - sx * sx;
-        if n < 8.0 || sy <= 0.0 || spread <= f64::EPSILON * n * sxx {
-            return None;
-        }
-        let per_row = (n * sxy - sx * sy) / spread;
-        let per_batch = (sy - per_row * sx) / n;
-        Some((per_batch.max(0.0) * n / sy).min(1.0))
+        self.fit.overhead_share()
     }
 
     fn decide(&mut self, elapsed_ns: i64) {
@@ -275,8 +263,68 @@ impl BatchController {
 }
 
 /// The EWMA of `prev` with the newest value `now` (just `now` at first).
-fn smooth(prev: Option<f64>, now: f64) -> f64 {
+pub(crate) fn smooth(prev: Option<f64>, now: f64) -> f64 {
     prev.map_or(now, |prev| prev + ALPHA * (now - prev))
+}
+
+/// A least-squares fit of `cost = o + c·rows` over batches: what a batch
+/// costs whatever its size (`o`, what bigger batches save) and what each
+/// row adds (`c`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct CostFit {
+    /// Count, Σrows, Σcost, Σrows², Σrows·cost.
+    n: f64,
+    sx: f64,
+    sy: f64,
+    sxx: f64,
+    sxy: f64,
+}
+
+impl CostFit {
+    pub(crate) fn add(&mut self, rows: f64, cost: f64) {
+        self.add_sums(1.0, rows, cost, rows * rows, rows * cost);
+    }
+
+    /// Adds sums kept elsewhere (count, Σrows, Σcost, Σrows², Σrows·cost).
+    pub(crate) fn add_sums(&mut self, n: f64, sx: f64, sy: f64, sxx: f64, sxy: f64) {
+        self.n += n;
+        self.sx += sx;
+        self.sy += sy;
+        self.sxx += sxx;
+        self.sxy += sxy;
+    }
+
+    pub(crate) fn merge(&mut self, other: &CostFit) {
+        self.add_sums(other.n, other.sx, other.sy, other.sxx, other.sxy);
+    }
+
+    pub(crate) fn batches(&self) -> f64 {
+        self.n
+    }
+
+    /// The summed cost of every batch.
+    pub(crate) fn total(&self) -> f64 {
+        self.sy
+    }
+
+    /// `(o, c)`, the cost per batch (never below 0) and per row; `None`
+    /// with fewer than 8 batches, no cost, or sizes too alike to tell.
+    pub(crate) fn per_batch_and_row(&self) -> Option<(f64, f64)> {
+        let (n, sx, sy, sxx, sxy) = (self.n, self.sx, self.sy, self.sxx, self.sxy);
+        let spread = n * sxx - sx * sx;
+        if n < 8.0 || sy <= 0.0 || spread <= f64::EPSILON * n * sxx {
+            return None;
+        }
+        let per_row = (n * sxy - sx * sy) / spread;
+        let per_batch = (sy - per_row * sx) / n;
+        Some((per_batch.max(0.0), per_row))
+    }
+
+    /// The share of the total cost that was per-batch overhead.
+    pub(crate) fn overhead_share(&self) -> Option<f64> {
+        self.per_batch_and_row()
+            .map(|(o, _)| (o * self.n / self.sy).min(1.0))
+    }
 }
 
 #[cfg(test)]

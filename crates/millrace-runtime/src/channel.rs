@@ -20,10 +20,11 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use millrace_core::Message;
 
+use crate::batching::CostFit;
 use crate::worker::WorkerWaker;
 
 /// Capacity of one channel.
@@ -55,6 +56,8 @@ struct State {
     max_rows: usize,
     max_bytes: usize,
     refused_sends: u64,
+    batches: u64,
+    rows_sent: u64,
 }
 
 /// What a run reports of one channel.
@@ -62,12 +65,18 @@ struct State {
 pub struct ChannelStats {
     pub from: String,
     pub to: String,
+    /// The graph edge this channel is one instance pair of (`a → b`).
+    pub edge: String,
     pub capacity: ChannelCapacity,
     /// Highest number of rows ever queued at once.
     pub max_rows: usize,
     pub max_bytes: usize,
     /// Sends refused because the channel was full (backpressure events).
     pub refused_sends: u64,
+    /// Data messages and the rows they carried: their ratio is how well
+    /// batches held together across this hop.
+    pub batches: u64,
+    pub rows: u64,
 }
 
 pub struct Channel {
@@ -77,10 +86,23 @@ pub struct Channel {
     producer: WorkerWaker,
     from: String,
     to: String,
+    edge: String,
     /// Window results (or what follows from them) were queued since the
     /// consumer last took this flag.
     urgent: AtomicBool,
+    /// What the consumer spent on this channel's data messages.
+    service: ServiceTimes,
+    /// The smallest watermark that can change anything at the consumer
+    /// (`Operator::watermark_interest`), as it last said.
+    interest: AtomicI64,
 }
+
+/// Sums over the data messages a consumer took from one channel: count,
+/// rows, ns spent on them, rows², rows·ns. The consumer adds to them and
+/// the producer's exchange takes them (`coalesce.rs`), to learn what a
+/// batch costs where it is received.
+#[derive(Default)]
+struct ServiceTimes([AtomicU64; 5]);
 
 impl Channel {
     pub fn new(
@@ -89,6 +111,7 @@ impl Channel {
         consumer: WorkerWaker,
         from: String,
         to: String,
+        edge: String,
     ) -> Self {
         assert!(
             capacity.rows > 0 && capacity.messages > 0,
@@ -104,13 +127,18 @@ impl Channel {
                 max_rows: 0,
                 max_bytes: 0,
                 refused_sends: 0,
+                batches: 0,
+                rows_sent: 0,
             }),
             capacity,
             consumer,
             producer,
             from,
             to,
+            edge,
             urgent: AtomicBool::new(false),
+            service: ServiceTimes::default(),
+            interest: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -130,6 +158,39 @@ impl Channel {
     /// Whether anything urgent was queued since the last call.
     pub fn take_urgent(&self) -> bool {
         self.is_urgent() && self.urgent.swap(false, Ordering::Acquire)
+    }
+
+    /// The consumer spent `ns` on a data message of `rows` rows from this
+    /// channel (everything its task did with it).
+    pub fn record_service(&self, rows: usize, ns: u64) {
+        let rows = rows as u64;
+        let sums = &self.service.0;
+        for (sum, v) in sums
+            .iter()
+            .zip([1, rows, ns, rows * rows, rows.saturating_mul(ns)])
+        {
+            sum.fetch_add(v, Ordering::Relaxed);
+        }
+    }
+
+    /// The consumer says which watermarks can change anything there.
+    pub fn set_interest(&self, watermark_ms: i64) {
+        self.interest.store(watermark_ms, Ordering::Relaxed);
+    }
+
+    /// The smallest watermark that can change anything at the consumer,
+    /// as it last said (`i64::MIN` until it has: every one).
+    pub fn interest(&self) -> i64 {
+        self.interest.load(Ordering::Relaxed)
+    }
+
+    /// What the consumer recorded since the last call, as a cost fit.
+    pub(crate) fn take_service(&self) -> CostFit {
+        let [n, sx, sy, sxx, sxy] =
+            std::array::from_fn(|i| self.service.0[i].swap(0, Ordering::Relaxed) as f64);
+        let mut fit = CostFit::default();
+        fit.add_sums(n, sx, sy, sxx, sxy);
+        fit
     }
 
     pub fn capacity(&self) -> ChannelCapacity {
@@ -157,6 +218,10 @@ impl Channel {
                 s.producer_waiting = true;
                 s.refused_sends += 1;
                 return Err(msg);
+            }
+            if let Message::Data(_) = msg {
+                s.batches += 1;
+                s.rows_sent += rows as u64;
             }
             s.queue.push_back((msg, bytes));
             s.rows += rows;
@@ -198,10 +263,13 @@ impl Channel {
         ChannelStats {
             from: self.from.clone(),
             to: self.to.clone(),
+            edge: self.edge.clone(),
             capacity: self.capacity,
             max_rows: s.max_rows,
             max_bytes: s.max_bytes,
             refused_sends: s.refused_sends,
+            batches: s.batches,
+            rows: s.rows_sent,
         }
     }
 }

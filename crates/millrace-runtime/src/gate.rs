@@ -51,7 +51,12 @@ impl InputChannel {
 /// What the gate hands to the operator chain.
 #[derive(Debug)]
 pub enum GateEvent {
-    Data { input: usize, batch: RecordBatch },
+    /// Rows for logical input `input`, from the gate's channel `channel`.
+    Data {
+        input: usize,
+        channel: usize,
+        batch: RecordBatch,
+    },
     Watermark(Watermark),
     Barrier(BarrierId),
     Idle,
@@ -139,6 +144,7 @@ impl InputGate {
                 self.idle_forwarded = false;
                 self.ready.push_back(GateEvent::Data {
                     input: ch.input,
+                    channel: c,
                     batch,
                 });
             }
@@ -221,6 +227,20 @@ impl InputGate {
         }
     }
 
+    /// Tells channel `channel`'s producer what its data message of `rows`
+    /// rows cost this task (`ns`), so its exchange can size batches.
+    pub fn record_service(&self, channel: usize, rows: usize, ns: u64) {
+        self.channels[channel].channel.record_service(rows, ns);
+    }
+
+    /// Tells every input's producer the smallest watermark that can change
+    /// anything in this task (see `Operator::watermark_interest`).
+    pub fn publish_interest(&self, watermark_ms: i64) {
+        for c in &self.channels {
+            c.channel.set_interest(watermark_ms);
+        }
+    }
+
     /// The watermark forwarded so far.
     pub fn watermark(&self) -> i64 {
         self.watermark
@@ -245,6 +265,7 @@ mod tests {
             WorkerWaker::default(),
             "up".into(),
             "down".into(),
+            "up → down".into(),
         ))
     }
 
@@ -266,7 +287,7 @@ mod tests {
     fn drain(gate: &mut InputGate) -> Vec<String> {
         std::iter::from_fn(|| gate.next_event())
             .map(|e| match e {
-                GateEvent::Data { input, batch } => {
+                GateEvent::Data { input, batch, .. } => {
                     let v = batch
                         .column(0)
                         .as_any()

@@ -34,6 +34,7 @@ use millrace_ops::{
 };
 
 use crate::channel::ChannelCapacity;
+use crate::coalesce::ExchangeBatchingMode;
 use crate::exchange::{KEY_GROUPS, Partitioning, key_indices};
 use crate::metrics::RunSummary;
 use crate::worker::{IdleStrategy, StopHandle};
@@ -53,6 +54,10 @@ pub struct PipelineConfig {
     /// `batch_size`) from measured load; without, they always ask for
     /// `batch_size` rows. See `batching.rs`.
     pub latency_target: Option<Duration>,
+    /// With a latency target, exchanges also merge small batches bound for
+    /// one channel (adaptively by default: as their consumers' per-message
+    /// costs require; `coalesce.rs`); without a target they never do.
+    pub exchange_batching: ExchangeBatchingMode,
     /// Bound of every channel.
     pub channel: ChannelCapacity,
     /// Sources inject a barrier after every this many rows (per instance).
@@ -104,6 +109,7 @@ impl Default for PipelineConfig {
             pin_workers: true,
             batch_size: 1024,
             latency_target: None,
+            exchange_batching: ExchangeBatchingMode::Adaptive,
             channel: ChannelCapacity::default(),
             barrier_every_rows: None,
             latency_warmup: Duration::ZERO,
@@ -573,5 +579,9 @@ impl Operator for Union {
     ) -> Result<()> {
         out.data(batch);
         Ok(())
+    }
+
+    fn watermark_interest(&self, downstream: i64) -> i64 {
+        downstream
     }
 }

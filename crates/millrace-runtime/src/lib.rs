@@ -12,6 +12,7 @@
 pub mod alignment;
 pub mod batching;
 pub mod channel;
+pub mod coalesce;
 pub mod exchange;
 pub mod gate;
 pub mod graph;
@@ -24,6 +25,7 @@ pub mod worker;
 
 pub use batching::BatchPolicy;
 pub use channel::{ChannelCapacity, ChannelStats};
+pub use coalesce::ExchangeBatchingMode;
 pub use exchange::Partitioning;
 pub use graph::{Pipeline, PipelineConfig, Stream, Window};
 pub use metrics::{LatencySummary, OperatorSummary, RunSummary};

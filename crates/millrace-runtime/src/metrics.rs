@@ -269,10 +269,52 @@ impl RunSummary {
         self.channels.iter().map(|c| c.refused_sends).sum()
     }
 
+    /// The channels of each graph edge added up, in the order the edges
+    /// were created.
+    pub fn exchanges(&self) -> Vec<ExchangeSummary> {
+        let mut out: Vec<ExchangeSummary> = Vec::new();
+        for c in &self.channels {
+            let at = match out.iter().position(|e| e.edge == c.edge) {
+                Some(at) => at,
+                None => {
+                    out.push(ExchangeSummary {
+                        edge: c.edge.clone(),
+                        ..ExchangeSummary::default()
+                    });
+                    out.len() - 1
+                }
+            };
+            let e = &mut out[at];
+            e.channels += 1;
+            e.batches += c.batches;
+            e.rows += c.rows;
+            e.refused_sends += c.refused_sends;
+        }
+        out
+    }
+
     pub fn operator(&self, name_prefix: &str) -> Option<&OperatorSummary> {
         self.operators
             .iter()
             .find(|o| o.name.starts_with(name_prefix))
+    }
+}
+
+/// What crossed one graph edge, over all its channels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExchangeSummary {
+    pub edge: String,
+    /// Channels of the edge: one per (sending, receiving) instance pair.
+    pub channels: usize,
+    pub batches: u64,
+    pub rows: u64,
+    pub refused_sends: u64,
+}
+
+impl ExchangeSummary {
+    /// Rows per data batch (0 when none crossed).
+    pub fn rows_per_batch(&self) -> f64 {
+        self.rows as f64 / self.batches.max(1) as f64
     }
 }
 
@@ -371,6 +413,30 @@ impl fmt::Display for RunSummary {
                 o.idle_pct(),
                 o.backpressured_pct(),
                 notes.join(", ")
+            )?;
+        }
+        let exchanges = self.exchanges();
+        if !exchanges.is_empty() {
+            writeln!(
+                f,
+                "{:<60} {:>4} {:>12} {:>10} {:>9} {:>8}",
+                "exchange", "ch", "rows", "batches", "rows/bat", "refused"
+            )?;
+        }
+        for e in &exchanges {
+            let mut edge = e.edge.clone();
+            if edge.chars().count() > 60 {
+                edge = edge.chars().take(59).collect::<String>() + "…";
+            }
+            writeln!(
+                f,
+                "{:<60} {:>4} {:>12} {:>10} {:>9.1} {:>8}",
+                edge,
+                e.channels,
+                e.rows,
+                e.batches,
+                e.rows_per_batch(),
+                e.refused_sends
             )?;
         }
         Ok(())

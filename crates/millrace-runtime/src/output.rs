@@ -4,8 +4,9 @@
 //! A task hands the output of one input message to [`OutputRouter::send`],
 //! then calls [`OutputRouter::flush`] until everything is queued; while
 //! anything is held back, the task reads no more input. So the memory held
-//! here is at most the output of one input message per task — the only
-//! buffer besides the bounded channels.
+//! here is at most the output of one input message per task, plus, when
+//! the exchange coalesces (`coalesce.rs`), one pending batch of at most the
+//! size target per channel — the only buffers besides the bounded channels.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -13,28 +14,39 @@ use std::sync::Arc;
 use arrow::record_batch::RecordBatch;
 use millrace_core::{Message, Result};
 
+use crate::batching::CostFit;
 use crate::channel::Channel;
+use crate::coalesce::{ExchangeBatching, Pending};
 use crate::exchange::{Partitioning, hash_partition};
 
 pub struct OutputRouter {
     targets: Vec<Arc<Channel>>,
     /// Messages not yet accepted, per target, in order.
     held: Vec<VecDeque<Message>>,
+    /// Small batches waiting to be merged, per target (`coalesce.rs`).
+    pending: Vec<Pending>,
+    /// How long a pending batch may wait for more rows, and the rows at
+    /// which it leaves at once.
+    batching: ExchangeBatching,
     partitioning: Partitioning,
     key_indices: Vec<usize>,
     next_round_robin: usize,
 }
 
 impl OutputRouter {
-    pub fn new(
+    pub(crate) fn new(
         targets: Vec<Arc<Channel>>,
         partitioning: Partitioning,
         key_indices: Vec<usize>,
+        batching: ExchangeBatching,
     ) -> Self {
         let held = targets.iter().map(|_| VecDeque::new()).collect();
+        let pending = targets.iter().map(|_| Pending::default()).collect();
         OutputRouter {
             targets,
             held,
+            pending,
+            batching,
             partitioning,
             key_indices,
             next_round_robin: 0,
@@ -42,30 +54,43 @@ impl OutputRouter {
     }
 
     /// Routes one message (nothing is sent yet; call [`Self::flush`]).
-    pub fn send(&mut self, msg: Message) -> Result<()> {
+    pub fn send(&mut self, msg: Message, now_ns: i64) -> Result<()> {
         match msg {
-            Message::Data(batch) => self.route_batch(batch),
+            Message::Data(batch) => self.route_batch(batch, now_ns),
+            Message::Watermark(wm) => {
+                for t in 0..self.targets.len() {
+                    // Behind pending rows it waits with them, unless it can
+                    // change something at the consumer: then they all leave.
+                    if !self.pending[t].hold_watermark(wm) {
+                        self.held[t].push_back(Message::Watermark(wm));
+                    } else if wm.time_ms >= self.targets[t].interest() {
+                        self.release(t);
+                    }
+                }
+                Ok(())
+            }
             control => {
-                for held in &mut self.held {
-                    held.push_back(control.clone());
+                for t in 0..self.targets.len() {
+                    self.release(t);
+                    self.held[t].push_back(control.clone());
                 }
                 Ok(())
             }
         }
     }
 
-    fn route_batch(&mut self, batch: RecordBatch) -> Result<()> {
+    fn route_batch(&mut self, batch: RecordBatch, now_ns: i64) -> Result<()> {
         let n = self.targets.len();
         match &self.partitioning {
-            _ if n == 1 => self.hold(0, batch),
+            _ if n == 1 => self.stage(0, batch, now_ns),
             Partitioning::Forward | Partitioning::RoundRobin => {
                 let t = self.next_round_robin % n;
                 self.next_round_robin = self.next_round_robin.wrapping_add(1);
-                self.hold(t, batch);
+                self.stage(t, batch, now_ns);
             }
             Partitioning::Broadcast => {
                 for t in 0..n {
-                    self.hold(t, batch.clone());
+                    self.stage(t, batch.clone(), now_ns);
                 }
             }
             Partitioning::Hash(_) => {
@@ -74,12 +99,51 @@ impl OutputRouter {
                     .enumerate()
                 {
                     if let Some(part) = part {
-                        self.hold(t, part);
+                        self.stage(t, part, now_ns);
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Adds `batch` to target `t`'s pending rows, or holds it for sending
+    /// when it is big enough alone (or the exchange does not coalesce).
+    fn stage(&mut self, t: usize, batch: RecordBatch, now_ns: i64) {
+        self.batching.offered(batch.num_rows());
+        let size = self.batching.size();
+        if self.batching.linger_ns() == 0 || batch.num_rows() >= size {
+            self.release(t);
+            self.hold(t, batch);
+            return;
+        }
+        if !self.pending[t].accepts(&batch) {
+            self.release(t);
+        }
+        self.pending[t].push(batch, now_ns);
+        if self.pending[t].rows() >= size {
+            self.release(t);
+        }
+    }
+
+    /// Moves target `t`'s pending rows (and the watermark behind them) to
+    /// the messages held for sending.
+    fn release(&mut self, t: usize) {
+        if self.pending[t].is_empty() {
+            return;
+        }
+        for msg in self.pending[t].take() {
+            match msg {
+                Message::Data(batch) => self.hold(t, batch),
+                other => self.held[t].push_back(other),
+            }
+        }
+    }
+
+    /// The earliest time a pending batch must leave, if any is pending.
+    pub fn deadline(&self) -> Option<i64> {
+        let linger = self.batching.linger_ns();
+        self.pending.iter().filter_map(|p| p.deadline(linger)).min()
     }
 
     /// Holds `batch` for target `t`, cut into slices that each fit the
@@ -99,10 +163,29 @@ impl OutputRouter {
         }
     }
 
-    /// Queues as much as the channels accept; true when nothing is held.
+    /// Releases the pending batches that are due (all of them when
+    /// `urgent`), then queues as much as the channels accept; true when
+    /// nothing is held back (pending batches may still wait).
     /// `urgent`: what is queued now carries window results or follows from
     /// them, so its consumers are polled ahead of their workers' rounds.
-    pub fn flush(&mut self, urgent: bool) -> bool {
+    pub fn flush(&mut self, urgent: bool, now_ns: i64) -> bool {
+        if self.batching.due(now_ns) {
+            let mut service = CostFit::default();
+            for target in &self.targets {
+                service.merge(&target.take_service());
+            }
+            self.batching.decide(now_ns, self.targets.len(), service);
+        }
+        let linger = self.batching.linger_ns();
+        for t in 0..self.pending.len() {
+            if urgent
+                || self.pending[t]
+                    .deadline(linger)
+                    .is_some_and(|d| d <= now_ns)
+            {
+                self.release(t);
+            }
+        }
         let mut all = true;
         for (t, held) in self.held.iter_mut().enumerate() {
             let mut sent = false;
@@ -121,7 +204,175 @@ impl OutputRouter {
         all
     }
 
+    /// The smallest watermark that can change anything behind this exchange
+    /// (`i64::MAX` if nothing can).
+    pub fn interest(&self) -> i64 {
+        self.targets
+            .iter()
+            .map(|c| c.interest())
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
+    /// Nothing held back and nothing pending.
     pub fn is_empty(&self) -> bool {
-        self.held.iter().all(|h| h.is_empty())
+        self.held.iter().all(|h| h.is_empty()) && self.pending.iter().all(|p| p.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use arrow::array::{AsArray, Int64Array};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use millrace_core::Watermark;
+
+    use super::*;
+    use crate::batching::BatchPolicy;
+    use crate::channel::ChannelCapacity;
+    use crate::coalesce::ExchangeBatchingMode;
+    use crate::worker::WorkerWaker;
+
+    /// With a 1 ms target an exchange that always merges lingers 50 µs.
+    const LINGER: i64 = 50_000;
+
+    fn router(mode: ExchangeBatchingMode, max: usize) -> (OutputRouter, Arc<Channel>) {
+        let channel = Arc::new(Channel::new(
+            ChannelCapacity::default(),
+            WorkerWaker::default(),
+            WorkerWaker::default(),
+            "up".into(),
+            "down".into(),
+            "up → down".into(),
+        ));
+        let policy = BatchPolicy::Adaptive {
+            latency_target: Duration::from_millis(1),
+            max,
+        };
+        let batching = ExchangeBatching::new(policy, mode, 0);
+        let r = OutputRouter::new(
+            vec![channel.clone()],
+            Partitioning::Forward,
+            vec![],
+            batching,
+        );
+        (r, channel)
+    }
+
+    fn data(values: &[i64]) -> Message {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let column = Arc::new(Int64Array::from(values.to_vec()));
+        Message::Data(RecordBatch::try_new(schema, vec![column]).unwrap())
+    }
+
+    fn wm(t: i64) -> Message {
+        Message::Watermark(Watermark {
+            time_ms: t,
+            entered_ns: 0,
+        })
+    }
+
+    /// What the channel holds, as values for data and `-t` for a watermark
+    /// at `t`, `0` for anything else, one inner list per message.
+    fn drain(c: &Channel) -> Vec<Vec<i64>> {
+        std::iter::from_fn(|| c.try_recv())
+            .map(|m| match m {
+                Message::Data(b) => b.column(0).as_primitive::<Int64Type>().values().to_vec(),
+                Message::Watermark(w) => vec![-w.time_ms],
+                _ => vec![0],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn small_batches_merge_and_leave_at_their_deadline() {
+        let (mut r, c) = router(ExchangeBatchingMode::Always, 1024);
+        r.send(data(&[1, 2]), 0).unwrap();
+        r.send(data(&[3]), 10_000).unwrap();
+        assert!(r.flush(false, LINGER - 1));
+        assert!(drain(&c).is_empty(), "both wait");
+        assert_eq!(r.deadline(), Some(LINGER), "from the first");
+        assert!(!r.is_empty());
+        assert!(r.flush(false, LINGER));
+        assert_eq!(drain(&c), [vec![1, 2, 3]]);
+        assert!(r.is_empty() && r.deadline().is_none());
+    }
+
+    #[test]
+    fn watermarks_wait_behind_merged_rows_unless_the_consumer_needs_them() {
+        let (mut r, c) = router(ExchangeBatchingMode::Always, 1024);
+        c.set_interest(100);
+        r.send(data(&[1]), 0).unwrap();
+        r.send(wm(40), 0).unwrap();
+        r.send(data(&[2]), 0).unwrap();
+        r.send(wm(60), 0).unwrap();
+        r.flush(false, 1);
+        assert!(drain(&c).is_empty(), "40 and 60 change nothing there");
+        // 100 can fire a window: it leaves at once, behind the rows.
+        r.send(wm(100), 2).unwrap();
+        r.flush(false, 3);
+        assert_eq!(drain(&c), [vec![1, 2], vec![-100]]);
+        // With nothing pending a watermark goes straight out.
+        r.send(wm(110), 4).unwrap();
+        r.flush(false, 5);
+        assert_eq!(drain(&c), [vec![-110]]);
+    }
+
+    #[test]
+    fn the_latest_held_watermark_follows_the_rows_at_the_deadline() {
+        let (mut r, c) = router(ExchangeBatchingMode::Always, 1024);
+        c.set_interest(i64::MAX);
+        r.send(data(&[1]), 0).unwrap();
+        r.send(wm(40), 0).unwrap();
+        r.send(wm(60), 0).unwrap();
+        r.flush(false, LINGER);
+        assert_eq!(drain(&c), [vec![1], vec![-60]]);
+    }
+
+    #[test]
+    fn urgent_output_barriers_and_big_batches_do_not_wait() {
+        let (mut r, c) = router(ExchangeBatchingMode::Always, 4);
+        c.set_interest(i64::MAX);
+        r.send(data(&[1]), 0).unwrap();
+        r.flush(true, 1);
+        assert_eq!(drain(&c), [vec![1]], "window results leave at once");
+        r.send(data(&[2]), 2).unwrap();
+        r.send(Message::Barrier(7), 2).unwrap();
+        r.flush(false, 3);
+        assert_eq!(
+            drain(&c),
+            [vec![2], vec![0]],
+            "rows before the barrier, then it"
+        );
+        r.send(data(&[3]), 4).unwrap();
+        r.send(data(&[4, 5, 6, 7]), 4).unwrap();
+        r.flush(false, 5);
+        assert_eq!(
+            drain(&c),
+            [vec![3], vec![4, 5, 6, 7]],
+            "a batch of the size target goes out, after what waited"
+        );
+        r.send(data(&[8, 9]), 6).unwrap();
+        r.send(data(&[10, 11]), 6).unwrap();
+        r.flush(false, 7);
+        assert_eq!(
+            drain(&c),
+            [vec![8, 9, 10, 11]],
+            "pending rows reach the size"
+        );
+    }
+
+    #[test]
+    fn an_exchange_without_merging_sends_every_batch_as_it_comes() {
+        for mode in [ExchangeBatchingMode::Off, ExchangeBatchingMode::Adaptive] {
+            let (mut r, c) = router(mode, 1024);
+            c.set_interest(i64::MAX);
+            r.send(data(&[1]), 0).unwrap();
+            r.send(wm(5), 0).unwrap();
+            r.send(data(&[2]), 0).unwrap();
+            r.flush(false, 0);
+            assert_eq!(drain(&c), [vec![1], vec![-5], vec![2]], "{mode:?}");
+        }
     }
 }

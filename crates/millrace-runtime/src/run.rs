@@ -15,6 +15,7 @@ use millrace_core::{Error, Result};
 use crate::alignment::SourceAlignment;
 use crate::batching::{BatchController, BatchPolicy};
 use crate::channel::Channel;
+use crate::coalesce::ExchangeBatching;
 use crate::exchange::key_indices;
 use crate::gate::{InputChannel, InputGate};
 use crate::graph::{Graph, NodeOp};
@@ -61,6 +62,13 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
         .map(|c| c.iter().map(|_| Vec::new()).collect())
         .collect();
     let mut all_channels = Vec::new();
+    let policy = match config.latency_target {
+        Some(latency_target) => BatchPolicy::Adaptive {
+            latency_target,
+            max: config.batch_size,
+        },
+        None => BatchPolicy::Fixed(config.batch_size),
+    };
     for e in &plan.edges {
         let (from, to) = (&plan.chains[e.from_chain], &plan.chains[e.to_chain]);
         let keys = match &e.partitioning {
@@ -69,6 +77,10 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
             }
             _ => Vec::new(),
         };
+        let edge = format!(
+            "{} → {} ({})",
+            graph.nodes[e.from_node].name, graph.nodes[to.nodes[0]].name, e.partitioning
+        );
         for i in 0..from.parallelism {
             let mut targets = Vec::new();
             for j in 0..to.parallelism {
@@ -81,15 +93,15 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                     wakers[worker_of(j)].clone(),
                     format!("task {}#{i}", e.from_chain),
                     format!("task {}#{j}", e.to_chain),
+                    edge.clone(),
                 ));
                 inputs[e.to_chain][j].push(InputChannel::new(ch.clone(), e.input));
                 all_channels.push(ch.clone());
                 targets.push(ch);
             }
-            outputs[e.from_chain][i].push((
-                e.from_node,
-                OutputRouter::new(targets, e.partitioning.clone(), keys.clone()),
-            ));
+            let batching = ExchangeBatching::new(policy, config.exchange_batching, now_ns());
+            let router = OutputRouter::new(targets, e.partitioning.clone(), keys.clone(), batching);
+            outputs[e.from_chain][i].push((e.from_node, router));
         }
     }
 
@@ -161,16 +173,7 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                         metrics: metrics(head_id),
                         columns: head_node.schema.fields().len(),
                         event_time,
-                        batching: BatchController::new(
-                            match config.latency_target {
-                                Some(latency_target) => BatchPolicy::Adaptive {
-                                    latency_target,
-                                    max: config.batch_size,
-                                },
-                                None => BatchPolicy::Fixed(config.batch_size),
-                            },
-                            now_ns(),
-                        ),
+                        batching: BatchController::new(policy, now_ns()),
                         resume_at_ns: None,
                         pressure_ns: 0,
                         barrier_every_rows: config.barrier_every_rows.filter(|n| *n > 0),

@@ -365,6 +365,9 @@ pub struct DataflowTask {
     /// input is taken in; cleared once the input is drained (a source: at
     /// each read).
     urgent: bool,
+    /// Scratch of [`Self::interest`]: at 0 the head's readers', at s + 1
+    /// stage s's readers' smallest interest.
+    interest_after: Vec<i64>,
 }
 
 impl DataflowTask {
@@ -398,6 +401,7 @@ impl DataflowTask {
             scratch: Vec::new(),
             urgent: false,
             last_reader,
+            interest_after: Vec::new(),
         }
     }
 
@@ -407,14 +411,15 @@ impl DataflowTask {
     /// reader.
     fn run_chain(&mut self, mut items: Vec<(usize, Message)>) -> Result<()> {
         self.current = self.stages.len();
+        let now = now_ns();
         if !self.head_routers.is_empty() {
             // Only a source head has routers: its messages are all input 0.
             if self.last_reader[0].is_some() {
                 let copies = items.iter().map(|(_, m)| m.clone());
-                route(&mut self.head_routers, copies, &mut self.done)?;
+                route(&mut self.head_routers, copies, &mut self.done, now)?;
             } else {
                 let msgs = std::mem::take(&mut items).into_iter().map(|(_, m)| m);
-                route(&mut self.head_routers, msgs, &mut self.done)?;
+                route(&mut self.head_routers, msgs, &mut self.done, now)?;
             }
         }
         for s in 0..self.stages.len() {
@@ -445,11 +450,12 @@ impl DataflowTask {
                 }
             };
             if !stage.routers.is_empty() {
+                let now = now_ns();
                 if read_later {
                     let copies = out.iter().cloned();
-                    route(&mut stage.routers, copies, &mut self.done)?;
+                    route(&mut stage.routers, copies, &mut self.done, now)?;
                 } else {
-                    route(&mut stage.routers, out.drain(..), &mut self.done)?;
+                    route(&mut stage.routers, out.drain(..), &mut self.done, now)?;
                 }
             }
             self.emitted[s] = out;
@@ -469,11 +475,44 @@ impl DataflowTask {
 
     fn flush(&mut self) -> bool {
         let urgent = self.urgent;
+        let now = now_ns();
         let mut all = true;
         for r in self.routers_mut() {
-            all &= r.flush(urgent);
+            all &= r.flush(urgent, now);
         }
         all
+    }
+
+    /// The smallest watermark that can change anything in this task or
+    /// behind it: each node's `Operator::watermark_interest`, given what
+    /// the nodes and exchanges after it care about (a sink: nothing).
+    fn interest(&mut self) -> i64 {
+        let after = &mut self.interest_after;
+        after.clear();
+        after.resize(self.stages.len() + 1, i64::MAX);
+        for (s, stage) in self.stages.iter().enumerate().rev() {
+            let downstream = stage
+                .routers
+                .iter()
+                .map(OutputRouter::interest)
+                .fold(after[s + 1], i64::min);
+            let own = match &stage.work {
+                StageWork::Operator(op) => op.op.watermark_interest(downstream),
+                StageWork::Sink(_) => i64::MAX,
+            };
+            let parent = stage.reads.map_or(0, |r| r + 1);
+            after[parent] = after[parent].min(own);
+        }
+        after[0]
+    }
+
+    /// When the earliest batch pending in an exchange must leave.
+    fn pending_deadline(&self) -> Option<i64> {
+        self.head_routers
+            .iter()
+            .chain(self.stages.iter().flat_map(|s| s.routers.iter()))
+            .filter_map(OutputRouter::deadline)
+            .min()
     }
 }
 
@@ -504,6 +543,9 @@ impl Task for DataflowTask {
         for _ in 0..POLL_BUDGET {
             let step_started = now_ns();
             let mut items = std::mem::take(&mut self.scratch);
+            // A data message from a channel: (channel, rows), to tell its
+            // producer what the message cost here.
+            let mut served = None;
             match &mut self.head {
                 Head::Source(src) => {
                     self.current = HEAD;
@@ -523,7 +565,14 @@ impl Task for DataflowTask {
                         break;
                     }
                     Some(event) => items.push(match event {
-                        GateEvent::Data { input, batch } => (input, Message::Data(batch)),
+                        GateEvent::Data {
+                            input,
+                            channel,
+                            batch,
+                        } => {
+                            served = Some((channel, batch.num_rows()));
+                            (input, Message::Data(batch))
+                        }
                         GateEvent::Watermark(wm) => (0, Message::Watermark(wm)),
                         GateEvent::Barrier(id) => (0, Message::Barrier(id)),
                         GateEvent::Idle => (0, Message::Idle),
@@ -540,6 +589,9 @@ impl Task for DataflowTask {
             self.run_chain(items)?;
             let flushed = self.flush();
             let now = now_ns();
+            if let (Head::Gate(gate), Some((channel, rows))) = (&self.head, served) {
+                gate.record_service(channel, rows, (now - step_started) as u64);
+            }
             if let Head::Source(src) = &mut self.head {
                 // Time spent reading counts from before the read; time held
                 // back by a slow consumer is reported apart, so batches can
@@ -563,11 +615,23 @@ impl Task for DataflowTask {
             }
         }
         if progressed {
+            if matches!(self.head, Head::Gate(_)) {
+                let interest = self.interest();
+                if let Head::Gate(gate) = &self.head {
+                    gate.publish_interest(interest);
+                }
+            }
             self.times
                 .busy_ns
                 .fetch_add((now_ns() - started) as u64, Relaxed);
             return Ok(TaskPoll::Progress);
         }
+        // Batches waiting in an exchange leave by their deadline even if
+        // no input comes meanwhile.
+        let wake_at = match (wake_at, self.pending_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         Ok(TaskPoll::Idle {
             wake_at_ns: wake_at,
         })
@@ -674,6 +738,7 @@ fn route(
     routers: &mut [OutputRouter],
     msgs: impl Iterator<Item = Message>,
     done: &mut bool,
+    now_ns: i64,
 ) -> Result<()> {
     let Some((last, others)) = routers.split_last_mut() else {
         return Ok(());
@@ -681,9 +746,9 @@ fn route(
     for msg in msgs {
         *done |= matches!(msg, Message::End);
         for router in others.iter_mut() {
-            router.send(msg.clone())?;
+            router.send(msg.clone(), now_ns)?;
         }
-        last.send(msg)?;
+        last.send(msg, now_ns)?;
     }
     Ok(())
 }

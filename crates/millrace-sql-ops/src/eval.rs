@@ -64,6 +64,11 @@ struct ExprFilter {
 }
 
 impl Operator for ExprFilter {
+    /// Emits nothing on a watermark and passes each one on.
+    fn watermark_interest(&self, downstream: i64) -> i64 {
+        downstream
+    }
+
     fn on_data(&mut self, _input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
         let mask = evaluate(&self.predicate, &batch)?;
         let Some(mask) = mask.as_boolean_opt() else {
@@ -215,6 +220,11 @@ impl Computed {
 }
 
 impl Operator for ExprProject {
+    /// Emits nothing on a watermark and passes each one on.
+    fn watermark_interest(&self, downstream: i64) -> i64 {
+        downstream
+    }
+
     fn on_data(&mut self, _input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.columns.len() + 1);
         for (computed, field) in self.columns.iter().zip(self.schema.fields()) {

@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use millrace_runtime::PipelineConfig;
+use millrace_runtime::{ExchangeBatchingMode, PipelineConfig};
 
 use crate::error::{SqlError, SqlResult};
 use crate::interval::duration_text_ms;
 
-const KNOWN: &str = "parallelism, workers, batch_size, latency_target, latency_warmup, source_alignment, pin_workers, barrier_every_rows, two_phase_aggregation";
+const KNOWN: &str = "parallelism, workers, batch_size, latency_target, exchange_batching, latency_warmup, source_alignment, pin_workers, barrier_every_rows, two_phase_aggregation";
 
 /// Everything `SET` can change: the runtime's configuration and the
 /// planner's choices.
@@ -75,6 +75,14 @@ pub fn apply(settings: &mut Settings, name: &str, value: &str) -> SqlResult<()> 
             }
         }
         "pin_workers" => config.pin_workers = flag()?,
+        "exchange_batching" => {
+            config.exchange_batching = match value.to_lowercase().as_str() {
+                "adaptive" | "on" | "true" => ExchangeBatchingMode::Adaptive,
+                "always" => ExchangeBatchingMode::Always,
+                "off" | "false" | "none" => ExchangeBatchingMode::Off,
+                _ => return Err(bad("expected adaptive, always or off")),
+            }
+        }
         "two_phase_aggregation" => settings.two_phase_aggregation = flag()?,
         other => {
             return Err(SqlError::new(format!(
@@ -134,5 +142,11 @@ mod tests {
         apply(c, "two_phase_aggregation", "off").unwrap();
         assert!(!c.two_phase_aggregation);
         assert!(apply(c, "two_phase_aggregation", "maybe").is_err());
+        assert_eq!(c.config.exchange_batching, ExchangeBatchingMode::Adaptive);
+        apply(c, "exchange_batching", "always").unwrap();
+        assert_eq!(c.config.exchange_batching, ExchangeBatchingMode::Always);
+        apply(c, "exchange_batching", "off").unwrap();
+        assert_eq!(c.config.exchange_batching, ExchangeBatchingMode::Off);
+        assert!(apply(c, "exchange_batching", "sometimes").is_err());
     }
 }

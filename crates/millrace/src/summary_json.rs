@@ -55,6 +55,13 @@ pub fn summary_json(s: &RunSummary) -> Value {
         "backpressure_events": s.backpressure_events(),
         "peak_rss_bytes": peak_rss_bytes(),
         "operators": operators,
+        "exchanges": s.exchanges().iter().map(|e| json!({
+            "edge": e.edge,
+            "channels": e.channels,
+            "batches": e.batches,
+            "rows": e.rows,
+            "refused_sends": e.refused_sends,
+        })).collect::<Vec<_>>(),
     })
 }
 

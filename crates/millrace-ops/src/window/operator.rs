@@ -326,6 +326,14 @@ impl Operator for WindowOperator {
         }
         Ok(())
     }
+
+    /// Window ends are multiples of the slide: nothing fires before the
+    /// next one after the watermark. Watermarks are passed on.
+    fn watermark_interest(&self, downstream: i64) -> i64 {
+        let slide = i128::from(self.slide_ms);
+        let next = (i128::from(self.watermark).div_euclid(slide) + 1) * slide;
+        i64::try_from(next).unwrap_or(i64::MAX).min(downstream)
+    }
 }
 
 pub(super) fn batch_column(batch: &RecordBatch, index: usize) -> Result<&ArrayRef> {

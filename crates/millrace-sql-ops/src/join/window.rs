@@ -704,6 +704,27 @@ impl Operator for WindowJoinOperator {
     fn peak_state(&self) -> Option<StateSize> {
         Some(self.peak)
     }
+
+    /// The first window that can close: the earliest open one, or the next
+    /// end after the watermark of a side whose windows come from event
+    /// time. When both sides carry their windows, a row still on its way
+    /// may open any window, so every watermark matters. Watermarks are
+    /// passed on, so `downstream`'s count too.
+    fn watermark_interest(&self, downstream: i64) -> i64 {
+        let kind = self
+            .spec
+            .left_window
+            .kind()
+            .or(self.spec.right_window.kind());
+        let Some(next_end) = kind.and_then(|k| k.next_end_after(self.watermark)) else {
+            return i64::MIN;
+        };
+        let open = self
+            .windows
+            .first_key_value()
+            .map_or(i64::MAX, |((end, _), _)| *end);
+        next_end.min(open).min(downstream)
+    }
 }
 
 #[cfg(test)]

@@ -318,4 +318,14 @@ impl Operator for FixedWindowOperator {
     fn peak_state(&self) -> Option<StateSize> {
         Some(self.peak)
     }
+
+    /// Own windows: nothing fires and no watermark is passed on before the
+    /// next window end (`forward_at`), whatever `downstream` wants. Carried
+    /// windows end wherever their rows say: every watermark matters.
+    fn watermark_interest(&self, _downstream: i64) -> i64 {
+        match self.plan.spec.assign.kind() {
+            Some(_) => self.forward_at,
+            None => i64::MIN,
+        }
+    }
 }

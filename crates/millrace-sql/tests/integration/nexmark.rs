@@ -5,6 +5,7 @@
 
 use crate::common::{assert_same_rows, batch_sql, late_rows, read_all, run_sql};
 use millrace_connectors::nexmark::{NexmarkConfig, NexmarkKind, NexmarkSource};
+use millrace_runtime::RunSummary;
 
 /// 40 s of event time at 1000 events/s: four 10 s windows, twenty 2 s hops.
 const EVENTS: u64 = 40_000;
@@ -32,9 +33,19 @@ fn events(kind: NexmarkKind) -> Vec<arrow::record_batch::RecordBatch> {
 
 /// Runs the streaming query at parallelism 2 with the test's event counts.
 fn stream(name: &str, tables: &[&str]) -> Vec<arrow::record_batch::RecordBatch> {
+    stream_with(name, tables, &[]).0
+}
+
+/// As [`stream`], with further settings; also returns the run summary.
+fn stream_with(
+    name: &str,
+    tables: &[&str],
+    settings: &[(&str, &str)],
+) -> (Vec<arrow::record_batch::RecordBatch>, RunSummary) {
     let events = EVENTS.to_string();
     let rate = EVENT_RATE.to_string();
     let mut overrides = vec![("parallelism", "2")];
+    overrides.extend_from_slice(settings);
     let keys: Vec<(String, String)> = tables
         .iter()
         .flat_map(|t| {
@@ -48,17 +59,24 @@ fn stream(name: &str, tables: &[&str]) -> Vec<arrow::record_batch::RecordBatch> 
     let (batches, summary) = run_sql(&query(name), &overrides);
     // In-order generators and a 4 s bound: no row may be late.
     assert_eq!(late_rows(&summary), 0, "{name}: late rows");
-    batches
+    (batches, summary)
 }
 
 fn check(name: &str, batch: &str) {
-    let streaming = stream(name, &["bid"]);
+    check_with(name, batch, &[]);
+}
+
+/// Checks query `name` on bids against batch SQL `batch`, run with
+/// `settings`; returns the streaming run's summary.
+fn check_with(name: &str, batch: &str, settings: &[(&str, &str)]) -> RunSummary {
+    let (streaming, summary) = stream_with(name, &["bid"], settings);
     let expected = batch_sql(&[("bid", events(NexmarkKind::Bid))], batch);
     assert!(
         !expected.iter().all(|b| b.num_rows() == 0),
         "{name}: empty expected result"
     );
     assert_same_rows(&streaming, &expected, name);
+    summary
 }
 
 const BIN10: &str = "date_bin(INTERVAL '10 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00')";
@@ -124,8 +142,12 @@ fn q20_bids_with_auction_details() {
 
 #[test]
 fn q5_hot_items() {
-    // Each bid falls into the five 10 s windows starting at its 2 s bin and
-    // the four 2 s steps before it.
+    check("q5", &q5_batch());
+}
+
+/// q5 in batch SQL: each bid falls into the five 10 s windows starting at
+/// its 2 s bin and the four 2 s steps before it.
+fn q5_batch() -> String {
     let bin2 = "date_bin(INTERVAL '2 seconds', date_time, TIMESTAMP '1970-01-01T00:00:00')";
     let copies: Vec<String> = (0..5)
         .map(|k| {
@@ -143,21 +165,52 @@ fn q5_hot_items() {
          FROM c JOIN m ON c.ws = m.ws AND c.num = m.top",
         copies.join(" UNION ALL ")
     );
-    check("q5", &sql);
+    sql
 }
 
 #[test]
 fn q7_highest_bid() {
-    check(
-        "q7",
-        &format!(
-            "SELECT b.auction, b.price, b.bidder, b.date_time, b.extra
-             FROM bid b
-             JOIN (SELECT {BIN10} AS ws, max(price) AS top FROM bid GROUP BY 1) m
-               ON date_bin(INTERVAL '10 seconds', b.date_time, TIMESTAMP '1970-01-01T00:00:00') = m.ws
-              AND b.price = m.top"
-        ),
-    );
+    check("q7", &q7_batch());
+}
+
+fn q7_batch() -> String {
+    format!(
+        "SELECT b.auction, b.price, b.bidder, b.date_time, b.extra
+         FROM bid b
+         JOIN (SELECT {BIN10} AS ws, max(price) AS top FROM bid GROUP BY 1) m
+           ON date_bin(INTERVAL '10 seconds', b.date_time, TIMESTAMP '1970-01-01T00:00:00') = m.ws
+          AND b.price = m.top"
+    )
+}
+
+/// Exchanges that merge small batches, holding watermarks behind them,
+/// change no result: windows, joins, top-N and sessions again, with every
+/// exchange merging for its whole budget (`exchange_batching = always`;
+/// a 1 s target gives 50 ms, so pieces gather even in a debug build).
+/// And they do merge: q7's bids reach its join in fewer batches than with
+/// merging off.
+#[test]
+fn merging_exchanges_change_no_result() {
+    let merging = [("latency_target", "1s"), ("exchange_batching", "always")];
+    let not_merging = [("latency_target", "1s"), ("exchange_batching", "off")];
+    check_with("q5", &q5_batch(), &merging);
+    check_with("q11", q11_batch(), &merging);
+    let batches_into_join = |s: &RunSummary| -> u64 {
+        let exchanges = s.exchanges();
+        let into = exchanges
+            .iter()
+            .filter(|e| e.edge.contains("→ window_join") && e.rows > 1000)
+            .collect::<Vec<_>>();
+        assert_eq!(
+            into.len(),
+            1,
+            "one exchange carries the bids: {exchanges:?}"
+        );
+        into[0].batches
+    };
+    let merged = batches_into_join(&check_with("q7", &q7_batch(), &merging));
+    let alone = batches_into_join(&check_with("q7", &q7_batch(), &not_merging));
+    assert!(merged < alone, "{merged} batches merging, {alone} not");
 }
 
 #[test]
@@ -182,9 +235,11 @@ fn q8_new_sellers() {
 
 #[test]
 fn q11_sessions() {
-    check(
-        "q11",
-        "WITH o AS (
+    check("q11", q11_batch());
+}
+
+fn q11_batch() -> &'static str {
+    "WITH o AS (
             SELECT bidder, date_time,
                    CASE WHEN date_time - lag(date_time) OVER (PARTITION BY bidder ORDER BY date_time) < INTERVAL '10 seconds'
                         THEN 0 ELSE 1 END AS starts
@@ -194,8 +249,7 @@ fn q11_sessions() {
                    sum(starts) OVER (PARTITION BY bidder ORDER BY date_time ROWS UNBOUNDED PRECEDING) AS session
             FROM o)
          SELECT bidder, count(*), min(date_time), max(date_time) + INTERVAL '10 seconds'
-         FROM s GROUP BY bidder, session",
-    );
+         FROM s GROUP BY bidder, session"
 }
 
 #[test]
