@@ -73,9 +73,18 @@ struct BenchArgs {
     /// Where query names are looked up.
     #[arg(long, default_value = "queries/nexmark")]
     dir: PathBuf,
-    /// Batch policies to compare: fixed sizes and `adaptive`.
-    #[arg(long, value_delimiter = ',', default_value = "1,64,1024,8192,adaptive")]
+    /// Batch policies to compare: fixed sizes, `adaptive`, and
+    /// `adaptive-src` (adaptive with exchanges that never merge).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,64,1024,8192,adaptive-src,adaptive"
+    )]
     batch: Vec<String>,
+    /// Runs of each measurement, taking the policies in turn; the tables
+    /// show medians.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// Open-loop loads, as fractions of each query's maximum rate.
     #[arg(long, value_delimiter = ',', default_value = "0.1,0.5,0.8")]
     fractions: Vec<f64>,
@@ -278,6 +287,7 @@ fn bench(a: BenchArgs) -> Result<(), String> {
             .collect::<Result<_, _>>()?,
         fractions: a.fractions,
         seconds: a.seconds,
+        repeat: a.repeat.max(1),
         latency_target: a.latency_target,
         warmup: a.warmup,
         source: a.source,
@@ -301,8 +311,14 @@ fn bench(a: BenchArgs) -> Result<(), String> {
     };
     println!("## Targets\n\n{}", bench::targets_table(&results, &state));
     println!(
-        "## Batch policies compared (events/s as fast as possible; p99 open-loop at fractions of the query's maximum)\n\n{}",
+        "## Batch policies compared (medians of {} runs: events/s as fast as possible; p99 open-loop at fractions of the query's maximum)\n\n{}",
+        options.repeat,
         bench::comparison_table(&results)
+    );
+    println!(
+        "## Adaptive against the best fixed size (medians of {} runs each)\n\n{}",
+        options.repeat,
+        bench::adaptive_table(&results)
     );
     println!("## Per query\n");
     for q in &results {

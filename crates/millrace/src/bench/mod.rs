@@ -28,25 +28,30 @@ use std::time::Duration;
 use millrace_core::StateSize;
 use serde_json::{Value, json};
 
-pub use report::{comparison_table, query_tables, state_table, targets_table};
+pub use report::{adaptive_table, comparison_table, query_tables, state_table, targets_table};
 
-/// How sources size their batches in one measurement.
+/// How sources and exchanges size their batches in one measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
     /// `SET batch_size = n` without a latency target.
     Fixed(usize),
-    /// `SET latency_target = …` with batches of at most `ADAPTIVE_MAX` rows.
+    /// `SET latency_target = …` with batches of at most `ADAPTIVE_MAX` rows:
+    /// sources linger and exchanges merge as the load needs.
     Adaptive,
+    /// As `Adaptive`, with exchanges that never merge
+    /// (`exchange_batching = off`): what merging in exchanges adds.
+    AdaptiveSources,
 }
 
 /// Largest batch the adaptive controller may choose in a benchmark.
 pub const ADAPTIVE_MAX: usize = 8192;
 
 impl Policy {
-    /// `1`, `64`, …, or `adaptive`.
+    /// `1`, `64`, …, `adaptive` or `adaptive-src`.
     pub fn parse(text: &str) -> Result<Self, String> {
         match text.trim() {
             "adaptive" => Ok(Policy::Adaptive),
+            "adaptive-src" => Ok(Policy::AdaptiveSources),
             n => n
                 .replace('_', "")
                 .parse::<usize>()
@@ -54,7 +59,9 @@ impl Policy {
                 .filter(|n| *n > 0)
                 .map(Policy::Fixed)
                 .ok_or_else(|| {
-                    format!("batch policy '{n}': expected a size of at least 1 or 'adaptive'")
+                    format!(
+                        "batch policy '{n}': expected a size of at least 1, 'adaptive' or 'adaptive-src'"
+                    )
                 }),
         }
     }
@@ -63,7 +70,13 @@ impl Policy {
         match self {
             Policy::Fixed(n) => n.to_string(),
             Policy::Adaptive => "adaptive".into(),
+            Policy::AdaptiveSources => "adaptive-src".into(),
         }
+    }
+
+    /// A fixed batch size.
+    pub fn is_fixed(&self) -> bool {
+        matches!(self, Policy::Fixed(_))
     }
 }
 
@@ -76,6 +89,10 @@ pub struct BenchOptions {
     pub fractions: Vec<f64>,
     /// Length of each open-loop run (and the aim for each throughput run).
     pub seconds: f64,
+    /// Runs of every measurement (throughput, and each policy at each
+    /// load), in rounds that take every policy in turn; tables show the
+    /// median.
+    pub repeat: usize,
     /// The adaptive policy's `latency_target`.
     pub latency_target: Duration,
     /// Rows that enter this early in a run are not measured (warm-up).
@@ -126,14 +143,41 @@ impl Point {
     }
 }
 
-/// An open-loop run at a fraction of the query's maximum rate.
+/// The median of each number of `runs` (not empty), each on its own: the
+/// p99 of this point is the median p99, whichever run it came from.
+pub fn median_point(runs: &[Point]) -> Point {
+    fn median(mut v: Vec<u64>) -> u64 {
+        v.sort_unstable();
+        v[(v.len() - 1) / 2]
+    }
+    let of = |f: fn(&Point) -> u64| median(runs.iter().map(f).collect());
+    Point {
+        events: of(|p| p.events),
+        elapsed_ns: of(|p| p.elapsed_ns),
+        workers: of(|p| p.workers),
+        sink_rows: of(|p| p.sink_rows),
+        count: of(|p| p.count),
+        p50: of(|p| p.p50),
+        p99: of(|p| p.p99),
+        p999: of(|p| p.p999),
+        max: of(|p| p.max),
+        peak_rss_bytes: runs
+            .iter()
+            .all(|p| p.peak_rss_bytes.is_some())
+            .then(|| of(|p| p.peak_rss_bytes.unwrap_or(0))),
+    }
+}
+
+/// Open-loop runs at a fraction of the query's maximum rate.
 #[derive(Debug, Clone)]
 pub struct LatencyRun {
     pub fraction: f64,
     /// Offered events/s.
     pub rate: f64,
+    /// The median of `runs`.
     pub point: Point,
-    /// The run took noticeably longer than its events were due: the
+    pub runs: Vec<Point>,
+    /// The median run took noticeably longer than its events were due: the
     /// pipeline did not keep up and a backlog grew.
     pub behind: bool,
 }
@@ -141,7 +185,9 @@ pub struct LatencyRun {
 #[derive(Debug, Clone)]
 pub struct PolicyResult {
     pub policy: Policy,
+    /// The median of `throughput_runs`.
     pub throughput: Point,
+    pub throughput_runs: Vec<Point>,
     pub latency: Vec<LatencyRun>,
 }
 
@@ -178,28 +224,41 @@ const SEARCH_TRIES: usize = 12;
 /// Runs every measurement; `progress` gets a line per finished run.
 pub fn run(o: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec<QueryResult>, String> {
     let mut results = Vec::new();
+    let repeat = o.repeat.max(1);
     for file in &o.queries {
         let name = query_name(file);
-        let mut policies = Vec::new();
+        // A short probe per policy sizes its throughput runs to `seconds`.
+        let mut sized = Vec::new();
         for &policy in &o.policies {
             let probe_events =
                 ((PROBE_EVENTS_PER_S * o.seconds) as u64).clamp(MIN_EVENTS / 4, MAX_PROBE_EVENTS);
             let probe = run_point(o, file, policy, probe_events, None)?;
             let events = ((probe.throughput() * o.seconds) as u64).clamp(MIN_EVENTS, MAX_EVENTS);
-            let throughput = run_point(o, file, policy, events, None)?;
-            progress(&format!(
-                "{name} batch {}: {} events/s ({} per core), peak RSS {}",
-                policy.label(),
-                report::count(throughput.throughput()),
-                report::count(throughput.per_core()),
-                report::bytes(throughput.peak_rss_bytes),
-            ));
-            policies.push(PolicyResult {
-                policy,
-                throughput,
-                latency: Vec::new(),
-            });
+            sized.push((policy, events, Vec::new()));
         }
+        for round in 0..repeat {
+            for (policy, events, runs) in &mut sized {
+                let point = run_point(o, file, *policy, *events, None)?;
+                progress(&format!(
+                    "{name} batch {} (run {}/{repeat}): {} events/s ({} per core), peak RSS {}",
+                    policy.label(),
+                    round + 1,
+                    report::count(point.throughput()),
+                    report::count(point.per_core()),
+                    report::bytes(point.peak_rss_bytes),
+                ));
+                runs.push(point);
+            }
+        }
+        let mut policies: Vec<PolicyResult> = sized
+            .into_iter()
+            .map(|(policy, _, runs)| PolicyResult {
+                policy,
+                throughput: median_point(&runs),
+                throughput_runs: runs,
+                latency: Vec::new(),
+            })
+            .collect();
         let closed_loop_max = policies
             .iter()
             .map(|p| p.throughput.throughput())
@@ -222,26 +281,38 @@ pub fn run(o: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec<Query
         for &fraction in &o.fractions {
             let rate = max_rate * fraction;
             let events = ((rate * o.seconds) as u64).max(1000);
-            for p in &mut policies {
-                let point = run_point(o, file, p.policy, events, Some(rate))?;
-                let behind = is_behind(&point, events, rate);
-                progress(&format!(
-                    "{name} batch {} at {:.0}% ({} events/s): p50 {} p99 {} p99.9 {} max {} over {} rows{}",
-                    p.policy.label(),
-                    fraction * 100.0,
-                    report::count(rate),
-                    report::ns(point.p50),
-                    report::ns(point.p99),
-                    report::ns(point.p999),
-                    report::ns(point.max),
-                    point.count,
-                    if behind { " (behind)" } else { "" },
-                ));
+            let mut runs: Vec<Vec<Point>> = vec![Vec::new(); policies.len()];
+            for round in 0..repeat {
+                for (p, runs) in policies.iter().zip(&mut runs) {
+                    let point = run_point(o, file, p.policy, events, Some(rate))?;
+                    progress(&format!(
+                        "{name} batch {} at {:.0}% ({} events/s, run {}/{repeat}): p50 {} p99 {} p99.9 {} max {} over {} rows{}",
+                        p.policy.label(),
+                        fraction * 100.0,
+                        report::count(rate),
+                        round + 1,
+                        report::ns(point.p50),
+                        report::ns(point.p99),
+                        report::ns(point.p999),
+                        report::ns(point.max),
+                        point.count,
+                        if is_behind(&point, events, rate) {
+                            " (behind)"
+                        } else {
+                            ""
+                        },
+                    ));
+                    runs.push(point);
+                }
+            }
+            for (p, runs) in policies.iter_mut().zip(runs) {
+                let point = median_point(&runs);
                 p.latency.push(LatencyRun {
                     fraction,
                     rate,
+                    behind: is_behind(&point, events, rate),
                     point,
-                    behind,
+                    runs,
                 });
             }
         }
@@ -365,12 +436,15 @@ fn run_settings(o: &BenchOptions, policy: Policy, events: u64, rate: Option<f64>
             sets.push(format!("batch_size={n}"));
             sets.push("latency_target=none".into());
         }
-        Policy::Adaptive => {
+        Policy::Adaptive | Policy::AdaptiveSources => {
             sets.push(format!("batch_size={ADAPTIVE_MAX}"));
             sets.push(format!(
                 "latency_target={}us",
                 o.latency_target.as_micros().max(1)
             ));
+            if policy == Policy::AdaptiveSources {
+                sets.push("exchange_batching=off".into());
+            }
         }
     }
     sets.extend(o.settings.iter().cloned());
@@ -444,6 +518,7 @@ pub fn to_json(
         "machine": machine,
         "settings": {
             "seconds": o.seconds,
+            "repeat": o.repeat,
             "fractions": o.fractions,
             "latency_target_ns": o.latency_target.as_nanos() as u64,
             "latency_warmup_ns": o.warmup.as_nanos() as u64,
@@ -467,11 +542,13 @@ pub fn to_json(
             "policies": q.policies.iter().map(|p| json!({
                 "batch": p.policy.label(),
                 "throughput": point(&p.throughput),
+                "throughput_runs": p.throughput_runs.iter().map(point).collect::<Vec<_>>(),
                 "latency": p.latency.iter().map(|r| json!({
                     "fraction": r.fraction,
                     "offered_events_per_s": r.rate,
                     "behind": r.behind,
-                    "run": point(&r.point),
+                    "median": point(&r.point),
+                    "runs": r.runs.iter().map(point).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
@@ -502,6 +579,8 @@ mod tests {
         assert_eq!(Policy::parse("64"), Ok(Policy::Fixed(64)));
         assert_eq!(Policy::parse("8_192"), Ok(Policy::Fixed(8192)));
         assert_eq!(Policy::parse("adaptive"), Ok(Policy::Adaptive));
+        assert_eq!(Policy::parse("adaptive-src"), Ok(Policy::AdaptiveSources));
+        assert_eq!(Policy::AdaptiveSources.label(), "adaptive-src");
         assert!(Policy::parse("0").is_err());
         assert!(Policy::parse("big").unwrap_err().contains("'big'"));
         assert_eq!(Policy::Fixed(1).label(), "1");
@@ -514,6 +593,7 @@ mod tests {
             policies: vec![],
             fractions: vec![],
             seconds: 1.0,
+            repeat: 1,
             latency_target: Duration::from_millis(1),
             warmup: Duration::from_millis(500),
             source: "bid".into(),
@@ -542,5 +622,36 @@ mod tests {
                 "parallelism=1"
             ]
         );
+        let sets = run_settings(&o, Policy::AdaptiveSources, 1000, None);
+        assert!(sets.contains(&"latency_target=1000us".to_string()));
+        assert!(sets.contains(&"exchange_batching=off".to_string()));
+    }
+
+    fn point(p50: u64, p99: u64, elapsed_ns: u64) -> Point {
+        Point {
+            events: 100,
+            elapsed_ns,
+            workers: 2,
+            sink_rows: 10,
+            count: 10,
+            p50,
+            p99,
+            p999: p99,
+            max: p99,
+            peak_rss_bytes: Some(p50),
+        }
+    }
+
+    #[test]
+    fn the_median_point_takes_each_number_on_its_own() {
+        let runs = [point(5, 90, 3), point(1, 10, 2), point(3, 30, 1)];
+        let m = median_point(&runs);
+        assert_eq!(
+            (m.p50, m.p99, m.elapsed_ns, m.peak_rss_bytes),
+            (3, 30, 2, Some(3))
+        );
+        // An even count takes the lower middle.
+        let m = median_point(&runs[..2]);
+        assert_eq!((m.p50, m.p99), (1, 10));
     }
 }

@@ -43,25 +43,30 @@ pub fn query_tables(q: &QueryResult) -> String {
         q.search_policy.label(),
         count(q.closed_loop_max),
     );
-    s.push_str("| batch | events/s | per core | events | rows out | peak RSS |\n");
-    s.push_str("|---|---|---|---|---|---|\n");
+    s.push_str("| batch | events/s | per core | runs | events | rows out | peak RSS |\n");
+    s.push_str("|---|---|---|---|---|---|---|\n");
     for p in &q.policies {
         let t = &p.throughput;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             p.policy.label(),
             count(t.throughput()),
             count(t.per_core()),
+            range(
+                &p.throughput_runs,
+                |r| count(r.throughput()),
+                |r| r.throughput()
+            ),
             count(t.events as f64),
             t.sink_rows,
             bytes(t.peak_rss_bytes)
         );
     }
     s.push_str(
-        "\n| batch | load | offered events/s | p50 | p99 | p99.9 | max | rows | peak RSS |\n",
+        "\n| batch | load | offered events/s | p50 | p99 | p99 of the runs | p99.9 | max | rows | peak RSS |\n",
     );
-    s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     let fractions: Vec<f64> = q
         .policies
         .first()
@@ -73,13 +78,14 @@ pub fn query_tables(q: &QueryResult) -> String {
             let l = &r.point;
             let _ = writeln!(
                 s,
-                "| {} | {:.0}%{} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {:.0}%{} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 p.policy.label(),
                 f * 100.0,
                 if r.behind { " (behind)" } else { "" },
                 count(r.rate),
                 pct(l, l.p50),
                 pct(l, l.p99),
+                range(&r.runs, |p| pct(p, p.p99), |p| p.p99 as f64),
                 pct(l, l.p999),
                 pct(l, l.max),
                 l.count,
@@ -88,6 +94,21 @@ pub fn query_tables(q: &QueryResult) -> String {
         }
     }
     s
+}
+
+/// `low–high` of `runs` as `show` prints them, ordered by `key`.
+fn range(
+    runs: &[super::Point],
+    show: impl Fn(&super::Point) -> String,
+    key: impl Fn(&super::Point) -> f64,
+) -> String {
+    let lo = runs.iter().min_by(|a, b| key(a).total_cmp(&key(b)));
+    let hi = runs.iter().max_by(|a, b| key(a).total_cmp(&key(b)));
+    match (lo, hi) {
+        (Some(lo), Some(hi)) if runs.len() > 1 => format!("{}–{}", show(lo), show(hi)),
+        (Some(one), _) => show(one),
+        _ => "—".into(),
+    }
 }
 
 /// One table over every query: throughput and p99 at each load, one column
@@ -125,6 +146,92 @@ pub fn comparison_table(results: &[QueryResult]) -> String {
                 f * 100.0,
                 cells.join(" | ")
             );
+        }
+    }
+    s
+}
+
+/// The adaptive policies against the best fixed size, per query: median
+/// throughput, and median p50 and p99 at each load (a fixed size that fell
+/// behind does not count as best). A ratio below 1 is better than every
+/// fixed size for latency; for throughput, above 1.
+pub fn adaptive_table(results: &[QueryResult]) -> String {
+    let mut s = String::from(
+        "| query | measure | best fixed size | adaptive-src | adaptive | adaptive ÷ best fixed |\n|---|---|---|---|---|---|\n",
+    );
+    fn policy(q: &QueryResult, want: Policy) -> Option<&super::PolicyResult> {
+        q.policies.iter().find(|p| p.policy == want)
+    }
+    /// Run `i` of `p`, if it kept up and measured rows.
+    fn kept_up(p: Option<&super::PolicyResult>, i: usize) -> Option<&LatencyRun> {
+        p.and_then(|p| p.latency.get(i))
+            .filter(|r| !r.behind && r.point.count > 0)
+    }
+    for q in results {
+        let fixed: Vec<_> = q.policies.iter().filter(|p| p.policy.is_fixed()).collect();
+        let (src, adaptive) = (
+            policy(q, Policy::AdaptiveSources),
+            policy(q, Policy::Adaptive),
+        );
+        let thr = |p: Option<&super::PolicyResult>| p.map(|p| p.throughput.throughput());
+        if let Some(best) = fixed.iter().max_by(|a, b| {
+            a.throughput
+                .throughput()
+                .total_cmp(&b.throughput.throughput())
+        }) {
+            let b = best.throughput.throughput();
+            let _ = writeln!(
+                s,
+                "| {} | events/s | {} ({}) | {} | {} | {} |",
+                q.name,
+                count(b),
+                best.policy.label(),
+                thr(src).map_or("—".into(), count),
+                thr(adaptive).map_or("—".into(), count),
+                thr(adaptive).map_or("—".into(), |a| format!("{:.2}", a / b)),
+            );
+        }
+        let fractions: Vec<f64> = q
+            .policies
+            .first()
+            .map(|p| p.latency.iter().map(|r| r.fraction).collect())
+            .unwrap_or_default();
+        for (i, f) in fractions.iter().enumerate() {
+            for (what, of) in [
+                (
+                    "p50",
+                    (|p: &super::Point| p.p50) as fn(&super::Point) -> u64,
+                ),
+                ("p99", |p: &super::Point| p.p99),
+            ] {
+                let best = fixed
+                    .iter()
+                    .filter_map(|p| kept_up(Some(p), i).map(|r| (p.policy, of(&r.point))))
+                    .min_by_key(|(_, v)| *v);
+                let cell = |p: Option<&super::PolicyResult>| match (
+                    kept_up(p, i),
+                    p.and_then(|p| p.latency.get(i)),
+                ) {
+                    (Some(r), _) => ns(of(&r.point)),
+                    (None, Some(_)) => "behind".into(),
+                    (None, None) => "—".into(),
+                };
+                let ratio = match (best, kept_up(adaptive, i)) {
+                    (Some((_, b)), Some(r)) if b > 0 => {
+                        format!("{:.2}", of(&r.point) as f64 / b as f64)
+                    }
+                    _ => "—".into(),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {what} at {:.0}% | {} | {} | {} | {ratio} |",
+                    q.name,
+                    f * 100.0,
+                    best.map_or("—".into(), |(p, v)| format!("{} ({})", ns(v), p.label())),
+                    cell(src),
+                    cell(adaptive),
+                );
+            }
         }
     }
     s
