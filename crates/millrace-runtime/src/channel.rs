@@ -160,6 +160,20 @@ impl Channel {
         self.is_urgent() && self.urgent.swap(false, Ordering::Acquire)
     }
 
+    /// A channel of the default capacity between two workers that are
+    /// never woken (for tests).
+    #[cfg(test)]
+    pub(crate) fn for_test() -> std::sync::Arc<Channel> {
+        std::sync::Arc::new(Channel::new(
+            ChannelCapacity::default(),
+            WorkerWaker::default(),
+            WorkerWaker::default(),
+            "up".into(),
+            "down".into(),
+            "up → down".into(),
+        ))
+    }
+
     /// The consumer spent `ns` on a data message of `rows` rows from this
     /// channel (everything its task did with it).
     pub fn record_service(&self, rows: usize, ns: u64) {

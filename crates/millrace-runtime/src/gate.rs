@@ -255,18 +255,10 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
-    use crate::channel::{Channel, ChannelCapacity};
-    use crate::worker::WorkerWaker;
+    use crate::channel::Channel;
 
     fn channel() -> Arc<Channel> {
-        Arc::new(Channel::new(
-            ChannelCapacity::default(),
-            WorkerWaker::default(),
-            WorkerWaker::default(),
-            "up".into(),
-            "down".into(),
-            "up → down".into(),
-        ))
+        Channel::for_test()
     }
 
     fn wm(t: i64) -> Message {

@@ -230,22 +230,13 @@ mod tests {
 
     use super::*;
     use crate::batching::BatchPolicy;
-    use crate::channel::ChannelCapacity;
     use crate::coalesce::ExchangeBatchingMode;
-    use crate::worker::WorkerWaker;
 
     /// With a 1 ms target an exchange that always merges lingers 50 µs.
     const LINGER: i64 = 50_000;
 
     fn router(mode: ExchangeBatchingMode, max: usize) -> (OutputRouter, Arc<Channel>) {
-        let channel = Arc::new(Channel::new(
-            ChannelCapacity::default(),
-            WorkerWaker::default(),
-            WorkerWaker::default(),
-            "up".into(),
-            "down".into(),
-            "up → down".into(),
-        ));
+        let channel = Channel::for_test();
         let policy = BatchPolicy::Adaptive {
             latency_target: Duration::from_millis(1),
             max,

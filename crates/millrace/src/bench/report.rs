@@ -29,6 +29,14 @@ pub fn bytes(b: Option<u64>) -> String {
     }
 }
 
+/// The loads `q` was measured at, as fractions of its maximum rate.
+fn fractions(q: &QueryResult) -> Vec<f64> {
+    q.policies
+        .first()
+        .map(|p| p.latency.iter().map(|r| r.fraction).collect())
+        .unwrap_or_default()
+}
+
 /// Per query: throughput of each policy, then each open-loop run.
 pub fn query_tables(q: &QueryResult) -> String {
     let mut s = String::new();
@@ -67,11 +75,7 @@ pub fn query_tables(q: &QueryResult) -> String {
         "\n| batch | load | offered events/s | p50 | p99 | p99 of the runs | p99.9 | max | rows | peak RSS |\n",
     );
     s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
-    let fractions: Vec<f64> = q
-        .policies
-        .first()
-        .map(|p| p.latency.iter().map(|r| r.fraction).collect())
-        .unwrap_or_default();
+    let fractions = fractions(q);
     for (i, f) in fractions.iter().enumerate() {
         for p in &q.policies {
             let Some(r) = p.latency.get(i) else { continue };
@@ -191,11 +195,7 @@ pub fn adaptive_table(results: &[QueryResult]) -> String {
                 thr(adaptive).map_or("—".into(), |a| format!("{:.2}", a / b)),
             );
         }
-        let fractions: Vec<f64> = q
-            .policies
-            .first()
-            .map(|p| p.latency.iter().map(|r| r.fraction).collect())
-            .unwrap_or_default();
+        let fractions = fractions(q);
         for (i, f) in fractions.iter().enumerate() {
             for (what, of) in [
                 (
