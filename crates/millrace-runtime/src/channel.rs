@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use millrace_core::Message;
 
@@ -95,6 +95,9 @@ pub struct Channel {
     /// The smallest watermark that can change anything at the consumer
     /// (`Operator::watermark_interest`), as it last said.
     interest: AtomicI64,
+    /// Channels, this one included, that feed the same input of the
+    /// consumer (set by its gate).
+    producers: AtomicUsize,
 }
 
 /// Sums over the data messages a consumer took from one channel: count,
@@ -139,6 +142,7 @@ impl Channel {
             urgent: AtomicBool::new(false),
             service: ServiceTimes::default(),
             interest: AtomicI64::new(i64::MIN),
+            producers: AtomicUsize::new(1),
         }
     }
 
@@ -185,6 +189,15 @@ impl Channel {
         {
             sum.fetch_add(v, Ordering::Relaxed);
         }
+    }
+
+    /// How many channels feed the same input of the consumer.
+    pub fn producers(&self) -> usize {
+        self.producers.load(Ordering::Relaxed)
+    }
+
+    pub fn set_producers(&self, n: usize) {
+        self.producers.store(n.max(1), Ordering::Relaxed);
     }
 
     /// The consumer says which watermarks can change anything there.

@@ -23,17 +23,26 @@
 //! * **Window results** (the task's urgent output) are never held: they,
 //!   and anything pending before them, leave at once.
 //!
-//! Memory: at most one batch of `size` rows per target, on top of the
-//! output of one input message that a task may already hold.
+//! * **Rows after `Idle`** go out at once: the consumer leaves an idle
+//!   input out of its watermark until it sends again, so rows held there
+//!   could fall behind a watermark that other inputs moved meanwhile.
+//! * A task held back by a full channel lets its pending batches go: it
+//!   reads no input until room frees, so nothing could join them.
+//!
+//! Memory: per target, one pending batch of under twice the size target,
+//! on top of the output of one input message that a task may already hold.
 //!
 //! **The controller** ([`ExchangeBatching`]) sets the linger and the size
 //! target of one exchange from what its batches cost where they are
 //! received. Each consumer times every data message it takes (`Channel::
 //! record_service`); a least-squares fit of `cost = o + c·rows` over an
 //! interval gives the per-message part `o`, and with the batches sent per
-//! consumer per second `m`, the exchange's **overhead load** `λ = m·o`: the
-//! share of a consumer's core spent on per-message costs that merging
-//! would save. Every interval (ten latency targets, as for sources):
+//! consumer per second `m`, the **overhead load** `λ = m·o`: the share of a
+//! consumer's core spent on per-message costs that merging would save.
+//! Every instance of the sending operator has its controller and sees only
+//! its own channels, so `m` counts the batches of all the instances that
+//! feed the consumer's input (they are alike: this one's times their
+//! number). Every interval (ten latency targets, as for sources):
 //!
 //! * `λ > OVERHEAD_HIGH`: double the linger (from none to the first of
 //!   `budget / 32`, `budget / 16`, … that gathers anything), up to the
@@ -168,8 +177,17 @@ impl ExchangeBatching {
     }
 
     /// Re-decides from the interval that ends at `now_ns`: `service` is
-    /// what the `targets` consumers spent on the batches they took.
-    pub(crate) fn decide(&mut self, now_ns: i64, targets: usize, service: CostFit) {
+    /// what the `targets` consumers spent on the batches they took from
+    /// this exchange, and `producers` how many instances like this one feed
+    /// each consumer's input (each sees its share of the consumer's
+    /// messages; the load that matters is the consumer's).
+    pub(crate) fn decide(
+        &mut self,
+        now_ns: i64,
+        targets: usize,
+        producers: usize,
+        service: CostFit,
+    ) {
         if self.budget_ns == 0 {
             return;
         }
@@ -182,7 +200,7 @@ impl ExchangeBatching {
         // The consumers' per-batch share of a core; when the fit cannot
         // tell (batches all alike), their whole busy share bounds it, which
         // is enough to know that merging is not needed.
-        let consumer_wall_ns = targets.max(1) as f64 * wall_ns;
+        let consumer_wall_ns = targets.max(1) as f64 * wall_ns / producers.max(1) as f64;
         let load_now = match service.per_batch_and_row() {
             Some((per_batch_ns, _)) => Some(per_batch_ns * service.batches() / consumer_wall_ns),
             None => Some(service.total() / consumer_wall_ns).filter(|l| *l < OVERHEAD_LOW),
@@ -345,7 +363,7 @@ mod tests {
                 }
             }
             *now += interval;
-            c.decide(*now, TARGETS, service);
+            c.decide(*now, TARGETS, 1, service);
             lingers.push(c.linger_ns());
         }
         lingers
@@ -440,6 +458,29 @@ mod tests {
             "after the step down: {down:?}"
         );
         assert_eq!(*down.last().unwrap(), 0);
+    }
+
+    #[test]
+    fn the_load_counts_every_producer_of_the_consumer() {
+        // One producer's share: 6% of the consumer's core in per-batch
+        // costs, under OVERHEAD_HIGH; with two alike producers it is 12%.
+        let interval = adaptive().interval_ns;
+        let share = |producers| {
+            let mut c = adaptive();
+            let mut service = CostFit::default();
+            let batches = 0.06 * interval as f64 / JOIN.overhead;
+            for i in 0..batches as usize {
+                let rows = [1.0, 3.0, 4.0][i % 3];
+                service.add(rows, JOIN.overhead + JOIN.per_row * rows);
+            }
+            for _ in 0..batches as usize * 4 {
+                c.offered(3);
+            }
+            c.decide(interval, 1, producers, service);
+            c.linger_ns()
+        };
+        assert_eq!(share(1), 0);
+        assert!(share(2) > 0);
     }
 
     #[test]

@@ -77,6 +77,11 @@ pub struct InputGate {
 
 impl InputGate {
     pub fn new(channels: Vec<InputChannel>) -> Self {
+        // Tell each producer how many feed its input alongside it.
+        for c in &channels {
+            let alike = channels.iter().filter(|o| o.input == c.input).count();
+            c.channel.set_producers(alike);
+        }
         InputGate {
             channels,
             next: 0,
@@ -304,6 +309,19 @@ mod tests {
             .map(|(i, c)| InputChannel::new(c.clone(), i))
             .collect();
         (chans, InputGate::new(inputs))
+    }
+
+    #[test]
+    fn each_producer_learns_how_many_feed_its_input() {
+        let chans: Vec<_> = (0..3).map(|_| channel()).collect();
+        let inputs = chans
+            .iter()
+            .zip([0, 0, 1])
+            .map(|(c, input)| InputChannel::new(c.clone(), input))
+            .collect();
+        let _gate = InputGate::new(inputs);
+        let producers: Vec<usize> = chans.iter().map(|c| c.producers()).collect();
+        assert_eq!(producers, [2, 2, 1]);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct OutputRouter {
     /// How long a pending batch may wait for more rows, and the rows at
     /// which it leaves at once.
     batching: ExchangeBatching,
+    /// `Idle` went out and no data since: the next rows go out at once.
+    resuming: bool,
     partitioning: Partitioning,
     key_indices: Vec<usize>,
     next_round_robin: usize,
@@ -47,6 +49,7 @@ impl OutputRouter {
             held,
             pending,
             batching,
+            resuming: false,
             partitioning,
             key_indices,
             next_round_robin: 0,
@@ -56,7 +59,11 @@ impl OutputRouter {
     /// Routes one message (nothing is sent yet; call [`Self::flush`]).
     pub fn send(&mut self, msg: Message, now_ns: i64) -> Result<()> {
         match msg {
-            Message::Data(batch) => self.route_batch(batch, now_ns),
+            Message::Data(batch) => {
+                let routed = self.route_batch(batch, now_ns);
+                self.resuming = false;
+                routed
+            }
             Message::Watermark(wm) => {
                 for t in 0..self.targets.len() {
                     // Behind pending rows it waits with them, unless it can
@@ -70,6 +77,10 @@ impl OutputRouter {
                 Ok(())
             }
             control => {
+                // After `Idle` the consumers leave this input out of their
+                // watermark until it sends again: its next rows must not
+                // wait, or other inputs may move the watermark past them.
+                self.resuming |= matches!(control, Message::Idle);
                 for t in 0..self.targets.len() {
                     self.release(t);
                     self.held[t].push_back(control.clone());
@@ -112,7 +123,7 @@ impl OutputRouter {
     fn stage(&mut self, t: usize, batch: RecordBatch, now_ns: i64) {
         self.batching.offered(batch.num_rows());
         let size = self.batching.size();
-        if self.batching.linger_ns() == 0 || batch.num_rows() >= size {
+        if self.batching.linger_ns() == 0 || batch.num_rows() >= size || self.resuming {
             self.release(t);
             self.hold(t, batch);
             return;
@@ -137,6 +148,13 @@ impl OutputRouter {
                 Message::Data(batch) => self.hold(t, batch),
                 other => self.held[t].push_back(other),
             }
+        }
+    }
+
+    /// Lets every pending batch go (they are sent at the next flush).
+    pub fn release_all(&mut self) {
+        for t in 0..self.pending.len() {
+            self.release(t);
         }
     }
 
@@ -174,7 +192,14 @@ impl OutputRouter {
             for target in &self.targets {
                 service.merge(&target.take_service());
             }
-            self.batching.decide(now_ns, self.targets.len(), service);
+            let producers = self
+                .targets
+                .iter()
+                .map(|c| c.producers())
+                .max()
+                .unwrap_or(1);
+            self.batching
+                .decide(now_ns, self.targets.len(), producers, service);
         }
         let linger = self.batching.linger_ns();
         for t in 0..self.pending.len() {
@@ -352,6 +377,22 @@ mod tests {
             [vec![8, 9, 10, 11]],
             "pending rows reach the size"
         );
+    }
+
+    #[test]
+    fn rows_after_idle_do_not_wait_and_a_backpressured_task_lets_go() {
+        let (mut r, c) = router(ExchangeBatchingMode::Always, 1024);
+        c.set_interest(i64::MAX);
+        r.send(Message::Idle, 0).unwrap();
+        r.send(data(&[1]), 0).unwrap();
+        r.flush(false, 1);
+        assert_eq!(drain(&c), [vec![0], vec![1]], "the first rows after Idle");
+        r.send(data(&[2]), 2).unwrap();
+        r.flush(false, 3);
+        assert!(drain(&c).is_empty(), "later rows wait again");
+        r.release_all();
+        r.flush(false, 4);
+        assert_eq!(drain(&c), [vec![2]]);
     }
 
     #[test]

@@ -480,6 +480,15 @@ impl DataflowTask {
         for r in self.routers_mut() {
             all &= r.flush(urgent, now);
         }
+        if !all {
+            // Held back: no input is read until room frees, so nothing can
+            // join the pending batches meanwhile, and a backpressured task
+            // has no timer to send them at their deadline. They go now.
+            for r in self.routers_mut() {
+                r.release_all();
+                r.flush(urgent, now);
+            }
+        }
         all
     }
 
