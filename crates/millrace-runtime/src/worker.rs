@@ -189,6 +189,9 @@ impl Worker {
                     Some(TaskPoll::Done) => {
                         let mut task = self.tasks.swap_remove(i);
                         task.finish_metrics();
+                        // Progress: the loop checks for the last task
+                        // before it would park.
+                        progressed = true;
                         continue;
                     }
                     None => return, // failed; control is cancelled
@@ -338,6 +341,39 @@ mod tests {
         }
         .run();
         log.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn a_worker_whose_last_task_finished_exits_without_parking() {
+        // Parking now would last an hour: with no task left nothing wakes it.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let task = Logged {
+                name: "a",
+                log,
+                polls: 0,
+                urgent: Arc::new(AtomicBool::new(false)),
+                on_first: None,
+            };
+            Worker {
+                index: 0,
+                core: None,
+                waker: WorkerWaker::default(),
+                tasks: vec![Box::new(task)],
+                idle: IdleStrategy {
+                    spin: Duration::ZERO,
+                    max_park: Duration::from_secs(3600),
+                },
+                control: Arc::new(RunControl::default()),
+            }
+            .run();
+            let _ = done.send(());
+        });
+        // A deadlock guard, not a timing assert: the worker needs microseconds.
+        finished
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the worker parked after its last task finished");
     }
 
     #[test]
