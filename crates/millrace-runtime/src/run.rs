@@ -173,7 +173,11 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                         metrics: metrics(head_id),
                         columns: head_node.schema.fields().len(),
                         event_time,
-                        batching: BatchController::new(policy, now_ns()),
+                        batching: if outputs[c][i].is_empty() {
+                            BatchController::new(policy, now_ns()).without_hops()
+                        } else {
+                            BatchController::new(policy, now_ns())
+                        },
                         resume_at_ns: None,
                         pressure_ns: 0,
                         barrier_every_rows: config.barrier_every_rows.filter(|n| *n > 0),
