@@ -10,7 +10,10 @@
 //! after that parks until a channel wakes it or the earliest timer of its
 //! tasks is due; a timer due within the spin window is waited for by
 //! polling, not parking. A task that waits for input therefore costs no CPU
-//! once the spin window has passed.
+//! once the spin window has passed. The spin window shrinks as the load of
+//! the busiest worker grows (`IdleStrategy::spin_for_load`): a long spin
+//! saves a wake-up when work is sparse, but on a busy machine the spinning
+//! vCPU slows its sibling, which is then the one behind.
 //!
 //! Errors and panics of a task stop the whole pipeline: the first one is kept
 //! (named by the operator that failed), every worker is woken and exits.
@@ -75,6 +78,8 @@ pub struct RunControl {
     cancelled: AtomicBool,
     first_error: Mutex<Option<Error>>,
     wakers: Mutex<Vec<WorkerWaker>>,
+    /// Each worker's latest load (`LoadMeter`), by worker index.
+    loads: Mutex<Vec<f64>>,
 }
 
 impl RunControl {
@@ -94,6 +99,16 @@ impl RunControl {
         for w in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             w.wake();
         }
+    }
+
+    /// Records worker `index`'s load and returns the busiest worker's.
+    fn publish_load(&self, index: usize, load: f64) -> f64 {
+        let mut loads = self.loads.lock().unwrap_or_else(|e| e.into_inner());
+        if loads.len() <= index {
+            loads.resize(index + 1, 0.0);
+        }
+        loads[index] = load;
+        loads.iter().copied().fold(0.0, f64::max)
     }
 
     pub fn is_cancelled(&self) -> bool {
@@ -118,8 +133,11 @@ impl RunControl {
 /// How a worker waits when it has nothing to do.
 #[derive(Debug, Clone, Copy)]
 pub struct IdleStrategy {
-    /// Keep polling this long after the last progress before parking.
+    /// Keep polling this long after the last progress before parking, while
+    /// the worker is mostly idle.
     pub spin: Duration,
+    /// The spin once the worker is busy (`spin_for_load`); at most `spin`.
+    pub busy_spin: Duration,
     /// Longest park without a timer (a safety net; wake-ups are explicit).
     pub max_park: Duration,
 }
@@ -128,12 +146,20 @@ impl Default for IdleStrategy {
     fn default() -> Self {
         IdleStrategy {
             spin: Duration::from_micros(50),
+            busy_spin: Duration::from_micros(5),
             max_park: Duration::from_millis(100),
         }
     }
 }
 
 impl IdleStrategy {
+    /// Up to this load of the busiest worker (the share of its time in
+    /// rounds that did work) a worker spins for the whole `spin`.
+    pub const LOAD_FULL_SPIN: f64 = 0.8;
+    /// From this load on it spins for `busy_spin` only; in between, the
+    /// spin falls linearly, so a load near a bound does not flip it.
+    pub const LOAD_BUSY_SPIN: f64 = 0.95;
+
     /// How to wait when the pipeline has a latency target. Waking a parked
     /// thread costs tens of microseconds typically and milliseconds at the
     /// tail, so a tight target keeps polling longer before parking; a loose
@@ -146,10 +172,63 @@ impl IdleStrategy {
         } else {
             Duration::from_micros(5)
         };
+        let default = IdleStrategy::default();
         IdleStrategy {
             spin,
-            ..IdleStrategy::default()
+            busy_spin: default.busy_spin.min(spin),
+            ..default
         }
+    }
+
+    /// The spin window when the busiest worker's recent load is `load` (0
+    /// to 1). Near saturation a long spin costs: q5 at ~80% of the rate the
+    /// machine sustained, a 200 µs spin had a higher p99 than this rule in
+    /// six rounds of six (docs/benchmarks.md). At 10% q5's and q7's workers
+    /// run 0.4-0.77 loaded and spin the whole window (the lowest p50).
+    pub fn spin_for_load(&self, load: f64) -> Duration {
+        let busy_spin = self.busy_spin.min(self.spin);
+        let span = Self::LOAD_BUSY_SPIN - Self::LOAD_FULL_SPIN;
+        let idle_share = ((Self::LOAD_BUSY_SPIN - load) / span).clamp(0.0, 1.0);
+        busy_spin + (self.spin - busy_spin).mul_f64(idle_share)
+    }
+}
+
+/// A worker's load: the share of its time spent in rounds that did work,
+/// over periods of `PERIOD_NS`, smoothed across periods so that one burst
+/// (a window firing) does not flip the spin.
+struct LoadMeter {
+    period_start: i64,
+    busy_ns: i64,
+    load: f64,
+}
+
+impl LoadMeter {
+    const PERIOD_NS: i64 = 10_000_000;
+
+    fn new(now: i64) -> Self {
+        LoadMeter {
+            period_start: now,
+            busy_ns: 0,
+            load: 0.0,
+        }
+    }
+
+    /// Counts a round that did work and took `ns`.
+    fn busy(&mut self, ns: i64) {
+        self.busy_ns += ns;
+    }
+
+    /// Closes the period if it has run its length; true if the load changed.
+    fn tick(&mut self, now: i64) -> bool {
+        let elapsed = now - self.period_start;
+        if elapsed < Self::PERIOD_NS {
+            return false;
+        }
+        let share = (self.busy_ns as f64 / elapsed as f64).min(1.0);
+        self.load = 0.5 * self.load + 0.5 * share;
+        self.period_start = now;
+        self.busy_ns = 0;
+        true
     }
 }
 
@@ -173,6 +252,9 @@ impl Worker {
             let _ = core_affinity::set_for_current(core);
         }
         let mut last_progress = now_ns();
+        let mut round_start = last_progress;
+        let mut load = LoadMeter::new(last_progress);
+        let mut spin = self.idle.spin_for_load(load.load).as_nanos() as i64;
         while !self.tasks.is_empty() && !self.control.is_cancelled() {
             let mut progressed = false;
             let mut next_timer: Option<i64> = None;
@@ -206,13 +288,25 @@ impl Worker {
             }
             let now = now_ns();
             if progressed {
+                load.busy(now - round_start);
+            }
+            if load.tick(now) {
+                // The busiest worker's load: a spinning vCPU slows its
+                // sibling, and the busiest worker is the one that cannot
+                // spare it (q5 near saturation: the source's worker, held
+                // back by a full channel, looks idle while the other is
+                // the bottleneck).
+                let busiest = self.control.publish_load(self.index, load.load);
+                spin = self.idle.spin_for_load(busiest).as_nanos() as i64;
+            }
+            round_start = now;
+            if progressed {
                 last_progress = now;
                 continue;
             }
             // Keep polling while work was seen recently, and through a timer
             // due within the spin window: a parked thread wakes tens of µs
             // late (milliseconds at the tail), longer than the wait itself.
-            let spin = self.idle.spin.as_nanos() as i64;
             if now - last_progress < spin || next_timer.is_some_and(|t| t - now <= spin) {
                 std::hint::spin_loop();
                 continue;
@@ -221,6 +315,7 @@ impl Worker {
             let park_ns = next_timer.map_or(max_park, |t| t.saturating_sub(now).clamp(0, max_park));
             if park_ns > 0 {
                 std::thread::park_timeout(Duration::from_nanos(park_ns as u64));
+                round_start = now_ns();
             }
         }
         for task in &mut self.tasks {
@@ -344,6 +439,48 @@ mod tests {
     }
 
     #[test]
+    fn the_spin_shrinks_from_the_idle_to_the_busy_window_as_the_load_grows() {
+        let idle = IdleStrategy {
+            spin: Duration::from_micros(200),
+            busy_spin: Duration::from_micros(5),
+            max_park: Duration::from_millis(100),
+        };
+        let us = |load| idle.spin_for_load(load).as_nanos() as f64 / 1e3;
+        // Mostly idle: the whole spin; busy: the short one; halfway between
+        // the bounds: halfway between the windows.
+        let (full, busy) = (IdleStrategy::LOAD_FULL_SPIN, IdleStrategy::LOAD_BUSY_SPIN);
+        assert!(0.0 < full && full < busy && busy < 1.0);
+        assert_eq!(us(0.0), 200.0);
+        assert_eq!(us(full), 200.0);
+        let mid = us((full + busy) / 2.0);
+        assert!((mid - 102.5).abs() < 1e-3, "{mid}");
+        assert_eq!(us(busy), 5.0);
+        assert_eq!(us(1.0), 5.0);
+        let spins: Vec<f64> = (0..=20).map(|i| us(i as f64 / 20.0)).collect();
+        assert!(spins.windows(2).all(|w| w[0] >= w[1]), "{spins:?}");
+        // A busy spin longer than the spin never lengthens it (a loose
+        // target spins 5 µs at any load).
+        let loose = IdleStrategy::for_latency_target(Duration::from_secs(1));
+        assert_eq!(loose.spin_for_load(0.0), Duration::from_micros(5));
+        assert_eq!(loose.spin_for_load(1.0), Duration::from_micros(5));
+        let odd = IdleStrategy {
+            busy_spin: Duration::from_micros(80),
+            ..IdleStrategy::default()
+        };
+        assert_eq!(odd.spin_for_load(1.0), Duration::from_micros(50));
+    }
+
+    #[test]
+    fn the_spin_follows_the_busiest_worker() {
+        let control = RunControl::default();
+        assert_eq!(control.publish_load(1, 0.3), 0.3);
+        assert_eq!(control.publish_load(0, 0.9), 0.9);
+        assert_eq!(control.publish_load(1, 0.5), 0.9);
+        // Worker 0 calms down: its new load replaces the old.
+        assert_eq!(control.publish_load(0, 0.1), 0.5);
+    }
+
+    #[test]
     fn a_worker_whose_last_task_finished_exits_without_parking() {
         // Parking now would last an hour: with no task left nothing wakes it.
         let (done, finished) = std::sync::mpsc::channel();
@@ -363,6 +500,7 @@ mod tests {
                 tasks: vec![Box::new(task)],
                 idle: IdleStrategy {
                     spin: Duration::ZERO,
+                    busy_spin: Duration::ZERO,
                     max_park: Duration::from_secs(3600),
                 },
                 control: Arc::new(RunControl::default()),
@@ -374,6 +512,26 @@ mod tests {
         finished
             .recv_timeout(Duration::from_secs(120))
             .expect("the worker parked after its last task finished");
+    }
+
+    #[test]
+    fn the_load_is_the_busy_share_of_each_period_smoothed_across_periods() {
+        let period = LoadMeter::PERIOD_NS;
+        let mut m = LoadMeter::new(0);
+        m.busy(period / 2);
+        // The period is not over: nothing changes.
+        assert!(!m.tick(period - 1));
+        assert_eq!(m.load, 0.0);
+        // Half busy: halfway from 0 to 0.5.
+        assert!(m.tick(period));
+        assert_eq!(m.load, 0.25);
+        // Fully busy over a period and a half: the share is capped at 1.
+        m.busy(2 * period);
+        assert!(m.tick(period + period * 3 / 2));
+        assert_eq!(m.load, 0.625);
+        // An idle period (a long park) halves it; the busy time was reset.
+        assert!(m.tick(period * 4));
+        assert_eq!(m.load, 0.3125);
     }
 
     #[test]
