@@ -181,9 +181,9 @@ impl IdleStrategy {
     }
 
     /// The spin window when the busiest worker's recent load is `load` (0
-    /// to 1). Near saturation a long spin costs: q5 at ~80% of the rate the
-    /// machine sustained, a 200 µs spin had a higher p99 than this rule in
-    /// six rounds of six (docs/benchmarks.md). At 10% q5's and q7's workers
+    /// to 1). Near saturation a long spin costs: q5 near the rate the machine
+    /// sustained, a 200 µs spin had a higher p99 than this rule in six rounds
+    /// of six (docs/benchmarks.md). At 10% q5's and q7's workers
     /// run 0.4-0.77 loaded and spin the whole window (the lowest p50).
     pub fn spin_for_load(&self, load: f64) -> Duration {
         let busy_spin = self.busy_spin.min(self.spin);
