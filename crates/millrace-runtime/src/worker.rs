@@ -136,7 +136,8 @@ pub struct IdleStrategy {
     /// Keep polling this long after the last progress before parking, while
     /// the worker is mostly idle.
     pub spin: Duration,
-    /// The spin once the worker is busy (`spin_for_load`); at most `spin`.
+    /// The spin once the workers are busy (`spin_for_load`, which caps it
+    /// at `spin`).
     pub busy_spin: Duration,
     /// Longest park without a timer (a safety net; wake-ups are explicit).
     pub max_park: Duration,
@@ -172,11 +173,9 @@ impl IdleStrategy {
         } else {
             Duration::from_micros(5)
         };
-        let default = IdleStrategy::default();
         IdleStrategy {
             spin,
-            busy_spin: default.busy_spin.min(spin),
-            ..default
+            ..IdleStrategy::default()
         }
     }
 
@@ -218,7 +217,8 @@ impl LoadMeter {
         self.busy_ns += ns;
     }
 
-    /// Closes the period if it has run its length; true if the load changed.
+    /// Closes the period if it has run its length and updates the load;
+    /// true if it did.
     fn tick(&mut self, now: i64) -> bool {
         let elapsed = now - self.period_start;
         if elapsed < Self::PERIOD_NS {
