@@ -4,7 +4,20 @@
 //!
 //! A source asks its reader for up to `size()` rows and takes whatever is
 //! there: after a stall the backlog goes out in a few large batches, and a
-//! source that keeps up sends rows as they come. That alone leaves a
+//! source that keeps up sends rows as they come.
+//!
+//! How large is the adaptive policy's one input besides the linger. Every
+//! row of a batch waits until the whole batch has been processed, so a full
+//! read may cost the source's task at most `READ_SHARE` of the latency
+//! target; the controller measures what a row of a full read costs there
+//! and halves or doubles the size (between `MIN_READ` and the policy's
+//! maximum) to fit. A row costs more after the task has idled (caches gone
+//! cold) than at full speed: q0 at 10% load read its backlogs after a stall
+//! at 150-250 ns a row, 8192 rows taking ~2 ms, where at full speed a row
+//! costs ~60 ns; reading at most 8192 rows its p99 was 5-12 ms in half the
+//! runs, at 256-512 rows 0.04-0.19 ms (docs/benchmarks.md, profile table).
+//! q5 as fast as possible settled on 1024 rows (60-80 ns a row), the best
+//! fixed size on the benchmark page for q0, q5 and q7 alike. That alone leaves a
 //! moderately loaded pipeline with a stream of tiny batches, each paying the
 //! per-message costs of every hop (channel hand-offs, wake-ups, watermarks).
 //! So a read that comes back short (the input had fewer rows than asked) may
@@ -72,6 +85,15 @@ pub const PRESSURE_LOW: f64 = 0.01;
 const ALPHA: f64 = 0.3;
 /// The most of the latency target a row may wait for its batch to fill.
 pub const LINGER_SHARE: f64 = 0.1;
+/// What a full read's rows may cost the source's task, as a share of the
+/// latency target: every row of a batch waits for the whole batch.
+pub const READ_SHARE: f64 = 0.1;
+/// The adaptive read size never goes below this (or the policy's maximum):
+/// at ~2 µs per batch, smaller reads would spend more on overhead than
+/// they save in waiting.
+pub const MIN_READ: usize = 64;
+/// Tolerance around the ideal read size before it is halved or doubled.
+const SIZE_SLACK: f64 = 1.25;
 /// The smallest non-zero linger is the budget divided by this.
 pub(crate) const LINGER_STEPS: i64 = 32;
 /// Decision intervals last this many latency targets, within bounds.
@@ -84,8 +106,9 @@ pub(crate) const MAX_INTERVAL_NS: i64 = 100_000_000;
 pub enum BatchPolicy {
     /// Always ask for this many rows; never linger.
     Fixed(usize),
-    /// Ask for up to `max` rows; linger as load requires, never more than
-    /// `LINGER_SHARE` of `latency_target`.
+    /// Ask for up to `max` rows, fewer when a full read would cost more
+    /// than `READ_SHARE` of `latency_target`; linger as load requires, never
+    /// more than `LINGER_SHARE` of it.
     Adaptive {
         latency_target: Duration,
         max: usize,
@@ -96,6 +119,12 @@ pub enum BatchPolicy {
 pub struct BatchController {
     policy: BatchPolicy,
     size: usize,
+    /// The largest read the policy allows.
+    max_size: usize,
+    /// What one read's rows may cost this task, in ns (0 for fixed policies).
+    read_budget_ns: i64,
+    /// Smoothed cost of a row here, ns, once measured.
+    per_row_ns: Option<f64>,
     linger_ns: i64,
     /// Longest linger allowed (0 for fixed policies).
     budget_ns: i64,
@@ -111,6 +140,9 @@ pub struct BatchController {
     rows: u64,
     busy_ns: u64,
     pressure_ns: u64,
+    /// Rows and busy time of the interval's full reads (`size` rows).
+    full_rows: u64,
+    full_busy_ns: u64,
     /// The interval's batches, for fitting `busy = o + c·rows`.
     fit: CostFit,
     interval_start_ns: i64,
@@ -119,8 +151,8 @@ pub struct BatchController {
 
 impl BatchController {
     pub fn new(policy: BatchPolicy, now_ns: i64) -> Self {
-        let (size, budget_ns, interval_ns) = match policy {
-            BatchPolicy::Fixed(n) => (n.max(1), 0, i64::MAX),
+        let (size, budget_ns, read_budget_ns, interval_ns) = match policy {
+            BatchPolicy::Fixed(n) => (n.max(1), 0, 0, i64::MAX),
             BatchPolicy::Adaptive {
                 latency_target,
                 max,
@@ -129,6 +161,7 @@ impl BatchController {
                 (
                     max.max(1),
                     (target as f64 * LINGER_SHARE) as i64,
+                    (target as f64 * READ_SHARE) as i64,
                     target
                         .saturating_mul(INTERVAL_TARGETS)
                         .clamp(MIN_INTERVAL_NS, MAX_INTERVAL_NS),
@@ -138,6 +171,9 @@ impl BatchController {
         BatchController {
             policy,
             size,
+            max_size: size,
+            read_budget_ns,
+            per_row_ns: None,
             linger_ns: 0,
             budget_ns,
             smoothed: None,
@@ -147,6 +183,8 @@ impl BatchController {
             rows: 0,
             busy_ns: 0,
             pressure_ns: 0,
+            full_rows: 0,
+            full_busy_ns: 0,
             fit: CostFit::default(),
             interval_start_ns: now_ns,
             interval_ns,
@@ -192,6 +230,10 @@ impl BatchController {
         self.busy_ns += busy_ns;
         self.fit.add(rows as f64, busy_ns as f64);
         self.pressure_ns += pressure_ns;
+        if rows >= self.size {
+            self.full_rows += rows as u64;
+            self.full_busy_ns += busy_ns;
+        }
         let elapsed = now_ns - self.interval_start_ns;
         if elapsed >= self.interval_ns {
             self.decide(elapsed);
@@ -199,6 +241,8 @@ impl BatchController {
             self.rows = 0;
             self.busy_ns = 0;
             self.pressure_ns = 0;
+            self.full_rows = 0;
+            self.full_busy_ns = 0;
             self.interval_start_ns = now_ns;
         }
     }
@@ -235,6 +279,7 @@ impl BatchController {
         {
             self.pressured_at_ns = None;
         }
+        self.resize();
         if self.budget_ns == 0 {
             return; // nothing to wait for (`without_hops`)
         }
@@ -276,6 +321,37 @@ impl BatchController {
             // the old one (that lag would overshoot, then step back).
             self.smoothed = None;
             self.share = None;
+        }
+    }
+
+    /// Sizes reads by what a row costs this task: halves or doubles the
+    /// size until a full read costs about `read_budget_ns`. With `ideal` the
+    /// rows that cost exactly that, halving stops at the first size under
+    /// `ideal · SIZE_SLACK`, so above `ideal · SIZE_SLACK / 2`: too large to
+    /// double (that needs `2 · size · SIZE_SLACK <= ideal`). Doubling stops
+    /// at a size at most `ideal / SIZE_SLACK`: too small to halve. So a
+    /// change of cost moves the size one way and it holds; noise within the
+    /// band does not move it at all.
+    fn resize(&mut self) {
+        // Only full reads say what a full read costs. Extrapolating from
+        // short ones does not work: between reads of two and three rows the
+        // fitted cost of a row came out at 0.3-0.8 µs (q5 at 10% load),
+        // where reads of 1024 rows cost 60-90 ns a row; the cost of a row
+        // grows with the time since the last read (caches gone cold). And
+        // while no read comes back full the size changes nothing.
+        if self.full_rows == 0 {
+            return;
+        }
+        let now = self.full_busy_ns as f64 / self.full_rows as f64;
+        let per_row = smooth(self.per_row_ns, now);
+        self.per_row_ns = Some(per_row);
+        let ideal = self.read_budget_ns as f64 / per_row;
+        let floor = MIN_READ.min(self.max_size);
+        while self.size > floor && self.size as f64 > ideal * SIZE_SLACK {
+            self.size = (self.size / 2).max(floor);
+        }
+        while self.size < self.max_size && (self.size * 2) as f64 * SIZE_SLACK <= ideal {
+            self.size = (self.size * 2).min(self.max_size);
         }
     }
 }
@@ -587,6 +663,113 @@ mod tests {
         assert_eq!(burst, vec![0]);
     }
 
+    /// A source that is behind: every read comes back full, `size()` rows
+    /// costing `overhead + per_row(i)·rows` ns in interval `i`, reads back to
+    /// back. Returns the read size after each interval.
+    fn full_reads(
+        c: &mut BatchController,
+        overhead: f64,
+        per_row: impl Fn(usize) -> f64,
+        intervals: usize,
+        now: &mut i64,
+    ) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        for i in 0..intervals {
+            // A fixed policy never decides; simulate it in 10 ms steps.
+            let end = *now + c.interval_ns.min(10_000_000);
+            while *now < end {
+                let rows = c.size();
+                let busy = (overhead + per_row(i) * rows as f64) as i64;
+                *now += busy.max(1);
+                c.observe(rows, busy as u64, 0, *now);
+            }
+            sizes.push(c.size());
+        }
+        sizes
+    }
+
+    /// The read size's rule: at most `SIZE_SLACK` over the rows a budget
+    /// buys, and too small to double.
+    fn settled(size: usize, per_row: f64, budget_ns: i64) -> bool {
+        let ideal = budget_ns as f64 / per_row;
+        size as f64 <= ideal * SIZE_SLACK && (size * 2) as f64 * SIZE_SLACK > ideal
+    }
+
+    #[test]
+    fn full_reads_shrink_until_one_fits_its_share_of_the_target() {
+        for (target_ms, per_row) in [(1, 200.0), (1, 60.0), (10, 200.0)] {
+            let mut c = adaptive(target_ms);
+            let mut now = 0;
+            let sizes = full_reads(&mut c, 2_000.0, |_| per_row, 20, &mut now);
+            let size = *sizes.last().unwrap();
+            assert!(
+                settled(size, per_row, c.read_budget_ns),
+                "{target_ms} ms at {per_row} ns a row: {sizes:?}"
+            );
+            assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+        }
+        // 1 ms, 200 ns a row: 100 µs buys 500 rows.
+        let mut c = adaptive(1);
+        let mut now = 0;
+        assert_eq!(
+            full_reads(&mut c, 2_000.0, |_| 200.0, 20, &mut now)[19],
+            512
+        );
+    }
+
+    #[test]
+    fn the_read_size_moves_once_on_a_step_change_and_holds_through_noise() {
+        let mut c = adaptive(1);
+        let mut now = 0;
+        // Rows at 400 ns (±20%, alternating): the size settles and holds.
+        let noisy = |base: f64| move |i: usize| if i % 2 == 0 { base * 0.8 } else { base * 1.2 };
+        let slow = full_reads(&mut c, 2_000.0, noisy(400.0), 60, &mut now);
+        assert!(slow[20..].iter().all(|s| *s == slow[20]), "{slow:?}");
+        // Rows 8× cheaper: the size only grows, then holds.
+        let fast = full_reads(&mut c, 2_000.0, noisy(50.0), 60, &mut now);
+        assert!(fast.windows(2).all(|w| w[0] <= w[1]), "{fast:?}");
+        assert!(fast[59] > slow[59], "{fast:?}");
+        assert!(fast[30..].iter().all(|s| *s == fast[59]), "{fast:?}");
+        assert!(settled(fast[59], 50.0, c.read_budget_ns), "{fast:?}");
+        // And back: it only shrinks.
+        let back = full_reads(&mut c, 2_000.0, noisy(400.0), 60, &mut now);
+        assert!(back.windows(2).all(|w| w[0] >= w[1]), "{back:?}");
+        assert_eq!(back[59], slow[59]);
+    }
+
+    #[test]
+    fn the_read_size_stays_within_its_bounds() {
+        for per_row in [0.01, 1.0, 100.0, 10_000.0, 1e6] {
+            let mut c = adaptive(1);
+            let mut now = 0;
+            for size in full_reads(&mut c, 2_000.0, |_| per_row, 30, &mut now) {
+                assert!((MIN_READ..=8192).contains(&size), "{per_row}: {size}");
+            }
+        }
+        // A maximum under the floor is the size, whatever a row costs.
+        let mut c = BatchController::new(
+            BatchPolicy::Adaptive {
+                latency_target: Duration::from_millis(1),
+                max: 16,
+            },
+            0,
+        );
+        let mut now = 0;
+        let sizes = full_reads(&mut c, 2_000.0, |_| 1e6, 10, &mut now);
+        assert!(sizes.iter().all(|s| *s == 16), "{sizes:?}");
+    }
+
+    #[test]
+    fn short_reads_leave_the_read_size_alone() {
+        // Rows alone at 5 µs each (the cost of a row read after an idle
+        // moment): no read comes back full, so nothing says what a full
+        // read costs, and the size changes nothing anyway.
+        let mut c = adaptive(1);
+        let mut now = 0;
+        simulate(&mut c, 50_000.0, 2_000.0, 5_000.0, 30, &mut now);
+        assert_eq!(c.size(), 8192);
+    }
+
     #[test]
     fn fixed_policy_never_changes() {
         let mut c = BatchController::new(BatchPolicy::Fixed(64), 0);
@@ -599,5 +782,8 @@ mod tests {
             );
             assert_eq!(c.size(), 64);
         }
+        // Not even when every read is full and costly.
+        full_reads(&mut c, 2_000.0, |_| 10_000.0, 5, &mut now);
+        assert_eq!(c.size(), 64);
     }
 }
