@@ -333,12 +333,11 @@ impl BatchController {
     /// change of cost moves the size one way and it holds; noise within the
     /// band does not move it at all.
     fn resize(&mut self) {
-        // Only full reads say what a full read costs. Extrapolating from
-        // short ones does not work: between reads of two and three rows the
-        // fitted cost of a row came out at 0.3-0.8 µs (q5 at 10% load),
-        // where reads of 1024 rows cost 60-90 ns a row; the cost of a row
-        // grows with the time since the last read (caches gone cold). And
-        // while no read comes back full the size changes nothing.
+        // Only full reads say what a full read costs, and the size governs
+        // nothing else. Extrapolating from short reads is guesswork: a slope
+        // fitted between reads of two and three rows swung from 0.3 to 0.8
+        // µs a row between intervals (q5 at 10% load), and a row costs more
+        // the longer the task idled before it (caches gone cold).
         if self.full_rows == 0 {
             return;
         }
