@@ -721,7 +721,15 @@ mod tests {
         let mut c = adaptive(1);
         let mut now = 0;
         // Rows at 400 ns (±20%, alternating): the size settles and holds.
-        let noisy = |base: f64| move |i: usize| if i % 2 == 0 { base * 0.8 } else { base * 1.2 };
+        let noisy = |base: f64| {
+            move |i: usize| {
+                if i.is_multiple_of(2) {
+                    base * 0.8
+                } else {
+                    base * 1.2
+                }
+            }
+        };
         let slow = full_reads(&mut c, 2_000.0, noisy(400.0), 60, &mut now);
         assert!(slow[20..].iter().all(|s| *s == slow[20]), "{slow:?}");
         // Rows 8× cheaper: the size only grows, then holds.
