@@ -4,28 +4,15 @@
 //!
 //! A source asks its reader for up to `size()` rows and takes whatever is
 //! there: after a stall the backlog goes out in a few large batches, and a
-//! source that keeps up sends rows as they come.
-//!
-//! How large is the adaptive policy's one input besides the linger. Every
-//! row of a batch waits until the whole batch has been processed, so a full
-//! read may cost the source's task at most `READ_SHARE` of the latency
-//! target; the controller measures what a row of a full read costs there
-//! and halves or doubles the size (between `MIN_READ` and the policy's
-//! maximum) to fit. A row costs more after the task has idled (caches gone
-//! cold) than at full speed: q0 at 10% load read its backlogs after a stall
-//! at 150-250 ns a row, 8192 rows taking ~2 ms, where at full speed a row
-//! costs ~60 ns; reading at most 8192 rows its p99 was 5-12 ms in half the
-//! runs, at 256-512 rows 0.04-0.19 ms (docs/benchmarks.md, profile table).
-//! q5 as fast as possible settled on 1024 rows (60-80 ns a row), the best
-//! fixed size on the benchmark page for q0, q5 and q7 alike. That alone leaves a
+//! source that keeps up sends rows as they come. That alone leaves a
 //! moderately loaded pipeline with a stream of tiny batches, each paying the
 //! per-message costs of every hop (channel hand-offs, wake-ups, watermarks).
 //! So a read that comes back short (the input had fewer rows than asked) may
 //! be followed by a pause, the **linger**, before the next read: a batch
 //! then closes on the size or on the linger deadline, whichever comes first.
 //!
-//! Fixed policies never linger. The adaptive policy reads up to its maximum
-//! and sets the linger from two measured fractions of wall time: `u`, the
+//! Fixed policies never linger. The adaptive policy reads up to its read
+//! size (below) and sets the linger from two measured fractions of wall time: `u`, the
 //! source task busy reading and processing, and `p`, the source held back
 //! by a full downstream channel (its batches cost more downstream than
 //! there is time for: tiny batches cost most where they are received).
@@ -67,6 +54,20 @@
 //! its windows, does not move the linger; after a change the smoothing
 //! starts afresh, so the new linger is judged by what it does rather than
 //! by the old one's history.
+//!
+//! **Read size.** The adaptive policy also chooses how many rows to ask
+//! for. Every row of a batch waits until the whole batch has been
+//! processed, so a full read may cost the source's task at most
+//! `READ_SHARE` of the latency target: the controller measures what a row
+//! of a full read costs there and halves or doubles the size (between
+//! `MIN_READ` and the policy's maximum) to fit. A row costs more after the
+//! task has idled (caches gone cold) than at full speed: q0 at 10% load
+//! read its backlog after a stall at 150-250 ns a row, 8192 rows taking ~2
+//! ms, where at full speed a row costs ~60 ns; reading up to 8192 rows its
+//! p99 was 5-12 ms in half the runs, at 256-512 rows 0.04-0.19 ms
+//! (docs/benchmarks.md, profile table). q5 as fast as possible settled on
+//! 1024 rows (60-80 ns a row), the best fixed size on the benchmark page
+//! for q0, q5 and q7 alike.
 
 use std::time::Duration;
 /// Busy fraction above which the linger doubles.
