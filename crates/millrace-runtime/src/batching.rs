@@ -14,9 +14,9 @@
 //! Fixed policies never linger. The adaptive policy reads up to its read
 //! size (below) and sets the linger from two measured fractions of wall
 //! time: `u`, the source task busy reading and processing, and `p`, the
-//! source held back
-//! by a full downstream channel (its batches cost more downstream than
-//! there is time for: tiny batches cost most where they are received).
+//! source held back by a full downstream channel (its batches cost more
+//! downstream than there is time for: tiny batches cost most where they
+//! are received).
 //! With per-batch overhead `o`, per-row cost `c` and arrival rate `r`, a
 //! linger `L` makes batches of about `max(1, r·L)` rows (at most the read
 //! size) and `u(L) = r·c + o·r / max(1, r·L)`; downstream load has the
@@ -122,8 +122,6 @@ pub enum BatchPolicy {
 pub struct BatchController {
     policy: BatchPolicy,
     size: usize,
-    /// The largest read the policy allows.
-    max_size: usize,
     /// What one read's rows may cost this task, in ns (0 for fixed policies).
     read_budget_ns: i64,
     /// Smoothed cost of a row here, ns, once measured.
@@ -174,7 +172,6 @@ impl BatchController {
         BatchController {
             policy,
             size,
-            max_size: size,
             read_budget_ns,
             per_row_ns: None,
             linger_ns: 0,
@@ -196,11 +193,11 @@ impl BatchController {
 
     /// The controller of a source whose rows never leave its task (every
     /// consumer is fused into it; no channel, no exchange): it reads what is
-    /// there, up to its read size, and never lingers. A linger exists to spare the hops after a
-    /// source the per-message costs of tiny batches; without hops it could
-    /// only spare the task its own per-batch cost, and that regulates
-    /// itself: a task too busy for small batches finds more rows waiting at
-    /// its next read. Waiting would add its length to every row's latency
+    /// there, up to its read size, and never lingers. A linger exists to
+    /// spare the hops after a source the per-message costs of tiny batches;
+    /// without hops it could only spare the task its own per-batch cost, and
+    /// that regulates itself: a task too busy for small batches finds more
+    /// rows waiting at its next read. Waiting would add its length to every row's latency
     /// (q0 at 10% load: p50 4.2-5.7 µs lingering, 3.0-4.1 µs without;
     /// docs/benchmarks.md, profile table). Call it on a new controller: the
     /// linger is 0 until a decision moves it, and none will.
@@ -355,14 +352,17 @@ impl BatchController {
         let now = self.full_busy_ns as f64 / self.full_rows as f64;
         let per_row = smooth(self.per_row_ns, now);
         self.per_row_ns = Some(per_row);
+        let BatchPolicy::Adaptive { max, .. } = self.policy else {
+            return; // `decide` never runs for a fixed policy
+        };
+        let max = max.max(1);
         let ideal = self.read_budget_ns as f64 / per_row;
-        let floor = MIN_READ.min(self.max_size);
+        let floor = MIN_READ.min(max);
         while self.size > floor && self.size as f64 > ideal * SIZE_SLACK {
             self.size = (self.size / 2).max(floor);
         }
-        while self.size < self.max_size && self.size.saturating_mul(2) as f64 * SIZE_SLACK <= ideal
-        {
-            self.size = self.size.saturating_mul(2).min(self.max_size);
+        while self.size < max && self.size.saturating_mul(2) as f64 * SIZE_SLACK <= ideal {
+            self.size = self.size.saturating_mul(2).min(max);
         }
     }
 }
@@ -494,10 +494,14 @@ mod tests {
     }
 
     fn adaptive(target_ms: u64) -> BatchController {
+        adaptive_up_to(target_ms, 8192)
+    }
+
+    fn adaptive_up_to(target_ms: u64, max: usize) -> BatchController {
         BatchController::new(
             BatchPolicy::Adaptive {
                 latency_target: Duration::from_millis(target_ms),
-                max: 8192,
+                max,
             },
             0,
         )
@@ -796,13 +800,7 @@ mod tests {
             }
         }
         // A maximum under the floor is the size, whatever a row costs.
-        let mut c = BatchController::new(
-            BatchPolicy::Adaptive {
-                latency_target: Duration::from_millis(1),
-                max: 16,
-            },
-            0,
-        );
+        let mut c = adaptive_up_to(1, 16);
         let mut now = 0;
         let sizes = full_reads(&mut c, 2_000.0, |_| 1e6, 10, &mut now);
         assert!(sizes.iter().all(|s| *s == 16), "{sizes:?}");
