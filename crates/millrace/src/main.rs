@@ -83,7 +83,7 @@ struct BenchArgs {
     batch: Vec<String>,
     /// Runs of each measurement, taking the policies in turn; the tables
     /// show medians.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     repeat: usize,
     /// Open-loop loads, as fractions of each query's maximum rate.
     #[arg(long, value_delimiter = ',', default_value = "0.1,0.5,0.8")]
@@ -319,6 +319,10 @@ fn bench(a: BenchArgs) -> Result<(), String> {
         "## Adaptive against the best fixed size (medians of {} runs each)\n\n{}",
         options.repeat,
         bench::adaptive_table(&results)
+    );
+    println!(
+        "A p99 with its rows beside it is over fewer than {} measured rows a run: it is that run's largest latency or next to it.\n",
+        bench::FEW_ROWS
     );
     println!("## Per query\n");
     for q in &results {

@@ -28,7 +28,9 @@ use std::time::Duration;
 use millrace_core::StateSize;
 use serde_json::{Value, json};
 
-pub use report::{adaptive_table, comparison_table, query_tables, state_table, targets_table};
+pub use report::{
+    FEW_ROWS, adaptive_table, comparison_table, query_tables, state_table, targets_table,
+};
 
 /// How sources and exchanges size their batches in one measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +221,12 @@ const BEHIND_SLACK_S: f64 = 0.1;
 const STOP_RATIO: f64 = 1.5;
 /// The search for the sustained rate steps down by this factor.
 const SEARCH_STEP: f64 = 0.9;
-const SEARCH_TRIES: usize = 12;
+/// Open-loop runs the search may make in all.
+const SEARCH_TRIES: usize = 16;
+/// Runs in a row that must keep up before the search accepts a rate: on a
+/// shared VM one run can land in a fast minute, and every load of the bench
+/// is a fraction of the rate accepted here.
+const SEARCH_CONFIRM: usize = 2;
 
 /// Runs every measurement; `progress` gets a line per finished run.
 pub fn run(o: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec<QueryResult>, String> {
@@ -380,8 +387,8 @@ fn run_child(mut cmd: Command, what: &str) -> Result<Value, String> {
         .map_err(|e| format!("{what}: unreadable summary ({e}): {text}"))
 }
 
-/// Open-loop runs from `start` down in steps of `SEARCH_STEP` until one
-/// keeps up; returns that rate.
+/// Open-loop runs from `start` down in steps of `SEARCH_STEP` until one rate
+/// keeps up `SEARCH_CONFIRM` times in a row; returns that rate.
 fn sustained_rate(
     o: &BenchOptions,
     file: &Path,
@@ -389,8 +396,9 @@ fn sustained_rate(
     start: f64,
     progress: &mut impl FnMut(&str),
 ) -> Result<f64, String> {
-    let mut rate = start;
+    let mut search = RateSearch::new(start);
     for _ in 0..SEARCH_TRIES {
+        let rate = search.rate();
         let events = ((rate * o.seconds) as u64).max(1000);
         let point = run_point(o, file, policy, events, Some(rate))?;
         let behind = is_behind(&point, events, rate);
@@ -401,12 +409,47 @@ fn sustained_rate(
             report::count(rate),
             if behind { "falls behind" } else { "keeps up" }
         ));
-        if !behind {
-            return Ok(rate);
+        if let Some(accepted) = search.record(behind) {
+            return Ok(accepted);
         }
-        rate *= SEARCH_STEP;
     }
-    Ok(rate)
+    // Out of tries: the rate the search had stepped down to, unconfirmed.
+    Ok(search.rate())
+}
+
+/// The sustained-rate search's decisions, apart from the runs: a rate that
+/// falls behind steps down; one that keeps up is run again until it has
+/// kept up `SEARCH_CONFIRM` times in a row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RateSearch {
+    rate: f64,
+    kept_up: usize,
+}
+
+impl RateSearch {
+    fn new(start: f64) -> Self {
+        RateSearch {
+            rate: start,
+            kept_up: 0,
+        }
+    }
+
+    /// The rate of the next run.
+    fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// Takes the outcome of a run at `rate()`; returns the accepted rate once
+    /// it has kept up often enough in a row.
+    fn record(&mut self, behind: bool) -> Option<f64> {
+        if behind {
+            self.rate *= SEARCH_STEP;
+            self.kept_up = 0;
+            return None;
+        }
+        self.kept_up += 1;
+        (self.kept_up >= SEARCH_CONFIRM).then_some(self.rate)
+    }
 }
 
 fn is_behind(point: &Point, events: u64, rate: f64) -> bool {
@@ -573,6 +616,24 @@ pub fn machine() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_search_accepts_a_rate_only_after_it_keeps_up_twice_in_a_row() {
+        let mut search = RateSearch::new(1000.0);
+        // Behind at 1000: step down to 900.
+        assert_eq!(search.record(true), None);
+        assert_eq!(search.rate(), 900.0);
+        // 900 keeps up once (a fast minute), then falls behind: not accepted,
+        // and the next try is a step lower.
+        assert_eq!(search.record(false), None);
+        assert_eq!(search.rate(), 900.0);
+        assert_eq!(search.record(true), None);
+        assert!((search.rate() - 810.0).abs() < 1e-9);
+        // 810 keeps up twice in a row: accepted.
+        assert_eq!(search.record(false), None);
+        assert_eq!(search.record(false), Some(search.rate()));
+        assert!((search.rate() - 810.0).abs() < 1e-9);
+    }
 
     #[test]
     fn policies_parse_and_label() {

@@ -21,6 +21,20 @@ fn pct(p: &super::Point, v: u64) -> String {
     if p.count == 0 { "—".into() } else { ns(v) }
 }
 
+/// Below this many measured rows a run's p99 is its largest latency or next
+/// to it, and says little about the policy: the tables that rank policies
+/// print the row count beside such a p99.
+pub const FEW_ROWS: u64 = 100;
+
+/// A p99 as `pct` prints it, with the rows it is over when they are few.
+fn p99_cell(p: &super::Point) -> String {
+    if p.count > 0 && p.count < FEW_ROWS {
+        format!("{} ({} rows)", ns(p.p99), p.count)
+    } else {
+        pct(p, p.p99)
+    }
+}
+
 pub fn bytes(b: Option<u64>) -> String {
     match b {
         Some(b) if b < 10_000_000 => format!("{:.2} MB", b as f64 / 1e6),
@@ -138,8 +152,8 @@ pub fn comparison_table(results: &[QueryResult]) -> String {
                 .policies
                 .iter()
                 .map(|p| match p.latency.get(i) {
-                    Some(r) if r.behind => format!("{} (behind)", pct(&r.point, r.point.p99)),
-                    Some(r) => pct(&r.point, r.point.p99),
+                    Some(r) if r.behind => format!("{} (behind)", p99_cell(&r.point)),
+                    Some(r) => p99_cell(&r.point),
                     None => "—".into(),
                 })
                 .collect();
@@ -197,28 +211,28 @@ pub fn adaptive_table(results: &[QueryResult]) -> String {
         }
         let fractions = fractions(q);
         for (i, f) in fractions.iter().enumerate() {
-            for (what, of) in [
-                (
-                    "p50",
-                    (|p: &super::Point| p.p50) as fn(&super::Point) -> u64,
-                ),
-                ("p99", |p: &super::Point| p.p99),
-            ] {
+            type Of = fn(&super::Point) -> u64;
+            type Show = fn(&super::Point) -> String;
+            let measures: [(&str, Of, Show); 2] = [
+                ("p50", |p| p.p50, |p| ns(p.p50)),
+                ("p99", |p| p.p99, p99_cell),
+            ];
+            for (what, of, show) in measures {
                 let best = fixed
                     .iter()
-                    .filter_map(|p| kept_up(Some(p), i).map(|r| (p.policy, of(&r.point))))
-                    .min_by_key(|(_, v)| *v);
+                    .filter_map(|p| kept_up(Some(p), i).map(|r| (p.policy, &r.point)))
+                    .min_by_key(|(_, r)| of(r));
                 let cell = |p: Option<&super::PolicyResult>| match (
                     kept_up(p, i),
                     p.and_then(|p| p.latency.get(i)),
                 ) {
-                    (Some(r), _) => ns(of(&r.point)),
+                    (Some(r), _) => show(&r.point),
                     (None, Some(_)) => "behind".into(),
                     (None, None) => "—".into(),
                 };
                 let ratio = match (best, kept_up(adaptive, i)) {
-                    (Some((_, b)), Some(r)) if b > 0 => {
-                        format!("{:.2}", of(&r.point) as f64 / b as f64)
+                    (Some((_, b)), Some(r)) if of(b) > 0 => {
+                        format!("{:.2}", of(&r.point) as f64 / of(b) as f64)
                     }
                     _ => "—".into(),
                 };
@@ -227,7 +241,11 @@ pub fn adaptive_table(results: &[QueryResult]) -> String {
                     "| {} | {what} at {:.0}% | {} | {} | {} | {ratio} |",
                     q.name,
                     f * 100.0,
-                    best.map_or("—".into(), |(p, v)| format!("{} ({})", ns(v), p.label())),
+                    best.map_or("—".into(), |(p, r)| format!(
+                        "{} ({})",
+                        show(r),
+                        p.label()
+                    )),
                     cell(src),
                     cell(adaptive),
                 );
@@ -344,4 +362,76 @@ pub fn targets_table(results: &[QueryResult], state: &[StateResult]) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{LatencyRun, Point, PolicyResult};
+    use super::*;
+
+    fn point(p99_ms: u64, count: u64) -> Point {
+        Point {
+            events: 1000,
+            elapsed_ns: 1_000_000_000,
+            workers: 2,
+            sink_rows: count,
+            count,
+            p50: 50_000,
+            p99: p99_ms * 1_000_000,
+            p999: p99_ms * 1_000_000,
+            max: p99_ms * 1_000_000,
+            peak_rss_bytes: None,
+        }
+    }
+
+    fn policy(policy: Policy, p99_ms: u64, count: u64) -> PolicyResult {
+        let p = point(p99_ms, count);
+        PolicyResult {
+            policy,
+            throughput: p.clone(),
+            throughput_runs: vec![p.clone()],
+            latency: vec![LatencyRun {
+                fraction: 0.1,
+                rate: 1000.0,
+                point: p.clone(),
+                runs: vec![p],
+                behind: false,
+            }],
+        }
+    }
+
+    fn query(rows: u64) -> QueryResult {
+        QueryResult {
+            name: "q7".into(),
+            file: "q7.sql".into(),
+            closed_loop_max: 1000.0,
+            max_rate: 1000.0,
+            search_policy: Policy::Adaptive,
+            policies: vec![
+                policy(Policy::Fixed(64), 40, rows),
+                policy(Policy::Adaptive, 20, rows),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_p99_over_few_rows_shows_its_rows() {
+        let few = adaptive_table(&[query(42)]);
+        assert!(
+            few.contains(
+                "| q7 | p99 at 10% | 40.0 ms (42 rows) (64) | — | 20.0 ms (42 rows) | 0.50 |"
+            ),
+            "{few}"
+        );
+        // p50s are printed bare, and so is a p99 over enough rows.
+        assert!(few.contains("| q7 | p50 at 10% | 50.0 µs (64) |"), "{few}");
+        let many = adaptive_table(&[query(FEW_ROWS)]);
+        assert!(
+            many.contains("| q7 | p99 at 10% | 40.0 ms (64) | — | 20.0 ms | 0.50 |"),
+            "{many}"
+        );
+        assert!(
+            comparison_table(&[query(42)]).contains("| 40.0 ms (42 rows) | 20.0 ms (42 rows) |")
+        );
+    }
 }

@@ -255,6 +255,8 @@ fn bench_measures_each_policy_and_writes_json() {
         "0.2",
         "--warmup",
         "1ms",
+        "--repeat",
+        "2",
         "--json",
         json.to_str().unwrap(),
     ]);
@@ -289,8 +291,10 @@ fn bench_measures_each_policy_and_writes_json() {
     let sustained = q0["sustained_max_events_per_s"].as_f64().unwrap();
     for p in policies {
         assert!(p["throughput"]["events_per_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(p["throughput_runs"].as_array().unwrap().len(), 2);
         let runs = p["latency"].as_array().unwrap();
         assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0]["runs"].as_array().unwrap().len(), 2);
         // The open-loop run is offered half the sustained rate.
         let offered = runs[0]["offered_events_per_s"].as_f64().unwrap();
         assert!(
