@@ -82,7 +82,7 @@ struct BenchArgs {
     )]
     batch: Vec<String>,
     /// Runs of each measurement, taking the policies in turn; the tables
-    /// show medians.
+    /// show medians (the lower middle one for an even count).
     #[arg(long, default_value_t = 5)]
     repeat: usize,
     /// Open-loop loads, as fractions of each query's maximum rate.
@@ -320,10 +320,12 @@ fn bench(a: BenchArgs) -> Result<(), String> {
         options.repeat,
         bench::adaptive_table(&results)
     );
-    println!(
-        "A p99 with its rows beside it is over fewer than {} measured rows a run: it is that run's largest latency or next to it.\n",
-        bench::FEW_ROWS
-    );
+    if bench::has_few_rows(&results) {
+        println!(
+            "A p99 with rows beside it is over fewer than {} measured rows a run (the median of the runs' counts): each such run's p99 is its largest latency.\n",
+            bench::FEW_ROWS
+        );
+    }
     println!("## Per query\n");
     for q in &results {
         println!("{}", bench::query_tables(q));

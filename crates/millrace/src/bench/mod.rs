@@ -29,7 +29,8 @@ use millrace_core::StateSize;
 use serde_json::{Value, json};
 
 pub use report::{
-    FEW_ROWS, adaptive_table, comparison_table, query_tables, state_table, targets_table,
+    FEW_ROWS, adaptive_table, comparison_table, has_few_rows, query_tables, state_table,
+    targets_table,
 };
 
 /// How sources and exchanges size their batches in one measurement.
@@ -202,6 +203,10 @@ pub struct QueryResult {
     /// The largest open-loop rate found to run without falling behind (with
     /// `search_policy`): the rate the fractions are of.
     pub max_rate: f64,
+    /// Whether `max_rate` kept up `SEARCH_CONFIRM` times in a row; false
+    /// when the search ran out of tries first (then it is the rate the
+    /// search had stepped down to, which may never have run).
+    pub max_rate_confirmed: bool,
     pub search_policy: Policy,
     pub policies: Vec<PolicyResult>,
 }
@@ -284,7 +289,8 @@ pub fn run(o: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec<Query
                 })
                 .map_or(Policy::Adaptive, |p| p.policy)
         };
-        let max_rate = sustained_rate(o, file, search_policy, closed_loop_max, &mut progress)?;
+        let (max_rate, max_rate_confirmed) =
+            sustained_rate(o, file, search_policy, closed_loop_max, &mut progress)?;
         for &fraction in &o.fractions {
             let rate = max_rate * fraction;
             let events = ((rate * o.seconds) as u64).max(1000);
@@ -328,6 +334,7 @@ pub fn run(o: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec<Query
             file: file.clone(),
             closed_loop_max,
             max_rate,
+            max_rate_confirmed,
             search_policy,
             policies,
         });
@@ -388,14 +395,15 @@ fn run_child(mut cmd: Command, what: &str) -> Result<Value, String> {
 }
 
 /// Open-loop runs from `start` down in steps of `SEARCH_STEP` until one rate
-/// keeps up `SEARCH_CONFIRM` times in a row; returns that rate.
+/// keeps up `SEARCH_CONFIRM` times in a row; returns that rate and whether
+/// it did (see [`RateSearch::outcome`]).
 fn sustained_rate(
     o: &BenchOptions,
     file: &Path,
     policy: Policy,
     start: f64,
     progress: &mut impl FnMut(&str),
-) -> Result<f64, String> {
+) -> Result<(f64, bool), String> {
     let mut search = RateSearch::new(start);
     for _ in 0..SEARCH_TRIES {
         let rate = search.rate();
@@ -409,12 +417,19 @@ fn sustained_rate(
             report::count(rate),
             if behind { "falls behind" } else { "keeps up" }
         ));
-        if let Some(accepted) = search.record(behind) {
-            return Ok(accepted);
+        if search.record(behind) {
+            break;
         }
     }
-    // Out of tries: the rate the search had stepped down to, unconfirmed.
-    Ok(search.rate())
+    let (rate, confirmed) = search.outcome();
+    if !confirmed {
+        progress(&format!(
+            "{} search: out of tries; the loads are fractions of {} events/s, not confirmed",
+            query_name(file),
+            report::count(rate)
+        ));
+    }
+    Ok((rate, confirmed))
 }
 
 /// The sustained-rate search's decisions, apart from the runs: a rate that
@@ -439,16 +454,23 @@ impl RateSearch {
         self.rate
     }
 
-    /// Takes the outcome of a run at `rate()`; returns the accepted rate once
-    /// it has kept up often enough in a row.
-    fn record(&mut self, behind: bool) -> Option<f64> {
+    /// Takes the outcome of a run at `rate()`; true once that rate has kept
+    /// up `SEARCH_CONFIRM` times in a row (the search is over).
+    fn record(&mut self, behind: bool) -> bool {
         if behind {
             self.rate *= SEARCH_STEP;
             self.kept_up = 0;
-            return None;
+            return false;
         }
         self.kept_up += 1;
-        (self.kept_up >= SEARCH_CONFIRM).then_some(self.rate)
+        self.kept_up >= SEARCH_CONFIRM
+    }
+
+    /// The rate found, and whether it was confirmed. Out of tries, it is
+    /// the rate the search had reached: after a fall-behind one that never
+    /// ran, after a keep-up one that kept up fewer times than asked.
+    fn outcome(&self) -> (f64, bool) {
+        (self.rate, self.kept_up >= SEARCH_CONFIRM)
     }
 }
 
@@ -581,6 +603,7 @@ pub fn to_json(
             "file": q.file.display().to_string(),
             "closed_loop_max_events_per_s": q.closed_loop_max,
             "sustained_max_events_per_s": q.max_rate,
+            "sustained_confirmed": q.max_rate_confirmed,
             "sustained_search_batch": q.search_policy.label(),
             "policies": q.policies.iter().map(|p| json!({
                 "batch": p.policy.label(),
@@ -618,21 +641,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_search_accepts_a_rate_only_after_it_keeps_up_twice_in_a_row() {
+    fn the_search_accepts_a_rate_only_after_it_keeps_up_often_enough_in_a_row() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
         let mut search = RateSearch::new(1000.0);
-        // Behind at 1000: step down to 900.
-        assert_eq!(search.record(true), None);
-        assert_eq!(search.rate(), 900.0);
-        // 900 keeps up once (a fast minute), then falls behind: not accepted,
-        // and the next try is a step lower.
-        assert_eq!(search.record(false), None);
-        assert_eq!(search.rate(), 900.0);
-        assert_eq!(search.record(true), None);
-        assert!((search.rate() - 810.0).abs() < 1e-9);
-        // 810 keeps up twice in a row: accepted.
-        assert_eq!(search.record(false), None);
-        assert_eq!(search.record(false), Some(search.rate()));
-        assert!((search.rate() - 810.0).abs() < 1e-9);
+        // Behind at 1000: one step down.
+        assert!(!search.record(true));
+        assert!(close(search.rate(), 900.0));
+        // 900 keeps up all but once (a fast minute), then falls behind: not
+        // accepted, and the next try is a step lower.
+        for _ in 1..SEARCH_CONFIRM {
+            assert!(!search.record(false));
+            assert!(close(search.rate(), 900.0));
+        }
+        assert!(!search.record(true));
+        assert!(close(search.rate(), 810.0));
+        assert_eq!(
+            search.outcome(),
+            (search.rate(), false),
+            "not confirmed yet"
+        );
+        // 810 keeps up SEARCH_CONFIRM times in a row: accepted.
+        for _ in 1..SEARCH_CONFIRM {
+            assert!(!search.record(false));
+        }
+        assert!(search.record(false));
+        let (rate, confirmed) = search.outcome();
+        assert!(close(rate, 810.0) && confirmed);
     }
 
     #[test]

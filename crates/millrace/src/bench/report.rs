@@ -21,15 +21,32 @@ fn pct(p: &super::Point, v: u64) -> String {
     if p.count == 0 { "—".into() } else { ns(v) }
 }
 
-/// Below this many measured rows a run's p99 is its largest latency or next
-/// to it, and says little about the policy: the tables that rank policies
-/// print the row count beside such a p99.
+/// Below this many measured rows a run's p99 is its largest latency (the
+/// rank of the 99th percentile rounds up to the last row) and says little
+/// about the policy: the tables that rank policies print the row count
+/// beside such a p99.
 pub const FEW_ROWS: u64 = 100;
 
-/// A p99 as `pct` prints it, with the rows it is over when they are few.
+/// Whether any open-loop cell of `results` is over too few rows for its p99
+/// to rank (see [`FEW_ROWS`]).
+pub fn has_few_rows(results: &[QueryResult]) -> bool {
+    results
+        .iter()
+        .flat_map(|q| &q.policies)
+        .flat_map(|p| &p.latency)
+        .any(|r| few_rows(&r.point))
+}
+
+fn few_rows(p: &super::Point) -> bool {
+    p.count > 0 && p.count < FEW_ROWS
+}
+
+/// A p99 as `pct` prints it, with the rows it is over when they are few
+/// (the median of the runs' counts, as every number of a median point).
 fn p99_cell(p: &super::Point) -> String {
-    if p.count > 0 && p.count < FEW_ROWS {
-        format!("{} ({} rows)", ns(p.p99), p.count)
+    if few_rows(p) {
+        let unit = if p.count == 1 { "row" } else { "rows" };
+        format!("{} ({} {unit})", ns(p.p99), p.count)
     } else {
         pct(p, p.p99)
     }
@@ -57,9 +74,14 @@ pub fn query_tables(q: &QueryResult) -> String {
     let workers = q.policies.first().map_or(1, |p| p.throughput.workers);
     let _ = writeln!(
         s,
-        "### {}: sustains {} events/s open-loop ({} per core on {} workers, batch {}); {} as fast as possible\n",
+        "### {}: sustains {} events/s open-loop{} ({} per core on {} workers, batch {}); {} as fast as possible\n",
         q.name,
         count(q.max_rate),
+        if q.max_rate_confirmed {
+            ""
+        } else {
+            " (not confirmed: the search ran out of tries)"
+        },
         count(q.max_rate / workers.max(1) as f64),
         workers,
         q.search_policy.label(),
@@ -313,8 +335,12 @@ pub fn targets_table(results: &[QueryResult], state: &[StateResult]) -> String {
                     "{name} ≥ {} events/s per core (sustained open-loop)",
                     count(per_core)
                 ),
-                count(best),
-                best >= per_core,
+                if q.max_rate_confirmed {
+                    count(best)
+                } else {
+                    format!("{} (not confirmed)", count(best))
+                },
+                best >= per_core && q.max_rate_confirmed,
             ));
         }
     }
@@ -400,38 +426,57 @@ mod tests {
         }
     }
 
+    /// Fixed 64 measured `rows`, adaptive `rows + 1`.
     fn query(rows: u64) -> QueryResult {
         QueryResult {
             name: "q7".into(),
             file: "q7.sql".into(),
             closed_loop_max: 1000.0,
             max_rate: 1000.0,
+            max_rate_confirmed: true,
             search_policy: Policy::Adaptive,
             policies: vec![
                 policy(Policy::Fixed(64), 40, rows),
-                policy(Policy::Adaptive, 20, rows),
+                policy(Policy::Adaptive, 20, rows + 1),
             ],
         }
     }
 
     #[test]
     fn a_p99_over_few_rows_shows_its_rows() {
-        let few = adaptive_table(&[query(42)]);
+        let few = [query(42)];
+        let table = adaptive_table(&few);
         assert!(
-            few.contains(
-                "| q7 | p99 at 10% | 40.0 ms (42 rows) (64) | — | 20.0 ms (42 rows) | 0.50 |"
+            table.contains(
+                "| q7 | p99 at 10% | 40.0 ms (42 rows) (64) | — | 20.0 ms (43 rows) | 0.50 |"
             ),
-            "{few}"
+            "{table}"
         );
         // p50s are printed bare, and so is a p99 over enough rows.
-        assert!(few.contains("| q7 | p50 at 10% | 50.0 µs (64) |"), "{few}");
-        let many = adaptive_table(&[query(FEW_ROWS)]);
         assert!(
-            many.contains("| q7 | p99 at 10% | 40.0 ms (64) | — | 20.0 ms | 0.50 |"),
-            "{many}"
+            table.contains("| q7 | p50 at 10% | 50.0 µs (64) |"),
+            "{table}"
         );
+        assert!(has_few_rows(&few));
+        let many = [query(FEW_ROWS)];
+        let table = adaptive_table(&many);
         assert!(
-            comparison_table(&[query(42)]).contains("| 40.0 ms (42 rows) | 20.0 ms (42 rows) |")
+            table.contains("| q7 | p99 at 10% | 40.0 ms (64) | — | 20.0 ms | 0.50 |"),
+            "{table}"
         );
+        assert!(!has_few_rows(&many));
+        let table = comparison_table(&few);
+        assert!(
+            table.contains("| 40.0 ms (42 rows) | 20.0 ms (43 rows) |"),
+            "{table}"
+        );
+        // A run that measured nothing has no p99 to mark.
+        let none = [query(0)];
+        let table = comparison_table(&none);
+        assert!(
+            table.contains("| q7 | p99 at 10% | — | 20.0 ms (1 row) |"),
+            "{table}"
+        );
+        assert!(has_few_rows(&none), "adaptive's one row");
     }
 }

@@ -289,6 +289,7 @@ fn bench_measures_each_policy_and_writes_json() {
         .collect();
     assert_eq!(labels, ["64", "adaptive"]);
     let sustained = q0["sustained_max_events_per_s"].as_f64().unwrap();
+    assert!(q0["sustained_confirmed"].is_boolean(), "{q0}");
     for p in policies {
         assert!(p["throughput"]["events_per_s"].as_f64().unwrap() > 0.0);
         assert_eq!(p["throughput_runs"].as_array().unwrap().len(), 2);
