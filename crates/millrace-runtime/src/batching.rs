@@ -197,10 +197,10 @@ impl BatchController {
     /// spare the hops after a source the per-message costs of tiny batches;
     /// without hops it could only spare the task its own per-batch cost, and
     /// that regulates itself: a task too busy for small batches finds more
-    /// rows waiting at its next read. Waiting would add its length to every row's latency
-    /// (q0 at 10% load: p50 4.2-5.7 µs lingering, 3.0-4.1 µs without;
-    /// docs/benchmarks.md, profile table). Call it on a new controller: the
-    /// linger is 0 until a decision moves it, and none will.
+    /// rows waiting at its next read. Waiting would add its length to every
+    /// row's latency (q0 at 10% load: p50 4.2-5.7 µs lingering, 3.0-4.1 µs
+    /// without; docs/benchmarks.md, profile table). Call it on a new
+    /// controller: the linger is 0 until a decision moves it, and none will.
     pub fn without_hops(mut self) -> Self {
         self.budget_ns = 0;
         self

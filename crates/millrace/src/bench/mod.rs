@@ -463,6 +463,11 @@ impl RateSearch {
             return false;
         }
         self.kept_up += 1;
+        self.confirmed()
+    }
+
+    /// Whether `rate()` has kept up `SEARCH_CONFIRM` times in a row.
+    fn confirmed(&self) -> bool {
         self.kept_up >= SEARCH_CONFIRM
     }
 
@@ -470,7 +475,7 @@ impl RateSearch {
     /// the rate the search had reached: after a fall-behind one that never
     /// ran, after a keep-up one that kept up fewer times than asked.
     fn outcome(&self) -> (f64, bool) {
-        (self.rate, self.kept_up >= SEARCH_CONFIRM)
+        (self.rate, self.confirmed())
     }
 }
 
