@@ -24,19 +24,21 @@
 //! On arrival a batch's keys are encoded and hashed once, and each window
 //! it falls in keeps the batch (shared, when the window holds all of its
 //! rows, as a tumbling window mostly does; a copy of its rows otherwise).
-//! Small batches are merged on arrival, `COMPACT_ROWS` rows at a time.
-//! Firing a window indexes the smaller side's key bytes and probes with the
-//! larger side's (comparing kept hashes first when the smaller side has
-//! only a few keys, and skipping batches whose filter of those hashes says
-//! none of the keys is there), then gathers the pairs' columns straight from the
-//! buffered batches: nothing is concatenated or re-encoded when the window
-//! closes, which is when its results' latency is counted, and its rows are
+//! Batches are grouped on arrival in runs of about `COMPACT_ROWS` rows;
+//! each run gets one filter of its hashes, and a run of many small batches
+//! is first merged into one. Firing a window indexes the
+//! smaller side's key bytes and probes with the larger side's (comparing
+//! kept hashes first when the smaller side has only a few keys, and
+//! skipping runs whose filter says none of the keys is there), then gathers
+//! the pairs' columns straight from the buffered batches: nothing is
+//! concatenated or re-encoded when the window closes, which is when its results' latency is counted, and its rows are
 //! freed at the operator's next call, after the results have left. Output
 //! is built `MAX_OUTPUT_ROWS` pairs at a time, so a large window never
 //! becomes one huge batch.
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, UInt32Array};
@@ -147,20 +149,27 @@ impl OperatorFactory for WindowJoinFactory {
     }
 }
 
-/// Small batches are merged once this many of their rows have arrived: a
-/// window fed many tiny batches (a lightly loaded source sends rows nearly
-/// one at a time) would otherwise hold, gather from and finally free
-/// thousands of them when it fires.
+/// A run of batches is closed once it holds this many rows (or a batch this
+/// large arrives behind it): it gets one [`HashFilter`] of its hashes.
 const COMPACT_ROWS: usize = 1024;
+
+/// A closed run of more batches than this (on average under 64 rows a
+/// batch) is merged into one batch. A lightly loaded source sends rows
+/// nearly one at a time, and a window would otherwise hold, gather from and
+/// finally free thousands of batches when it fires; at that load the copy
+/// is cheap. A run of fewer, larger batches is kept as they came: under
+/// load they are hundreds of rows, and copying them again (and encoding
+/// their keys again) cost q7's window join half its time when the bids
+/// arrived ~250 rows at a time.
+const MAX_RUN_BATCHES: usize = 16;
 
 /// A kept batch's keys, with a hash of each row's key bytes taken on
 /// arrival: the few-keys probe compares these when the window fires, and
-/// skips the batch when its filter says none of them is there.
+/// skips runs of batches whose filter says none of them is there.
 struct KeptKeys {
     keys: Keys,
     /// Meaningless where the key is null: check [`Keys::get`] on a match.
     hashes: Vec<u64>,
-    filter: HashFilter,
     /// Bytes of the rows' keys.
     key_bytes: usize,
 }
@@ -177,38 +186,37 @@ impl KeptKeys {
                 })
             })
             .collect();
-        let filter = HashFilter::new(&hashes);
         Ok(Arc::new(Self {
             keys,
             hashes,
-            filter,
             key_bytes,
         }))
     }
 
-    /// Memory held: encoded keys, hashes, filter.
+    /// Memory held: encoded keys and hashes.
     fn size(&self) -> usize {
-        self.keys.size() + 8 * (self.hashes.capacity() + self.filter.words.capacity())
+        self.keys.size() + 8 * self.hashes.capacity()
     }
 }
 
-/// A Bloom filter over one batch's key hashes (two bits per hash, about
-/// eight bits per row: a key that is not there passes about one time in
-/// twenty). Firing a window whose other side has a few keys would otherwise
-/// read every kept hash; most batches hold none of those keys (q7: the bids
-/// at the window's maximum price), and their hashes, written tens of
-/// milliseconds earlier, are no longer in cache.
+/// A Bloom filter over the key hashes of a run of kept batches (two bits
+/// per hash, about eight bits per row: a key that is not there passes about
+/// one time in twenty). Firing a window whose other side has a few keys
+/// would otherwise read every kept hash; most runs hold none of those keys
+/// (q7: the bids at the window's maximum price), and their hashes, written
+/// tens of milliseconds earlier, are no longer in cache.
 struct HashFilter {
     words: Vec<u64>,
 }
 
 impl HashFilter {
-    fn new(hashes: &[u64]) -> Self {
-        let bits = (hashes.len() * 8).next_power_of_two().max(64);
+    /// A filter over `rows` hashes, given as slices.
+    fn new<'a>(rows: usize, hashes: impl IntoIterator<Item = &'a [u64]>) -> Self {
+        let bits = (rows * 8).next_power_of_two().max(64);
         let mut filter = Self {
             words: vec![0; bits / 64],
         };
-        for &h in hashes {
+        for &h in hashes.into_iter().flatten() {
             for bit in filter.bits(h) {
                 filter.words[bit / 64] |= 1 << (bit % 64);
             }
@@ -228,6 +236,10 @@ impl HashFilter {
             .iter()
             .all(|&bit| self.words[bit / 64] & (1 << (bit % 64)) != 0)
     }
+
+    fn size(&self) -> usize {
+        8 * self.words.capacity()
+    }
 }
 
 /// Equal key bytes, equal hashes.
@@ -236,24 +248,27 @@ fn key_hash(bytes: &[u8]) -> u64 {
 }
 
 /// One side's rows of one window: batches in arrival order, each with its
-/// rows' keys (encoded on arrival). The batches from `small_from` on are
-/// small ones not yet merged; a window that fires uses them as they are, so
-/// firing never waits for a merge.
+/// rows' keys (encoded on arrival). Those before `open_from` are closed
+/// runs, each under one filter (`filters[i]` starts at batch
+/// `filters[i].0`); those from `open_from` on wait for enough rows to close
+/// the next. A window that fires uses these as they are (it scans their
+/// hashes), so firing never waits for a merge or a filter.
 #[derive(Default)]
 struct SideRows {
     batches: Vec<(RecordBatch, Arc<KeptKeys>)>,
-    small_from: usize,
-    small_rows: usize,
+    filters: Vec<(usize, HashFilter)>,
+    open_from: usize,
+    open_rows: usize,
     rows: usize,
-    /// Memory of the batches and their keys; a batch that overlapping
-    /// windows share is counted in each.
+    /// Memory of the batches, their keys and the filters; a batch that
+    /// overlapping windows share is counted in each.
     state: StateSize,
 }
 
 impl SideRows {
-    /// Keeps a batch; once the small ones (fewer than `COMPACT_ROWS` rows)
-    /// add up to that many, or a large one arrives behind them, they are
-    /// merged first.
+    /// Keeps a batch in the open run, closing the run once it holds
+    /// `COMPACT_ROWS` rows; a batch that large closes the run before it and
+    /// is a run of its own.
     fn push(
         &mut self,
         batch: RecordBatch,
@@ -263,38 +278,62 @@ impl SideRows {
     ) -> Result<()> {
         let n = batch.num_rows();
         if n >= COMPACT_ROWS {
-            self.merge_small(encoder, input)?;
+            self.close_run(encoder, input)?;
         }
         self.rows += n;
         self.state += kept_state(&batch, &keys);
         self.batches.push((batch, keys));
-        if n >= COMPACT_ROWS {
-            self.small_from = self.batches.len();
-        } else {
-            self.small_rows += n;
-            if self.small_rows >= COMPACT_ROWS {
-                self.merge_small(encoder, input)?;
-            }
+        self.open_rows += n;
+        if self.open_rows >= COMPACT_ROWS {
+            self.close_run(encoder, input)?;
         }
         Ok(())
     }
 
-    /// Merges the small batches into one and encodes its keys.
-    fn merge_small(&mut self, encoder: &KeyEncoder, input: usize) -> Result<()> {
-        if self.batches.len() - self.small_from > 1 {
-            let mut small = Vec::with_capacity(self.batches.len() - self.small_from);
-            for (batch, keys) in self.batches.drain(self.small_from..) {
+    /// Closes the open run under a filter, merging it into one batch first
+    /// when it has more than `MAX_RUN_BATCHES` batches.
+    fn close_run(&mut self, encoder: &KeyEncoder, input: usize) -> Result<()> {
+        let count = self.batches.len() - self.open_from;
+        if count == 0 {
+            return Ok(());
+        }
+        if count > MAX_RUN_BATCHES {
+            let mut run = Vec::with_capacity(count);
+            for (batch, keys) in self.batches.drain(self.open_from..) {
                 self.state -= kept_state(&batch, &keys);
-                small.push(batch);
+                run.push(batch);
             }
-            let merged = concat_batches(small[0].schema_ref(), &small)?;
+            let merged = concat_batches(run[0].schema_ref(), &run)?;
             let keys = KeptKeys::encode(encoder, input, &merged)?;
             self.state += kept_state(&merged, &keys);
             self.batches.push((merged, keys));
         }
-        self.small_from = self.batches.len();
-        self.small_rows = 0;
+        let run = &self.batches[self.open_from..];
+        let filter = HashFilter::new(self.open_rows, run.iter().map(|(_, k)| &k.hashes[..]));
+        self.state += StateSize {
+            bytes: filter.size(),
+            ..StateSize::default()
+        };
+        self.filters.push((self.open_from, filter));
+        self.open_from = self.batches.len();
+        self.open_rows = 0;
         Ok(())
+    }
+
+    /// The batches as runs: each closed run with its filter, then the
+    /// batches not yet under one.
+    fn runs(&self) -> impl Iterator<Item = (Range<usize>, Option<&HashFilter>)> {
+        let ends = self
+            .filters
+            .iter()
+            .skip(1)
+            .map(|(first, _)| *first)
+            .chain([self.open_from]);
+        self.filters
+            .iter()
+            .zip(ends)
+            .map(|((first, filter), end)| (*first..end, Some(filter)))
+            .chain([(self.open_from..self.batches.len(), None)])
     }
 
     /// Places `(batch, row)` by key bytes, in arrival order; rows with a
@@ -404,37 +443,42 @@ impl WindowJoinOperator {
         let few: Option<Vec<u64>> =
             (table.len() <= FEW_KEYS).then(|| table.keys().map(|k| key_hash(k)).collect());
         if !table.is_empty() {
-            for (b, (batch, kept)) in probe.batches.iter().enumerate() {
-                let mut probe_row = |r: usize| -> Result<()> {
-                    let Some(matches) = kept.keys.get(r).and_then(|k| table.get(k)) else {
-                        return Ok(());
-                    };
-                    let here = (b as u32, r as u32);
-                    for &there in matches {
-                        let (l, r) = if build_left {
-                            (there, here)
-                        } else {
-                            (here, there)
+            for (run, filter) in probe.runs() {
+                if let (Some(few), Some(filter)) = (&few, filter)
+                    && !few.iter().any(|&h| filter.may_contain(h))
+                {
+                    continue;
+                }
+                for b in run {
+                    let (batch, kept) = &probe.batches[b];
+                    let mut probe_row = |r: usize| -> Result<()> {
+                        let Some(matches) = kept.keys.get(r).and_then(|k| table.get(k)) else {
+                            return Ok(());
                         };
-                        pairs.push(l, r, out)?;
-                    }
-                    Ok(())
-                };
-                match &few {
-                    // One pass over the batch's kept hashes.
-                    Some(few) => {
-                        if !few.iter().any(|&h| kept.filter.may_contain(h)) {
-                            continue;
+                        let here = (b as u32, r as u32);
+                        for &there in matches {
+                            let (l, r) = if build_left {
+                                (there, here)
+                            } else {
+                                (here, there)
+                            };
+                            pairs.push(l, r, out)?;
                         }
-                        for (r, h) in kept.hashes.iter().enumerate() {
-                            if few.contains(h) {
-                                probe_row(r)?;
+                        Ok(())
+                    };
+                    match &few {
+                        // One pass over the batch's kept hashes.
+                        Some(few) => {
+                            for (r, h) in kept.hashes.iter().enumerate() {
+                                if few.contains(h) {
+                                    probe_row(r)?;
+                                }
                             }
                         }
-                    }
-                    None => {
-                        for r in 0..batch.num_rows() {
-                            probe_row(r)?;
+                        None => {
+                            for r in 0..batch.num_rows() {
+                                probe_row(r)?;
+                            }
                         }
                     }
                 }
@@ -732,6 +776,7 @@ mod tests {
     use super::*;
     use crate::join::test_util::{batch, ints, joined, schema, strs, take, windows, wm};
     use crate::window::{WindowKind, window_type};
+    use arrow::array::AsArray;
     use arrow::datatypes::{DataType, Field};
     use datafusion::logical_expr::Operator as Op;
     use datafusion::physical_expr::expressions::{binary, col};
@@ -1022,7 +1067,8 @@ mod tests {
         let mut op = operator(spec);
         let mut out = Emitter::new();
         // Left: one batch of 3000 rows (kept whole, and cut at window
-        // boundaries); right: 700 batches of 1 to 3 rows (merged on arrival).
+        // boundaries); right: 700 batches of 1 to 3 rows (merged on
+        // arrival, a run at a time).
         let l: Vec<(Option<i64>, i64, String)> = (0..3000)
             .map(|i| ((i % 11 != 0).then_some(i % 97), i / 50, format!("l{i}")))
             .collect();
@@ -1099,8 +1145,9 @@ mod tests {
     #[test]
     fn a_side_with_few_keys_matches_a_nested_loop_in_arrival_order() {
         // Left: 4000 rows over 4 tumbling windows of 10 ms, keys 0..40 with
-        // some nulls, in batches of every size from 1 row to 2000 (small
-        // ones are merged on arrival, a large one forces a merge first).
+        // some nulls, in batches of every size from 1 row to 2000 (the
+        // 2000 closes a run of six batches and is one alone; the last two
+        // stay open).
         // Right: per window at most three rows, keys 7, 13 and null: the
         // few-keys probe.
         let l: Vec<(Option<i64>, i64, String)> = (0..4000)
@@ -1177,16 +1224,70 @@ mod tests {
     }
 
     #[test]
+    fn runs_of_many_small_batches_are_merged_and_the_others_kept_as_they_came() {
+        let s = spec(JoinKind::Inner);
+        let factory = WindowJoinFactory::new(s.clone()).unwrap();
+        let encoder = KeyEncoder::new(&factory.key_fields, &s.left_keys, &s.right_keys).unwrap();
+        let mut side = SideRows::default();
+        let mut next = 0;
+        let sizes = [300, 5, 5, 800, 2000]
+            .into_iter()
+            .chain([40; 30])
+            .chain([600]);
+        for n in sizes {
+            let rows: Vec<(Option<i64>, i64, String)> = (next..next + n)
+                .map(|i| (Some(i % 50), 1, format!("r{i}")))
+                .collect();
+            next += n;
+            let batch = strip_entered(&rows_batch(0, &rows));
+            let keys = KeptKeys::encode(&encoder, 0, &batch).unwrap();
+            side.push(batch, keys, &encoder, 0).unwrap();
+        }
+        // 300 + 5 + 5 + 800 rows close a run of four batches, kept; the 2000
+        // is a run alone; 26 batches of 40 close a run of too many batches,
+        // merged; four of 40 and the 600 wait in the open run.
+        let kept: Vec<usize> = side.batches.iter().map(|(b, _)| b.num_rows()).collect();
+        assert_eq!(kept, [300, 5, 5, 800, 2000, 1040, 40, 40, 40, 40, 600]);
+        let runs: Vec<(Range<usize>, bool)> =
+            side.runs().map(|(run, f)| (run, f.is_some())).collect();
+        assert_eq!(
+            runs,
+            [(0..4, true), (4..5, true), (5..6, true), (6..11, false)]
+        );
+        for (run, filter) in side.runs() {
+            let Some(filter) = filter else { continue };
+            for (_, kept) in &side.batches[run] {
+                assert!(kept.hashes.iter().all(|&h| filter.may_contain(h)));
+            }
+        }
+        // Every row, once, in arrival order.
+        assert_eq!(side.rows, 4910);
+        let values: Vec<String> = side
+            .batches
+            .iter()
+            .flat_map(|(b, _)| {
+                let v = b.column(2).as_string::<i32>();
+                (0..v.len())
+                    .map(|i| v.value(i).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let want: Vec<String> = (0..4910).map(|i| format!("r{i}")).collect();
+        assert_eq!(values, want);
+    }
+
+    #[test]
     fn the_hash_filter_passes_every_kept_hash_and_few_others() {
         let kept: Vec<u64> = (0..1000u64).map(|i| key_hash(&i.to_le_bytes())).collect();
-        let filter = HashFilter::new(&kept);
+        // Given as two batches' hashes, as a run of kept batches is.
+        let filter = HashFilter::new(kept.len(), [&kept[..300], &kept[300..]]);
         assert!(kept.iter().all(|&h| filter.may_contain(h)));
         let passed = (1000..11_000u64)
             .filter(|i| filter.may_contain(key_hash(&i.to_le_bytes())))
             .count();
         // Two bits per hash at 8+ bits per row: about 5% pass by chance.
         assert!(passed < 1000, "{passed} of 10000 absent hashes passed");
-        assert!(!HashFilter::new(&[]).may_contain(key_hash(b"x")));
+        assert!(!HashFilter::new(0, []).may_contain(key_hash(b"x")));
     }
 
     #[test]
