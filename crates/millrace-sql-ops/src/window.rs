@@ -225,6 +225,45 @@ impl WindowAssign {
         Ok(bounds(0).zip(bounds(1)))
     }
 
+    /// The window `[start, end)` that holds every row of `batch`, when one
+    /// does and none of the rows is late: a tumbling window whose bounds
+    /// hold the earliest and the latest event time, or the window every row
+    /// carries. `None` otherwise (hopping windows put each row in several),
+    /// and [`WindowAssign::assign`] places the rows one by one. A batch from
+    /// a busy source mostly falls in one window, and this spares it a
+    /// membership per row and their sort.
+    pub fn whole_batch_window(
+        &self,
+        batch: &RecordBatch,
+        watermark: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        let (start, end) = match self {
+            WindowAssign::Time {
+                kind: WindowKind::Tumble { size_ms },
+                ..
+            } => {
+                let times = self.event_times(batch)?;
+                let (Some(&min), Some(&max)) = (times.iter().min(), times.iter().max()) else {
+                    return Ok(None);
+                };
+                if min < watermark {
+                    return Ok(None);
+                }
+                let start = min - min.rem_euclid(*size_ms);
+                if max >= start + size_ms {
+                    return Ok(None);
+                }
+                (start, start + size_ms)
+            }
+            WindowAssign::Time { .. } => return Ok(None),
+            WindowAssign::Column { .. } => match self.single_window(batch)? {
+                Some((start, end)) if end > watermark => (start, end),
+                _ => return Ok(None),
+            },
+        };
+        Ok(Some((start, end)))
+    }
+
     /// Appends to `out` every (row, window) membership of `batch` for
     /// tumbling, hopping and carried windows, skipping late rows; returns the
     /// number of late rows. Session windows depend on other rows of the same
@@ -345,6 +384,51 @@ mod tests {
         assert_eq!(of(vec![], vec![]), None);
         let by_time = time(WindowKind::Tumble { size_ms: 10 });
         assert_eq!(by_time.single_window(&batch(vec![1, 2])).unwrap(), None);
+    }
+
+    #[test]
+    fn a_whole_batch_window_is_found_only_when_assign_would_give_every_row_that_one() {
+        // Checked against `assign`: Some(w) exactly when every row gets w
+        // and no row is late.
+        let by_assign = |assign: &WindowAssign, b: &RecordBatch, wm: i64| {
+            let mut out = Vec::new();
+            let late = assign.assign(b, wm, &mut out).unwrap();
+            let first = out.first().map(|a| (a.start, a.end));
+            (late == 0
+                && out.len() == b.num_rows()
+                && out.iter().all(|a| Some((a.start, a.end)) == first))
+            .then_some(first)
+            .flatten()
+        };
+        let tumble = time(WindowKind::Tumble { size_ms: 10 });
+        let hop = time(WindowKind::Hop {
+            slide_ms: 5,
+            size_ms: 10,
+        });
+        for (ts, wm, want) in [
+            (vec![12, 10, 19], 0, Some((10, 20))),
+            (vec![-3, -9], -20, Some((-10, 0))),
+            (vec![12, 20], 0, None),
+            (vec![12, 9], 0, None),
+            (vec![12, 13], 13, None),
+            (vec![12, 13], 12, Some((10, 20))),
+            (vec![], 0, None),
+        ] {
+            let b = batch(ts.clone());
+            let got = tumble.whole_batch_window(&b, wm).unwrap();
+            assert_eq!(got, want, "tumble {ts:?} watermark {wm}");
+            if !ts.is_empty() {
+                assert_eq!(got, by_assign(&tumble, &b, wm), "{ts:?} against assign");
+            }
+            assert_eq!(hop.whole_batch_window(&b, wm).unwrap(), None);
+        }
+        let schema = Arc::new(Schema::new(vec![Field::new("w", window_type(), false)]));
+        let carried = WindowAssign::Column {
+            window: Arc::new(Column::new("w", 0)),
+        };
+        let b = RecordBatch::try_new(schema, vec![window_array(vec![0, 0], vec![10, 10])]).unwrap();
+        assert_eq!(carried.whole_batch_window(&b, 9).unwrap(), Some((0, 10)));
+        assert_eq!(carried.whole_batch_window(&b, 10).unwrap(), None, "late");
     }
 
     #[test]

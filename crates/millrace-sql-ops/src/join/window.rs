@@ -688,6 +688,13 @@ impl Operator for WindowJoinOperator {
         let user = strip_entered(&batch);
         check_width(&user, schema, &self.spec.name, input)?;
         note_entered(&mut self.max_entered, &batch);
+        if let Some((start, end)) = assign.whole_batch_window(&user, self.watermark)? {
+            let keys = KeptKeys::encode(&self.keys, input, &user)?;
+            let side = &mut self.windows.entry((end, start)).or_default().sides[input];
+            side.push(user, keys, &self.keys, input)?;
+            self.note_peak();
+            return Ok(());
+        }
         self.assignments.clear();
         let late = assign.assign(&user, self.watermark, &mut self.assignments)?;
         out.count_late(late);
