@@ -26,13 +26,13 @@
 //! rows, as a tumbling window mostly does; a copy of its rows otherwise).
 //! Batches are grouped on arrival in runs of about `COMPACT_ROWS` rows;
 //! each run gets one filter of its hashes, and a run of many small batches
-//! is first merged into one. Firing a window indexes the
-//! smaller side's key bytes and probes with the larger side's (comparing
-//! kept hashes first when the smaller side has only a few keys, and
-//! skipping runs whose filter says none of the keys is there), then gathers
-//! the pairs' columns straight from the buffered batches: nothing is
-//! concatenated or re-encoded when the window closes, which is when its results' latency is counted, and its rows are
-//! freed at the operator's next call, after the results have left. Output
+//! is first merged into one. Firing a window indexes the smaller side's key
+//! bytes and probes with the larger side's (comparing kept hashes first
+//! when the smaller side has only a few keys, and skipping runs whose
+//! filter says none of the keys is there), then gathers the pairs' columns
+//! straight from the buffered batches: nothing is concatenated or
+//! re-encoded when the window closes, which is when its results' latency is
+//! counted, and its rows are freed at the operator's next call, after the results have left. Output
 //! is built `MAX_OUTPUT_ROWS` pairs at a time, so a large window never
 //! becomes one huge batch.
 
@@ -210,13 +210,14 @@ struct HashFilter {
 }
 
 impl HashFilter {
-    /// A filter over `rows` hashes, given as slices.
-    fn new<'a>(rows: usize, hashes: impl IntoIterator<Item = &'a [u64]>) -> Self {
+    /// A filter over the hashes of one or more batches.
+    fn new<'a>(hashes: impl Iterator<Item = &'a [u64]> + Clone) -> Self {
+        let rows: usize = hashes.clone().map(<[u64]>::len).sum();
         let bits = (rows * 8).next_power_of_two().max(64);
         let mut filter = Self {
             words: vec![0; bits / 64],
         };
-        for &h in hashes.into_iter().flatten() {
+        for &h in hashes.flatten() {
             for bit in filter.bits(h) {
                 filter.words[bit / 64] |= 1 << (bit % 64);
             }
@@ -249,14 +250,14 @@ fn key_hash(bytes: &[u8]) -> u64 {
 
 /// One side's rows of one window: batches in arrival order, each with its
 /// rows' keys (encoded on arrival). Those before `open_from` are closed
-/// runs, each under one filter (`filters[i]` starts at batch
-/// `filters[i].0`); those from `open_from` on wait for enough rows to close
-/// the next. A window that fires uses these as they are (it scans their
+/// runs, each under one filter; those from `open_from` on wait for enough
+/// rows to close the next. A window that fires uses these as they are (it scans their
 /// hashes), so firing never waits for a merge or a filter.
 #[derive(Default)]
 struct SideRows {
     batches: Vec<(RecordBatch, Arc<KeptKeys>)>,
-    filters: Vec<(usize, HashFilter)>,
+    /// The closed runs: their batches, in order, and their filter.
+    filters: Vec<(Range<usize>, HashFilter)>,
     open_from: usize,
     open_rows: usize,
     rows: usize,
@@ -309,12 +310,13 @@ impl SideRows {
             self.batches.push((merged, keys));
         }
         let run = &self.batches[self.open_from..];
-        let filter = HashFilter::new(self.open_rows, run.iter().map(|(_, k)| &k.hashes[..]));
+        let filter = HashFilter::new(run.iter().map(|(_, k)| &k.hashes[..]));
         self.state += StateSize {
             bytes: filter.size(),
             ..StateSize::default()
         };
-        self.filters.push((self.open_from, filter));
+        self.filters
+            .push((self.open_from..self.batches.len(), filter));
         self.open_from = self.batches.len();
         self.open_rows = 0;
         Ok(())
@@ -323,17 +325,21 @@ impl SideRows {
     /// The batches as runs: each closed run with its filter, then the
     /// batches not yet under one.
     fn runs(&self) -> impl Iterator<Item = (Range<usize>, Option<&HashFilter>)> {
-        let ends = self
-            .filters
-            .iter()
-            .skip(1)
-            .map(|(first, _)| *first)
-            .chain([self.open_from]);
         self.filters
             .iter()
-            .zip(ends)
-            .map(|((first, filter), end)| (*first..end, Some(filter)))
+            .map(|(run, filter)| (run.clone(), Some(filter)))
             .chain([(self.open_from..self.batches.len(), None)])
+    }
+
+    /// The batches to probe, in arrival order: with `few` key hashes, the
+    /// closed runs whose filter holds none of them are skipped.
+    fn probe_order<'a>(&'a self, few: Option<&'a [u64]>) -> impl Iterator<Item = usize> + 'a {
+        self.runs()
+            .filter(move |(_, filter)| match (few, filter) {
+                (Some(few), Some(filter)) => few.iter().any(|&h| filter.may_contain(h)),
+                _ => true,
+            })
+            .flat_map(|(run, _)| run)
     }
 
     /// Places `(batch, row)` by key bytes, in arrival order; rows with a
@@ -443,42 +449,35 @@ impl WindowJoinOperator {
         let few: Option<Vec<u64>> =
             (table.len() <= FEW_KEYS).then(|| table.keys().map(|k| key_hash(k)).collect());
         if !table.is_empty() {
-            for (run, filter) in probe.runs() {
-                if let (Some(few), Some(filter)) = (&few, filter)
-                    && !few.iter().any(|&h| filter.may_contain(h))
-                {
-                    continue;
-                }
-                for b in run {
-                    let (batch, kept) = &probe.batches[b];
-                    let mut probe_row = |r: usize| -> Result<()> {
-                        let Some(matches) = kept.keys.get(r).and_then(|k| table.get(k)) else {
-                            return Ok(());
-                        };
-                        let here = (b as u32, r as u32);
-                        for &there in matches {
-                            let (l, r) = if build_left {
-                                (there, here)
-                            } else {
-                                (here, there)
-                            };
-                            pairs.push(l, r, out)?;
-                        }
-                        Ok(())
+            for b in probe.probe_order(few.as_deref()) {
+                let (batch, kept) = &probe.batches[b];
+                let mut probe_row = |r: usize| -> Result<()> {
+                    let Some(matches) = kept.keys.get(r).and_then(|k| table.get(k)) else {
+                        return Ok(());
                     };
-                    match &few {
-                        // One pass over the batch's kept hashes.
-                        Some(few) => {
-                            for (r, h) in kept.hashes.iter().enumerate() {
-                                if few.contains(h) {
-                                    probe_row(r)?;
-                                }
-                            }
-                        }
-                        None => {
-                            for r in 0..batch.num_rows() {
+                    let here = (b as u32, r as u32);
+                    for &there in matches {
+                        let (l, r) = if build_left {
+                            (there, here)
+                        } else {
+                            (here, there)
+                        };
+                        pairs.push(l, r, out)?;
+                    }
+                    Ok(())
+                };
+                match &few {
+                    // One pass over the batch's kept hashes.
+                    Some(few) => {
+                        for (r, h) in kept.hashes.iter().enumerate() {
+                            if few.contains(h) {
                                 probe_row(r)?;
                             }
+                        }
+                    }
+                    None => {
+                        for r in 0..batch.num_rows() {
+                            probe_row(r)?;
                         }
                     }
                 }
@@ -688,6 +687,8 @@ impl Operator for WindowJoinOperator {
         let user = strip_entered(&batch);
         check_width(&user, schema, &self.spec.name, input)?;
         note_entered(&mut self.max_entered, &batch);
+        // A batch all of one window (the usual case under load) is kept
+        // whole, without a membership per row and their sort below.
         if let Some((start, end)) = assign.whole_batch_window(&user, self.watermark)? {
             let keys = KeptKeys::encode(&self.keys, input, &user)?;
             let side = &mut self.windows.entry((end, start)).or_default().sides[input];
@@ -1287,14 +1288,14 @@ mod tests {
     fn the_hash_filter_passes_every_kept_hash_and_few_others() {
         let kept: Vec<u64> = (0..1000u64).map(|i| key_hash(&i.to_le_bytes())).collect();
         // Given as two batches' hashes, as a run of kept batches is.
-        let filter = HashFilter::new(kept.len(), [&kept[..300], &kept[300..]]);
+        let filter = HashFilter::new([&kept[..300], &kept[300..]].into_iter());
         assert!(kept.iter().all(|&h| filter.may_contain(h)));
         let passed = (1000..11_000u64)
             .filter(|i| filter.may_contain(key_hash(&i.to_le_bytes())))
             .count();
         // Two bits per hash at 8+ bits per row: about 5% pass by chance.
         assert!(passed < 1000, "{passed} of 10000 absent hashes passed");
-        assert!(!HashFilter::new(0, []).may_contain(key_hash(b"x")));
+        assert!(!HashFilter::new(std::iter::empty()).may_contain(key_hash(b"x")));
     }
 
     #[test]
