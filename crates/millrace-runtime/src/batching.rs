@@ -70,6 +70,23 @@
 //! (docs/benchmarks.md, profile table). q5 as fast as possible settled on
 //! 1024 rows (60-80 ns a row), the best fixed size on the benchmark page
 //! for q0, q5 and q7 alike.
+//!
+//! **Catching up.** That rule prices the wait of a row for the rest of its
+//! batch, and a row that finds a backlog waits for the backlog instead.
+//! When every read of an interval came back full (at least
+//! `MIN_BEHIND_READS` of them), the input stayed ahead of the source for
+//! the whole interval: smaller reads only made every row dearer (each
+//! pays its share of the per-batch costs at every hop) and the backlog
+//! longer. The read size then doubles, one step an interval up to the
+//! maximum, above what the rule allows, and halves back once the reads of
+//! an interval took on average under `CATCH_UP_RELEASE` of it, never below
+//! the rule's size. After such a halving the reads still take under half
+//! the size, far from all full, and while reads near capacity take more
+//! than a quarter the size holds: it settles instead of oscillating. A
+//! stall followed by the read of its backlog does not count: the reads
+//! after it come back short within the interval. q7 as fast as possible on
+//! a slow VM read 256-512 rows by the rule alone (rows at 140-240 ns) and
+//! ran at 0.65-0.86× the best fixed size (docs/benchmarks.md).
 
 use std::time::Duration;
 /// Busy fraction above which the linger doubles.
@@ -95,6 +112,13 @@ pub const READ_SHARE: f64 = 0.1;
 /// at ~2 µs per batch, smaller reads would spend more on overhead than
 /// they save in waiting.
 pub const MIN_READ: usize = 64;
+/// A source is behind when every read of an interval came back full, over
+/// at least this many reads (fewer say little: one read after a stall).
+const MIN_BEHIND_READS: f64 = 8.0;
+/// A read size grown to catch up halves when the interval's reads took on
+/// average less than this share of it: after the halving they still take
+/// under half, far from all full, so it cannot double straight back.
+const CATCH_UP_RELEASE: f64 = 0.25;
 /// Tolerance around the ideal read size before it is halved or doubled.
 const SIZE_SLACK: f64 = 1.25;
 /// The smallest non-zero linger is the budget divided by this.
@@ -110,8 +134,9 @@ pub enum BatchPolicy {
     /// Always ask for this many rows; never linger.
     Fixed(usize),
     /// Ask for up to `max` rows, fewer when a full read would cost more
-    /// than `READ_SHARE` of `latency_target`; linger as load requires, never
-    /// more than `LINGER_SHARE` of it.
+    /// than `READ_SHARE` of `latency_target` (unless the source is behind
+    /// its input); linger as load requires, never more than `LINGER_SHARE`
+    /// of it.
     Adaptive {
         latency_target: Duration,
         max: usize,
@@ -121,7 +146,13 @@ pub enum BatchPolicy {
 #[derive(Debug, Clone)]
 pub struct BatchController {
     policy: BatchPolicy,
+    /// Rows to ask for: `share_size`, or more while catching up.
     size: usize,
+    /// Rows a full read may hold by the latency rule (`READ_SHARE`).
+    share_size: usize,
+    /// Rows a read may hold while the source is behind its input, when
+    /// above `share_size` (0: not catching up).
+    catch_up_size: usize,
     /// What one read's rows may cost this task, in ns (0 for fixed policies).
     read_budget_ns: i64,
     /// Smoothed cost of a row here, ns, once measured.
@@ -172,6 +203,8 @@ impl BatchController {
         BatchController {
             policy,
             size,
+            share_size: size,
+            catch_up_size: 0,
             read_budget_ns,
             per_row_ns: None,
             linger_ns: 0,
@@ -283,6 +316,7 @@ impl BatchController {
             self.pressured_at_ns = None;
         }
         self.resize();
+        self.catch_up();
         if self.budget_ns == 0 {
             return; // nothing to wait for (`without_hops`)
         }
@@ -327,8 +361,8 @@ impl BatchController {
         }
     }
 
-    /// Sizes reads by what a row costs this task: halves or doubles the
-    /// size until a full read costs about `read_budget_ns`. With `ideal` the
+    /// Sizes reads by what a row costs this task: halves or doubles
+    /// `share_size` until a full read costs about `read_budget_ns`. With `ideal` the
     /// rows that cost exactly that, halving stops at the first size under
     /// `ideal · SIZE_SLACK`, so above `ideal · SIZE_SLACK / 2`: too large to
     /// double (that needs `2 · size · SIZE_SLACK <= ideal`). Doubling stops
@@ -358,12 +392,36 @@ impl BatchController {
         let max = max.max(1);
         let ideal = self.read_budget_ns as f64 / per_row;
         let floor = MIN_READ.min(max);
-        while self.size > floor && self.size as f64 > ideal * SIZE_SLACK {
-            self.size = (self.size / 2).max(floor);
+        let size = &mut self.share_size;
+        while *size > floor && *size as f64 > ideal * SIZE_SLACK {
+            *size = (*size / 2).max(floor);
         }
-        while self.size < max && self.size.saturating_mul(2) as f64 * SIZE_SLACK <= ideal {
-            self.size = self.size.saturating_mul(2).min(max);
+        while *size < max && size.saturating_mul(2) as f64 * SIZE_SLACK <= ideal {
+            *size = size.saturating_mul(2).min(max);
         }
+    }
+
+    /// Lets reads grow past the latency rule while the source is behind
+    /// (every read of the interval came back full), and shrinks them back
+    /// once the input comes in amounts well under them. Called after
+    /// `resize`, with the interval's counts.
+    fn catch_up(&mut self) {
+        let BatchPolicy::Adaptive { max, .. } = self.policy else {
+            return;
+        };
+        let reads = self.fit.batches();
+        let behind = reads >= MIN_BEHIND_READS && self.rows > 0 && self.full_rows == self.rows;
+        if behind {
+            self.catch_up_size = self.size.saturating_mul(2).min(max.max(1));
+        } else if self.catch_up_size > 0
+            && (self.rows as f64) < reads * self.size as f64 * CATCH_UP_RELEASE
+        {
+            self.catch_up_size = self.size / 2;
+        }
+        if self.catch_up_size <= self.share_size {
+            self.catch_up_size = 0;
+        }
+        self.size = self.share_size.max(self.catch_up_size);
     }
 }
 
@@ -678,9 +736,11 @@ mod tests {
         assert_eq!(burst, vec![0]);
     }
 
-    /// A source that is behind: every read comes back full, `size()` rows
-    /// costing `overhead + per_row(i)·rows` ns in interval `i`, reads back to
-    /// back. Returns the read size after each interval.
+    /// A source reading a backlog that it clears once an interval: the
+    /// first read of each interval takes half the size, every other one
+    /// comes back full, `size()` rows costing `overhead + per_row(i)·rows`
+    /// ns in interval `i`, reads back to back. Returns the read size after
+    /// each interval.
     fn full_reads(
         c: &mut BatchController,
         overhead: f64,
@@ -688,12 +748,39 @@ mod tests {
         intervals: usize,
         now: &mut i64,
     ) -> Vec<usize> {
+        reads(c, overhead, per_row, intervals, now, true)
+    }
+
+    /// A source that is behind its input: every read comes back full.
+    fn behind_reads(
+        c: &mut BatchController,
+        overhead: f64,
+        per_row: f64,
+        intervals: usize,
+        now: &mut i64,
+    ) -> Vec<usize> {
+        reads(c, overhead, |_| per_row, intervals, now, false)
+    }
+
+    fn reads(
+        c: &mut BatchController,
+        overhead: f64,
+        per_row: impl Fn(usize) -> f64,
+        intervals: usize,
+        now: &mut i64,
+        clears_once: bool,
+    ) -> Vec<usize> {
         let mut sizes = Vec::new();
         for i in 0..intervals {
             // A fixed policy never decides; simulate it in 10 ms steps.
             let end = *now + c.interval_ns.min(10_000_000);
+            let mut first = clears_once;
             while *now < end {
-                let rows = c.size();
+                let rows = if std::mem::take(&mut first) {
+                    c.size() / 2
+                } else {
+                    c.size()
+                };
                 let busy = (overhead + per_row(i) * rows as f64) as i64;
                 *now += busy.max(1);
                 c.observe(rows, busy as u64, 0, *now);
@@ -815,6 +902,81 @@ mod tests {
         let mut now = 0;
         simulate(&mut c, 50_000.0, 2_000.0, 5_000.0, 30, &mut now);
         assert_eq!(c.size(), 8192);
+    }
+
+    /// A source fed `rate` rows/s that reads back to back whatever has
+    /// arrived, up to `size()` rows, each read costing `overhead +
+    /// per_row·rows` ns. Returns the read size after each interval.
+    fn queue_reads(
+        c: &mut BatchController,
+        rate: f64,
+        overhead: f64,
+        per_row: f64,
+        intervals: usize,
+        now: &mut i64,
+    ) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        let mut arrived = 0.0;
+        let mut read = 0.0;
+        let mut last = *now;
+        for _ in 0..intervals {
+            let end = *now + c.interval_ns;
+            while *now < end {
+                arrived += rate * (*now - last) as f64 / 1e9;
+                last = *now;
+                let rows = (arrived - read).floor().min(c.size() as f64);
+                if rows < 1.0 {
+                    *now += (1e9 / rate).ceil() as i64; // wait for a row
+                    continue;
+                }
+                read += rows;
+                let busy = (overhead + per_row * rows) as i64;
+                *now += busy;
+                c.observe(rows as usize, busy as u64, 0, *now);
+            }
+            sizes.push(c.size());
+        }
+        sizes
+    }
+
+    #[test]
+    fn a_source_behind_its_input_reads_more_until_it_keeps_up() {
+        // 200 ns a row: the latency rule alone allows 512 rows a read, but
+        // every read comes back full: the reads double, up to the maximum.
+        let mut c = adaptive(1);
+        let mut now = 0;
+        let sizes = behind_reads(&mut c, 2_000.0, 200.0, 8, &mut now);
+        assert_eq!(sizes, vec![512, 1024, 2048, 4096, 8192, 8192, 8192, 8192]);
+        assert_eq!(c.share_size, 512);
+        // Input that comes in amounts under a quarter of the read (a
+        // source that caught up): they halve back to the latency rule's
+        // size, and hold there.
+        let back = queue_reads(&mut c, 1e6, 2_000.0, 200.0, 10, &mut now);
+        assert_eq!(back[..4], [4096, 2048, 1024, 512], "{back:?}");
+        assert!(back[4..].iter().all(|s| *s == 512), "{back:?}");
+    }
+
+    #[test]
+    fn catching_up_settles_near_capacity_without_oscillating() {
+        // 20 µs a read, 150 ns a row: the latency rule allows 512 rows
+        // (~190 ns a row with the read's share), at most 5.3 M rows/s; 1024
+        // rows a read keep up with 5.6 M rows/s.
+        let primed = || {
+            let mut c = adaptive(1);
+            let mut now = 0;
+            full_reads(&mut c, 20_000.0, |_| 150.0, 3, &mut now);
+            assert_eq!(c.size(), 512);
+            (c, now)
+        };
+        let (mut c, mut now) = primed();
+        let sizes = queue_reads(&mut c, 5.6e6, 20_000.0, 150.0, 60, &mut now);
+        assert_eq!(c.share_size, 512, "{sizes:?}");
+        assert!(sizes[10..].iter().all(|s| *s == sizes[10]), "{sizes:?}");
+        assert!(sizes[10] >= 1024, "{sizes:?}");
+        // Just under 512's capacity it never grows past the latency rule.
+        let (mut c, mut now) = primed();
+        let sizes = queue_reads(&mut c, 4.5e6, 20_000.0, 150.0, 60, &mut now);
+        assert!(sizes.iter().all(|s| *s == 512), "{sizes:?}");
     }
 
     #[test]
