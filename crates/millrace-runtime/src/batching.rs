@@ -84,9 +84,12 @@
 //! the size, far from all full, and while reads near capacity take more
 //! than a quarter the size holds: it settles instead of oscillating. A
 //! stall followed by the read of its backlog does not count: the reads
-//! after it come back short within the interval. q7 as fast as possible on
-//! a slow VM read 256-512 rows by the rule alone (rows at 140-240 ns) and
-//! ran at 0.65-0.86× the best fixed size (docs/benchmarks.md).
+//! after it come back short within the interval. What bigger reads save is
+//! per-message costs at the hops after the source (q7's window join pays
+//! ~4 µs a message); a source without hops never catches up
+//! (`without_hops`). q7 as fast as possible on a slow VM read 256-512 rows
+//! by the rule alone (rows at 140-240 ns) and ran at 0.65-0.86× the best
+//! fixed size (docs/benchmarks.md).
 
 use std::time::Duration;
 /// Busy fraction above which the linger doubles.
@@ -153,6 +156,8 @@ pub struct BatchController {
     /// Rows a read may hold while the source is behind its input, when
     /// above `share_size` (0: not catching up).
     catch_up_size: usize,
+    /// Whether reads may grow past `share_size` (not `without_hops`).
+    catches_up: bool,
     /// What one read's rows may cost this task, in ns (0 for fixed policies).
     read_budget_ns: i64,
     /// Smoothed cost of a row here, ns, once measured.
@@ -205,6 +210,7 @@ impl BatchController {
             size,
             share_size: size,
             catch_up_size: 0,
+            catches_up: true,
             read_budget_ns,
             per_row_ns: None,
             linger_ns: 0,
@@ -232,10 +238,16 @@ impl BatchController {
     /// that regulates itself: a task too busy for small batches finds more
     /// rows waiting at its next read. Waiting would add its length to every
     /// row's latency (q0 at 10% load: p50 4.2-5.7 µs lingering, 3.0-4.1 µs
-    /// without; docs/benchmarks.md, profile table). Call it on a new
-    /// controller: the linger is 0 until a decision moves it, and none will.
+    /// without; docs/benchmarks.md, profile table). For the same reason its
+    /// reads never grow past the latency rule to catch up: the rule already
+    /// counts the task's share of a read's overhead, and a bigger read only
+    /// makes every row of it wait longer (q0 at 80% load, five runs each:
+    /// p99 0.05-2.3 ms catching up, 0.03-1.5 ms with fixed 1024-row reads).
+    /// Call it on a new controller: the linger is 0 until a decision moves
+    /// it, and none will.
     pub fn without_hops(mut self) -> Self {
         self.budget_ns = 0;
+        self.catches_up = false;
         self
     }
 
@@ -409,6 +421,10 @@ impl BatchController {
         let BatchPolicy::Adaptive { max, .. } = self.policy else {
             return;
         };
+        if !self.catches_up {
+            self.size = self.share_size;
+            return;
+        }
         let reads = self.fit.batches();
         let behind = reads >= MIN_BEHIND_READS && self.rows > 0 && self.full_rows == self.rows;
         if behind {
@@ -954,6 +970,14 @@ mod tests {
         let back = queue_reads(&mut c, 1e6, 2_000.0, 200.0, 10, &mut now);
         assert_eq!(back[..4], [4096, 2048, 1024, 512], "{back:?}");
         assert!(back[4..].iter().all(|s| *s == 512), "{back:?}");
+    }
+
+    #[test]
+    fn a_source_without_hops_does_not_catch_up() {
+        let mut c = adaptive(1).without_hops();
+        let mut now = 0;
+        let sizes = behind_reads(&mut c, 2_000.0, 200.0, 5, &mut now);
+        assert_eq!(sizes, vec![512; 5]);
     }
 
     #[test]
