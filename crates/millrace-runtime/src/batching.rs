@@ -88,7 +88,7 @@
 //! per-message costs at the hops after the source (q7's window join pays
 //! ~4 µs a message); a source without hops never catches up
 //! (`without_hops`). q7 as fast as possible on a slow VM read 256-512 rows
-//! by the rule alone (rows at 140-240 ns) and ran at 0.65-0.86× the best
+//! by the rule alone (rows at 140-240 ns) and ran at 0.61-0.86× the best
 //! fixed size (docs/benchmarks.md).
 
 use std::time::Duration;
@@ -149,9 +149,8 @@ pub enum BatchPolicy {
 #[derive(Debug, Clone)]
 pub struct BatchController {
     policy: BatchPolicy,
-    /// Rows to ask for: `share_size`, or more while catching up.
-    size: usize,
-    /// Rows a full read may hold by the latency rule (`READ_SHARE`).
+    /// Rows a full read may hold by the latency rule (`READ_SHARE`; the
+    /// size itself for a fixed policy).
     share_size: usize,
     /// Rows a read may hold while the source is behind its input, when
     /// above `share_size` (0: not catching up).
@@ -207,7 +206,6 @@ impl BatchController {
         };
         BatchController {
             policy,
-            size,
             share_size: size,
             catch_up_size: 0,
             catches_up: true,
@@ -251,9 +249,10 @@ impl BatchController {
         self
     }
 
-    /// Rows to ask for next.
+    /// Rows to ask for next: the latency rule's size, or more while
+    /// catching up.
     pub fn size(&self) -> usize {
-        self.size
+        self.share_size.max(self.catch_up_size)
     }
 
     /// How long to pause after a short read before reading again, in ns
@@ -278,7 +277,7 @@ impl BatchController {
         // A read cut short by a barrier (`barrier_every_rows`) is not full:
         // while barriers cap every read below the size, the size does not
         // matter.
-        if rows >= self.size {
+        if rows >= self.size() {
             self.full_rows += rows as u64;
             self.full_busy_ns += busy_ns;
         }
@@ -422,22 +421,21 @@ impl BatchController {
             return;
         };
         if !self.catches_up {
-            self.size = self.share_size;
             return;
         }
+        let size = self.size();
         let reads = self.fit.batches();
         let behind = reads >= MIN_BEHIND_READS && self.rows > 0 && self.full_rows == self.rows;
         if behind {
-            self.catch_up_size = self.size.saturating_mul(2).min(max.max(1));
+            self.catch_up_size = size.saturating_mul(2).min(max.max(1));
         } else if self.catch_up_size > 0
-            && (self.rows as f64) < reads * self.size as f64 * CATCH_UP_RELEASE
+            && (self.rows as f64) < reads * size as f64 * CATCH_UP_RELEASE
         {
-            self.catch_up_size = self.size / 2;
+            self.catch_up_size = size / 2;
         }
         if self.catch_up_size <= self.share_size {
             self.catch_up_size = 0;
         }
-        self.size = self.share_size.max(self.catch_up_size);
     }
 }
 
