@@ -88,9 +88,13 @@ struct BenchArgs {
     /// Open-loop loads, as fractions of each query's maximum rate.
     #[arg(long, value_delimiter = ',', default_value = "0.1,0.5,0.8")]
     fractions: Vec<f64>,
-    /// Seconds per open-loop run (and the aim of each throughput run).
+    /// Seconds each throughput run aims at, and each run of the
+    /// sustained-rate search lasts.
     #[arg(long, default_value_t = 4.0)]
     seconds: f64,
+    /// Seconds per latency run (open loop at each fraction).
+    #[arg(long, default_value_t = 8.0)]
+    latency_seconds: f64,
     /// The adaptive policy's latency target.
     #[arg(long, default_value = "1ms", value_parser = millrace::demo::parse_duration)]
     latency_target: std::time::Duration,
@@ -278,6 +282,9 @@ fn bench(a: BenchArgs) -> Result<(), String> {
     if !(a.seconds > 0.0 && a.seconds.is_finite()) {
         return Err("--seconds must be positive".into());
     }
+    if !(a.latency_seconds > 0.0 && a.latency_seconds.is_finite()) {
+        return Err("--latency-seconds must be positive".into());
+    }
     let options = BenchOptions {
         queries,
         policies: a
@@ -287,6 +294,7 @@ fn bench(a: BenchArgs) -> Result<(), String> {
             .collect::<Result<_, _>>()?,
         fractions: a.fractions,
         seconds: a.seconds,
+        latency_seconds: a.latency_seconds,
         repeat: a.repeat.max(1),
         latency_target: a.latency_target,
         warmup: a.warmup,

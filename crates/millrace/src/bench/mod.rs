@@ -10,6 +10,7 @@
 //!    rate (the best throughput of any policy, so every policy is offered the
 //!    same load). Event *i* is due at start + *i*/rate and its latency counts
 //!    from that due time; percentiles come from the sink's HDR histogram.
+//!    A policy that falls behind at one load is not run at higher ones.
 //!
 //! The first `warmup` of every run is processed but not measured (first-touch
 //! memory, the first windows); the row counts beside the percentiles say
@@ -90,8 +91,16 @@ pub struct BenchOptions {
     pub policies: Vec<Policy>,
     /// Offered loads for the latency runs, as fractions of the maximum rate.
     pub fractions: Vec<f64>,
-    /// Length of each open-loop run (and the aim for each throughput run).
+    /// The aim for each throughput run, and the length of each run of the
+    /// sustained-rate search.
     pub seconds: f64,
+    /// Length of each latency run. Longer than `seconds`: q7 closes ~16
+    /// windows a second at 10% load, so a 4 s run's p99 (over ~60 window
+    /// results) is its largest; and near saturation the host's stalls make
+    /// backlogs that last hundreds of milliseconds, so a run's p99 depends
+    /// on how many of them fall in it (q7 at 80%, 4 s runs: which policy
+    /// had the lowest p99 changed from round to round).
+    pub latency_seconds: f64,
     /// Runs of every measurement (throughput, and each policy at each
     /// load), in rounds that take every policy in turn; tables show the
     /// median.
@@ -120,7 +129,7 @@ pub struct StateResult {
 }
 
 /// One measured run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Point {
     pub events: u64,
     pub elapsed_ns: u64,
@@ -183,6 +192,9 @@ pub struct LatencyRun {
     /// The median run took noticeably longer than its events were due: the
     /// pipeline did not keep up and a backlog grew.
     pub behind: bool,
+    /// Not run: the policy fell behind at a lower load (then `behind`, no
+    /// `runs`, and `point` measured nothing).
+    pub skipped: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -293,10 +305,19 @@ pub fn run(o: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec<Query
             sustained_rate(o, file, search_policy, closed_loop_max, &mut progress)?;
         for &fraction in &o.fractions {
             let rate = max_rate * fraction;
-            let events = ((rate * o.seconds) as u64).max(1000);
+            let events = ((rate * o.latency_seconds) as u64).max(1000);
+            let skip: Vec<bool> = policies
+                .iter()
+                .map(|p| behind_at_a_lower_load(&p.latency, fraction))
+                .collect();
             let mut runs: Vec<Vec<Point>> = vec![Vec::new(); policies.len()];
             for round in 0..repeat {
-                for (p, runs) in policies.iter().zip(&mut runs) {
+                for ((p, runs), _) in policies
+                    .iter()
+                    .zip(&mut runs)
+                    .zip(&skip)
+                    .filter(|(_, skip)| !**skip)
+                {
                     let point = run_point(o, file, p.policy, events, Some(rate))?;
                     progress(&format!(
                         "{name} batch {} at {:.0}% ({} events/s, run {}/{repeat}): p50 {} p99 {} p99.9 {} max {} over {} rows{}",
@@ -318,14 +339,26 @@ pub fn run(o: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec<Query
                     runs.push(point);
                 }
             }
-            for (p, runs) in policies.iter_mut().zip(runs) {
-                let point = median_point(&runs);
-                p.latency.push(LatencyRun {
-                    fraction,
-                    rate,
-                    behind: is_behind(&point, events, rate),
-                    point,
-                    runs,
+            for ((p, runs), skipped) in policies.iter_mut().zip(runs).zip(skip) {
+                p.latency.push(if skipped {
+                    LatencyRun {
+                        fraction,
+                        rate,
+                        point: Point::default(),
+                        runs,
+                        behind: true,
+                        skipped: true,
+                    }
+                } else {
+                    let point = median_point(&runs);
+                    LatencyRun {
+                        fraction,
+                        rate,
+                        behind: is_behind(&point, events, rate),
+                        point,
+                        runs,
+                        skipped: false,
+                    }
                 });
             }
         }
@@ -479,6 +512,12 @@ impl RateSearch {
     }
 }
 
+/// Whether a policy fell behind at a load below `fraction`: it would fall
+/// behind at this one too, and its runs would only wait out their stop time.
+fn behind_at_a_lower_load(latency: &[LatencyRun], fraction: f64) -> bool {
+    latency.iter().any(|r| r.behind && r.fraction < fraction)
+}
+
 fn is_behind(point: &Point, events: u64, rate: f64) -> bool {
     let due_s = events as f64 / rate;
     point.elapsed_ns as f64 / 1e9 > due_s * BEHIND_RATIO + BEHIND_SLACK_S
@@ -588,6 +627,7 @@ pub fn to_json(
         "machine": machine,
         "settings": {
             "seconds": o.seconds,
+            "latency_seconds": o.latency_seconds,
             "repeat": o.repeat,
             "fractions": o.fractions,
             "latency_target_ns": o.latency_target.as_nanos() as u64,
@@ -618,6 +658,7 @@ pub fn to_json(
                     "fraction": r.fraction,
                     "offered_events_per_s": r.rate,
                     "behind": r.behind,
+                    "skipped": r.skipped,
                     "median": point(&r.point),
                     "runs": r.runs.iter().map(point).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
@@ -693,6 +734,7 @@ mod tests {
             policies: vec![],
             fractions: vec![],
             seconds: 1.0,
+            latency_seconds: 1.0,
             repeat: 1,
             latency_target: Duration::from_millis(1),
             warmup: Duration::from_millis(500),
@@ -740,6 +782,25 @@ mod tests {
             max: p99,
             peak_rss_bytes: Some(p50),
         }
+    }
+
+    #[test]
+    fn a_policy_behind_at_a_load_is_not_run_at_higher_ones() {
+        let at = |fraction: f64, behind: bool| LatencyRun {
+            fraction,
+            rate: fraction * 1000.0,
+            point: point(1, 1, 1),
+            runs: vec![point(1, 1, 1)],
+            behind,
+            skipped: false,
+        };
+        let kept_up = [at(0.1, false), at(0.5, false)];
+        assert!(!behind_at_a_lower_load(&kept_up, 0.8));
+        let behind_at_half = [at(0.1, false), at(0.5, true)];
+        assert!(behind_at_a_lower_load(&behind_at_half, 0.8));
+        // Only lower loads count (a load is never compared with itself).
+        assert!(!behind_at_a_lower_load(&behind_at_half, 0.5));
+        assert!(!behind_at_a_lower_load(&behind_at_half, 0.2));
     }
 
     #[test]

@@ -121,7 +121,13 @@ pub fn query_tables(q: &QueryResult) -> String {
                 "| {} | {:.0}%{} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 p.policy.label(),
                 f * 100.0,
-                if r.behind { " (behind)" } else { "" },
+                if r.skipped {
+                    " (not run: behind at a lower load)"
+                } else if r.behind {
+                    " (behind)"
+                } else {
+                    ""
+                },
                 count(r.rate),
                 pct(l, l.p50),
                 pct(l, l.p99),
@@ -174,6 +180,7 @@ pub fn comparison_table(results: &[QueryResult]) -> String {
                 .policies
                 .iter()
                 .map(|p| match p.latency.get(i) {
+                    Some(r) if r.skipped => "not run (behind)".into(),
                     Some(r) if r.behind => format!("{} (behind)", p99_cell(&r.point)),
                     Some(r) => p99_cell(&r.point),
                     None => "—".into(),
@@ -422,6 +429,7 @@ mod tests {
                 point: p.clone(),
                 runs: vec![p],
                 behind: false,
+                skipped: false,
             }],
         }
     }
@@ -478,5 +486,29 @@ mod tests {
             "{table}"
         );
         assert!(has_few_rows(&none), "adaptive's one row");
+    }
+
+    #[test]
+    fn a_load_not_run_says_so() {
+        let mut q = query(FEW_ROWS);
+        let fixed = &mut q.policies[0].latency[0];
+        fixed.point = Point::default();
+        fixed.runs.clear();
+        fixed.behind = true;
+        fixed.skipped = true;
+        let results = [q];
+        let table = comparison_table(&results);
+        assert!(
+            table.contains("| q7 | p99 at 10% | not run (behind) | 20.0 ms |"),
+            "{table}"
+        );
+        let tables = query_tables(&results[0]);
+        assert!(
+            tables.contains("| 64 | 10% (not run: behind at a lower load) | 1.0 K | — | — | — |"),
+            "{tables}"
+        );
+        // Not a result: the best fixed size is taken among the others.
+        let table = adaptive_table(&results);
+        assert!(table.contains("| q7 | p99 at 10% | — |"), "{table}");
     }
 }
