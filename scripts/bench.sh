@@ -5,7 +5,7 @@
 # a spinning thread, then runs `millrace bench` (Nexmark q0, q5, q7 for
 # fixed batch sizes 1, 64, 1024, 8192, adaptive sources alone and the whole
 # adaptive policy, five runs of each in turn, 8 s each at every load; keyed
-# window state on 100k IoT devices). About 45 minutes once built.
+# window state on 100k IoT devices). About 41 minutes once built (here).
 # Usage: scripts/bench.sh [extra `millrace bench` options, e.g. --latency-seconds 2]
 # Writes bench.json beside the Markdown it prints (not committed).
 set -euo pipefail
