@@ -192,9 +192,14 @@ pub struct LatencyRun {
     /// The median run took noticeably longer than its events were due: the
     /// pipeline did not keep up and a backlog grew.
     pub behind: bool,
-    /// Not run: the policy fell behind at a lower load (then `behind`, no
-    /// `runs`, and `point` measured nothing).
-    pub skipped: bool,
+}
+
+impl LatencyRun {
+    /// Not run: the policy fell behind at a lower load (then `behind`, and
+    /// `point` measured nothing). Every load that ran has `repeat` runs.
+    pub fn skipped(&self) -> bool {
+        self.runs.is_empty()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -312,12 +317,10 @@ pub fn run(o: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec<Query
                 .collect();
             let mut runs: Vec<Vec<Point>> = vec![Vec::new(); policies.len()];
             for round in 0..repeat {
-                for ((p, runs), _) in policies
-                    .iter()
-                    .zip(&mut runs)
-                    .zip(&skip)
-                    .filter(|(_, skip)| !**skip)
-                {
+                for ((p, runs), skip) in policies.iter().zip(&mut runs).zip(&skip) {
+                    if *skip {
+                        continue;
+                    }
                     let point = run_point(o, file, p.policy, events, Some(rate))?;
                     progress(&format!(
                         "{name} batch {} at {:.0}% ({} events/s, run {}/{repeat}): p50 {} p99 {} p99.9 {} max {} over {} rows{}",
@@ -340,25 +343,17 @@ pub fn run(o: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec<Query
                 }
             }
             for ((p, runs), skipped) in policies.iter_mut().zip(runs).zip(skip) {
-                p.latency.push(if skipped {
-                    LatencyRun {
-                        fraction,
-                        rate,
-                        point: Point::default(),
-                        runs,
-                        behind: true,
-                        skipped: true,
-                    }
+                let point = if skipped {
+                    Point::default()
                 } else {
-                    let point = median_point(&runs);
-                    LatencyRun {
-                        fraction,
-                        rate,
-                        behind: is_behind(&point, events, rate),
-                        point,
-                        runs,
-                        skipped: false,
-                    }
+                    median_point(&runs)
+                };
+                p.latency.push(LatencyRun {
+                    fraction,
+                    rate,
+                    behind: skipped || is_behind(&point, events, rate),
+                    point,
+                    runs,
                 });
             }
         }
@@ -658,7 +653,7 @@ pub fn to_json(
                     "fraction": r.fraction,
                     "offered_events_per_s": r.rate,
                     "behind": r.behind,
-                    "skipped": r.skipped,
+                    "skipped": r.skipped(),
                     "median": point(&r.point),
                     "runs": r.runs.iter().map(point).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
@@ -792,7 +787,6 @@ mod tests {
             point: point(1, 1, 1),
             runs: vec![point(1, 1, 1)],
             behind,
-            skipped: false,
         };
         let kept_up = [at(0.1, false), at(0.5, false)];
         assert!(!behind_at_a_lower_load(&kept_up, 0.8));

@@ -121,7 +121,7 @@ pub fn query_tables(q: &QueryResult) -> String {
                 "| {} | {:.0}%{} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 p.policy.label(),
                 f * 100.0,
-                if r.skipped {
+                if r.skipped() {
                     " (not run: behind at a lower load)"
                 } else if r.behind {
                     " (behind)"
@@ -180,7 +180,7 @@ pub fn comparison_table(results: &[QueryResult]) -> String {
                 .policies
                 .iter()
                 .map(|p| match p.latency.get(i) {
-                    Some(r) if r.skipped => "not run (behind)".into(),
+                    Some(r) if r.skipped() => "not run (behind)".into(),
                     Some(r) if r.behind => format!("{} (behind)", p99_cell(&r.point)),
                     Some(r) => p99_cell(&r.point),
                     None => "—".into(),
@@ -429,7 +429,6 @@ mod tests {
                 point: p.clone(),
                 runs: vec![p],
                 behind: false,
-                skipped: false,
             }],
         }
     }
@@ -495,7 +494,6 @@ mod tests {
         fixed.point = Point::default();
         fixed.runs.clear();
         fixed.behind = true;
-        fixed.skipped = true;
         let results = [q];
         let table = comparison_table(&results);
         assert!(
