@@ -394,6 +394,9 @@ impl BatchController {
         if self.full_rows == 0 {
             return;
         }
+        // The first estimate is free to move the size any way: the size it
+        // finds is the policy's maximum, not a choice of this rule.
+        let behind = self.behind() && self.per_row_ns.is_some();
         let now = self.full_busy_ns as f64 / self.full_rows as f64;
         let per_row = smooth(self.per_row_ns, now);
         self.per_row_ns = Some(per_row);
@@ -404,12 +407,30 @@ impl BatchController {
         let ideal = self.read_budget_ns as f64 / per_row;
         let floor = MIN_READ.min(max);
         let size = &mut self.share_size;
-        while *size > floor && *size as f64 > ideal * SIZE_SLACK {
-            *size = (*size / 2).max(floor);
+        // Behind its input, a row waits for the backlog rather than for the
+        // rest of its batch, and a smaller read only adds per-read costs to
+        // the backlog: the size holds, and grows to the largest the rule
+        // tolerates (see "Behind").
+        if !behind {
+            while *size > floor && *size as f64 > ideal * SIZE_SLACK {
+                *size = (*size / 2).max(floor);
+            }
         }
-        while *size < max && size.saturating_mul(2) as f64 * SIZE_SLACK <= ideal {
+        let grow_to = if behind {
+            ideal * SIZE_SLACK
+        } else {
+            ideal / SIZE_SLACK
+        };
+        while *size < max && size.saturating_mul(2) as f64 <= grow_to {
             *size = size.saturating_mul(2).min(max);
         }
+    }
+
+    /// Whether every read of the interval came back full, over at least
+    /// `MIN_BEHIND_READS` reads: the input stayed ahead of the source for
+    /// the whole interval.
+    fn behind(&self) -> bool {
+        self.fit.batches() >= MIN_BEHIND_READS && self.rows > 0 && self.full_rows == self.rows
     }
 
     /// Lets reads grow past the latency rule while the source is behind
@@ -425,8 +446,7 @@ impl BatchController {
         }
         let size = self.size();
         let reads = self.fit.batches();
-        let behind = reads >= MIN_BEHIND_READS && self.rows > 0 && self.full_rows == self.rows;
-        if behind {
+        if self.behind() {
             self.catch_up_size = size.saturating_mul(2).min(max.max(1));
         } else if self.catch_up_size > 0
             && (self.rows as f64) < reads * size as f64 * CATCH_UP_RELEASE
@@ -976,6 +996,55 @@ mod tests {
         let mut now = 0;
         let sizes = behind_reads(&mut c, 2_000.0, 200.0, 5, &mut now);
         assert_eq!(sizes, vec![512; 5]);
+    }
+
+    #[test]
+    fn a_source_behind_its_input_never_reads_less() {
+        // 100 ns a row: 1024 rows. Then a slow phase at 131 ns a row with
+        // every read full: alone, the rule would halve to 512 (1024 rows
+        // now cost over 1.25 × its 100 µs), which adds per-read costs to
+        // the backlog and saves no row any wait. The size holds...
+        let mut c = adaptive(1).without_hops();
+        let mut now = 0;
+        let settled = full_reads(&mut c, 2_000.0, |_| 100.0, 10, &mut now);
+        assert_eq!(settled[9], 1024, "{settled:?}");
+        let slow = behind_reads(&mut c, 2_000.0, 131.0, 10, &mut now);
+        assert!(slow.iter().all(|s| *s == 1024), "{slow:?}");
+        // ... until the source keeps up at that cost: then it halves.
+        let kept_up = full_reads(&mut c, 2_000.0, |_| 131.0, 10, &mut now);
+        assert!(kept_up.iter().all(|s| *s == 512), "{kept_up:?}");
+    }
+
+    #[test]
+    fn a_source_behind_from_its_start_still_sizes_its_reads() {
+        // As fast as possible every read is full from the first on, and the
+        // size it starts from is the policy's maximum, not the rule's
+        // choice: the first estimate sizes the reads (8192 rows at 100 ns
+        // cost 8 × the 100 µs).
+        let mut c = adaptive(1).without_hops();
+        let mut now = 0;
+        let sizes = behind_reads(&mut c, 2_000.0, 100.0, 5, &mut now);
+        assert_eq!(sizes, vec![1024; 5]);
+    }
+
+    #[test]
+    fn a_source_behind_its_input_reads_the_most_the_rule_tolerates() {
+        // One dear interval (a stall inside the full reads) takes 1024 rows
+        // to 512, and reads that keep up at 100 ns a row leave it there:
+        // 512 and 1024 both lie within the rule's slack at that cost.
+        let mut c = adaptive(1).without_hops();
+        let mut now = 0;
+        full_reads(&mut c, 2_000.0, |_| 100.0, 10, &mut now);
+        let dear = full_reads(&mut c, 2_000.0, |_| 250.0, 1, &mut now);
+        assert_eq!(dear, vec![512]);
+        let kept_up = full_reads(&mut c, 2_000.0, |_| 100.0, 10, &mut now);
+        assert!(kept_up.iter().all(|s| *s == 512), "{kept_up:?}");
+        // Behind at that cost, it reads 1024 rows, not past the rule
+        // (2048 rows would cost 2 × its 100 µs), and keeps them after.
+        let behind = behind_reads(&mut c, 2_000.0, 100.0, 10, &mut now);
+        assert!(behind.iter().all(|s| *s == 1024), "{behind:?}");
+        let after = full_reads(&mut c, 2_000.0, |_| 100.0, 10, &mut now);
+        assert!(after.iter().all(|s| *s == 1024), "{after:?}");
     }
 
     #[test]
