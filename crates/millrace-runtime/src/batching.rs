@@ -90,6 +90,17 @@
 //! (`without_hops`). q7 as fast as possible on a slow VM read 256-512 rows
 //! by the rule alone (rows at 140-240 ns) and ran at 0.61-0.86× the best
 //! fixed size (docs/benchmarks.md).
+//!
+//! **Behind.** For the same reason, while the source is behind (every
+//! read full) the rule itself never halves the size, and it doubles it up
+//! to the largest size within its slack (`ideal · SIZE_SLACK`, the bound
+//! that halving keeps; alone it stops at `ideal / SIZE_SLACK`). A source
+//! without hops gets this too: it never reads past what the rule
+//! tolerates. q0 at 80% on a slow host read 1024 rows at ~100 ns a row,
+//! where 512 and 1024 both lie within the slack; it halved to 512 in a slow
+//! phase with every read full and then read fewer rows than arrived, behind
+//! for 0.66 s. The first estimate is exempt: the size it meets is the
+//! policy's maximum, not a choice of the rule.
 
 use std::time::Duration;
 /// Busy fraction above which the linger doubles.
@@ -410,7 +421,7 @@ impl BatchController {
         // Behind its input, a row waits for the backlog rather than for the
         // rest of its batch, and a smaller read only adds per-read costs to
         // the backlog: the size holds, and grows to the largest the rule
-        // tolerates (see "Behind").
+        // tolerates (module docs, "Behind").
         if !behind {
             while *size > floor && *size as f64 > ideal * SIZE_SLACK {
                 *size = (*size / 2).max(floor);
