@@ -395,7 +395,10 @@ impl BatchController {
     /// after a doubling), which pushes the same way: a step may be followed
     /// by another in its direction, not undone. Which reads come back full
     /// also matters (reads after a stall are colder); the smoothing spreads
-    /// that over intervals.
+    /// that over intervals. While the source is behind (module docs,
+    /// "Behind") it only grows, up to the largest size within
+    /// `ideal · SIZE_SLACK`, which no later decision halves or doubles:
+    /// still one way per decision, and held after.
     fn resize(&mut self) {
         // Only full reads say what a full read costs, and the size governs
         // nothing else. Extrapolating from short reads is guesswork: a slope
@@ -405,8 +408,7 @@ impl BatchController {
         if self.full_rows == 0 {
             return;
         }
-        // The first estimate is free to move the size any way: the size it
-        // finds is the policy's maximum, not a choice of this rule.
+        // The first estimate may shrink the policy's maximum even when behind.
         let behind = self.behind() && self.per_row_ns.is_some();
         let now = self.full_busy_ns as f64 / self.full_rows as f64;
         let per_row = smooth(self.per_row_ns, now);
@@ -418,10 +420,7 @@ impl BatchController {
         let ideal = self.read_budget_ns as f64 / per_row;
         let floor = MIN_READ.min(max);
         let size = &mut self.share_size;
-        // Behind its input, a row waits for the backlog rather than for the
-        // rest of its batch, and a smaller read only adds per-read costs to
-        // the backlog: the size holds, and grows to the largest the rule
-        // tolerates (module docs, "Behind").
+        // Behind, smaller reads only add per-read costs to the backlog.
         if !behind {
             while *size > floor && *size as f64 > ideal * SIZE_SLACK {
                 *size = (*size / 2).max(floor);
@@ -1009,16 +1008,23 @@ mod tests {
         assert_eq!(sizes, vec![512; 5]);
     }
 
-    #[test]
-    fn a_source_behind_its_input_never_reads_less() {
-        // 100 ns a row: 1024 rows. Then a slow phase at 131 ns a row with
-        // every read full: alone, the rule would halve to 512 (1024 rows
-        // now cost over 1.25 × its 100 µs), which adds per-read costs to
-        // the backlog and saves no row any wait. The size holds...
+    /// A source without hops settled by full reads at 100 ns a row: 1024
+    /// rows (1024 and 512 both lie within the rule's slack at that cost).
+    fn fused_at_1024() -> (BatchController, i64) {
         let mut c = adaptive(1).without_hops();
         let mut now = 0;
         let settled = full_reads(&mut c, 2_000.0, |_| 100.0, 10, &mut now);
         assert_eq!(settled[9], 1024, "{settled:?}");
+        (c, now)
+    }
+
+    #[test]
+    fn a_source_behind_its_input_never_reads_less() {
+        // A slow phase at 131 ns a row with every read full: alone, the
+        // rule would halve to 512 (1024 rows now cost over 1.25 × its 100
+        // µs), which adds per-read costs to the backlog and saves no row
+        // any wait. The size holds...
+        let (mut c, mut now) = fused_at_1024();
         let slow = behind_reads(&mut c, 2_000.0, 131.0, 10, &mut now);
         assert!(slow.iter().all(|s| *s == 1024), "{slow:?}");
         // ... until the source keeps up at that cost: then it halves.
@@ -1041,11 +1047,8 @@ mod tests {
     #[test]
     fn a_source_behind_its_input_reads_the_most_the_rule_tolerates() {
         // One dear interval (a stall inside the full reads) takes 1024 rows
-        // to 512, and reads that keep up at 100 ns a row leave it there:
-        // 512 and 1024 both lie within the rule's slack at that cost.
-        let mut c = adaptive(1).without_hops();
-        let mut now = 0;
-        full_reads(&mut c, 2_000.0, |_| 100.0, 10, &mut now);
+        // to 512, and reads that keep up at 100 ns a row leave it there.
+        let (mut c, mut now) = fused_at_1024();
         let dear = full_reads(&mut c, 2_000.0, |_| 250.0, 1, &mut now);
         assert_eq!(dear, vec![512]);
         let kept_up = full_reads(&mut c, 2_000.0, |_| 100.0, 10, &mut now);
