@@ -50,9 +50,10 @@ pub enum Policy {
 /// Largest batch the adaptive controller may choose in a benchmark: the
 /// engine's default `batch_size`, so `adaptive` is what `SET latency_target`
 /// alone gives a user. Reads up to 8192 (this bench before `ADAPTIVE_MAX`
-/// followed the default) gave q7 at 50% load a p99 of 34-151 ms in every
-/// run where reads up to 1024 gave 1.2-6.3 ms, as fixed 8192 against fixed
-/// 1024 did (docs/benchmarks.md, "What the adaptive maximum is").
+/// followed the default) gave q7 at 50% load a p99 of 34-151 ms (median
+/// 60.8) where reads up to 1024 gave a median of 2.71 ms, as fixed 8192
+/// against fixed 1024 did (docs/benchmarks.md, "What the adaptive maximum
+/// is").
 pub const ADAPTIVE_MAX: usize = 1024;
 
 impl Policy {
