@@ -100,6 +100,10 @@ impl PipelineConfig {
     }
 }
 
+/// Rows a source reads per batch at most unless `batch_size` is set: the
+/// adaptive policy's maximum too.
+pub const DEFAULT_BATCH_SIZE: usize = 1024;
+
 impl Default for PipelineConfig {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -107,7 +111,7 @@ impl Default for PipelineConfig {
             parallelism: cores,
             workers: cores,
             pin_workers: true,
-            batch_size: 1024,
+            batch_size: DEFAULT_BATCH_SIZE,
             latency_target: None,
             exchange_batching: ExchangeBatchingMode::Adaptive,
             channel: ChannelCapacity::default(),

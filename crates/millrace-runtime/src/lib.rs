@@ -27,6 +27,6 @@ pub use batching::BatchPolicy;
 pub use channel::{ChannelCapacity, ChannelStats};
 pub use coalesce::ExchangeBatchingMode;
 pub use exchange::Partitioning;
-pub use graph::{Pipeline, PipelineConfig, Stream, Window};
+pub use graph::{DEFAULT_BATCH_SIZE, Pipeline, PipelineConfig, Stream, Window};
 pub use metrics::{LatencySummary, OperatorSummary, RunSummary};
 pub use worker::{IdleStrategy, StopHandle};
