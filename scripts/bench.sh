@@ -21,7 +21,7 @@ echo "## Machine"
 echo
 echo "- cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
 echo "- rustc: $(rustc --version)"
-echo "- profile: perf (release: opt-level 3, line-tables debug info; fat LTO, codegen-units 1), mimalloc"
+echo "- profile: perf (release: opt-level 3, line-tables debug info; fat LTO, codegen-units 1), mimalloc keeping freed memory, without transparent huge pages (crates/millrace/src/allocator.rs)"
 echo
 echo "What the machine takes from threads that never yield (\`cpu_gaps\`, 3 s each: gaps of over 1 ms"
 echo "between two ~1.5 µs units of fixed work, and 5 ms slots that finished under half the median slot's units):"

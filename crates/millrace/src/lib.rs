@@ -3,6 +3,7 @@
 //! the engine lives in `millrace-runtime`, operators in `millrace-ops`,
 //! sources and sinks in `millrace-connectors`, streaming SQL in `millrace-sql`.
 
+pub mod allocator;
 pub mod bench;
 pub mod demo;
 pub mod generate;

@@ -354,10 +354,12 @@ fn bench(a: BenchArgs) -> Result<(), String> {
 // batch-sized buffers to the OS and faulted them back in on every batch
 // once batch sizes had ramped up (12% of q0's time in page faults with the
 // adaptive controller; throughput 16 M → 26 M events/s with mimalloc).
+// `main` also has it keep freed memory, in 4 KiB pages (src/allocator.rs).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    millrace::allocator::configure();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {
