@@ -13,7 +13,7 @@
 //!   at the moment the pipeline is furthest behind.
 //! - **Transparent huge pages.** mimalloc asks for them on its arenas, and
 //!   the kernel then backs a first touch with a 2 MiB page, zeroed in one
-//!   go: here single faults of 5-10 ms (`do_huge_pmd_anonymous_page`), each
+//!   go: here single faults of 3-10 ms (`do_huge_pmd_anonymous_page`), each
 //!   one a window result that much later.
 //!
 //! So the engine keeps what it frees, for reuse (its resident memory stays
