@@ -1,9 +1,9 @@
 //! How the `millrace` binary gets its memory from the kernel.
 //!
 //! Two defaults cost this engine its tails, both through the kernel zeroing
-//! fresh pages while a worker waits (on a cloud guest each page first
-//! touched also costs the host a fault, so zeroing runs several times
-//! slower than memory speed):
+//! fresh pages while a worker waits (on the cloud guests we measure on,
+//! several times slower than memory speed; presumably each page first
+//! touched also costs the host a fault):
 //!
 //! - **mimalloc hands freed memory back.** A range that stays free for a
 //!   while (1 s in the version we link) goes back to the kernel, and the
@@ -120,8 +120,9 @@ mod tests {
                 assert_eq!(after.purge_delay_ms, NEVER);
             }
         }
-        if cfg!(target_os = "linux") && std::env::var_os(ALLOW_THP_ENV).is_none() {
-            assert_eq!(after.huge_pages, Some(false));
+        if std::env::var_os(ALLOW_THP_ENV).is_none() {
+            // Off, or a system that cannot say (not Linux, or prctl refused).
+            assert_ne!(after.huge_pages, Some(true));
         }
     }
 }
