@@ -1,6 +1,6 @@
 //! How the `millrace` binary gets its memory from the kernel.
 //!
-//! Two defaults cost this engine its tails, both through the kernel zeroing
+//! Two defaults cost this engine part of its tails, both through the kernel zeroing
 //! fresh pages while a worker waits (on the cloud guests we measure on,
 //! several times slower than memory speed; presumably each page first
 //! touched also costs the host a fault):
@@ -13,7 +13,7 @@
 //!   at the moment the pipeline is furthest behind.
 //! - **Transparent huge pages.** mimalloc asks for them on its arenas, and
 //!   the kernel then backs a first touch with a 2 MiB page, zeroed in one
-//!   go: here single faults of 3-10 ms (`do_huge_pmd_anonymous_page`), each
+//!   go: here stretches of 3-10 ms in `do_huge_pmd_anonymous_page`, each
 //!   one a window result that much later.
 //!
 //! So the engine keeps what it frees, for reuse (its resident memory stays

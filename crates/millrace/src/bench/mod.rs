@@ -49,11 +49,8 @@ pub enum Policy {
 
 /// Largest batch the adaptive controller may choose in a benchmark: the
 /// engine's default `batch_size`, so `adaptive` is what `SET latency_target`
-/// alone gives a user. Reads up to 8192 (this bench's maximum before
-/// `201fabe`) gave q7 at 50% load a p99 of 34-151 ms (median
-/// 60.8) where reads up to 1024 gave a median of 2.71 ms, as fixed 8192
-/// against fixed 1024 did (docs/benchmarks.md, "What the adaptive maximum
-/// is").
+/// alone gives a user (8192 before `201fabe`; docs/benchmarks.md, "What the
+/// adaptive maximum is").
 pub const ADAPTIVE_MAX: usize = millrace_runtime::DEFAULT_BATCH_SIZE;
 
 impl Policy {
