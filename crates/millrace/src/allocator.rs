@@ -39,7 +39,7 @@ const ALLOW_THP_ENV: &str = "MIMALLOC_ALLOW_THP";
 /// Never purge: a freed range stays committed until it is reused.
 const NEVER: i64 = -1;
 
-/// What [`configure`] left in effect.
+/// The memory settings in effect ([`settings`]).
 #[derive(Debug, PartialEq, Eq)]
 pub struct MemorySettings {
     /// mimalloc's delay before it hands freed memory back, in ms; -1: never.
@@ -53,7 +53,7 @@ pub struct MemorySettings {
 /// this process, each unless its mimalloc variable is set. Call at the
 /// start of `main`: mimalloc has already started (it did so before `main`),
 /// but both settings are read at each purge and each page fault.
-pub fn configure() -> MemorySettings {
+pub fn configure() {
     if std::env::var_os(PURGE_DELAY_ENV).is_none() {
         // SAFETY: sets an integer in mimalloc's option table.
         unsafe { mi_option_set(PURGE_DELAY, NEVER as _) };
@@ -61,7 +61,6 @@ pub fn configure() -> MemorySettings {
     if std::env::var_os(ALLOW_THP_ENV).is_none() {
         disable_huge_pages();
     }
-    settings()
 }
 
 /// The settings in effect now.
@@ -109,7 +108,8 @@ mod tests {
         // The only test in this process that reads these variables or
         // changes these settings.
         let before = settings();
-        let after = configure();
+        configure();
+        let after = settings();
         match std::env::var(PURGE_DELAY_ENV) {
             // The option number is right: mimalloc put the variable there.
             Ok(v) => assert_eq!(after.purge_delay_ms, v.trim().parse::<i64>().unwrap()),
