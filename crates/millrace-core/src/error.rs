@@ -59,6 +59,16 @@ impl Error {
         }
     }
 
+    /// The same error with `context: ` before its message (`window_agg:
+    /// tumble size must be positive`), keeping its kind.
+    pub fn context(self, context: &str) -> Self {
+        match self {
+            Error::Plan(msg) => Error::Plan(format!("{context}: {msg}")),
+            Error::Other(msg) => Error::Other(format!("{context}: {msg}")),
+            other => Error::Other(format!("{context}: {other}")),
+        }
+    }
+
     /// Wraps `self` as the failure of the named operator (idempotent).
     pub fn in_operator(self, operator: &str) -> Self {
         match self {

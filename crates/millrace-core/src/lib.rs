@@ -11,6 +11,7 @@ pub mod message;
 pub mod operator;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod time;
 
 pub use arrow;
@@ -23,3 +24,4 @@ pub use message::{BarrierId, Message, Watermark};
 pub use operator::{Emitter, Operator, OperatorFactory, StateSize};
 pub use sink::{CollectSink, SinkFactory, SinkWriter};
 pub use source::{EventTime, SourceFactory, SourcePoll, SourceReader, SourceStats};
+pub use state::{Epoch, OperatorId, PlanFingerprint, Snapshot};

@@ -11,7 +11,7 @@
 //! (Arrow's `filter`/`take` do so) or, for results made final by a watermark,
 //! set it from `Watermark::entered_ns`.
 
-use crate::{BarrierId, Message, Result, Watermark};
+use crate::{BarrierId, Error, Message, Result, Snapshot, Watermark};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
@@ -74,11 +74,31 @@ pub trait Operator: Send {
         Ok(())
     }
 
-    /// Barrier `id` is aligned on every input. (State snapshots hook in here.)
+    /// Barrier `id` is aligned on every input. The runtime has taken the
+    /// operator's [`Operator::snapshot`] just before; most operators only
+    /// forward the barrier.
     fn on_barrier(&mut self, id: BarrierId, out: &mut Emitter) -> Result<()> {
         out.barrier(id);
         Ok(())
     }
+
+    /// Everything this instance must keep to continue after a barrier, as
+    /// Arrow tables (the state contract: `crate::state`).
+    ///
+    /// Called when a barrier is aligned, before [`Operator::on_barrier`],
+    /// on the worker thread, with the barrier waiting behind it, so it
+    /// must not block: no I/O, no waiting; only copy (or hand over shared
+    /// buffers of) what the operator holds. The operator must be left as
+    /// it was: the same later input gives the same later output whether or
+    /// not a snapshot was taken.
+    ///
+    /// What breaks if it is wrong: an operator that keeps state across
+    /// calls (open windows, buffered join rows, a watermark, counters that
+    /// reach the output) and leaves any of it out of its snapshot loses it
+    /// in a recovery, silently: windows fire with part of their rows, joins
+    /// miss matches, rows counted late are let in. There is therefore no
+    /// default; a stateless operator says so with [`Snapshot::none`].
+    fn snapshot(&mut self) -> Result<Snapshot>;
 
     /// Every input ended: emit what remains (e.g. fire all open windows).
     /// The runtime forwards `End` itself afterwards.
@@ -157,4 +177,37 @@ pub trait OperatorFactory: Send + Sync {
     /// Event-time column of the output, if the output has one.
     fn output_event_time(&self) -> Option<String>;
     fn create(&self, instance: usize, parallelism: usize) -> Result<Box<dyn Operator>>;
+
+    /// Instance `instance` of `parallelism`, continuing from `state`: what
+    /// that instance's [`Operator::snapshot`] returned at a barrier of a run
+    /// of the same plan (same [`OperatorFactory::signature`], same
+    /// parallelism). Fed the input that followed the barrier, it must emit
+    /// exactly what the snapshotted instance would have.
+    ///
+    /// The default serves stateless operators: an empty snapshot gives a
+    /// fresh instance, anything else is refused (state is never dropped).
+    fn restore(
+        &self,
+        instance: usize,
+        parallelism: usize,
+        state: &Snapshot,
+    ) -> Result<Box<dyn Operator>> {
+        if !state.is_empty() {
+            return Err(Error::Other(format!(
+                "operator '{}' keeps no state, but its snapshot holds {} row(s)",
+                self.name(),
+                state.rows()
+            )));
+        }
+        self.create(instance, parallelism)
+    }
+
+    /// Everything that decides what this operator computes and what its
+    /// state means, as text: the plan fingerprint hashes it (with the
+    /// output schema and the inputs), so a checkpoint is never restored
+    /// into an operator that would read its state differently. The default,
+    /// the name, suits operators whose name says it all.
+    fn signature(&self) -> String {
+        self.name()
+    }
 }

@@ -3,6 +3,22 @@
 //! The runtime's sink task records every row's end-to-end latency from the
 //! entered column, then strips that column and hands the batch to the
 //! [`SinkWriter`]; writers only see user columns.
+//!
+//! # Two-phase commit
+//!
+//! Output is exactly-once when a sink takes part in checkpoints (the state
+//! contract, `crate::state`): at the barrier of epoch `e` the writer
+//! [`pre_commit`](SinkWriter::pre_commit)s what it wrote since the last
+//! barrier (makes it durable, not yet visible); once the checkpoint of `e`
+//! is complete the coordinator calls [`commit`](SinkWriter::commit)`(e)`
+//! (make it visible); a checkpoint that failed calls
+//! [`abort`](SinkWriter::abort)`(e)` (discard it). After a crash, recovery
+//! calls `commit(e)` again on a fresh writer for the last complete
+//! checkpoint's epoch, since the crash may have come before or after the
+//! first commit: **a commit may be replayed and must then be a no-op**
+//! (the part file is already renamed; the transaction that recorded `e` is
+//! already committed). A sink that cannot promise that says so with
+//! [`SinkFactory::exactly_once`] `= false`: its output is at-least-once.
 
 use std::sync::{Arc, Mutex};
 
@@ -25,6 +41,13 @@ pub trait SinkFactory: Send + Sync {
     fn max_parallelism(&self) -> Option<usize> {
         None
     }
+
+    /// Whether the writer's two phases make output exactly-once (see the
+    /// module doc). The default, `false`: rows written are visible at once,
+    /// and a recovery may write some of them again.
+    fn exactly_once(&self) -> bool {
+        false
+    }
 }
 
 pub trait SinkWriter: Send {
@@ -32,6 +55,29 @@ pub trait SinkWriter: Send {
     fn write(&mut self, batch: &RecordBatch) -> Result<()>;
     /// Flushes at end of input.
     fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Makes what was written since the last barrier durable, not yet
+    /// visible, as part of epoch `epoch`. Called at the barrier, on the
+    /// worker: slow work belongs to a background thread the writer owns.
+    fn pre_commit(&mut self, epoch: crate::Epoch) -> Result<()> {
+        let _ = epoch;
+        Ok(())
+    }
+
+    /// Makes epoch `epoch`'s pre-committed output visible. May be called
+    /// again for an epoch already committed (after a crash, on a fresh
+    /// writer) and must then do nothing.
+    fn commit(&mut self, epoch: crate::Epoch) -> Result<()> {
+        let _ = epoch;
+        Ok(())
+    }
+
+    /// Discards epoch `epoch`'s pre-committed output (its checkpoint
+    /// failed); a later epoch will carry those rows again.
+    fn abort(&mut self, epoch: crate::Epoch) -> Result<()> {
+        let _ = epoch;
         Ok(())
     }
 }

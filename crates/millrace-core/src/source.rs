@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::Result;
+use crate::{Error, Result, Snapshot};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
@@ -85,5 +85,32 @@ pub trait SourceReader: Send {
     /// Bad-input counters so far.
     fn stats(&self) -> SourceStats {
         SourceStats::default()
+    }
+
+    /// Where this reader is: enough for [`SourceReader::seek`] on a fresh
+    /// reader of the same instance to continue with exactly the rows that
+    /// would have come next (a generator's event count, a file and byte
+    /// offset, a partition's offset). Taken when the runtime injects a
+    /// barrier after the reader's last batch, so it must not block.
+    ///
+    /// `None` says the input cannot be read again from here (a socket
+    /// without replay): a pipeline that checkpoints refuses such a source
+    /// by name rather than promise what it cannot keep. That is the
+    /// default.
+    fn position(&self) -> Result<Option<Snapshot>> {
+        Ok(None)
+    }
+
+    /// Moves a fresh reader to `position`, taken from the same instance of
+    /// the same source by [`SourceReader::position`]. After it, the reader
+    /// returns exactly the rows that followed that position, in order; rows
+    /// before it never again. A position it cannot reach (the file is
+    /// shorter, the offset expired) is an error naming it, never a silent
+    /// start from elsewhere.
+    fn seek(&mut self, position: &Snapshot) -> Result<()> {
+        let _ = position;
+        Err(Error::Other(
+            "this source cannot be moved to a checkpointed position".into(),
+        ))
     }
 }

@@ -69,6 +69,10 @@ struct Filter {
 }
 
 impl Operator for Filter {
+    fn snapshot(&mut self) -> Result<millrace_core::Snapshot> {
+        Ok(millrace_core::Snapshot::none())
+    }
+
     /// Emits nothing on a watermark and passes each one on.
     fn watermark_interest(&self, downstream: i64) -> i64 {
         downstream
@@ -207,6 +211,10 @@ struct Project {
 }
 
 impl Operator for Project {
+    fn snapshot(&mut self) -> Result<millrace_core::Snapshot> {
+        Ok(millrace_core::Snapshot::none())
+    }
+
     /// Emits nothing on a watermark and passes each one on.
     fn watermark_interest(&self, downstream: i64) -> i64 {
         downstream

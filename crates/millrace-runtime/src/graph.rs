@@ -26,7 +26,8 @@ use std::time::Duration;
 use arrow::datatypes::{Schema, SchemaRef};
 use millrace_core::time::is_event_time_type;
 use millrace_core::{
-    Emitter, Error, EventTime, Operator, OperatorFactory, Result, SinkFactory, SourceFactory,
+    Emitter, Error, EventTime, Operator, OperatorFactory, Result, SinkFactory, Snapshot,
+    SourceFactory,
 };
 use millrace_ops::{
     Agg, Expr, FilterFactory, LatePolicy, ProjectFactory, WindowFactory, WindowKind, WindowSpec,
@@ -575,6 +576,10 @@ impl OperatorFactory for UnionFactory {
 struct Union;
 
 impl Operator for Union {
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        Ok(Snapshot::none())
+    }
+
     fn on_data(
         &mut self,
         _input: usize,

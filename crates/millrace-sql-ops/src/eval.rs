@@ -14,7 +14,8 @@ use arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::expressions::{Column, Literal};
 use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use millrace_core::{
-    Emitter, Error, Operator, OperatorFactory, Result, entered_column, schema_with_entered,
+    Emitter, Error, Operator, OperatorFactory, Result, Snapshot, entered_column,
+    schema_with_entered,
 };
 
 use crate::window::evaluate;
@@ -64,6 +65,11 @@ struct ExprFilter {
 }
 
 impl Operator for ExprFilter {
+    /// Keeps nothing between batches.
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        Ok(Snapshot::none())
+    }
+
     /// Emits nothing on a watermark and passes each one on.
     fn watermark_interest(&self, downstream: i64) -> i64 {
         downstream
@@ -220,6 +226,11 @@ impl Computed {
 }
 
 impl Operator for ExprProject {
+    /// Keeps nothing between batches.
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        Ok(Snapshot::none())
+    }
+
     /// Emits nothing on a watermark and passes each one on.
     fn watermark_interest(&self, downstream: i64) -> i64 {
         downstream

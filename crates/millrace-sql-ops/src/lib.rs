@@ -12,7 +12,20 @@ pub mod topn;
 pub mod window;
 pub mod window_agg;
 
+#[cfg(test)]
+mod round_trip;
+
+use std::collections::HashMap;
+
 use datafusion::error::DataFusionError;
+
+/// Results are emitted in batches of at most this many rows, so one large
+/// window or one hot key does not become one huge message in a channel
+/// bounded in rows.
+pub(crate) const MAX_OUTPUT_ROWS: usize = 64 * 1024;
+
+/// A hash map with a fast, randomly seeded hasher, for operator state.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A DataFusion error as an engine error (the message is kept whole).
 pub fn df_err(e: DataFusionError) -> millrace_core::Error {

@@ -1,30 +1,45 @@
-//! Windows of streaming SQL: the window value a query sees, and which
-//! window(s) each row belongs to.
+//! Windows, in one place: their kinds and parameters, the window value a
+//! query sees, which window(s) each row belongs to, when a row is late, and
+//! which windows a watermark closes. Window aggregates, window joins and
+//! top-N per window all place, expire and fire windows through this module.
 //!
-//! A window is a struct column `{start, end}` of millisecond timestamps
-//! (`end` exclusive). `tumble(ts, size)`, `hop(ts, slide, size)` and
-//! `session(ts, gap)` in a `GROUP BY` produce it; a later stage that groups,
-//! joins or ranks by that column works on the same windows.
-//!
-//! Lateness: a row assigned from event time is late when its time is below
-//! the watermark (the engine core's rule); a row that already carries its
-//! window is late when that window's end is at or below the watermark (the
-//! window has fired downstream).
+//! * **Kinds.** `tumble(ts, size)`: `[k·size, (k+1)·size)`; `hop(ts, slide,
+//!   size)`: windows of `size` starting every `slide`, so a row is in about
+//!   `size / slide` of them; `session(ts, gap)`: per key, rows closer than
+//!   `gap` share a window that ends `gap` after its last row. Windows are
+//!   aligned to the Unix epoch. [`WindowKind::validate`] is the one check of
+//!   their parameters.
+//! * **The window value** is a struct column `{start, end}` of millisecond
+//!   timestamps (`end` exclusive). A `GROUP BY` over a window function
+//!   produces it; a later stage that groups, joins or ranks by that column
+//!   works on the same windows ([`WindowAssign::Column`]).
+//! * **Lateness.** A row assigned from event time is late when its time is
+//!   below the operator's watermark (the largest it received); a row that
+//!   already carries its window is late when that window's end is at or
+//!   below the watermark (the window has fired downstream). Late rows never
+//!   enter a window, so no row lands in a window that already fired.
+//! * **Firing.** A watermark `W` closes every window with `end <= W`, in
+//!   order of `(end, start)` ([`take_closed`]); an operator emits their
+//!   results before it forwards `W`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, StructArray, TimestampMillisecondArray};
-use arrow::datatypes::{DataType, Field, Fields, TimeUnit, TimestampMillisecondType};
+use arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
-use millrace_core::time::event_times_ms;
+use millrace_core::time::{event_times_ms, is_event_time_type};
 use millrace_core::{Error, Result};
 
 use crate::df_err;
 
 pub const WINDOW_START: &str = "start";
+
+/// A hopping window copies each row into `size / slide` windows; beyond this
+/// the work per row (and the state) is almost surely a mistake in the query.
+pub const MAX_WINDOWS_PER_ROW: i64 = 10_000;
 pub const WINDOW_END: &str = "end";
 
 fn bound_field(name: &str) -> Field {
@@ -116,6 +131,38 @@ impl WindowKind {
         Some(i64::try_from(next).unwrap_or(i64::MAX))
     }
 
+    /// Checks the parameters: a positive size, slide and gap, and at most
+    /// [`MAX_WINDOWS_PER_ROW`] windows per row. (A slide larger than the
+    /// size is allowed: the windows sample the stream, and rows between
+    /// them belong to none.)
+    pub fn validate(&self) -> Result<()> {
+        let positive = |what: &str, ms: i64| {
+            if ms > 0 {
+                Ok(())
+            } else {
+                Err(Error::plan(format!(
+                    "{} {what} must be positive, got {ms} ms",
+                    self.function()
+                )))
+            }
+        };
+        match *self {
+            WindowKind::Tumble { size_ms } => positive("size", size_ms),
+            WindowKind::Session { gap_ms } => positive("gap", gap_ms),
+            WindowKind::Hop { slide_ms, size_ms } => {
+                positive("size", size_ms)?;
+                positive("slide", slide_ms)?;
+                let per_row = size_ms / slide_ms + i64::from(size_ms % slide_ms != 0);
+                if per_row > MAX_WINDOWS_PER_ROW {
+                    return Err(Error::plan(format!(
+                        "{self} puts each row in {per_row} windows; at most {MAX_WINDOWS_PER_ROW} are supported (use a larger slide)"
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// The SQL function name.
     pub fn function(&self) -> &'static str {
         match self {
@@ -180,6 +227,40 @@ impl WindowAssign {
         match self {
             WindowAssign::Time { time, kind } => format!("{kind} on {time}"),
             WindowAssign::Column { window } => format!("windows of {window}"),
+        }
+    }
+
+    /// Checks that the rows of `schema` can be placed: an event time of a
+    /// timestamp or Int64 type and valid window parameters, or a window
+    /// column of the window type. Sessions only `if sessions`: they depend
+    /// on the other rows of a key, and only a window aggregate tracks that.
+    pub fn validate(&self, schema: &Schema, sessions: bool) -> Result<()> {
+        match self {
+            WindowAssign::Time { time, kind } => {
+                if !sessions && matches!(kind, WindowKind::Session { .. }) {
+                    return Err(Error::plan(
+                        "session windows are not supported here; compute the sessions with a window aggregate first and use its window column",
+                    ));
+                }
+                let dt = time.data_type(schema).map_err(df_err)?;
+                if !is_event_time_type(&dt) {
+                    return Err(Error::plan(format!(
+                        "the event time of {} is {time} of type {dt}; expected a timestamp or Int64 milliseconds",
+                        kind.function()
+                    )));
+                }
+                kind.validate()
+            }
+            WindowAssign::Column { window } => {
+                let dt = window.data_type(schema).map_err(df_err)?;
+                if !is_window_type(&dt) {
+                    return Err(Error::plan(format!(
+                        "window column {window} has type {dt}; expected {}",
+                        window_type()
+                    )));
+                }
+                Ok(())
+            }
         }
     }
 

@@ -216,6 +216,12 @@ impl WindowOperator {
 }
 
 impl Operator for WindowOperator {
+    fn snapshot(&mut self) -> Result<millrace_core::Snapshot> {
+        Err(millrace_core::Error::Other(
+            "window state cannot be snapshotted yet".into(),
+        ))
+    }
+
     fn on_data(&mut self, _input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
         let n = batch.num_rows();
         if n == 0 {

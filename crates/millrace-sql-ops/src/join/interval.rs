@@ -45,10 +45,11 @@ use millrace_core::{
 };
 
 use super::{
-    FastMap, JoinKind, JoinOutput, JoinShape, KeyEncoder, MAX_OUTPUT_ROWS, check_event_time,
-    check_join, check_width, no_such_input, note_entered, passed,
+    JoinKind, JoinOutput, JoinShape, KeyEncoder, check_event_time, check_join, check_width,
+    no_such_input, note_entered, passed,
 };
 use crate::window::evaluate;
+use crate::{FastMap, MAX_OUTPUT_ROWS};
 
 /// A join of rows whose event times are close (see the module doc).
 #[derive(Clone, Debug)]
@@ -436,6 +437,12 @@ impl IntervalJoinOperator {
 }
 
 impl Operator for IntervalJoinOperator {
+    fn snapshot(&mut self) -> Result<millrace_core::Snapshot> {
+        Err(millrace_core::Error::Other(
+            "interval join state cannot be snapshotted yet".into(),
+        ))
+    }
+
     fn on_data(&mut self, input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
         let (time_expr, schema) = match input {
             0 => (&self.spec.left_time, &self.spec.left_schema),

@@ -24,7 +24,6 @@ pub mod interval;
 pub(crate) mod test_util;
 pub mod window;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -39,21 +38,10 @@ use millrace_core::batch::schema_with_entered;
 use millrace_core::time::is_event_time_type;
 use millrace_core::{Emitter, Error, Result, entered_column};
 
-use crate::window::{WindowAssign, WindowKind, evaluate, is_window_type};
+use crate::window::{WindowAssign, evaluate};
 
 pub use interval::{IntervalJoinFactory, IntervalJoinSpec};
 pub use window::{WindowJoinFactory, WindowJoinSpec};
-
-pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-/// Results are emitted in batches of at most this many rows, so one large
-/// window or one hot key does not become one huge message in a channel
-/// bounded in rows.
-pub(crate) const MAX_OUTPUT_ROWS: usize = 64 * 1024;
-
-/// A hopping window copies each row into `size / slide` windows; beyond this
-/// the work per row is almost surely a mistake in the query.
-pub(crate) const MAX_WINDOWS_PER_ROW: i64 = 10_000;
 
 /// Which unmatched rows a join keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,52 +124,18 @@ pub(crate) fn note_entered(max: &mut Option<i64>, batch: &RecordBatch) {
     }
 }
 
-/// Checks a window assignment an operator can run: tumble or hop windows
-/// with sane sizes over an event-time expression, or a window column.
-/// Session windows are rejected: they depend on the other rows of a key, so
-/// no row-at-a-time assignment exists.
+/// Checks a window assignment a join or top-N can run (tumble or hop
+/// windows over an event time, or a window column; not sessions), naming
+/// the operator and the input in the error.
 pub(crate) fn check_window_assign(
     name: &str,
     side: &str,
     assign: &WindowAssign,
     schema: &Schema,
 ) -> Result<()> {
-    match assign {
-        WindowAssign::Time { time, kind } => {
-            let (size, slide) = match *kind {
-                WindowKind::Tumble { size_ms } => (size_ms, size_ms),
-                WindowKind::Hop { slide_ms, size_ms } => (size_ms, slide_ms),
-                WindowKind::Session { .. } => {
-                    return Err(Error::plan(format!(
-                        "{name}: the {side} input uses session windows, which are not supported here; \
-                         compute the sessions with a window aggregate first and use its window column"
-                    )));
-                }
-            };
-            if size <= 0 || slide <= 0 || slide > size {
-                return Err(Error::plan(format!(
-                    "{name}: {kind} on the {side} input is invalid: the size must be positive and the slide in (0, size]"
-                )));
-            }
-            if size / slide > MAX_WINDOWS_PER_ROW {
-                return Err(Error::plan(format!(
-                    "{name}: {kind} on the {side} input puts each row in {} windows; at most {MAX_WINDOWS_PER_ROW} are supported (use a larger slide)",
-                    size / slide
-                )));
-            }
-            check_event_time(name, side, time, schema)
-        }
-        WindowAssign::Column { window } => {
-            let dt = window.data_type(schema).map_err(crate::df_err)?;
-            if is_window_type(&dt) {
-                Ok(())
-            } else {
-                Err(Error::plan(format!(
-                    "{name}: the {side} window expression {window} has type {dt}; expected a window column {{start, end}}"
-                )))
-            }
-        }
-    }
+    assign
+        .validate(schema, false)
+        .map_err(|e| e.context(&format!("{name}: the {side} input")))
 }
 
 /// Checks that `time` evaluates to a timestamp or Int64 milliseconds.

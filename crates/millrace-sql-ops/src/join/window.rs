@@ -53,10 +53,11 @@ use millrace_core::{
 };
 
 use super::{
-    FastMap, JoinKind, JoinOutput, JoinShape, KeyEncoder, Keys, MAX_OUTPUT_ROWS, check_join,
-    check_width, check_window_assign, no_such_input, note_entered, passed,
+    JoinKind, JoinOutput, JoinShape, KeyEncoder, Keys, check_join, check_width,
+    check_window_assign, no_such_input, note_entered, passed,
 };
 use crate::window::{Assignment, WindowAssign, take_closed};
+use crate::{FastMap, MAX_OUTPUT_ROWS};
 
 /// A join of the rows of each window (see the module doc).
 #[derive(Clone, Debug)]
@@ -677,6 +678,12 @@ impl<'a> WindowPairs<'a> {
 }
 
 impl Operator for WindowJoinOperator {
+    fn snapshot(&mut self) -> Result<millrace_core::Snapshot> {
+        Err(millrace_core::Error::Other(
+            "window join state cannot be snapshotted yet".into(),
+        ))
+    }
+
     fn on_data(&mut self, input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
         let (assign, schema) = match input {
             0 => (&self.spec.left_window, &self.spec.left_schema),

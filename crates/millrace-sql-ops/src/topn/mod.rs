@@ -56,8 +56,9 @@ use millrace_core::batch::schema_with_entered;
 use millrace_core::time::now_ns;
 use millrace_core::{Emitter, Error, Operator, OperatorFactory, Result, Watermark, strip_entered};
 
-use crate::join::{FastMap, MAX_OUTPUT_ROWS, check_window_assign, note_entered};
+use crate::join::{check_window_assign, note_entered};
 use crate::window::{Assignment, WindowAssign, evaluate, take_closed};
+use crate::{FastMap, MAX_OUTPUT_ROWS};
 use batch_best::BatchBest;
 pub use batch_best::no_worse_than_limit_th;
 pub(crate) use batch_best::ranks_unencoded;
@@ -648,6 +649,12 @@ fn check_width(name: &str, batch: &RecordBatch, schema: &Schema) -> Result<()> {
 }
 
 impl Operator for TopNOperator {
+    fn snapshot(&mut self) -> Result<millrace_core::Snapshot> {
+        Err(millrace_core::Error::Other(
+            "top-N state cannot be snapshotted yet".into(),
+        ))
+    }
+
     fn on_data(&mut self, _input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
         let user = strip_entered(&batch);
         check_width(&self.spec.name, &user, &self.spec.input_schema)?;

@@ -2,27 +2,30 @@
 //! windows carried by the rows. Each open window keeps a key → group index
 //! table (`key_table.rs`) and one DataFusion `GroupsAccumulator` per aggregate.
 
+use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, UInt32Array};
 use arrow::compute::{concat, take};
 use arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use millrace_core::state::{scalar, scalars};
 use millrace_core::time::now_ns;
-use millrace_core::{Emitter, Operator, Result, StateSize, Watermark};
+use millrace_core::{Emitter, Operator, Result, Snapshot, StateSize, Watermark};
 
 use super::input::{BatchInputs, max_entered};
 use super::key_table::KeyTable;
 use super::keys::KeyCodec;
 use super::output::{Fired, emit_fired};
+use super::state::{
+    GROUPS, GroupRows, PROGRESS, corrupt, empty_keys, empty_states, groups_accumulators_from,
+    groups_table, take_groups_states,
+};
 use super::{AggPhase, EmitBest, Plan, new_groups_accumulators};
-use crate::df_err;
 use crate::topn::no_worse_than_limit_th;
 use crate::window::{Assignment, take_closed};
-
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use crate::{FastMap, df_err};
 
 /// Open windows are ordered by `(end, start)`: firing takes a prefix.
 type WindowId = (i64, i64);
@@ -75,6 +78,44 @@ impl FixedWindowOperator {
             forward_at: i64::MIN,
             retired: Vec::new(),
         }
+    }
+
+    /// An instance continuing from `state`, a snapshot of [`Operator::snapshot`].
+    pub(super) fn restore(plan: Arc<Plan>, codec: KeyCodec, state: &Snapshot) -> Result<Self> {
+        let mut op = Self::new(plan, codec);
+        let progress = state.table(PROGRESS)?;
+        op.watermark = scalar(progress, "watermark")?.unwrap_or(i64::MIN);
+        op.forward_at = scalar(progress, "forward_at")?.unwrap_or(i64::MIN);
+        op.max_entered = scalar(progress, "max_entered")?;
+        let rows = GroupRows::read(&op.plan, &op.codec, state.table(GROUPS)?)?;
+        // Each window's rows are contiguous, in group order.
+        let mut first = 0;
+        while first < rows.starts.len() {
+            let id = (rows.ends[first], rows.starts[first]);
+            let mut last = first + 1;
+            while last < rows.starts.len() && (rows.ends[last], rows.starts[last]) == id {
+                last += 1;
+            }
+            let mut groups = KeyTable::new();
+            for r in first..last {
+                if groups.group_of(rows.keys.key(r as u32)) != r - first {
+                    return Err(corrupt(format!(
+                        "a key repeats in window [{}, {})",
+                        id.1, id.0
+                    )));
+                }
+            }
+            let n = last - first;
+            let accs = groups_accumulators_from(&op.plan, &rows.states_at(first, n), n)?;
+            if op.windows.insert(id, OpenWindow { groups, accs }).is_some() {
+                return Err(corrupt(format!(
+                    "window [{}, {}) appears twice",
+                    id.1, id.0
+                )));
+            }
+            first = last;
+        }
+        Ok(op)
     }
 
     /// Forwards `wm` when it reaches a window end, and no other time. The
@@ -317,6 +358,40 @@ impl Operator for FixedWindowOperator {
 
     fn peak_state(&self) -> Option<StateSize> {
         Some(self.peak)
+    }
+
+    /// Every open window's groups with their accumulator states, and the
+    /// watermark bookkeeping (see `state.rs`).
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        let (mut starts, mut ends) = (Vec::new(), Vec::new());
+        let mut states: Vec<Vec<ArrayRef>> = Vec::new();
+        for (&(end, start), window) in &mut self.windows {
+            let n = window.groups.len();
+            starts.extend(std::iter::repeat_n(start, n));
+            ends.extend(std::iter::repeat_n(end, n));
+            let columns = take_groups_states(&self.plan, &mut window.accs, n)?;
+            states.resize_with(columns.len(), Vec::new);
+            for (column, parts) in columns.into_iter().zip(&mut states) {
+                parts.push(column);
+            }
+        }
+        let tables: Vec<&KeyTable> = self.windows.values().map(|w| &w.groups).collect();
+        let keys = if tables.is_empty() {
+            empty_keys(&self.plan)
+        } else {
+            self.codec.decode_tables(&tables)?
+        };
+        if states.is_empty() {
+            states = empty_states(&self.plan)?;
+        }
+        let progress = scalars(&[
+            ("watermark", Some(self.watermark)),
+            ("forward_at", Some(self.forward_at)),
+            ("max_entered", self.max_entered),
+        ]);
+        Ok(Snapshot::none()
+            .with(GROUPS, groups_table(starts, ends, keys, states)?)
+            .with(PROGRESS, progress))
     }
 
     /// Own windows: nothing fires and no watermark is passed on before the

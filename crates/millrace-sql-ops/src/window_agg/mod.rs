@@ -33,7 +33,9 @@
 //! * **Phases.** An aggregate without keys may run as a partial phase
 //!   (rows in, accumulator states per window out) before an exchange and a
 //!   final phase (states in, merged per carried window); see [`AggPhase`].
-//! * **Barriers** are forwarded; state is not snapshotted yet.
+//! * **State.** A snapshot holds every open window's groups (keys and
+//!   accumulator states) and the watermark (`state.rs`); a restored
+//!   instance continues exactly where the snapshotted one was.
 //!
 //! # Cost
 //!
@@ -52,6 +54,7 @@ mod keys;
 mod output;
 mod phase;
 mod session;
+mod state;
 #[cfg(test)]
 mod tests;
 
@@ -66,23 +69,14 @@ use datafusion::physical_expr::aggregate::LoweredAggregate;
 use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
 use keys::KeyCodec;
 use millrace_core::batch::schema_with_entered;
-use millrace_core::time::is_event_time_type;
-use millrace_core::{ENTERED_COLUMN, Error, Operator, OperatorFactory, Result};
+use millrace_core::{ENTERED_COLUMN, Error, Operator, OperatorFactory, Result, Snapshot};
 
 use crate::df_err;
-use crate::window::{WindowAssign, WindowKind, is_window_type, window_type};
+use crate::window::{WindowAssign, WindowKind, window_type};
 
 use fixed::FixedWindowOperator;
 pub use phase::AggPhase;
 use session::SessionOperator;
-
-/// A hopping window copies each row into `size / slide` windows; beyond this
-/// the work per row (and the state) is almost surely a mistake in the query.
-pub const MAX_WINDOWS_PER_ROW: i64 = 10_000;
-
-/// Fired results go out in batches of at most this many rows (slices of one
-/// built batch), so one huge window does not become one huge message.
-const MAX_OUTPUT_ROWS: usize = 64 * 1024;
 
 /// A keyed window aggregate as the SQL planner describes it.
 #[derive(Clone, Debug)]
@@ -138,6 +132,9 @@ struct Plan {
     output_with_entered: SchemaRef,
     /// In the final phase, each aggregate's state columns in the input.
     state_columns: Vec<Range<usize>>,
+    /// How many intermediate state columns each aggregate has (what a
+    /// snapshot keeps of it).
+    state_widths: Vec<usize>,
 }
 
 impl Plan {
@@ -160,18 +157,26 @@ impl WindowAggFactory {
     /// and reports the first problem as [`Error::Plan`].
     pub fn new(spec: WindowAggSpec) -> Result<Self> {
         let ctx = spec.name.as_str();
-        validate_assign(ctx, &spec)?;
+        spec.assign
+            .validate(&spec.input_schema, true)
+            .map_err(|e| e.context(ctx))?;
         validate_aggs(ctx, &spec.aggs)?;
         let state_columns = validate_phase(ctx, &spec)?;
         let key_types = validate_output(ctx, &spec)?;
         validate_emit_best(ctx, &spec)?;
         let output_with_entered = schema_with_entered(&spec.output_schema);
+        let state_widths = spec
+            .aggs
+            .iter()
+            .map(|a| Ok(a.aggregate.state_fields().map_err(df_err)?.len()))
+            .collect::<Result<_>>()?;
         Ok(Self {
             plan: Arc::new(Plan {
                 spec,
                 key_types,
                 output_with_entered,
                 state_columns,
+                state_widths,
             }),
         })
     }
@@ -234,6 +239,29 @@ impl OperatorFactory for WindowAggFactory {
             }
         })
     }
+
+    fn restore(
+        &self,
+        _instance: usize,
+        _parallelism: usize,
+        state: &Snapshot,
+    ) -> Result<Box<dyn Operator>> {
+        let plan = self.plan.clone();
+        Ok(match plan.spec.assign.kind() {
+            Some(WindowKind::Session { gap_ms }) => {
+                let codec = plan.key_codec(true)?;
+                Box::new(SessionOperator::restore(plan, codec, gap_ms, state)?)
+            }
+            _ => {
+                let codec = plan.key_codec(false)?;
+                Box::new(FixedWindowOperator::restore(plan, codec, state)?)
+            }
+        })
+    }
+
+    fn signature(&self) -> String {
+        self.describe()
+    }
 }
 
 /// An aggregate to rank by that exists and ranks unencoded, in a phase that
@@ -266,61 +294,6 @@ fn validate_emit_best(ctx: &str, spec: &WindowAggSpec) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Window parameters in range and the time/window expression of the right type.
-fn validate_assign(ctx: &str, spec: &WindowAggSpec) -> Result<()> {
-    let schema = spec.input_schema.as_ref();
-    match &spec.assign {
-        WindowAssign::Time { time, kind } => {
-            let dt = time.data_type(schema).map_err(df_err)?;
-            if !is_event_time_type(&dt) {
-                return Err(Error::plan(format!(
-                    "{ctx}: the event time of {} is {time} of type {dt}; expected a timestamp or Int64 milliseconds",
-                    kind.function()
-                )));
-            }
-            validate_kind(ctx, *kind)
-        }
-        WindowAssign::Column { window } => {
-            let dt = window.data_type(schema).map_err(df_err)?;
-            if !is_window_type(&dt) {
-                return Err(Error::plan(format!(
-                    "{ctx}: window column {window} has type {dt}; expected {}",
-                    window_type()
-                )));
-            }
-            Ok(())
-        }
-    }
-}
-
-fn validate_kind(ctx: &str, kind: WindowKind) -> Result<()> {
-    let positive = |what: &str, ms: i64| {
-        if ms > 0 {
-            Ok(())
-        } else {
-            Err(Error::plan(format!(
-                "{ctx}: {} {what} must be positive, got {ms} ms",
-                kind.function()
-            )))
-        }
-    };
-    match kind {
-        WindowKind::Tumble { size_ms } => positive("size", size_ms),
-        WindowKind::Session { gap_ms } => positive("gap", gap_ms),
-        WindowKind::Hop { slide_ms, size_ms } => {
-            positive("size", size_ms)?;
-            positive("slide", slide_ms)?;
-            let per_row = size_ms / slide_ms + i64::from(size_ms % slide_ms != 0);
-            if per_row > MAX_WINDOWS_PER_ROW {
-                return Err(Error::plan(format!(
-                    "{ctx}: {kind} puts each row in {per_row} windows; at most {MAX_WINDOWS_PER_ROW} are supported (use a larger slide)"
-                )));
-            }
-            Ok(())
-        }
-    }
 }
 
 /// Aggregates the operator cannot run yet are refused here, not at run time.

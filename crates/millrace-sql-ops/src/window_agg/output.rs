@@ -9,7 +9,8 @@ use arrow::record_batch::RecordBatch;
 use millrace_core::{Emitter, Result};
 
 use super::keys::KeyCodec;
-use super::{MAX_OUTPUT_ROWS, Plan, group_column};
+use super::{Plan, group_column};
+use crate::MAX_OUTPUT_ROWS;
 use crate::window::window_array;
 
 /// Results of the windows one watermark fired, one entry per output row.

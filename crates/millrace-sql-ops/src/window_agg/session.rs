@@ -6,23 +6,26 @@
 //! sessions their accumulators merge (`state` of one into `merge_batch` of
 //! the other), the way DataFusion combines partial aggregates.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::ArrayRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
+use millrace_core::state::{scalar, scalars};
 use millrace_core::time::now_ns;
-use millrace_core::{Emitter, Error, Operator, Result, Watermark};
+use millrace_core::{Emitter, Error, Operator, Result, Snapshot, Watermark};
 
 use super::input::{BatchInputs, max_entered};
 use super::keys::KeyCodec;
 use super::output::{Fired, emit_fired};
+use super::state::{
+    GROUPS, GroupRows, PROGRESS, accumulators_from, corrupt, empty_keys, empty_states,
+    groups_table, take_session_state,
+};
 use super::{Plan, new_accumulators};
-use crate::df_err;
-
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use crate::{FastMap, df_err};
 
 /// A group key in row format, shared by the session map and the firing index.
 type Key = Arc<[u8]>;
@@ -70,6 +73,34 @@ impl SessionOperator {
             watermark: i64::MIN,
             max_entered: None,
         }
+    }
+
+    /// An instance continuing from `state`, a snapshot of [`Operator::snapshot`].
+    pub(super) fn restore(
+        plan: Arc<Plan>,
+        codec: KeyCodec,
+        gap_ms: i64,
+        state: &Snapshot,
+    ) -> Result<Self> {
+        let mut op = Self::new(plan, codec, gap_ms);
+        let progress = state.table(PROGRESS)?;
+        op.watermark = scalar(progress, "watermark")?.unwrap_or(i64::MIN);
+        op.max_entered = scalar(progress, "max_entered")?;
+        let rows = GroupRows::read(&op.plan, &op.codec, state.table(GROUPS)?)?;
+        for r in 0..rows.starts.len() {
+            let (start, end) = (rows.starts[r], rows.ends[r]);
+            let key: Key = Arc::from(rows.keys.key(r as u32));
+            let session = Session {
+                end,
+                accs: accumulators_from(&op.plan, &rows.states_at(r, 1))?,
+            };
+            let key_sessions = op.sessions.entry(key.clone()).or_default();
+            if key_sessions.insert(start, session).is_some() {
+                return Err(corrupt(format!("two sessions of one key start at {start}")));
+            }
+            op.by_end.insert((end, key, start));
+        }
+        Ok(op)
     }
 
     fn session_end(&self, ts: i64) -> Result<i64> {
@@ -263,5 +294,49 @@ impl Operator for SessionOperator {
     fn on_end(&mut self, out: &mut Emitter) -> Result<()> {
         let entered = self.max_entered.unwrap_or_else(now_ns);
         self.fire(None, entered, out)
+    }
+
+    /// Every open session (key, bounds, accumulator states) in firing
+    /// order, and the watermark (see `state.rs`).
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        let (mut starts, mut ends, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+        let mut states: Vec<Vec<ArrayRef>> = Vec::new();
+        for (end, key, start) in &self.by_end {
+            let session = self
+                .sessions
+                .get_mut(key)
+                .and_then(|s| s.get_mut(start))
+                .ok_or_else(|| {
+                    Error::Other(format!(
+                        "session index out of step: no open session starting at {start} ms"
+                    ))
+                })?;
+            let columns: Vec<ArrayRef> = take_session_state(&self.plan, &mut session.accs)?
+                .into_iter()
+                .flatten()
+                .collect();
+            states.resize_with(columns.len(), Vec::new);
+            for (column, parts) in columns.into_iter().zip(&mut states) {
+                parts.push(column);
+            }
+            starts.push(*start);
+            ends.push(*end);
+            keys.push(&key[..]);
+        }
+        let keys = if keys.is_empty() {
+            empty_keys(&self.plan)
+        } else {
+            self.codec.decode(&keys)?
+        };
+        if states.is_empty() {
+            states = empty_states(&self.plan)?;
+        }
+        let progress = scalars(&[
+            ("watermark", Some(self.watermark)),
+            ("max_entered", self.max_entered),
+        ]);
+        Ok(Snapshot::none()
+            .with(GROUPS, groups_table(starts, ends, keys, states)?)
+            .with(PROGRESS, progress))
     }
 }

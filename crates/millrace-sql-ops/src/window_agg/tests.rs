@@ -26,6 +26,7 @@ use millrace_core::{
 };
 
 use super::*;
+use crate::round_trip::{Step, assert_round_trip};
 use crate::window::{WindowAssign, WindowKind, is_window_type, window_array, window_bounds};
 
 /// The input of most tests: `ts` (ms), `user` (nullable), `region`,
@@ -956,4 +957,113 @@ fn only_keyless_tumbling_hopping_and_carried_aggregates_split_in_two() {
     };
     let err = WindowAggFactory::new(wrong).err().unwrap().to_string();
     assert!(err.contains("final phase reads the window"), "{err}");
+}
+
+/// An out-of-order stream over ~420 ms of event time with a few late rows:
+/// batches of rows for each instance of `parallelism` (rows split by user),
+/// each batch followed by a watermark 7 ms behind the largest time so far.
+fn round_trip_steps(parallelism: usize) -> Vec<Vec<Step>> {
+    let users = ["a", "b", "c", "d", "e"];
+    let mut steps = vec![Vec::new(); parallelism];
+    let mut max_ts = vec![i64::MIN; parallelism];
+    for b in 0..24i64 {
+        let mut rows: Vec<Vec<Event>> = vec![Vec::new(); parallelism];
+        for r in 0..9i64 {
+            let n = b * 9 + r;
+            // Rising 1 ms a row with a 20 ms gap every 20 rows (sessions
+            // close), jittered by up to 11 ms: some rows land behind the
+            // watermark.
+            let ts = n + n / 20 * 20 + (n * 7919 % 12) - 6;
+            let u = (n * 31 % 5) as usize;
+            let amount = (n % 4 != 0).then_some(n % 13);
+            rows[u % parallelism].push((ts.max(0), Some(users[u]), "eu", amount, n as f64));
+        }
+        for (i, rows) in rows.into_iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            max_ts[i] = max_ts[i].max(rows.iter().map(|r| r.0).max().unwrap());
+            steps[i].push(Step::data(0, events(b, &rows)));
+            steps[i].push(Step::Watermark(max_ts[i] - 7));
+        }
+    }
+    steps
+}
+
+/// Round trips at every cut, at parallelism 1 and 2; the runs must fire
+/// windows before and after the cut for the check to mean something.
+fn assert_window_agg_round_trips(kind: WindowKind) {
+    let input = events_schema();
+    let aggs = [
+        count_all().alias("n"),
+        sum(col("amount")).alias("total"),
+        count_distinct(col("amount")).alias("distinct"),
+        avg(col("price")).alias("mean"),
+    ];
+    for parallelism in [1, 2] {
+        for keys in [&[][..], &["user"][..]] {
+            let assign = time(&input, kind);
+            let spec = spec(input.clone(), assign, keys, 0, &aggs);
+            let factory = WindowAggFactory::new(spec).unwrap();
+            let steps = round_trip_steps(parallelism);
+            for cut in 0..=steps.iter().map(Vec::len).max().unwrap() {
+                let outputs = assert_round_trip(&factory, &steps, cut);
+                let rows = outputs.concat();
+                assert!(rows.iter().filter(|r| !r.starts_with("watermark")).count() > 5);
+            }
+        }
+    }
+}
+
+#[test]
+fn tumble_state_round_trips_through_a_snapshot() {
+    assert_window_agg_round_trips(WindowKind::Tumble { size_ms: 10 });
+}
+
+#[test]
+fn hop_state_round_trips_through_a_snapshot() {
+    assert_window_agg_round_trips(WindowKind::Hop {
+        slide_ms: 5,
+        size_ms: 15,
+    });
+}
+
+#[test]
+fn session_state_round_trips_through_a_snapshot() {
+    assert_window_agg_round_trips(WindowKind::Session { gap_ms: 4 });
+}
+
+#[test]
+fn a_snapshot_of_another_plan_is_refused() {
+    let input = events_schema();
+    let assign = time(&input, WindowKind::Tumble { size_ms: 10 });
+    let factory = WindowAggFactory::new(spec(
+        input.clone(),
+        assign,
+        &["user"],
+        0,
+        &[count_all().alias("n")],
+    ))
+    .unwrap();
+    let mut op = factory.create(0, 1).unwrap();
+    let mut out = Emitter::new();
+    op.on_data(
+        0,
+        events(1, &[(3, Some("a"), "eu", Some(1), 0.0)]),
+        &mut out,
+    )
+    .unwrap();
+    let snapshot = op.snapshot().unwrap();
+    // Two aggregates where the snapshot holds one.
+    let assign = time(&input, WindowKind::Tumble { size_ms: 10 });
+    let other = WindowAggFactory::new(spec(
+        input,
+        assign,
+        &["user"],
+        0,
+        &[count_all().alias("n"), sum(col("amount")).alias("t")],
+    ))
+    .unwrap();
+    let err = other.restore(0, 1, &snapshot).err().expect("refused");
+    assert!(err.to_string().contains("snapshot"), "{err}");
 }

@@ -15,7 +15,7 @@ use millrace_core::batch::attach_entered_now;
 use millrace_core::time::now_ns;
 use millrace_core::{
     BarrierId, CollectSink, Emitter, EventTime, Operator, OperatorFactory, Result, SinkFactory,
-    SinkWriter, SourceFactory, SourcePoll, SourceReader,
+    SinkWriter, Snapshot, SourceFactory, SourcePoll, SourceReader,
 };
 use millrace_ops::{Agg, col, lit};
 use millrace_runtime::{ChannelCapacity, Pipeline, PipelineConfig, Window};
@@ -126,6 +126,10 @@ impl OperatorFactory for PassThrough {
 }
 
 impl Operator for PassThrough {
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        Ok(Snapshot::none())
+    }
+
     fn on_data(&mut self, _: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
         out.data(batch);
         Ok(())
@@ -158,6 +162,10 @@ impl OperatorFactory for BarrierProbe {
 }
 
 impl Operator for BarrierProbe {
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        Ok(Snapshot::none())
+    }
+
     fn on_data(&mut self, input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
         self.rows[input] += batch.num_rows() as u64;
         out.data(batch);
@@ -510,6 +518,10 @@ impl OperatorFactory for Panicky {
 }
 
 impl Operator for Panicky {
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        Ok(Snapshot::none())
+    }
+
     fn on_data(&mut self, _: usize, _: RecordBatch, _: &mut Emitter) -> Result<()> {
         panic!("bug in a user operator")
     }
