@@ -12,6 +12,8 @@
 //! set it from `Watermark::entered_ns`.
 
 use crate::{BarrierId, Error, Message, Result, Snapshot, Watermark};
+use arrow::array::UInt32Array;
+use arrow::compute::take_record_batch;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
@@ -20,11 +22,22 @@ use arrow::record_batch::RecordBatch;
 pub struct Emitter {
     pub out: Vec<Message>,
     pub late_rows: u64,
+    /// Late rows with the input they came on, when the runtime routes them
+    /// to a late output ([`Emitter::keeping_late`]); `None`: only counted.
+    late: Option<Vec<(usize, RecordBatch)>>,
 }
 
 impl Emitter {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An emitter that keeps late rows for the operator's late output.
+    pub fn keeping_late() -> Self {
+        Emitter {
+            late: Some(Vec::new()),
+            ..Self::default()
+        }
     }
 
     /// Emits a batch (empty batches are dropped: they carry nothing).
@@ -42,10 +55,27 @@ impl Emitter {
         self.out.push(Message::Barrier(id));
     }
 
-    /// Counts rows that arrived behind the watermark (whether or not they were
-    /// routed to a side output); shown per operator in the run summary.
-    pub fn count_late(&mut self, rows: u64) {
-        self.late_rows += rows;
+    /// Rows `rows` of `batch`, read on input `input`, arrived behind the
+    /// watermark and are left out of the operator's results. They are always
+    /// counted (per operator in the run summary) and, when the pipeline asked
+    /// for them, sent as they came (entered column included) to the late
+    /// output of that input. An operator reports every row it leaves out for
+    /// lateness here, exactly once.
+    pub fn late(&mut self, input: usize, batch: &RecordBatch, rows: &[u32]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.late_rows += rows.len() as u64;
+        if let Some(kept) = &mut self.late {
+            let indices = UInt32Array::from(rows.to_vec());
+            kept.push((input, take_record_batch(batch, &indices)?));
+        }
+        Ok(())
+    }
+
+    /// Takes the late rows kept so far, with their input.
+    pub fn take_late(&mut self) -> Vec<(usize, RecordBatch)> {
+        self.late.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Messages emitted so far (for operator unit tests).

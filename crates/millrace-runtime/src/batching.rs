@@ -273,6 +273,7 @@ impl BatchController {
     }
 
     /// Smoothed busy fraction, once one interval has been measured.
+    #[cfg(test)]
     pub fn utilization(&self) -> Option<f64> {
         self.smoothed.map(|(u, _)| u)
     }

@@ -245,11 +245,6 @@ impl InputGate {
             c.channel.set_interest(watermark_ms);
         }
     }
-
-    /// The watermark forwarded so far.
-    pub fn watermark(&self) -> i64 {
-        self.watermark
-    }
 }
 
 #[cfg(test)]

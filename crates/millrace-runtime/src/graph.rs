@@ -1,22 +1,10 @@
-//! The Rust API: build a pipeline graph in code.
+//! A pipeline graph built in code: sources, operators (any
+//! [`OperatorFactory`]), exchanges between them, late outputs, sinks.
+//! Expressions and windows over streams are in `millrace_sql::api`, which
+//! builds on this.
 //!
-//! ```no_run
-//! use millrace_runtime::{Pipeline, PipelineConfig, Window};
-//! use millrace_ops::{Agg, col, lit};
-//! # fn demo(src: impl millrace_core::SourceFactory + 'static, out: impl millrace_core::SinkFactory + 'static) -> millrace_core::Result<()> {
-//! let pipeline = Pipeline::new(PipelineConfig::default());
-//! pipeline
-//!     .source(src)
-//!     .filter(col("price").gt(lit(1000)))?
-//!     .window(Window::tumbling_ms(10_000).keys(["auction"]).agg(Agg::count_all("bids")))?
-//!     .sink(out)?;
-//! let summary = pipeline.run()?;
-//! println!("{summary}");
-//! # Ok(()) }
-//! ```
-//!
-//! Every node is checked when it is added (unknown columns, wrong types), so
-//! a pipeline that builds has a plan that runs.
+//! Every node is checked when it is added, so a pipeline that builds has a
+//! plan that runs.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -28,10 +16,6 @@ use millrace_core::time::is_event_time_type;
 use millrace_core::{
     Emitter, Error, EventTime, Operator, OperatorFactory, Result, SinkFactory, Snapshot,
     SourceFactory,
-};
-use millrace_ops::{
-    Agg, Expr, FilterFactory, LatePolicy, ProjectFactory, WindowFactory, WindowKind, WindowSpec,
-    col,
 };
 
 use crate::channel::ChannelCapacity;
@@ -130,6 +114,11 @@ pub(crate) enum NodeOp {
         event_time: Option<EventTime>,
     },
     Operator(Arc<dyn OperatorFactory>),
+    /// The late rows of input `input` of the operator node it reads; always
+    /// fused after that operator.
+    Late {
+        input: usize,
+    },
     Sink(Arc<dyn SinkFactory>),
 }
 
@@ -274,13 +263,30 @@ impl Stream {
             let node = &mut g.nodes[self.node];
             if let Some(max) = node.max_parallelism.filter(|m| parallelism > *m) {
                 return Err(Error::plan(format!(
-                    "'{}' runs with parallelism at most {max} (a window without keys sees every row in one instance); got {parallelism}",
+                    "'{}' runs with parallelism at most {max}; got {parallelism}",
                     node.name
                 )));
             }
             node.parallelism = parallelism;
+            // A late output runs in its operator's task instances.
+            for late in g
+                .nodes
+                .iter_mut()
+                .filter(|n| matches!(n.op, NodeOp::Late { .. }) && n.inputs[0].from == self.node)
+            {
+                late.parallelism = parallelism;
+            }
         }
         Ok(self)
+    }
+
+    /// The node this stream comes out of is only correct up to
+    /// `max` instances (a window without keys must see every row in one):
+    /// its parallelism is lowered to `max` now, and cannot be raised later.
+    pub fn with_max_parallelism(self, max: usize) -> Result<Self> {
+        let parallelism = self.parallelism().min(max.max(1));
+        self.graph.borrow_mut().nodes[self.node].max_parallelism = Some(max.max(1));
+        self.with_parallelism(parallelism)
     }
 
     /// Replaces the event-time declaration of a source stream.
@@ -385,69 +391,44 @@ impl Stream {
         ))
     }
 
-    /// Keeps the rows where `predicate` is true.
-    pub fn filter(&self, predicate: Expr) -> Result<Stream> {
-        let f = FilterFactory::new(self.schema(), self.event_time(), predicate)?;
-        Ok(self.apply(Arc::new(f)))
-    }
-
-    /// Exactly these named expressions as columns.
-    pub fn project<S: Into<String>>(
-        &self,
-        exprs: impl IntoIterator<Item = (S, Expr)>,
-    ) -> Result<Stream> {
-        let exprs = exprs.into_iter().map(|(n, e)| (n.into(), e)).collect();
-        let f = ProjectFactory::new(self.schema(), self.event_time(), exprs)?;
-        Ok(self.apply(Arc::new(f)))
-    }
-
-    /// Keeps these columns, in this order.
-    pub fn select(&self, columns: &[&str]) -> Result<Stream> {
-        self.project(columns.iter().map(|c| (c.to_string(), col(c))))
-    }
-
-    /// All columns plus `name = expr` (replacing a column of that name).
-    pub fn with_column(&self, name: &str, expr: Expr) -> Result<Stream> {
-        let f = ProjectFactory::with_column(self.schema(), self.event_time(), name, expr)?;
-        Ok(self.apply(Arc::new(f)))
-    }
-
-    /// A keyed event-time window aggregate. Rows are exchanged by the window
-    /// keys first (a window without keys runs with parallelism 1).
-    pub fn window(&self, window: Window) -> Result<Stream> {
-        let event_time = match window.event_time.clone().or_else(|| self.event_time()) {
-            Some(e) => e,
-            None => {
-                return Err(Error::plan(
-                    "window needs an event-time column; this stream declares none",
-                ));
+    /// The rows that the operator producing this stream left out because
+    /// they arrived behind the watermark, from its input `input` (0 for a
+    /// single-input operator), with that input's columns. They are counted
+    /// whether or not this stream is used; with it, they flow like any
+    /// other stream (bounded channels, backpressure) to where it leads.
+    /// The stream has no event time: its rows are behind the watermark.
+    pub fn late_rows(&self, input: usize) -> Result<Stream> {
+        let parallelism = self.parallelism();
+        let (name, schema) = {
+            let g = self.graph.borrow();
+            let node = &g.nodes[self.node];
+            if !matches!(node.op, NodeOp::Operator(_)) {
+                return Err(Error::plan(format!(
+                    "'{}' is not an operator: only operators have late rows",
+                    node.name
+                )));
             }
+            let Some(edge) = node.inputs.get(input) else {
+                return Err(Error::plan(format!("'{}' has no input {input}", node.name)));
+            };
+            (
+                format!("late rows of {} (input {input})", node.name),
+                g.nodes[edge.from].schema.clone(),
+            )
         };
-        let spec = WindowSpec {
-            kind: window.kind,
-            keys: window.keys.clone(),
-            aggs: window.aggs,
-            event_time,
-            late: window.late,
-        };
-        let f = WindowFactory::new(self.schema(), spec)?;
-        let keyless = window.keys.is_empty();
-        let (input, parallelism) = if keyless {
-            (self.clone().rebalance(), 1)
-        } else {
-            (self.clone().key_by(window.keys)?, self.parallelism())
-        };
-        let name = f.name();
-        let out = input.add_node(
+        let id = self.graph.borrow_mut().add(Node {
             name,
-            NodeOp::Operator(Arc::new(f)),
-            vec![input.edge()],
+            op: NodeOp::Late { input },
             parallelism,
-        );
-        if keyless {
-            out.graph.borrow_mut().nodes[out.node].max_parallelism = Some(1);
-        }
-        Ok(out)
+            inputs: vec![Edge {
+                from: self.node,
+                partitioning: Partitioning::Forward,
+            }],
+            schema,
+            event_time: None,
+            max_parallelism: None,
+        });
+        Ok(Stream::new(self.graph.clone(), id))
     }
 
     /// Both streams' rows as one stream (schemas must match).
@@ -491,65 +472,6 @@ fn same_columns(a: &Schema, b: &Schema) -> bool {
             .iter()
             .zip(b.fields())
             .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
-}
-
-/// A window declaration for [`Stream::window`].
-#[derive(Clone)]
-pub struct Window {
-    kind: WindowKind,
-    keys: Vec<String>,
-    aggs: Vec<Agg>,
-    event_time: Option<String>,
-    late: LatePolicy,
-}
-
-impl Window {
-    pub fn new(kind: WindowKind) -> Self {
-        Window {
-            kind,
-            keys: Vec::new(),
-            aggs: Vec::new(),
-            event_time: None,
-            late: LatePolicy::Drop,
-        }
-    }
-
-    pub fn tumbling(size: Duration) -> Self {
-        Self::tumbling_ms(size.as_millis() as i64)
-    }
-
-    pub fn tumbling_ms(size_ms: i64) -> Self {
-        Self::new(WindowKind::Tumbling { size_ms })
-    }
-
-    pub fn hopping(size: Duration, slide: Duration) -> Self {
-        Self::new(WindowKind::Hopping {
-            size_ms: size.as_millis() as i64,
-            slide_ms: slide.as_millis() as i64,
-        })
-    }
-
-    pub fn keys<S: Into<String>>(mut self, keys: impl IntoIterator<Item = S>) -> Self {
-        self.keys = keys.into_iter().map(Into::into).collect();
-        self
-    }
-
-    pub fn agg(mut self, agg: Agg) -> Self {
-        self.aggs.push(agg);
-        self
-    }
-
-    /// Windows over this column instead of the stream's event-time column.
-    pub fn event_time(mut self, column: &str) -> Self {
-        self.event_time = Some(column.to_string());
-        self
-    }
-
-    /// Rows behind the watermark go to `sink` (they are always counted).
-    pub fn late_rows_to(mut self, sink: Arc<dyn SinkFactory>) -> Self {
-        self.late = LatePolicy::SideOutput(sink);
-        self
-    }
 }
 
 /// Passes both inputs through unchanged.

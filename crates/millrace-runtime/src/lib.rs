@@ -2,31 +2,31 @@
 //!
 //! A pipeline is a graph of sources, operators and sinks, each with a
 //! parallelism ([`graph`]). Consecutive operators with the same partitioning
-//! are fused into one task ([`plan`]); tasks talk through bounded channels
-//! ([`channel`]) that carry data and control (`Watermark`, `Barrier`,
-//! `Idle`, `End`) in band; exchanges ([`exchange`], [`output`]) partition
-//! between tasks; each task merges its inputs in one place ([`gate`]: minimum
-//! watermark, barrier alignment); pinned worker threads ([`worker`]), one per
+//! are fused into one task (`plan`); tasks talk through bounded channels
+//! (`channel`) that carry data and control (`Watermark`, `Barrier`,
+//! `Idle`, `End`) in band; exchanges (`exchange`, `output`) partition
+//! between tasks; each task merges its inputs in one place (`gate`: minimum
+//! watermark, barrier alignment); pinned worker threads (`worker`), one per
 //! core, run the tasks cooperatively; [`metrics`] counts and times it all.
 
-pub mod alignment;
-pub mod batching;
-pub mod channel;
-pub mod coalesce;
-pub mod exchange;
-pub mod gate;
+mod alignment;
+mod batching;
+mod channel;
+mod coalesce;
+mod exchange;
+mod gate;
 pub mod graph;
 pub mod metrics;
-pub mod output;
+mod output;
 mod plan;
 mod run;
-pub mod task;
-pub mod worker;
+mod task;
+mod worker;
 
 pub use batching::BatchPolicy;
 pub use channel::{ChannelCapacity, ChannelStats};
 pub use coalesce::ExchangeBatchingMode;
 pub use exchange::Partitioning;
-pub use graph::{DEFAULT_BATCH_SIZE, Pipeline, PipelineConfig, Stream, Window};
+pub use graph::{DEFAULT_BATCH_SIZE, Pipeline, PipelineConfig, Stream};
 pub use metrics::{LatencySummary, OperatorSummary, RunSummary};
 pub use worker::{IdleStrategy, StopHandle};

@@ -240,6 +240,7 @@ impl OutputRouter {
     }
 
     /// Nothing held back and nothing pending.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.held.iter().all(|h| h.is_empty()) && self.pending.iter().all(|p| p.is_empty())
     }

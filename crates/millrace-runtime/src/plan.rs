@@ -65,6 +65,7 @@ impl Plan {
         // Nodes are added only after their inputs, so id order is topological.
         for (id, node) in g.nodes.iter().enumerate() {
             let fused_after = match node.inputs.as_slice() {
+                [e] if matches!(node.op, NodeOp::Late { .. }) => Some(e.from),
                 [e] if e.partitioning == Partitioning::Forward
                     && g.nodes[e.from].parallelism == node.parallelism =>
                 {

@@ -22,7 +22,9 @@ use crate::graph::{Graph, NodeOp};
 use crate::metrics::{NodeKind, NodeMetrics, OperatorMetrics, RunSummary, TaskTimes};
 use crate::output::OutputRouter;
 use crate::plan::Plan;
-use crate::task::{ChainOp, DataflowTask, Head, SinkStage, SourceHead, Stage, StageWork, Task};
+use crate::task::{
+    ChainOp, DataflowTask, Head, LateStage, SinkStage, SourceHead, Stage, StageWork, Task,
+};
 use crate::worker::{IdleStrategy, RunControl, StopHandle, Worker, WorkerWaker};
 
 pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
@@ -43,7 +45,7 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
         .map(|n| {
             let kind = match n.op {
                 NodeOp::Source { .. } => NodeKind::Source,
-                NodeOp::Operator(_) => NodeKind::Operator,
+                NodeOp::Operator(_) | NodeOp::Late { .. } => NodeKind::Operator,
                 NodeOp::Sink(_) => NodeKind::Sink,
             };
             Arc::new(NodeMetrics::new(n.name.clone(), kind, n.parallelism))
@@ -216,6 +218,15 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                     NodeOp::Operator(f) => StageWork::Operator(ChainOp {
                         name: node.name.clone(),
                         op: f.create(i, p).map_err(|e| e.in_operator(&node.name))?,
+                        metrics: metrics(n),
+                        keep_late: graph
+                            .nodes
+                            .iter()
+                            .any(|m| matches!(m.op, NodeOp::Late { .. }) && m.inputs[0].from == n),
+                    }),
+                    NodeOp::Late { input } => StageWork::Late(LateStage {
+                        name: node.name.clone(),
+                        input: *input,
                         metrics: metrics(n),
                     }),
                     NodeOp::Sink(f) => {

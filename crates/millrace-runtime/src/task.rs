@@ -72,13 +72,31 @@ pub struct ChainOp {
     pub name: String,
     pub op: Box<dyn Operator>,
     pub metrics: Arc<OperatorMetrics>,
+    /// A late output reads this operator: its late rows are kept and
+    /// passed on, not only counted.
+    pub keep_late: bool,
+}
+
+/// The late output of one input of the operator stage it reads: the rows
+/// the operator left out as late, then its barriers and its end, in the
+/// order the operator reported them. It carries no watermarks (the rows
+/// are behind them by definition).
+pub struct LateStage {
+    pub name: String,
+    pub input: usize,
+    pub metrics: Arc<OperatorMetrics>,
 }
 
 /// What a fused node does with the messages it reads.
 pub enum StageWork {
     Operator(ChainOp),
+    Late(LateStage),
     Sink(SinkStage),
 }
+
+/// A message on an operator's late outputs: rows of one input (`Some`), or
+/// a barrier or the end, for every input (`None`).
+type LateMessage = (Option<usize>, Message);
 
 /// One fused node of a task: its work, whose output it reads, and the
 /// exchanges its own output feeds.
@@ -93,6 +111,7 @@ impl Stage {
     fn name(&self) -> &str {
         match &self.work {
             StageWork::Operator(op) => &op.name,
+            StageWork::Late(late) => &late.name,
             StageWork::Sink(sink) => &sink.name,
         }
     }
@@ -368,8 +387,11 @@ pub struct DataflowTask {
     /// What each stage emitted in the current call, until the last stage
     /// reading it takes it (the head's messages are `run_chain`'s input).
     emitted: Vec<Vec<Message>>,
+    /// What each operator stage put on its late outputs in the current call.
+    late_emitted: Vec<Vec<LateMessage>>,
     /// The last stage that reads the head (index 0) or stage s (index
-    /// s + 1): it takes the messages, earlier readers get copies.
+    /// s + 1): it takes the messages, earlier readers get copies. Late
+    /// stages read `late_emitted` instead, and are not counted.
     last_reader: Vec<Option<usize>>,
     /// What this task sends now carries window results or follows from
     /// them: set when an operator emits rows on a watermark, or when urgent
@@ -396,12 +418,15 @@ impl DataflowTask {
                 stage.reads.is_none_or(|r| r < s),
                 "a stage reads a later one"
             );
-            last_reader[stage.reads.map_or(0, |r| r + 1)] = Some(s);
+            if !matches!(stage.work, StageWork::Late(_)) {
+                last_reader[stage.reads.map_or(0, |r| r + 1)] = Some(s);
+            }
         }
         DataflowTask {
             name,
             head,
             emitted: vec![Vec::new(); stages.len()],
+            late_emitted: (0..stages.len()).map(|_| Vec::new()).collect(),
             head_routers,
             stages,
             times,
@@ -442,6 +467,13 @@ impl DataflowTask {
         for s in 0..self.stages.len() {
             self.current = s;
             let reads = self.stages[s].reads;
+            let read_later = self.last_reader[s + 1].is_some();
+            if let StageWork::Late(late) = &self.stages[s].work {
+                let from = reads.expect("a late output reads its operator's stage");
+                let out = pass_late(late, &self.late_emitted[from]);
+                self.finish_stage(s, out, read_later, *clock)?;
+                continue;
+            }
             let last = self.last_reader[reads.map_or(0, |r| r + 1)] == Some(s);
             let input: Vec<(usize, Message)> = match reads {
                 None if last => std::mem::take(&mut items),
@@ -452,10 +484,16 @@ impl DataflowTask {
                     .collect(),
                 Some(r) => self.emitted[r].iter().map(|m| (0, m.clone())).collect(),
             };
-            let read_later = self.last_reader[s + 1].is_some();
             let stage = &mut self.stages[s];
-            let mut out = match &mut stage.work {
-                StageWork::Operator(op) => run_operator(op, input, &mut self.urgent, clock)?,
+            let out = match &mut stage.work {
+                StageWork::Operator(op) => run_operator(
+                    op,
+                    input,
+                    &mut self.urgent,
+                    clock,
+                    &mut self.late_emitted[s],
+                )?,
+                StageWork::Late(_) => unreachable!("late stages are run above"),
                 StageWork::Sink(sink) => {
                     for (_, msg) in input {
                         self.done |= matches!(msg, Message::End);
@@ -466,21 +504,37 @@ impl DataflowTask {
                     Vec::new()
                 }
             };
-            if !stage.routers.is_empty() {
-                let now = *clock;
-                if read_later {
-                    let copies = out.iter().cloned();
-                    route(&mut stage.routers, copies, &mut self.done, now)?;
-                } else {
-                    route(&mut stage.routers, out.drain(..), &mut self.done, now)?;
-                }
-            }
-            self.emitted[s] = out;
+            self.finish_stage(s, out, read_later, *clock)?;
         }
         for e in &mut self.emitted {
             e.clear();
         }
+        for e in &mut self.late_emitted {
+            e.clear();
+        }
         self.current = self.stages.len();
+        Ok(())
+    }
+
+    /// Sends what stage `s` emitted to its routers, and keeps it for the
+    /// stages that read it (copies to the routers if one does).
+    fn finish_stage(
+        &mut self,
+        s: usize,
+        mut out: Vec<Message>,
+        read_later: bool,
+        now: i64,
+    ) -> Result<()> {
+        let stage = &mut self.stages[s];
+        if !stage.routers.is_empty() {
+            if read_later {
+                let copies = out.iter().cloned();
+                route(&mut stage.routers, copies, &mut self.done, now)?;
+            } else {
+                route(&mut stage.routers, out.drain(..), &mut self.done, now)?;
+            }
+        }
+        self.emitted[s] = out;
         Ok(())
     }
 
@@ -525,7 +579,7 @@ impl DataflowTask {
                 .fold(after[s + 1], i64::min);
             let own = match &stage.work {
                 StageWork::Operator(op) => op.op.watermark_interest(downstream),
-                StageWork::Sink(_) => i64::MAX,
+                StageWork::Late(_) | StageWork::Sink(_) => i64::MAX,
             };
             let parent = stage.reads.map_or(0, |r| r + 1);
             after[parent] = after[parent].min(own);
@@ -704,6 +758,7 @@ impl Task for DataflowTask {
                         op.op.peak_state();
                 }
                 StageWork::Sink(sink) => sink.node.merge_latency(&sink.latency),
+                StageWork::Late(_) => {}
             }
         }
         if let Head::Source(src) = &self.head {
@@ -713,16 +768,27 @@ impl Task for DataflowTask {
 }
 
 /// Runs one operator over `input`; what it emits. Sets `urgent` when it
-/// emits rows on a watermark.
+/// emits rows on a watermark. With `keep_late`, appends to `late` the late
+/// rows and, after them, each barrier and the end.
 fn run_operator(
     stage: &mut ChainOp,
     input: Vec<(usize, Message)>,
     urgent: &mut bool,
     clock: &mut i64,
+    late: &mut Vec<LateMessage>,
 ) -> Result<Vec<Message>> {
-    let mut out = Emitter::new();
+    let mut out = if stage.keep_late {
+        Emitter::keeping_late()
+    } else {
+        Emitter::new()
+    };
     let started = *clock;
     for (input, msg) in input {
+        let late_control = match &msg {
+            Message::Barrier(id) if stage.keep_late => Some(Message::Barrier(*id)),
+            Message::End if stage.keep_late => Some(Message::End),
+            _ => None,
+        };
         let result = match msg {
             Message::Data(batch) => {
                 stage
@@ -753,6 +819,14 @@ fn run_operator(
                 .map(|_| out.out.push(Message::End)),
         };
         result.map_err(|e| e.in_operator(&stage.name))?;
+        if stage.keep_late {
+            late.extend(
+                out.take_late()
+                    .into_iter()
+                    .map(|(input, batch)| (Some(input), Message::Data(batch))),
+            );
+            late.extend(late_control.map(|m| (None, m)));
+        }
     }
     *clock = now_ns();
     stage
@@ -765,6 +839,20 @@ fn run_operator(
     let emitted: u64 = out.out.iter().map(|m| m.rows() as u64).sum();
     stage.metrics.rows_out.fetch_add(emitted, Relaxed);
     Ok(out.out)
+}
+
+/// The messages of one late output among everything its operator put on
+/// its late outputs.
+fn pass_late(stage: &LateStage, late: &[LateMessage]) -> Vec<Message> {
+    let out: Vec<Message> = late
+        .iter()
+        .filter(|(input, _)| input.is_none_or(|i| i == stage.input))
+        .map(|(_, m)| m.clone())
+        .collect();
+    let rows: u64 = out.iter().map(|m| m.rows() as u64).sum();
+    stage.metrics.rows_in.fetch_add(rows, Relaxed);
+    stage.metrics.rows_out.fetch_add(rows, Relaxed);
+    out
 }
 
 /// Hands each message to every router of `routers` (not empty): copies to

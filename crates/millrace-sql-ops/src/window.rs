@@ -17,7 +17,9 @@
 //!   below the operator's watermark (the largest it received); a row that
 //!   already carries its window is late when that window's end is at or
 //!   below the watermark (the window has fired downstream). Late rows never
-//!   enter a window, so no row lands in a window that already fired.
+//!   enter a window, so no row lands in a window that already fired; the
+//!   operator hands them to [`Emitter::late`](millrace_core::Emitter::late),
+//!   which counts them and, when asked, sends them to the late output.
 //! * **Firing.** A watermark `W` closes every window with `end <= W`, in
 //!   order of `(end, start)` ([`take_closed`]); an operator emits their
 //!   results before it forwards `W`.
@@ -346,16 +348,17 @@ impl WindowAssign {
     }
 
     /// Appends to `out` every (row, window) membership of `batch` for
-    /// tumbling, hopping and carried windows, skipping late rows; returns the
-    /// number of late rows. Session windows depend on other rows of the same
-    /// key, so their operators call [`WindowAssign::event_times`] instead.
+    /// tumbling, hopping and carried windows, and to `late` the rows behind
+    /// the watermark, which get none. Session windows depend on other rows
+    /// of the same key, so their operators call [`WindowAssign::event_times`]
+    /// instead.
     pub fn assign(
         &self,
         batch: &RecordBatch,
         watermark: i64,
         out: &mut Vec<Assignment>,
-    ) -> Result<u64> {
-        let mut late = 0u64;
+        late: &mut Vec<u32>,
+    ) -> Result<()> {
         match self {
             WindowAssign::Time { kind, .. } => {
                 let (size, slide) = match *kind {
@@ -369,7 +372,7 @@ impl WindowAssign {
                 };
                 for (row, ts) in self.event_times(batch)?.into_iter().enumerate() {
                     if ts < watermark {
-                        late += 1;
+                        late.push(row as u32);
                         continue;
                     }
                     // Latest window start at or before ts, then earlier ones
@@ -390,7 +393,7 @@ impl WindowAssign {
                 let (starts, ends) = window_bounds(&array)?;
                 for (row, (start, end)) in starts.into_iter().zip(ends).enumerate() {
                     if end <= watermark {
-                        late += 1;
+                        late.push(row as u32);
                         continue;
                     }
                     out.push(Assignment {
@@ -401,7 +404,7 @@ impl WindowAssign {
                 }
             }
         }
-        Ok(late)
+        Ok(())
     }
 }
 
@@ -472,10 +475,10 @@ mod tests {
         // Checked against `assign`: Some(w) exactly when every row gets w
         // and no row is late.
         let by_assign = |assign: &WindowAssign, b: &RecordBatch, wm: i64| {
-            let mut out = Vec::new();
-            let late = assign.assign(b, wm, &mut out).unwrap();
+            let (mut out, mut late) = (Vec::new(), Vec::new());
+            assign.assign(b, wm, &mut out, &mut late).unwrap();
             let first = out.first().map(|a| (a.start, a.end));
-            (late == 0
+            (late.is_empty()
                 && out.len() == b.num_rows()
                 && out.iter().all(|a| Some((a.start, a.end)) == first))
             .then_some(first)
@@ -514,11 +517,11 @@ mod tests {
 
     #[test]
     fn tumble_assigns_one_window_and_skips_late_rows() {
-        let mut out = Vec::new();
-        let late = time(WindowKind::Tumble { size_ms: 10 })
-            .assign(&batch(vec![0, 9, 10, -1, 25, 4]), 5, &mut out)
+        let (mut out, mut late) = (Vec::new(), Vec::new());
+        time(WindowKind::Tumble { size_ms: 10 })
+            .assign(&batch(vec![0, 9, 10, -1, 25, 4]), 5, &mut out, &mut late)
             .unwrap();
-        assert_eq!(late, 3); // 0, -1 and 4 are below the watermark 5
+        assert_eq!(late, vec![0, 3, 5]); // 0, -1 and 4 are below the watermark 5
         let got: Vec<(u32, i64, i64)> = out.iter().map(|a| (a.row, a.start, a.end)).collect();
         assert_eq!(got, vec![(1, 0, 10), (2, 10, 20), (4, 20, 30)]);
     }
@@ -530,7 +533,7 @@ mod tests {
             slide_ms: 2,
             size_ms: 6,
         })
-        .assign(&batch(vec![7, -3]), i64::MIN, &mut out)
+        .assign(&batch(vec![7, -3]), i64::MIN, &mut out, &mut Vec::new())
         .unwrap();
         let got: Vec<(u32, i64, i64)> = out.iter().map(|a| (a.row, a.start, a.end)).collect();
         // 7 is in [6,12), [4,10), [2,8); -3 is in [-4,2), [-6,0), [-8,-2).
@@ -555,8 +558,9 @@ mod tests {
         let assign = WindowAssign::Column {
             window: Arc::new(Column::new("w", 0)),
         };
-        let mut out = Vec::new();
-        assert_eq!(assign.assign(&b, 20, &mut out).unwrap(), 2);
+        let (mut out, mut late) = (Vec::new(), Vec::new());
+        assign.assign(&b, 20, &mut out, &mut late).unwrap();
+        assert_eq!(late, vec![0, 1]);
         assert_eq!(
             out,
             vec![Assignment {

@@ -16,6 +16,7 @@
 //! job.run().unwrap();
 //! ```
 
+pub mod api;
 pub mod catalog;
 pub mod error;
 pub mod interval;
@@ -257,6 +258,7 @@ impl SqlPipeline {
                 let factory = sink.connector.sink.clone().expect("checked above");
                 stream.sink_arc(factory).map_err(|e| context(e.into()))?;
             }
+            planner.check_late_rows_routed()?;
             planner.scanned()
         };
         Ok(Self {

@@ -28,6 +28,9 @@ pub struct Table {
     pub schema: SchemaRef,
     pub connector: Connector,
     pub watermark: Option<WatermarkDecl>,
+    /// The table that receives this table's late rows (`late_rows` option):
+    /// the rows the windowed operator reading it leaves out as late.
+    pub late_rows: Option<String>,
     /// The `WITH` options as written (for explain).
     pub options: Vec<(String, String)>,
 }
@@ -156,6 +159,7 @@ impl Options {
 pub fn resolve(decl: &TableDecl, declared: SchemaRef, line: u64) -> SqlResult<Table> {
     let mut opts = Options::new(decl, line)?;
     let connector = opts.require("connector", "nexmark")?;
+    let late_rows = opts.take("late_rows");
     let proc_time = match opts.take("proc_time").as_deref() {
         None | Some("false") => false,
         Some("true") => true,
@@ -217,11 +221,21 @@ pub fn resolve(decl: &TableDecl, declared: SchemaRef, line: u64) -> SqlResult<Ta
         }
         check_watermark(decl, &schema, line)?;
     }
+    if late_rows.is_some() && connector.source.is_none() {
+        return Err(SqlError::at(
+            line,
+            format!(
+                "table {}: late_rows applies to tables that are read",
+                decl.name
+            ),
+        ));
+    }
     Ok(Table {
         name: decl.name.clone(),
         schema,
         connector,
         watermark: decl.watermark.clone(),
+        late_rows,
         options: decl.options.clone(),
     })
 }

@@ -1,16 +1,15 @@
 //! Builds a pipeline with the Rust API: IoT telemetry → filter → computed
-//! column → per-device hopping window → JSON lines, with late rows counted.
+//! column → per-device hopping window → JSON lines; late rows to the console.
 //!
 //! Run: `cargo run --release -p millrace --example iot_alerts`
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use millrace::api::{StreamExt, Window, agg, col, lit};
 use millrace::connectors::iot::{IotConfig, IotSource};
 use millrace::connectors::sinks::{ConsoleSink, JsonLinesSink};
 use millrace::core::Result;
-use millrace::ops::{Agg, col, lit};
-use millrace::runtime::{Pipeline, PipelineConfig, Window};
+use millrace::runtime::{Pipeline, PipelineConfig};
 
 fn main() -> Result<()> {
     let pipeline = Pipeline::new(PipelineConfig::default());
@@ -18,7 +17,7 @@ fn main() -> Result<()> {
         events: Some(2_000_000),
         ..IotConfig::default()
     }));
-    readings
+    let windows = readings
         // Only readings from devices running hot.
         .filter(col("temperature").gt(lit(30.0)))?
         // Fahrenheit, computed column-at-a-time.
@@ -26,14 +25,15 @@ fn main() -> Result<()> {
         .window(
             Window::hopping(Duration::from_secs(10), Duration::from_secs(5))
                 .keys(["device_id"])
-                .agg(Agg::count_all("hot_readings"))
-                .agg(Agg::max("temp_f", "max_temp_f"))
-                .agg(Agg::avg("voltage", "avg_voltage"))
-                // Rows behind the watermark are always counted; here they are
-                // also shown.
-                .late_rows_to(Arc::new(ConsoleSink::new().with_max_rows(5))),
-        )?
-        .sink(JsonLinesSink::new("hot-devices.jsonl"))?;
+                .agg(agg::count_all().alias("hot_readings"))
+                .agg(agg::max(col("temp_f")).alias("max_temp_f"))
+                .agg(agg::avg(col("voltage")).alias("avg_voltage")),
+        )?;
+    windows.sink(JsonLinesSink::new("hot-devices.jsonl"))?;
+    // Rows behind the watermark are always counted; here they are also shown.
+    windows
+        .late_rows(0)?
+        .sink(ConsoleSink::new().with_max_rows(5))?;
     println!("{}", pipeline.explain()?);
     let summary = pipeline.run()?;
     println!("{summary}");

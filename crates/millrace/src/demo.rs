@@ -8,8 +8,8 @@ use std::time::Duration;
 use millrace_connectors::nexmark::{NexmarkConfig, NexmarkSource};
 use millrace_connectors::sinks::{ConsoleSink, DiscardSink, JsonLinesSink};
 use millrace_core::{Result, SinkFactory};
-use millrace_ops::Agg;
-use millrace_runtime::{Pipeline, PipelineConfig, RunSummary, StopHandle, Window};
+use millrace_runtime::{Pipeline, PipelineConfig, RunSummary, StopHandle};
+use millrace_sql::api::{StreamExt, Window, agg, col};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DemoQuery {
@@ -79,11 +79,11 @@ pub fn build(o: &DemoOptions) -> Result<Pipeline> {
     bids.window(
         window
             .keys(["channel"])
-            .agg(Agg::count_all("bids"))
-            .agg(Agg::sum("price", "sum_price"))
-            .agg(Agg::min("price", "min_price"))
-            .agg(Agg::max("price", "max_price"))
-            .agg(Agg::avg("price", "avg_price")),
+            .agg(agg::count_all().alias("bids"))
+            .agg(agg::sum(col("price")).alias("sum_price"))
+            .agg(agg::min(col("price")).alias("min_price"))
+            .agg(agg::max(col("price")).alias("max_price"))
+            .agg(agg::avg(col("price")).alias("avg_price")),
     )?
     .sink_arc(sink)?;
     Ok(pipeline)

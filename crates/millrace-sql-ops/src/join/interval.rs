@@ -8,8 +8,8 @@
 //!   pass the filter are emitted at once, with the arriving row's entered time
 //!   (the later of the two rows to enter). Then the row is buffered. So each
 //!   pair is emitted exactly once, when its second row arrives.
-//! * **Late rows** (event time below the watermark) are counted with
-//!   `count_late` and dropped. Rows with a null key can never match and are
+//! * **Late rows** (event time below the watermark) go to the late output
+//!   of their side (`Emitter::late`). Rows with a null key can never match and are
 //!   not buffered; in a LEFT join a (non-late) left row with a null key is
 //!   emitted at once, padded with nulls.
 //! * **Expiry.** With watermark W (the largest seen), every future row has
@@ -470,13 +470,13 @@ impl Operator for IntervalJoinOperator {
             },
         };
 
-        let mut late = 0u64;
+        let mut late: Vec<u32> = Vec::new();
         let mut null_keyed: Vec<u32> = Vec::new();
         let mut keep: Vec<(u32, i64, &[u8])> = Vec::new();
         let mut pairs: Vec<(u32, RowRef)> = Vec::new();
         for (row, &t) in times.iter().enumerate() {
             if t < self.watermark {
-                late += 1;
+                late.push(row as u32);
                 continue;
             }
             let Some(key) = keys.get(row) else {
@@ -493,7 +493,7 @@ impl Operator for IntervalJoinOperator {
             }
         }
         self.emit_pairs(&mut arriving, &pairs, out)?;
-        out.count_late(late);
+        out.late(input, &batch, &late)?;
 
         if track && !null_keyed.is_empty() {
             // A null key never matches: no need to wait for the watermark.

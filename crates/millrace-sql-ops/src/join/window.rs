@@ -10,7 +10,7 @@
 //!   `tumble(ts, 10s)` on the other.
 //! * **Late rows.** A row is late when its side's assignment says so (event
 //!   time below the watermark, or a carried window that already ended); late
-//!   rows are counted with `count_late` and dropped.
+//!   rows go to the late output of their side (`Emitter::late`).
 //! * **Firing.** The watermark W is the largest seen. Every window with
 //!   `end <= W` fires, in order of (end, start): its buffered rows are joined
 //!   on the keys, filtered, padded for outer kinds, emitted with entered time
@@ -704,8 +704,9 @@ impl Operator for WindowJoinOperator {
             return Ok(());
         }
         self.assignments.clear();
-        let late = assign.assign(&user, self.watermark, &mut self.assignments)?;
-        out.count_late(late);
+        let mut late = Vec::new();
+        assign.assign(&user, self.watermark, &mut self.assignments, &mut late)?;
+        out.late(input, &batch, &late)?;
         if self.assignments.is_empty() {
             return Ok(());
         }

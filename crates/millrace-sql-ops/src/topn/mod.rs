@@ -8,8 +8,8 @@
 //!
 //! * **Windows.** Rows find their windows with a [`WindowAssign`]: usually
 //!   the window column of an earlier window aggregate (ranking its results),
-//!   or tumble/hop windows from event time. Late rows are counted with
-//!   `count_late` and dropped.
+//!   or tumble/hop windows from event time. Late rows go to the late output
+//!   (`Emitter::late`).
 //! * **Partitions.** Within a window, rows are ranked separately per value of
 //!   the PARTITION BY keys; nulls form their own partition, as in SQL.
 //! * **Ranking.** By the ORDER BY (asc/desc, nulls first/last). Ties are
@@ -668,11 +668,13 @@ impl Operator for TopNOperator {
             None => user,
         };
         self.assignments.clear();
-        let late = self
-            .spec
+        let mut late = Vec::new();
+        self.spec
             .window
-            .assign(&user, self.watermark, &mut self.assignments)?;
-        out.count_late(late);
+            .assign(&user, self.watermark, &mut self.assignments, &mut late)?;
+        // Only a batch with no late row is cut above: `late` numbers the
+        // rows of `batch` too.
+        out.late(0, &batch, &late)?;
         if self.assignments.is_empty() {
             return Ok(());
         }

@@ -55,6 +55,8 @@ pub(super) struct FixedWindowOperator {
     max_entered: Option<i64>,
     /// Scratch for the window memberships of one batch.
     assignments: Vec<Assignment>,
+    /// Scratch for the late rows of one batch.
+    late: Vec<u32>,
     /// The most state held at once, measured before each firing.
     peak: StateSize,
     /// The next watermark is forwarded once it reaches this time.
@@ -74,6 +76,7 @@ impl FixedWindowOperator {
             watermark: i64::MIN,
             max_entered: None,
             assignments: Vec::new(),
+            late: Vec::new(),
             peak: StateSize::default(),
             forward_at: i64::MIN,
             retired: Vec::new(),
@@ -320,12 +323,14 @@ impl Operator for FixedWindowOperator {
         }
         let mut assignments = std::mem::take(&mut self.assignments);
         assignments.clear();
-        let late = self
-            .plan
+        let mut late = std::mem::take(&mut self.late);
+        late.clear();
+        self.plan
             .spec
             .assign
-            .assign(&batch, self.watermark, &mut assignments)?;
-        out.count_late(late);
+            .assign(&batch, self.watermark, &mut assignments, &mut late)?;
+        out.late(0, &batch, &late)?;
+        self.late = late;
         if !assignments.is_empty() {
             let inputs = BatchInputs::evaluate(&self.plan, &self.codec, &batch)?;
             for (id, rows) in bucket_by_window(&assignments) {

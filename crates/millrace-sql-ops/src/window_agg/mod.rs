@@ -11,8 +11,8 @@
 //!   keys means one group per window.
 //! * **Late rows.** The operator's watermark is the largest it has received
 //!   (initially none). Rows the window module calls late (event time below the
-//!   watermark; a carried window whose end is at or below it) are counted with
-//!   [`Emitter::count_late`](millrace_core::Emitter::count_late) and dropped.
+//!   watermark; a carried window whose end is at or below it) go to the late
+//!   output ([`Emitter::late`](millrace_core::Emitter::late)).
 //!   A row that is not late can only land in a window that has not fired.
 //! * **Firing.** On a watermark `W`, every window with `end <= W` fires, in
 //!   order of `(end, start)` (sessions: `(end, key, start)`), and only then is

@@ -269,10 +269,9 @@ impl Operator for SessionOperator {
         let times = self.plan.spec.assign.event_times(&batch)?;
         // A row below the watermark could only extend sessions that may
         // already have fired: late, like any row behind the watermark.
-        let on_time: Vec<u32> = (0..batch.num_rows() as u32)
-            .filter(|&r| times[r as usize] >= self.watermark)
-            .collect();
-        out.count_late((batch.num_rows() - on_time.len()) as u64);
+        let (on_time, late): (Vec<u32>, Vec<u32>) =
+            (0..batch.num_rows() as u32).partition(|&r| times[r as usize] >= self.watermark);
+        out.late(0, &batch, &late)?;
         if on_time.is_empty() {
             return Ok(());
         }

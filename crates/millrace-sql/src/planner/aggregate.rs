@@ -164,10 +164,12 @@ impl StreamPlanner<'_> {
             // route one state per window and upstream instance by its window.
             let (partial, last) = spec.split_two_phase()?;
             let window = partial.output_schema.field(0).name().clone();
-            input
+            let first = input
                 .stream
                 .get()
-                .apply(Arc::new(WindowAggFactory::new(partial)?))
+                .apply(Arc::new(WindowAggFactory::new(partial)?));
+            self.route_late_rows(&input, &first, 0)?;
+            first
                 .key_by([window])?
                 .apply(Arc::new(WindowAggFactory::new(last)?))
         } else if !routing.is_empty() {
@@ -187,24 +189,30 @@ impl StreamPlanner<'_> {
                 }
                 None => spec,
             };
-            keyed.stream.apply(Arc::new(WindowAggFactory::new(spec)?))
+            let op = keyed.stream.apply(Arc::new(WindowAggFactory::new(spec)?));
+            self.route_late_rows(&input, &op, 0)?;
+            op
         } else if self.two_phase_aggregation && spec.splits_in_two_phases() {
             // Every row meets at one instance: fold them where they are
             // first, so the exchange carries one state per window and
             // upstream instance instead of every row.
             let (partial, last) = spec.split_two_phase()?;
-            input
+            let first = input
                 .stream
                 .get()
-                .apply(Arc::new(WindowAggFactory::new(partial)?))
+                .apply(Arc::new(WindowAggFactory::new(partial)?));
+            self.route_late_rows(&input, &first, 0)?;
+            first
                 .rebalance()
                 .apply(Arc::new(WindowAggFactory::new(last)?))
                 .with_parallelism(1)?
         } else {
-            keyed
+            let op = keyed
                 .stream
                 .apply(Arc::new(WindowAggFactory::new(spec)?))
-                .with_parallelism(1)?
+                .with_parallelism(1)?;
+            self.route_late_rows(&input, &op, 0)?;
+            op
         };
         let mut windows = HashMap::new();
         if let Some(k) = kind {
@@ -216,6 +224,7 @@ impl StreamPlanner<'_> {
             event_time: None,
             windows,
             time_hint: input.time_hint.clone(),
+            late_of: None,
         })
     }
 }

@@ -398,6 +398,7 @@ impl StreamPlanner<'_> {
             event_time: None,
             windows,
             time_hint: rows.time_hint,
+            late_of: None,
         }))
     }
 

@@ -174,6 +174,8 @@ impl StreamPlanner<'_> {
         } else {
             stream
         };
+        self.route_late_rows(&left, &stream, 0)?;
+        self.route_late_rows(&right, &stream, 1)?;
         // Drop computed key columns: the join's logical columns remain.
         let left_len = left.schema.fields().len();
         let keep: Vec<usize> = (0..left_len)
@@ -205,6 +207,7 @@ impl StreamPlanner<'_> {
             event_time: None,
             windows: out_windows,
             time_hint: left.time_hint.clone(),
+            late_of: None,
         })
     }
 }

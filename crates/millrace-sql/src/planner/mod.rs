@@ -14,12 +14,13 @@
 
 mod aggregate;
 mod at_window_max;
-mod expr;
+pub(crate) mod expr;
 mod join;
+mod late;
 mod projection;
 mod topn;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
@@ -50,6 +51,9 @@ pub struct Planned {
     /// Name of the event-time column of the sources below, kept even where
     /// a projection dropped it (for error messages that suggest a fix).
     pub time_hint: Option<String>,
+    /// The source table whose rows these are, row for row, when it routes
+    /// its late rows (`late_rows`): the next windowed operator sends them.
+    pub late_of: Option<String>,
 }
 
 impl Planned {
@@ -82,6 +86,8 @@ pub struct StreamPlanner<'a> {
     lowering: Lowering,
     /// Plan keyless window aggregates in two phases (`SET two_phase_aggregation`).
     two_phase_aggregation: bool,
+    /// Source tables whose late rows have been routed.
+    late_routed: HashSet<String>,
 }
 
 impl<'a> StreamPlanner<'a> {
@@ -97,6 +103,7 @@ impl<'a> StreamPlanner<'a> {
             sources: HashMap::new(),
             planned: HashMap::new(),
             lowering: Lowering::new(),
+            late_routed: HashSet::new(),
         }
     }
 
@@ -271,6 +278,7 @@ impl<'a> StreamPlanner<'a> {
             event_time: event_time_of(&read_schema),
             windows: HashMap::new(),
             time_hint: table.event_time().map(|e| e.column),
+            late_of: table.late_rows.as_ref().map(|_| name.clone()),
         };
         if scan.filters.is_empty() {
             return Ok(planned);
@@ -330,6 +338,7 @@ impl<'a> StreamPlanner<'a> {
             event_time,
             windows,
             time_hint: input.time_hint,
+            late_of: input.late_of,
         })
     }
 
@@ -349,6 +358,11 @@ impl<'a> StreamPlanner<'a> {
     }
 
     fn union(&mut self, inputs: Vec<Planned>, schema: &DFSchemaRef) -> SqlResult<Planned> {
+        if let Some(table) = inputs.iter().find_map(|i| i.late_of.as_ref()) {
+            return Err(SqlError::new(format!(
+                "table '{table}' sets late_rows, but its rows meet others in a UNION before a windowed operator, which could not tell whose late rows it has; window each table apart, or drop late_rows"
+            )));
+        }
         let runtime = Planned::runtime_schema(schema);
         // Each input is cast and renamed to the union's columns first.
         let mut streams = Vec::with_capacity(inputs.len());
@@ -399,6 +413,7 @@ impl<'a> StreamPlanner<'a> {
             event_time,
             windows,
             time_hint: inputs[0].time_hint.clone(),
+            late_of: None,
         })
     }
 }

@@ -207,16 +207,20 @@ impl StreamPlanner<'_> {
                     output_schema: keyed.schema.clone(),
                     ..spec.clone()
                 };
-                input
+                let partial = input
                     .stream
                     .get()
-                    .apply(Arc::new(TopNFactory::new(partial)?))
+                    .apply(Arc::new(TopNFactory::new(partial)?));
+                self.route_late_rows(&input, &partial, 0)?;
+                partial
             };
             ranked_here
                 .key_by([window_column])?
                 .apply(Arc::new(TopNFactory::new(spec)?))
         } else {
-            keyed.stream.apply(Arc::new(TopNFactory::new(spec)?))
+            let op = keyed.stream.apply(Arc::new(TopNFactory::new(spec)?));
+            self.route_late_rows(&input, &op, 0)?;
+            op
         };
         let stream = if routing.is_empty() {
             stream.with_parallelism(1)?
@@ -257,6 +261,7 @@ impl StreamPlanner<'_> {
             event_time: None,
             windows: input.windows.clone(),
             time_hint: input.time_hint.clone(),
+            late_of: None,
         })
     }
 }

@@ -3,9 +3,11 @@
 //! gigabytes of disk on a cold build. Run one module with
 //! `cargo test -p millrace-sql --test integration <module>::`.
 
+mod api;
 mod common;
 mod errors;
 mod explain;
 mod iot;
+mod late_rows;
 mod nexmark;
 mod semantics;

@@ -20,7 +20,7 @@ fn demo_runs_a_window_pipeline_and_prints_the_summary() {
         millrace(&["demo", "--events", "50000", "--explain", "--max-rows", "3"]);
     assert!(ok, "{stderr}");
     assert!(
-        stdout.contains("window(tumbling 10000ms by [channel]"),
+        stdout.contains("window(tumble 10s by [channel]"),
         "{stdout}"
     );
     assert!(stdout.contains("more rows not shown"), "{stdout}");

@@ -21,13 +21,20 @@ pub fn read_all(source: &dyn SourceFactory) -> Vec<RecordBatch> {
     }
 }
 
-/// Column `name` of every batch as i64 (Int64 or Timestamp(ms)).
+/// Column `name` of every batch as i64 (Int64 or Timestamp(ms));
+/// `window.start` and `window.end` read the bounds of the `window` column.
 pub fn ints(batches: &[RecordBatch], name: &str) -> Vec<i64> {
     let mut v = Vec::new();
     for b in batches {
-        let c = b
-            .column_by_name(name)
-            .unwrap_or_else(|| panic!("no column {name}"));
+        let c = match name.split_once('.') {
+            Some((column, field)) => b
+                .column_by_name(column)
+                .and_then(|s| s.as_struct().column_by_name(field))
+                .unwrap_or_else(|| panic!("no column {name}")),
+            None => b
+                .column_by_name(name)
+                .unwrap_or_else(|| panic!("no column {name}")),
+        };
         match c.data_type() {
             DataType::Int64 => v.extend(c.as_primitive::<Int64Type>().values().iter().copied()),
             DataType::Timestamp(_, _) => v.extend(

@@ -17,8 +17,8 @@ use millrace_core::{
     BarrierId, CollectSink, Emitter, EventTime, Operator, OperatorFactory, Result, SinkFactory,
     SinkWriter, Snapshot, SourceFactory, SourcePoll, SourceReader,
 };
-use millrace_ops::{Agg, col, lit};
-use millrace_runtime::{ChannelCapacity, Pipeline, PipelineConfig, Window};
+use millrace_runtime::{ChannelCapacity, Pipeline, PipelineConfig};
+use millrace_sql::api::{StreamExt, Window, agg, col, lit};
 
 fn config(parallelism: usize) -> PipelineConfig {
     PipelineConfig {
@@ -309,7 +309,7 @@ fn silent_beside_busy(events: u64, barrier_every_rows: Option<u64>, release_at: 
         .window(
             Window::tumbling_ms(1000)
                 .keys(["device_id"])
-                .agg(Agg::count_all("n")),
+                .agg(agg::count_all().alias("n")),
         )
         .unwrap()
         .sink(sink.clone())
@@ -369,24 +369,23 @@ fn rows_behind_the_watermark_are_counted_and_routed_to_the_side_output() {
     });
     let late = CollectSink::new();
     let out = CollectSink::new();
-    pipeline
+    let windows = pipeline
         .source(source)
         .window(
             Window::tumbling_ms(2000)
                 .keys(["k"])
-                .agg(Agg::sum("v", "total"))
-                .late_rows_to(Arc::new(late.clone())),
+                .agg(agg::sum(col("v")).alias("total")),
         )
-        .unwrap()
-        .sink(out.clone())
         .unwrap();
+    windows.sink(out.clone()).unwrap();
+    windows.late_rows(0).unwrap().sink(late.clone()).unwrap();
     let summary = pipeline.run().unwrap();
     assert_eq!(summary.operator("window").unwrap().late_rows, 1);
     let late_rows = late.batches();
     assert_eq!(ints(&late_rows, "ts"), vec![500]);
     assert_eq!(ints(&late_rows, "v"), vec![99]);
     let b = out.batches();
-    let mut got: Vec<(i64, i64, i64)> = ints(&b, "window_start")
+    let mut got: Vec<(i64, i64, i64)> = ints(&b, "window.start")
         .into_iter()
         .zip(ints(&b, "k"))
         .zip(ints(&b, "total"))
@@ -496,7 +495,11 @@ fn an_operator_error_stops_the_pipeline_naming_the_operator() {
         .sink(CollectSink::new())
         .unwrap();
     let err = pipeline.run().unwrap_err().to_string();
-    assert!(err.contains("operator 'with_column(ratio"), "{err}");
+    assert!(err.contains("operator 'project["), "{err}");
+    assert!(
+        err.contains("ratio = price@2 / (bidder@1 - bidder@1)"),
+        "{err}"
+    );
     assert!(err.to_lowercase().contains("divide by zero"), "{err}");
 }
 
@@ -559,7 +562,7 @@ fn explain_shows_fused_chains_and_exchanges() {
         .window(
             Window::tumbling_ms(10_000)
                 .keys(["auction"])
-                .agg(Agg::count_all("n")),
+                .agg(agg::count_all().alias("n")),
         )
         .unwrap()
         .sink(CollectSink::new())
@@ -567,10 +570,10 @@ fn explain_shows_fused_chains_and_exchanges() {
     let plan = pipeline.explain().unwrap();
     let want = "\
 task 0 [parallelism 2]
-    source nexmark-bids  →  filter(price > 1000)  →  with_column(cents = price * 100)
+    source nexmark-bids  →  filter[price@2 > 1000]  →  project[auction, bidder, price, channel, url, date_time, extra, cents = price@2 * 100]
     └─ hash(auction) ─▶ task 1 (input 0)
 task 1 [parallelism 2]
-    window(tumbling 10000ms by [auction]: count(*) AS n)  →  sink collect
+    window(tumble 10s by [auction]: count(1) AS n)  →  sink collect
 watermarks:
     source nexmark-bids: date_time − 4000 ms, idle timeout 1000 ms
 ";
@@ -600,7 +603,7 @@ fn a_stream_read_by_three_consumers_fuses_them_and_feeds_each_every_row() {
     bids.window(
         Window::tumbling_ms(10_000)
             .keys(["auction"])
-            .agg(Agg::count_all("n")),
+            .agg(agg::count_all().alias("n")),
     )
     .unwrap()
     .sink(counts.clone())
@@ -609,11 +612,11 @@ fn a_stream_read_by_three_consumers_fuses_them_and_feeds_each_every_row() {
     let want = "\
 task 0 [parallelism 2]
     source nexmark-bids
-    └─ filter(price > 1000)  →  sink collect
-    └─ with_column(cents = price * 100)  →  sink collect
+    └─ filter[price@2 > 1000]  →  sink collect
+    └─ project[auction, bidder, price, channel, url, date_time, extra, cents = price@2 * 100]  →  sink collect
     └─ hash(auction) ─▶ task 1 (input 0)
 task 1 [parallelism 2]
-    window(tumbling 10000ms by [auction]: count(*) AS n)  →  sink collect
+    window(tumble 10s by [auction]: count(1) AS n)  →  sink collect
 ";
     assert!(plan.starts_with(want), "{plan}");
     pipeline.run().unwrap();
@@ -745,7 +748,7 @@ fn stopping_an_unbounded_pipeline_drains_it_without_losing_rows() {
         .window(
             Window::tumbling_ms(1000)
                 .keys(["device_id"])
-                .agg(Agg::count_all("n")),
+                .agg(agg::count_all().alias("n")),
         )
         .unwrap()
         .sink(sink.clone())
@@ -804,7 +807,7 @@ fn a_window_without_keys_refuses_parallelism_above_one() {
     let pipeline = Pipeline::new(config(2));
     let err = pipeline
         .source(IotSource::new(IotConfig::default()))
-        .window(Window::tumbling_ms(1000).agg(Agg::count_all("n")))
+        .window(Window::tumbling_ms(1000).agg(agg::count_all().alias("n")))
         .unwrap()
         .with_parallelism(2)
         .err()
@@ -955,7 +958,7 @@ fn a_source_instance_far_ahead_waits_without_stalling_barrier_alignment() {
             .window(
                 Window::tumbling_ms(1000)
                     .keys(["k"])
-                    .agg(Agg::count_all("n")),
+                    .agg(agg::count_all().alias("n")),
             )
             .unwrap()
             .sink(sink.clone())

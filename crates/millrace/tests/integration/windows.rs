@@ -9,8 +9,8 @@ use crate::common::*;
 use millrace_connectors::iot::{IotConfig, IotSource};
 use millrace_connectors::nexmark::{NexmarkConfig, NexmarkSource};
 use millrace_core::CollectSink;
-use millrace_ops::Agg;
-use millrace_runtime::{Pipeline, PipelineConfig, Window};
+use millrace_runtime::{Pipeline, PipelineConfig};
+use millrace_sql::api::{StreamExt, Window, agg, col};
 
 fn config(parallelism: usize) -> PipelineConfig {
     PipelineConfig {
@@ -80,11 +80,11 @@ fn streamed_with(window: Window, config: PipelineConfig) -> BTreeMap<(i64, i64),
         .window(
             window
                 .keys(["device_id"])
-                .agg(Agg::count_all("n"))
-                .agg(Agg::sum("voltage", "sum_voltage"))
-                .agg(Agg::min("temperature", "min_temp"))
-                .agg(Agg::max("temperature", "max_temp"))
-                .agg(Agg::avg("humidity", "avg_hum")),
+                .agg(agg::count_all().alias("n"))
+                .agg(agg::sum(col("voltage")).alias("sum_voltage"))
+                .agg(agg::min(col("temperature")).alias("min_temp"))
+                .agg(agg::max(col("temperature")).alias("max_temp"))
+                .agg(agg::avg(col("humidity")).alias("avg_hum")),
         )
         .unwrap()
         .sink(out.clone())
@@ -94,8 +94,8 @@ fn streamed_with(window: Window, config: PipelineConfig) -> BTreeMap<(i64, i64),
     let b = out.batches();
     let (dev, start, end) = (
         ints(&b, "device_id"),
-        ints(&b, "window_start"),
-        ints(&b, "window_end"),
+        ints(&b, "window.start"),
+        ints(&b, "window.end"),
     );
     let n = ints(&b, "n");
     let (sv, mn, mx, avg) = (
@@ -201,7 +201,7 @@ fn nexmark_bids_per_auction_equal_batch_counts() {
             .window(
                 Window::tumbling_ms(10_000)
                     .keys(["auction"])
-                    .agg(Agg::count_all("bids")),
+                    .agg(agg::count_all().alias("bids")),
             )
             .unwrap()
             .sink(out.clone())
@@ -210,7 +210,7 @@ fn nexmark_bids_per_auction_equal_batch_counts() {
         let b = out.batches();
         let got: BTreeMap<(i64, i64), i64> = ints(&b, "auction")
             .into_iter()
-            .zip(ints(&b, "window_start"))
+            .zip(ints(&b, "window.start"))
             .zip(ints(&b, "bids"))
             .collect();
         assert_eq!(got, want, "parallelism {p}");

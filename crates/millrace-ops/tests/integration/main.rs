@@ -1,9 +1,0 @@
-//! The crate's integration tests, one binary: each linked test binary carries
-//! all of DataFusion and arrow, so one per file cost minutes of linking and
-//! gigabytes of disk on a cold build. Run one module with
-//! `cargo test -p millrace-ops --test integration <module>::`.
-
-mod common;
-mod expr;
-mod map;
-mod window;
