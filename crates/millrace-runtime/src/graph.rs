@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::datatypes::{Schema, SchemaRef};
+use millrace_core::state::StableHasher;
 use millrace_core::time::is_event_time_type;
 use millrace_core::{
-    Emitter, Error, EventTime, Operator, OperatorFactory, Result, SinkFactory, Snapshot,
-    SourceFactory,
+    Emitter, Error, EventTime, Operator, OperatorFactory, OperatorId, PlanFingerprint, Result,
+    SinkFactory, Snapshot, SourceFactory,
 };
 
 use crate::channel::ChannelCapacity;
@@ -206,6 +207,24 @@ impl Pipeline {
     pub fn explain(&self) -> Result<String> {
         let g = self.graph.borrow();
         Ok(crate::plan::Plan::build(&g)?.explain(&g))
+    }
+
+    /// The stable id of every node and the plan's fingerprint (the state
+    /// contract of `millrace_core::state`). A node's hash covers what
+    /// decides what its state means: its kind and signature (an operator's
+    /// [`OperatorFactory::signature`], a source's name and event time, a
+    /// sink's name), its output columns, and which nodes it reads and how
+    /// rows reach it. Parallelism is left out: keyed state is kept per key
+    /// group, not per instance.
+    pub fn fingerprint(&self) -> PlanFingerprint {
+        let g = self.graph.borrow();
+        let operators = g
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| (OperatorId::new(i, &node.name), node_hash(node)))
+            .collect();
+        PlanFingerprint { operators }
     }
 
     /// Runs the pipeline until every source ends, or the first error.
@@ -464,6 +483,45 @@ impl Stream {
         self.add_node(name, NodeOp::Sink(factory), vec![self.edge()], parallelism);
         Ok(())
     }
+}
+
+fn node_hash(node: &Node) -> u64 {
+    let mut h = StableHasher::new();
+    match &node.op {
+        NodeOp::Source {
+            factory,
+            event_time,
+        } => {
+            h.write(b"source");
+            h.write(factory.name().as_bytes());
+            if let Some(et) = event_time {
+                h.write(et.column.as_bytes());
+                h.write(&et.max_out_of_orderness_ms.to_le_bytes());
+            }
+        }
+        NodeOp::Operator(factory) => {
+            h.write(b"operator");
+            h.write(factory.signature().as_bytes());
+        }
+        NodeOp::Late { input } => {
+            h.write(b"late");
+            h.write(&input.to_le_bytes());
+        }
+        NodeOp::Sink(factory) => {
+            h.write(b"sink");
+            h.write(factory.name().as_bytes());
+        }
+    }
+    for field in node.schema.fields() {
+        h.write(field.name().as_bytes());
+        h.write(field.data_type().to_string().as_bytes());
+        h.write(&[u8::from(field.is_nullable())]);
+    }
+    for edge in &node.inputs {
+        h.write(&edge.from.to_le_bytes());
+        h.write(edge.partitioning.to_string().as_bytes());
+    }
+    h.finish()
 }
 
 fn same_columns(a: &Schema, b: &Schema) -> bool {

@@ -310,6 +310,12 @@ impl SqlPipeline {
         Ok(out)
     }
 
+    /// The stable ids of the dataflow's nodes and the plan's fingerprint:
+    /// planning the same file again gives the same (`millrace_core::state`).
+    pub fn fingerprint(&self) -> millrace_core::PlanFingerprint {
+        self.pipeline.fingerprint()
+    }
+
     pub fn stop_handle(&self) -> StopHandle {
         self.pipeline.stop_handle()
     }

@@ -10,4 +10,5 @@ mod explain;
 mod iot;
 mod late_rows;
 mod nexmark;
+mod plan_identity;
 mod semantics;
