@@ -75,10 +75,18 @@ fn run(op: &mut dyn Operator, steps: &[Step], end: bool) -> Vec<String> {
 /// Messages as lines: one per row (every column, nulls as `null`), one per
 /// watermark.
 pub(crate) fn render(messages: Vec<Message>) -> Vec<String> {
+    render_with(messages, render_rows)
+}
+
+/// Messages as lines, rows rendered by `rows`.
+pub(crate) fn render_with(
+    messages: Vec<Message>,
+    rows: impl Fn(&RecordBatch) -> Vec<String>,
+) -> Vec<String> {
     let mut lines = Vec::new();
     for m in messages {
         match m {
-            Message::Data(b) => lines.extend(render_rows(&b)),
+            Message::Data(b) => lines.extend(rows(&b)),
             Message::Watermark(wm) => lines.push(format!("watermark {}", wm.time_ms)),
             other => lines.push(format!("{other:?}")),
         }

@@ -26,7 +26,7 @@ use millrace_core::{
 };
 
 use super::*;
-use crate::round_trip::{Step, assert_round_trip};
+use crate::round_trip::{Step, assert_round_trip, render_with};
 use crate::window::{WindowAssign, WindowKind, is_window_type, window_array, window_bounds};
 
 /// The input of most tests: `ts` (ms), `user` (nullable), `region`,
@@ -174,15 +174,7 @@ impl Harness {
 }
 
 fn render(messages: Vec<Message>) -> Vec<String> {
-    let mut lines = Vec::new();
-    for m in messages {
-        match m {
-            Message::Data(b) => lines.extend(render_rows(&b)),
-            Message::Watermark(wm) => lines.push(format!("watermark {}", wm.time_ms)),
-            other => lines.push(format!("{other:?}")),
-        }
-    }
-    lines
+    render_with(messages, render_rows)
 }
 
 fn render_rows(batch: &RecordBatch) -> Vec<String> {
