@@ -14,6 +14,7 @@ pub mod window_agg;
 
 #[cfg(test)]
 mod round_trip;
+mod snapshot;
 
 use std::collections::HashMap;
 

@@ -22,8 +22,10 @@ impl Step {
 
 /// For each instance of `parallelism` (its steps in `steps[instance]`),
 /// checks that cutting the run after `cut` steps — snapshot, drop, restore —
-/// changes nothing it emits. Returns every instance's output, rendered, so
-/// a test can also check it is not trivially empty.
+/// changes nothing it emits nor the rows it counts late, and that the
+/// instance a snapshot was taken of goes on as if none had been. Returns
+/// every instance's output, rendered, so a test can also check it is not
+/// trivially empty.
 pub(crate) fn assert_round_trip(
     factory: &dyn OperatorFactory,
     steps: &[Vec<Step>],
@@ -33,26 +35,78 @@ pub(crate) fn assert_round_trip(
     let mut outputs = Vec::new();
     for (instance, steps) in steps.iter().enumerate() {
         let cut = cut.min(steps.len());
+        let context = format!("instance {instance} of {parallelism}, cut after step {cut}");
         let mut op = factory.create(instance, parallelism).unwrap();
         let whole = run(op.as_mut(), steps, true);
 
         let mut first = factory.create(instance, parallelism).unwrap();
-        let mut interrupted = run(first.as_mut(), &steps[..cut], false);
+        let before = run(first.as_mut(), &steps[..cut], false);
         let snapshot: Snapshot = first.snapshot().unwrap();
+        let went_on = run(first.as_mut(), &steps[cut..], true);
+        assert_eq!(
+            before.then(went_on),
+            whole,
+            "{context}: the instance that took the snapshot went on differently"
+        );
         drop(first);
         let mut restored = factory.restore(instance, parallelism, &snapshot).unwrap();
-        interrupted.extend(run(restored.as_mut(), &steps[cut..], true));
-
+        let after = run(restored.as_mut(), &steps[cut..], true);
         assert_eq!(
-            interrupted, whole,
-            "instance {instance} of {parallelism}: the run cut after step {cut} differs"
+            before.then(after),
+            whole,
+            "{context}: the restored instance differs"
         );
-        outputs.push(whole);
+        outputs.push(whole.lines);
     }
     outputs
 }
 
-fn run(op: &mut dyn Operator, steps: &[Step], end: bool) -> Vec<String> {
+/// [`assert_round_trip`] at every cut, from before the first step to
+/// after the last. Returns how many data rows the uninterrupted runs emit
+/// and how many rows they count late (all instances together), so a test
+/// can check that the input exercised the operator.
+pub(crate) fn assert_round_trips_at_every_cut(
+    factory: &dyn OperatorFactory,
+    steps: &[Vec<Step>],
+) -> (usize, u64) {
+    let longest = steps.iter().map(Vec::len).max().unwrap_or(0);
+    for cut in 0..=longest {
+        assert_round_trip(factory, steps, cut);
+    }
+    let (mut rows, mut late_rows) = (0, 0);
+    for (instance, instance_steps) in steps.iter().enumerate() {
+        let mut op = factory.create(instance, steps.len()).unwrap();
+        let whole = run(op.as_mut(), instance_steps, true);
+        rows += whole
+            .lines
+            .iter()
+            .filter(|l| !l.starts_with("watermark"))
+            .count();
+        late_rows += whole.late_rows;
+    }
+    (rows, late_rows)
+}
+
+/// What a run emitted: its messages rendered, and the rows it counted late.
+#[derive(Clone, Debug, PartialEq)]
+struct Run {
+    lines: Vec<String>,
+    late_rows: u64,
+}
+
+impl Run {
+    /// This run, then `next`.
+    fn then(&self, next: Run) -> Run {
+        let mut lines = self.lines.clone();
+        lines.extend(next.lines);
+        Run {
+            lines,
+            late_rows: self.late_rows + next.late_rows,
+        }
+    }
+}
+
+fn run(op: &mut dyn Operator, steps: &[Step], end: bool) -> Run {
     let mut out = Emitter::new();
     for step in steps {
         match step {
@@ -69,7 +123,10 @@ fn run(op: &mut dyn Operator, steps: &[Step], end: bool) -> Vec<String> {
     if end {
         op.on_end(&mut out).unwrap();
     }
-    render(out.take_messages())
+    Run {
+        late_rows: out.late_rows(),
+        lines: render(out.take_messages()),
+    }
 }
 
 /// Messages as lines: one per row (every column, nulls as `null`), one per

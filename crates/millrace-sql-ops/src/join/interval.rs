@@ -16,9 +16,9 @@
 //!   time >= W. A left row can no longer match once `left_time + upper < W`,
 //!   a right row once `right_time - lower < W`; both are then forgotten. In a
 //!   LEFT join the expiring left rows that never matched are emitted, padded
-//!   with nulls, in event-time order, with the watermark's entered time,
-//!   before the watermark is forwarded. At end of input a LEFT join emits
-//!   every still-buffered unmatched left row.
+//!   with nulls, in event-time order (equal times in arrival order), with
+//!   the watermark's entered time, before the watermark is forwarded. At
+//!   end of input a LEFT join emits every still-buffered unmatched left row.
 //! * **Kinds.** INNER and LEFT. A RIGHT interval join is a LEFT one with the
 //!   inputs swapped (the planner can do that); FULL is not supported.
 //!
@@ -29,7 +29,10 @@
 //! search and expiry removes a prefix. A batch is released when the last of
 //! its buffered rows expires; rows expire by time, so the rows of a batch
 //! mostly expire together. Expiry visits the keys only when the watermark
-//! passes the earliest buffered time.
+//! passes the earliest buffered time. A snapshot holds the buffered rows,
+//! their batches and match flags, and the watermark (`interval/state.rs`).
+
+mod state;
 
 use std::sync::Arc;
 
@@ -41,12 +44,13 @@ use arrow::row::SortField;
 use datafusion::physical_expr::PhysicalExpr;
 use millrace_core::time::{event_times_ms, now_ns};
 use millrace_core::{
-    Emitter, Error, Operator, OperatorFactory, Result, Watermark, entered_column, strip_entered,
+    Emitter, Error, Operator, OperatorFactory, Result, Snapshot, Watermark, entered_column,
+    strip_entered,
 };
 
 use super::{
     JoinKind, JoinOutput, JoinShape, KeyEncoder, check_event_time, check_join, check_width,
-    no_such_input, note_entered, passed,
+    describe_filter, describe_keys, no_such_input, note_entered, passed, side,
 };
 use crate::window::evaluate;
 use crate::{FastMap, MAX_OUTPUT_ROWS};
@@ -133,9 +137,46 @@ impl OperatorFactory for IntervalJoinFactory {
     fn create(&self, _instance: usize, _parallelism: usize) -> Result<Box<dyn Operator>> {
         Ok(Box::new(self.operator()?))
     }
+
+    /// An empty snapshot gives a fresh operator; any other must be an
+    /// interval join's of this plan (`interval/state.rs`).
+    fn restore(
+        &self,
+        _instance: usize,
+        _parallelism: usize,
+        state: &Snapshot,
+    ) -> Result<Box<dyn Operator>> {
+        let mut op = self.operator()?;
+        if !state.is_empty() {
+            op.restore_state(state)?;
+        }
+        Ok(Box::new(op))
+    }
+
+    fn signature(&self) -> String {
+        self.describe()
+    }
 }
 
 impl IntervalJoinFactory {
+    /// One line for plans: `interval join: left join on [k@0 = k@0] and
+    /// rt@1 in [lt@1 -5 ms, lt@1 +10 ms] where rt@4 > lt@1`.
+    pub fn describe(&self) -> String {
+        let spec = &self.spec;
+        format!(
+            "{}: {} join on {} and {} in [{} {:+} ms, {} {:+} ms]{}",
+            spec.name,
+            spec.kind,
+            describe_keys(&spec.left_keys, &spec.right_keys),
+            spec.right_time,
+            spec.left_time,
+            spec.lower_ms,
+            spec.left_time,
+            spec.upper_ms,
+            describe_filter(spec.filter.as_ref())
+        )
+    }
+
     fn operator(&self) -> Result<IntervalJoinOperator> {
         let spec = &self.spec;
         Ok(IntervalJoinOperator {
@@ -164,6 +205,8 @@ struct RowRef {
 /// One buffered input batch (user columns).
 struct Slot {
     batch: RecordBatch,
+    /// Orders the slots by arrival (slot ids are reused, so they do not).
+    arrival: u64,
     /// Rows of `batch` still buffered; the slot is freed at zero.
     live: usize,
     /// Per row, whether it found a partner (kept for left rows of a LEFT join).
@@ -179,6 +222,8 @@ struct Buffered {
     by_key: FastMap<Box<[u8]>, Vec<RowRef>>,
     /// No buffered row has a smaller time (`i64::MAX` when empty).
     min_time: i64,
+    /// The `arrival` of the next slot.
+    next_arrival: u64,
 }
 
 impl Buffered {
@@ -188,6 +233,7 @@ impl Buffered {
             free: Vec::new(),
             by_key: FastMap::default(),
             min_time: i64::MAX,
+            next_arrival: 0,
         }
     }
 
@@ -199,9 +245,11 @@ impl Buffered {
         }
         let slot = Slot {
             batch,
+            arrival: self.next_arrival,
             live: rows.len(),
             matched,
         };
+        self.next_arrival += 1;
         let slot_id = match self.free.pop() {
             Some(id) => {
                 self.slots[id as usize] = Some(slot);
@@ -291,6 +339,12 @@ impl Buffered {
         }
     }
 
+    /// Sorts `refs` by time, equal times in arrival order.
+    fn sort_by_time(&self, refs: &mut [RowRef]) {
+        let arrival = |r: &RowRef| self.slots[r.slot as usize].as_ref().map(|s| s.arrival);
+        refs.sort_by_key(|r| (r.time, arrival(r), r.row));
+    }
+
     fn is_matched(&self, r: &RowRef) -> bool {
         self.slots[r.slot as usize]
             .as_ref()
@@ -360,6 +414,17 @@ struct Arriving<'a> {
 }
 
 impl IntervalJoinOperator {
+    /// User columns of input `input` (0 = left, 1 = right).
+    fn input_schema(&self, input: usize) -> &SchemaRef {
+        side(input, &self.spec.left_schema, &self.spec.right_schema)
+    }
+
+    /// The event times (ms) of `user`, a batch of input `input`.
+    fn event_times(&self, input: usize, user: &RecordBatch) -> Result<Vec<i64>> {
+        let time = side(input, &self.spec.left_time, &self.spec.right_time);
+        event_times_ms(&evaluate(time, user)?, &time.to_string())
+    }
+
     /// Whether left rows' matches must be remembered (to pad the unmatched).
     fn tracks_left_matches(&self) -> bool {
         self.spec.kind == JoinKind::Left
@@ -414,7 +479,7 @@ impl IntervalJoinOperator {
     }
 
     /// Emits the left rows among `refs` that never matched, padded with
-    /// nulls, in event-time order.
+    /// nulls, in event-time order (equal times in arrival order).
     fn emit_unmatched_left(
         &self,
         refs: &[RowRef],
@@ -426,7 +491,7 @@ impl IntervalJoinOperator {
             .filter(|r| !self.sides[0].is_matched(r))
             .copied()
             .collect();
-        unmatched.sort_by_key(|r| (r.time, r.slot, r.row));
+        self.sides[0].sort_by_time(&mut unmatched);
         for chunk in unmatched.chunks(MAX_OUTPUT_ROWS) {
             let left = self.sides[0].gather(chunk)?;
             let entered = Arc::new(Int64Array::from_value(entered_ns, chunk.len()));
@@ -437,22 +502,20 @@ impl IntervalJoinOperator {
 }
 
 impl Operator for IntervalJoinOperator {
-    fn snapshot(&mut self) -> Result<millrace_core::Snapshot> {
-        Err(millrace_core::Error::Other(
-            "interval join state cannot be snapshotted yet".into(),
-        ))
+    /// The buffered rows with their match flags, and the watermark (see
+    /// `interval/state.rs`).
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        self.state_snapshot()
     }
 
     fn on_data(&mut self, input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
-        let (time_expr, schema) = match input {
-            0 => (&self.spec.left_time, &self.spec.left_schema),
-            1 => (&self.spec.right_time, &self.spec.right_schema),
-            _ => return Err(no_such_input(input)),
-        };
+        if input > 1 {
+            return Err(no_such_input(input));
+        }
         let user = strip_entered(&batch);
-        check_width(&user, schema, &self.spec.name, input)?;
+        check_width(&user, self.input_schema(input), &self.spec.name, input)?;
         note_entered(&mut self.max_entered, &batch);
-        let times = event_times_ms(&evaluate(time_expr, &user)?, &time_expr.to_string())?;
+        let times = self.event_times(input, &user)?;
         let keys = self.keys.encode(input, &user)?;
         let entered: ArrayRef = match entered_column(&batch) {
             Some(e) => Arc::new(e.clone()),
@@ -537,7 +600,10 @@ impl Operator for IntervalJoinOperator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::join::test_util::{batch, entered, ints, joined, render, schema, strs, take, wm};
+    use crate::join::test_util::{
+        batch, entered, ints, join_round_trip_steps, joined, render, schema, strs, take, wm,
+    };
+    use crate::round_trip::{Step, assert_round_trip, assert_round_trips_at_every_cut};
     use arrow::datatypes::DataType;
     use datafusion::logical_expr::Operator as Op;
     use datafusion::physical_expr::expressions::{Column, binary, col};
@@ -761,6 +827,149 @@ mod tests {
                 "1, 200, b, null, null, null",
                 "wm 300"
             ]
+        );
+    }
+
+    /// `right.rt > left.lt`: a residual filter that leaves some left rows
+    /// with partners in the band but no match.
+    fn strictly_after(spec: &IntervalJoinSpec) -> Arc<dyn PhysicalExpr> {
+        let lt = Arc::new(Column::new("lt", 1));
+        let rt = Arc::new(Column::new("rt", 4));
+        binary(rt, Op::Gt, lt, &spec.output_schema).unwrap()
+    }
+
+    /// Inner and left joins, with and without a filter, parallelism 1 and
+    /// 2: a snapshot at any step, restored, changes nothing. Many rows
+    /// share an event time, so the unmatched left rows a watermark pads
+    /// come in arrival order among equal times, across the cut too.
+    #[test]
+    fn state_round_trips_through_a_snapshot_at_every_step() {
+        let (left, right) = sides();
+        for kind in [JoinKind::Inner, JoinKind::Left] {
+            for filtered in [false, true] {
+                let mut spec = spec(kind);
+                if filtered {
+                    spec.filter = Some(strictly_after(&spec));
+                }
+                let factory = IntervalJoinFactory::new(spec).unwrap();
+                for parallelism in [1, 2] {
+                    let steps = join_round_trip_steps([&left, &right], parallelism);
+                    let (rows, late) = assert_round_trips_at_every_cut(&factory, &steps);
+                    let what = format!("{kind}, filter {filtered}, parallelism {parallelism}");
+                    assert!(rows >= 25, "{what}: {rows} rows");
+                    assert!(late >= 10, "{what}: {late} late rows");
+                }
+            }
+        }
+    }
+
+    /// A restored left join still knows which buffered left rows matched:
+    /// `a` matched before the cut and is not padded when it expires after.
+    #[test]
+    fn restored_left_rows_keep_their_matches() {
+        let factory = IntervalJoinFactory::new(spec(JoinKind::Left)).unwrap();
+        let mut op = factory.operator().unwrap();
+        let mut out = Emitter::new();
+        send(
+            &mut op,
+            0,
+            &[(Some(1), 100, "a"), (Some(2), 100, "b")],
+            1,
+            &mut out,
+        );
+        send(&mut op, 1, &[(Some(1), 104, "x")], 2, &mut out);
+        assert_eq!(take(&mut out), ["1, 100, a, 1, 104, x"]);
+        let snapshot = op.snapshot().unwrap();
+        let mut restored = factory.restore(0, 1, &snapshot).unwrap();
+        restored.on_watermark(wm(200, 3), &mut out).unwrap();
+        assert_eq!(take(&mut out), ["2, 100, b, null, null, null", "wm 200"]);
+    }
+
+    /// Unmatched left rows of equal time are padded in arrival order, not
+    /// in the order of the slots their batches were given (`c` reuses the
+    /// slot `a` left), so a restore, which gives the slots out again in
+    /// arrival order, pads them in the same order.
+    #[test]
+    fn equal_times_are_padded_in_arrival_order_across_a_restore() {
+        let (left, _) = sides();
+        let row = |k: i64, t: i64, v: &str| {
+            let columns = vec![ints(&[Some(k)]), ints(&[Some(t)]), strs(&[v])];
+            Step::data(0, batch(&left, columns, 1))
+        };
+        let steps = vec![vec![
+            row(1, 100, "a"),
+            row(2, 120, "b"),
+            Step::Watermark(111),
+            row(3, 120, "c"),
+            Step::Watermark(200),
+        ]];
+        let factory = IntervalJoinFactory::new(spec(JoinKind::Left)).unwrap();
+        for cut in 0..=steps[0].len() {
+            let lines = assert_round_trip(&factory, &steps, cut).concat();
+            let padded: Vec<&str> = lines.iter().filter_map(|l| l.split(' ').nth(2)).collect();
+            assert_eq!(padded, ["a", "b", "c"], "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn a_snapshot_of_another_plan_is_refused() {
+        let (left, right) = sides();
+        // The right input's value column is an integer here.
+        let other_right = schema(&[
+            ("k", DataType::Int64),
+            ("rt", DataType::Int64),
+            ("rv", DataType::Int64),
+        ]);
+        let other = IntervalJoinSpec {
+            right_keys: vec![col("k", &other_right).unwrap()],
+            right_time: col("rt", &other_right).unwrap(),
+            output_schema: joined(&left, &other_right),
+            right_schema: other_right.clone(),
+            ..spec(JoinKind::Inner)
+        };
+        let mut op = operator(other);
+        let mut out = Emitter::new();
+        let row = batch(
+            &other_right,
+            vec![ints(&[Some(1)]), ints(&[Some(5)]), ints(&[Some(7)])],
+            1,
+        );
+        op.on_data(1, row, &mut out).unwrap();
+        let snapshot = op.snapshot().unwrap();
+
+        let factory = IntervalJoinFactory::new(spec(JoinKind::Inner)).unwrap();
+        let err = factory
+            .restore(0, 1, &snapshot)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("snapshot") && err.contains("rv: Int64"),
+            "{err}"
+        );
+        // A window join's snapshot has no match flags.
+        let window_join = Snapshot::none()
+            .with(
+                "left",
+                strip_entered(&batch(&left, vec![ints(&[]), ints(&[]), strs(&[])], 1)),
+            )
+            .with(
+                "right",
+                strip_entered(&batch(&right, vec![ints(&[]), ints(&[]), strs(&[])], 1)),
+            );
+        let err = factory
+            .restore(0, 1, &window_join)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("snapshot has no table 'left_state'"), "{err}");
+        assert!(factory.restore(0, 1, &Snapshot::none()).is_ok());
+        // The signature says what the plan's state means.
+        let mut filtered = spec(JoinKind::Left);
+        filtered.filter = Some(strictly_after(&filtered));
+        assert_eq!(
+            IntervalJoinFactory::new(filtered).unwrap().signature(),
+            "interval join: left join on [k@0 = k@0] and rt@1 in [lt@1 -5 ms, lt@1 +10 ms] where rt@4 > lt@1"
         );
     }
 

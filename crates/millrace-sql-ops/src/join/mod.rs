@@ -79,9 +79,32 @@ impl fmt::Display for JoinKind {
     }
 }
 
+/// The equi-join keys as plans show them: `[a = b, c = d]`.
+pub(crate) fn describe_keys(
+    left: &[Arc<dyn PhysicalExpr>],
+    right: &[Arc<dyn PhysicalExpr>],
+) -> String {
+    let pairs: Vec<String> = left
+        .iter()
+        .zip(right)
+        .map(|(l, r)| format!("{l} = {r}"))
+        .collect();
+    format!("[{}]", pairs.join(", "))
+}
+
+/// The residual filter as plans show it: `" where <filter>"`, or nothing.
+pub(crate) fn describe_filter(filter: Option<&Arc<dyn PhysicalExpr>>) -> String {
+    filter.map_or(String::new(), |f| format!(" where {f}"))
+}
+
+/// Of a pair of per-input things, input `input`'s (0 is left, 1 is right).
+pub(crate) fn side<T>(input: usize, left: T, right: T) -> T {
+    if input == 0 { left } else { right }
+}
+
 /// The side name used in messages (`input` 0 is left, 1 is right).
 pub(crate) fn side_name(input: usize) -> &'static str {
-    if input == 0 { "left" } else { "right" }
+    side(input, "left", "right")
 }
 
 /// Error for a batch on an input a two-input operator does not have.

@@ -11,6 +11,7 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use millrace_core::batch::attach_entered_now;
 use millrace_core::{Emitter, Message, Watermark, entered_column, strip_entered};
 
+use crate::round_trip::Step;
 use crate::window::{is_window_type, window_array};
 
 /// A schema of nullable fields.
@@ -117,4 +118,53 @@ pub(crate) fn entered(messages: &[Message]) -> Vec<i64> {
         })
         .flatten()
         .collect()
+}
+
+/// An out-of-order stream on both inputs of a join, for round-trip tests
+/// (`crate::round_trip`): 24 rounds, each a batch on one or both inputs of
+/// rows `(k, t, v)` (`schemas[input]` has these three columns), then a
+/// watermark 4 ms behind the largest time so far. Keys are 0..4 or null;
+/// times rise ~1.5 ms a row, jittered by up to 6 ms either way and rounded
+/// down to even, so some rows are late and many times are equal. Each
+/// instance of `parallelism` gets the rows of keys `k % parallelism` (null
+/// keys go to 0) and every watermark, as after an exchange by key.
+pub(crate) fn join_round_trip_steps(
+    schemas: [&SchemaRef; 2],
+    parallelism: usize,
+) -> Vec<Vec<Step>> {
+    let mut steps = vec![Vec::new(); parallelism];
+    let mut max_t = i64::MIN;
+    let mut n = 0i64;
+    for round in 0..24i64 {
+        for (input, schema) in schemas.into_iter().enumerate() {
+            // Every fifth round one input sends nothing.
+            if (round + input as i64) % 5 == 4 {
+                continue;
+            }
+            let mut rows: Vec<Vec<(Option<i64>, i64, String)>> = vec![Vec::new(); parallelism];
+            for _ in 0..4 - input {
+                let t = n * 3 / 2 + (n * 7919 % 13) - 6;
+                let t = t.max(0) / 2 * 2;
+                let k = (n % 7 != 3).then_some((n * n + n / 3) % 4);
+                let instance = k.map_or(0, |k| k as usize % parallelism);
+                rows[instance].push((k, t, format!("{}{n}", ["l", "r"][input])));
+                max_t = max_t.max(t);
+                n += 1;
+            }
+            for (instance, rows) in rows.into_iter().enumerate() {
+                if rows.is_empty() {
+                    continue;
+                }
+                let k: Vec<Option<i64>> = rows.iter().map(|r| r.0).collect();
+                let t: Vec<Option<i64>> = rows.iter().map(|r| Some(r.1)).collect();
+                let v: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+                let b = batch(schema, vec![ints(&k), ints(&t), strs(&v)], round + 1);
+                steps[instance].push(Step::data(input, b));
+            }
+        }
+        for instance in &mut steps {
+            instance.push(Step::Watermark(max_t - 4));
+        }
+    }
+    steps
 }

@@ -18,6 +18,8 @@
 //!   of input every open window fires (entered time = the largest seen).
 //! * **Order.** Within a window: the pairs (in arrival order of the larger
 //!   side), then unmatched left rows, then unmatched right rows.
+//! * **State.** A snapshot holds every open window's rows and the
+//!   watermark (`window/state.rs`).
 //!
 //! # Cost
 //!
@@ -36,6 +38,8 @@
 //! is built `MAX_OUTPUT_ROWS` pairs at a time, so a large window never
 //! becomes one huge batch.
 
+mod state;
+
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::ops::Range;
@@ -49,12 +53,13 @@ use arrow::row::SortField;
 use datafusion::physical_expr::PhysicalExpr;
 use millrace_core::time::now_ns;
 use millrace_core::{
-    Emitter, Error, Operator, OperatorFactory, Result, StateSize, Watermark, strip_entered,
+    Emitter, Error, Operator, OperatorFactory, Result, Snapshot, StateSize, Watermark,
+    strip_entered,
 };
 
 use super::{
     JoinKind, JoinOutput, JoinShape, KeyEncoder, Keys, check_join, check_width,
-    check_window_assign, no_such_input, note_entered, passed,
+    check_window_assign, describe_filter, describe_keys, no_such_input, note_entered, passed, side,
 };
 use crate::window::{Assignment, WindowAssign, take_closed};
 use crate::{FastMap, MAX_OUTPUT_ROWS};
@@ -115,6 +120,40 @@ impl WindowJoinFactory {
             key_fields,
         })
     }
+
+    /// One line for plans: `window join: inner join on [k@0 = k@0] in
+    /// tumble 10ms on ts@1 / tumble 10ms on ts@1`.
+    pub fn describe(&self) -> String {
+        let spec = &self.spec;
+        format!(
+            "{}: {} join on {} in {} / {}{}",
+            spec.name,
+            spec.kind,
+            describe_keys(&spec.left_keys, &spec.right_keys),
+            spec.left_window.describe(),
+            spec.right_window.describe(),
+            describe_filter(spec.filter.as_ref())
+        )
+    }
+
+    fn operator(&self) -> Result<WindowJoinOperator> {
+        let spec = &self.spec;
+        Ok(WindowJoinOperator {
+            keys: KeyEncoder::new(&self.key_fields, &spec.left_keys, &spec.right_keys)?,
+            output: JoinOutput::new(
+                spec.output_schema.clone(),
+                spec.left_schema.fields().len(),
+                spec.filter.clone(),
+            ),
+            spec: spec.clone(),
+            windows: BTreeMap::new(),
+            watermark: i64::MIN,
+            max_entered: None,
+            assignments: Vec::new(),
+            retired: Vec::new(),
+            peak: StateSize::default(),
+        })
+    }
 }
 
 impl OperatorFactory for WindowJoinFactory {
@@ -131,22 +170,26 @@ impl OperatorFactory for WindowJoinFactory {
     }
 
     fn create(&self, _instance: usize, _parallelism: usize) -> Result<Box<dyn Operator>> {
-        let spec = &self.spec;
-        Ok(Box::new(WindowJoinOperator {
-            keys: KeyEncoder::new(&self.key_fields, &spec.left_keys, &spec.right_keys)?,
-            output: JoinOutput::new(
-                spec.output_schema.clone(),
-                spec.left_schema.fields().len(),
-                spec.filter.clone(),
-            ),
-            spec: spec.clone(),
-            windows: BTreeMap::new(),
-            watermark: i64::MIN,
-            max_entered: None,
-            assignments: Vec::new(),
-            retired: Vec::new(),
-            peak: StateSize::default(),
-        }))
+        Ok(Box::new(self.operator()?))
+    }
+
+    /// An empty snapshot gives a fresh operator; any other must be a window
+    /// join's of this plan (`window/state.rs`).
+    fn restore(
+        &self,
+        _instance: usize,
+        _parallelism: usize,
+        state: &Snapshot,
+    ) -> Result<Box<dyn Operator>> {
+        let mut op = self.operator()?;
+        if !state.is_empty() {
+            op.restore_state(state)?;
+        }
+        Ok(Box::new(op))
+    }
+
+    fn signature(&self) -> String {
+        self.describe()
     }
 }
 
@@ -400,6 +443,11 @@ struct WindowJoinOperator {
 const FEW_KEYS: usize = 4;
 
 impl WindowJoinOperator {
+    /// User columns of input `input` (0 = left, 1 = right).
+    fn input_schema(&self, input: usize) -> &SchemaRef {
+        side(input, &self.spec.left_schema, &self.spec.right_schema)
+    }
+
     /// Records what the open windows buffer if it is the most so far: a few
     /// additions per open window, after each input batch (state only grows
     /// between firings).
@@ -678,10 +726,9 @@ impl<'a> WindowPairs<'a> {
 }
 
 impl Operator for WindowJoinOperator {
-    fn snapshot(&mut self) -> Result<millrace_core::Snapshot> {
-        Err(millrace_core::Error::Other(
-            "window join state cannot be snapshotted yet".into(),
-        ))
+    /// Every open window's rows and the watermark (see `state.rs`).
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        self.state_snapshot()
     }
 
     fn on_data(&mut self, input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
@@ -790,7 +837,10 @@ impl Operator for WindowJoinOperator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::join::test_util::{batch, ints, joined, schema, strs, take, windows, wm};
+    use crate::join::test_util::{
+        batch, ints, join_round_trip_steps, joined, schema, strs, take, windows, wm,
+    };
+    use crate::round_trip::assert_round_trips_at_every_cut;
     use crate::window::{WindowKind, window_type};
     use arrow::array::AsArray;
     use arrow::datatypes::{DataType, Field};
@@ -1304,6 +1354,110 @@ mod tests {
         // Two bits per hash at 8+ bits per row: about 5% pass by chance.
         assert!(passed < 1000, "{passed} of 10000 absent hashes passed");
         assert!(!HashFilter::new(std::iter::empty()).may_contain(key_hash(b"x")));
+    }
+
+    /// Every kind, tumbling and hopping windows, parallelism 1 and 2: a
+    /// snapshot at any step, restored, changes nothing (the outer kinds pad
+    /// rows of windows open at the cut when they fire after it).
+    #[test]
+    fn state_round_trips_through_a_snapshot_at_every_step() {
+        let (left, right) = sides();
+        let hop = |s: &SchemaRef| WindowAssign::Time {
+            time: col("ts", s).unwrap(),
+            kind: WindowKind::Hop {
+                size_ms: 20,
+                slide_ms: 10,
+            },
+        };
+        for kind in [
+            JoinKind::Inner,
+            JoinKind::Left,
+            JoinKind::Right,
+            JoinKind::Full,
+        ] {
+            for hopping in [false, true] {
+                let mut spec = spec(kind);
+                if hopping {
+                    spec.left_window = hop(&left);
+                    spec.right_window = hop(&right);
+                }
+                let factory = WindowJoinFactory::new(spec).unwrap();
+                for parallelism in [1, 2] {
+                    let steps = join_round_trip_steps([&left, &right], parallelism);
+                    let (rows, late) = assert_round_trips_at_every_cut(&factory, &steps);
+                    let what = format!("{kind}, hopping {hopping}, parallelism {parallelism}");
+                    assert!(rows >= 20, "{what}: {rows} rows");
+                    assert!(late >= 10, "{what}: {late} late rows");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_snapshot_of_another_plan_is_refused() {
+        let (_, right) = sides();
+        // The left input has one more column.
+        let wider = schema(&[
+            ("k", DataType::Int64),
+            ("ts", DataType::Int64),
+            ("lv", DataType::Utf8),
+            ("extra", DataType::Int64),
+        ]);
+        let other = WindowJoinSpec {
+            left_keys: vec![col("k", &wider).unwrap()],
+            left_window: tumble(&wider, 10),
+            output_schema: joined(&wider, &right),
+            left_schema: wider.clone(),
+            ..spec(JoinKind::Inner)
+        };
+        let mut op = operator(other);
+        let mut out = Emitter::new();
+        let row = batch(
+            &wider,
+            vec![
+                ints(&[Some(1)]),
+                ints(&[Some(5)]),
+                strs(&["a"]),
+                ints(&[None]),
+            ],
+            1,
+        );
+        op.on_data(0, row, &mut out).unwrap();
+        let snapshot = op.snapshot().unwrap();
+
+        let factory = WindowJoinFactory::new(spec(JoinKind::Inner)).unwrap();
+        let err = factory
+            .restore(0, 1, &snapshot)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("snapshot") && err.contains("extra: Int64"),
+            "{err}"
+        );
+        // Another operator's snapshot (a window aggregate's tables).
+        let foreign = Snapshot::none()
+            .with(
+                "groups",
+                millrace_core::state::scalars(&[("start", Some(0))]),
+            )
+            .with(
+                "progress",
+                millrace_core::state::scalars(&[("watermark", Some(0))]),
+            );
+        let err = factory
+            .restore(0, 1, &foreign)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("snapshot has no table 'windows'"), "{err}");
+        assert_eq!(
+            factory.signature(),
+            "window join: inner join on [k@0 = k@0] in tumble 10ms on ts@1 / tumble 10ms on ts@1"
+        );
+        // An empty snapshot is a fresh operator.
+        let mut fresh = factory.restore(0, 1, &Snapshot::none()).unwrap();
+        assert_eq!(fresh.snapshot().unwrap().rows(), 1, "only the progress row");
     }
 
     #[test]

@@ -69,6 +69,21 @@ impl HeldRows {
         Ok(())
     }
 
+    /// Holds `batch`, rows restored from a snapshot in arrival order, of
+    /// which `kept` were kept by the last compaction.
+    pub(super) fn restored(batch: RecordBatch, kept: usize) -> Self {
+        Self {
+            rows: batch.num_rows(),
+            batches: vec![batch],
+            kept,
+        }
+    }
+
+    /// Rows the last compaction kept (it compacts again at twice as many).
+    pub(super) fn kept(&self) -> usize {
+        self.kept
+    }
+
     /// Rows held.
     #[cfg(test)]
     pub(super) fn rows(&self) -> usize {

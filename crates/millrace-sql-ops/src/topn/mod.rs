@@ -39,10 +39,12 @@
 //! expression, a batch's rows worse than the limit-th best of their window
 //! in the batch are dropped before any key is encoded (`batch_best.rs`), and
 //! the survivors are held as they came and ranked once, when their window
-//! fires (`held.rs`): no key is encoded at all.
+//! fires (`held.rs`): no key is encoded at all. A snapshot holds the
+//! candidates with what ranks them, and the watermark (`state.rs`).
 
 mod batch_best;
 mod held;
+mod state;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,7 +56,9 @@ use arrow::row::{Row, RowConverter, Rows, SortField};
 use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
 use millrace_core::batch::schema_with_entered;
 use millrace_core::time::now_ns;
-use millrace_core::{Emitter, Error, Operator, OperatorFactory, Result, Watermark, strip_entered};
+use millrace_core::{
+    Emitter, Error, Operator, OperatorFactory, Result, Snapshot, Watermark, strip_entered,
+};
 
 use crate::join::{check_window_assign, note_entered};
 use crate::window::{Assignment, WindowAssign, evaluate, take_closed};
@@ -214,9 +218,46 @@ impl OperatorFactory for TopNFactory {
     fn create(&self, _instance: usize, _parallelism: usize) -> Result<Box<dyn Operator>> {
         Ok(Box::new(self.operator()?))
     }
+
+    /// An empty snapshot gives a fresh operator; any other must be a
+    /// top-N's of this plan (`state.rs`).
+    fn restore(
+        &self,
+        _instance: usize,
+        _parallelism: usize,
+        state: &Snapshot,
+    ) -> Result<Box<dyn Operator>> {
+        let mut op = self.operator()?;
+        if !state.is_empty() {
+            op.restore_state(state)?;
+        }
+        Ok(Box::new(op))
+    }
+
+    fn signature(&self) -> String {
+        self.describe()
+    }
 }
 
 impl TopNFactory {
+    /// One line for plans: `top-n: row_number <= 2 in windows of w@0 by
+    /// [k@1] order by [v@2 DESC], numbered`.
+    pub fn describe(&self) -> String {
+        let spec = &self.spec;
+        let keys: Vec<String> = spec.partition_keys.iter().map(|k| k.to_string()).collect();
+        let order: Vec<String> = spec.order_by.iter().map(|o| o.to_string()).collect();
+        format!(
+            "{}: {} <= {} in {} by [{}] order by [{}]{}",
+            spec.name,
+            if spec.ties { "rank" } else { "row_number" },
+            spec.limit,
+            spec.window.describe(),
+            keys.join(", "),
+            order.join(", "),
+            if spec.row_number { ", numbered" } else { "" }
+        )
+    }
+
     fn operator(&self) -> Result<TopNOperator> {
         Ok(TopNOperator {
             sort_exprs: self.spec.order_by.iter().map(|s| s.expr.clone()).collect(),
@@ -649,10 +690,9 @@ fn check_width(name: &str, batch: &RecordBatch, schema: &Schema) -> Result<()> {
 }
 
 impl Operator for TopNOperator {
-    fn snapshot(&mut self) -> Result<millrace_core::Snapshot> {
-        Err(millrace_core::Error::Other(
-            "top-N state cannot be snapshotted yet".into(),
-        ))
+    /// Every open window's candidates and the watermark (see `state.rs`).
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        self.state_snapshot()
     }
 
     fn on_data(&mut self, _input: usize, batch: RecordBatch, out: &mut Emitter) -> Result<()> {
@@ -732,6 +772,7 @@ impl Operator for TopNOperator {
 mod tests {
     use super::*;
     use crate::join::test_util::{batch, ints, schema, strs, take, windows, wm};
+    use crate::round_trip::{Step, assert_round_trips_at_every_cut};
     use crate::window::{WindowKind, window_type};
     use arrow::compute::SortOptions;
     use arrow::datatypes::Field;
@@ -1170,6 +1211,222 @@ mod tests {
         assert_eq!(
             take(&mut out),
             ["[0,10), a, 19999, 19999, 1", "[0,10), a, 19998, 19998, 2"]
+        );
+    }
+
+    /// Round-trip input: rows `(w, ts, k, v, id)`, `w` the tumbling 10 ms
+    /// window of `ts`.
+    fn timed_input() -> SchemaRef {
+        schema(&[
+            ("w", window_type()),
+            ("ts", DataType::Int64),
+            ("k", DataType::Utf8),
+            ("v", DataType::Int64),
+            ("id", DataType::Int64),
+        ])
+    }
+
+    /// A row of [`timed_input`]: `(ts, index of k, v, id)`.
+    type TimedRow = (i64, usize, Option<i64>, i64);
+
+    /// `rounds` batches of `per_round` rows of [`timed_input`], each
+    /// followed by a watermark 4 ms behind the largest `ts` so far. Times
+    /// rise ~1.5 ms a row, jittered by up to 6 ms either way, so some rows
+    /// are late; `v` repeats (ties) and is sometimes null. Each instance of
+    /// `parallelism` gets the rows of its keys and every watermark.
+    fn timed_steps(parallelism: usize, rounds: i64, per_round: i64) -> Vec<Vec<Step>> {
+        let mut steps = vec![Vec::new(); parallelism];
+        let mut max_ts = i64::MIN;
+        let keys = ["a", "b", "c", "d", "e"];
+        for round in 0..rounds {
+            let mut rows: Vec<Vec<TimedRow>> = vec![Vec::new(); parallelism];
+            for i in 0..per_round {
+                let n = round * per_round + i;
+                let ts = (n * 3 / 2 + (n * 7919 % 13) - 6).max(0);
+                let k = (n * 7 % 5) as usize;
+                let v = (n % 9 != 4).then_some(n * 37 % 5);
+                rows[k % parallelism].push((ts, k, v, n));
+                max_ts = max_ts.max(ts);
+            }
+            for (instance, rows) in rows.into_iter().enumerate() {
+                if rows.is_empty() {
+                    continue;
+                }
+                let bounds: Vec<(i64, i64)> = rows
+                    .iter()
+                    .map(|r| (r.0 / 10 * 10, r.0 / 10 * 10 + 10))
+                    .collect();
+                let ts: Vec<Option<i64>> = rows.iter().map(|r| Some(r.0)).collect();
+                let k: Vec<&str> = rows.iter().map(|r| keys[r.1]).collect();
+                let v: Vec<Option<i64>> = rows.iter().map(|r| r.2).collect();
+                let id: Vec<Option<i64>> = rows.iter().map(|r| Some(r.3)).collect();
+                let columns = vec![windows(&bounds), ints(&ts), strs(&k), ints(&v), ints(&id)];
+                steps[instance].push(Step::data(0, batch(&timed_input(), columns, round + 1)));
+            }
+            for instance in &mut steps {
+                instance.push(Step::Watermark(max_ts - 4));
+            }
+        }
+        steps
+    }
+
+    /// A top-N of [`timed_input`] by `v` descending, numbered.
+    fn timed_spec(
+        window: WindowAssign,
+        partition_keys: &[&str],
+        limit: usize,
+        ties: bool,
+    ) -> TopNSpec {
+        let input = timed_input();
+        TopNSpec {
+            name: "top-n".into(),
+            window,
+            partition_keys: partition_keys
+                .iter()
+                .map(|k| col(k, &input).unwrap())
+                .collect(),
+            order_by: vec![PhysicalSortExpr::new_default(col("v", &input).unwrap()).desc()],
+            limit,
+            ties,
+            row_number: true,
+            output_schema: with_row_number(&input),
+            input_schema: input,
+        }
+    }
+
+    fn event_time(size_ms: i64, slide_ms: i64) -> WindowAssign {
+        let kind = if size_ms == slide_ms {
+            WindowKind::Tumble { size_ms }
+        } else {
+            WindowKind::Hop { size_ms, slide_ms }
+        };
+        WindowAssign::Time {
+            time: col("ts", &timed_input()).unwrap(),
+            kind,
+        }
+    }
+
+    /// Round trips at every cut, parallelism 1 and 2, of `spec` over
+    /// `timed_steps(.., rounds, per_round)`; the runs must emit at least
+    /// `min_rows` rows and count some rows late.
+    fn assert_top_n_round_trips(spec: TopNSpec, rounds: i64, per_round: i64, min_rows: usize) {
+        let what = spec_summary(&spec);
+        let factory = TopNFactory::new(spec).unwrap();
+        for parallelism in [1, 2] {
+            let steps = timed_steps(parallelism, rounds, per_round);
+            let (rows, late) = assert_round_trips_at_every_cut(&factory, &steps);
+            let what = format!("{what}, parallelism {parallelism}");
+            assert!(rows >= min_rows, "{what}: {rows} rows");
+            assert!(late >= 3, "{what}: {late} late rows");
+        }
+    }
+
+    fn spec_summary(spec: &TopNSpec) -> String {
+        format!(
+            "{} limit {} ties {} partitions {}",
+            spec.window.describe(),
+            spec.limit,
+            spec.ties,
+            spec.partition_keys.len()
+        )
+    }
+
+    /// Ranked on arrival per partition (PARTITION BY keys): carried,
+    /// tumbling and hopping windows, with and without ties.
+    #[test]
+    fn ranked_state_round_trips_through_a_snapshot_at_every_step() {
+        let carried = || WindowAssign::Column {
+            window: col("w", &timed_input()).unwrap(),
+        };
+        for ties in [false, true] {
+            assert_top_n_round_trips(timed_spec(carried(), &["k"], 2, ties), 24, 9, 150);
+            assert_top_n_round_trips(timed_spec(event_time(10, 10), &["k"], 1, ties), 24, 9, 100);
+            assert_top_n_round_trips(timed_spec(event_time(20, 10), &["k"], 3, ties), 24, 9, 250);
+            // Some 4 rows per partition and window: ties across the cut.
+            assert_top_n_round_trips(timed_spec(event_time(30, 30), &["k"], 2, ties), 24, 9, 80);
+        }
+        // Two ORDER BY expressions: ranked on arrival without partitions.
+        let mut spec = timed_spec(event_time(10, 10), &[], 2, false);
+        let input = timed_input();
+        spec.order_by
+            .push(PhysicalSortExpr::new_default(col("id", &input).unwrap()));
+        assert!(BatchBest::new(&spec).is_none());
+        assert_top_n_round_trips(spec, 24, 9, 40);
+    }
+
+    /// Held until the window fires (no PARTITION BY keys, one ORDER BY):
+    /// small windows, and windows of some 400 rows arriving 40 at a time,
+    /// which the held rows' compaction cuts back between batches.
+    #[test]
+    fn held_state_round_trips_through_a_snapshot_at_every_step() {
+        for ties in [false, true] {
+            let spec = timed_spec(event_time(10, 10), &[], 2, ties);
+            assert!(BatchBest::new(&spec).is_some());
+            assert_top_n_round_trips(spec, 24, 9, 40);
+            assert_top_n_round_trips(timed_spec(event_time(20, 10), &[], 2, ties), 24, 9, 60);
+            let spec = timed_spec(event_time(600, 600), &[], 3, ties);
+            let mut op = TopNFactory::new(spec.clone()).unwrap().operator().unwrap();
+            let mut compacted = 0;
+            for step in &timed_steps(1, 30, 40)[0] {
+                if let Step::Data { batch, .. } = step {
+                    op.on_data(0, batch.clone(), &mut Emitter::new()).unwrap();
+                    compacted =
+                        compacted.max(op.held.values().map(|h| h.kept()).max().unwrap_or(0));
+                }
+            }
+            assert!(compacted > 0, "no window was compacted");
+            // 30 rounds of 40 rows: three windows of 600 ms.
+            assert_top_n_round_trips(spec, 30, 40, 9);
+        }
+    }
+
+    #[test]
+    fn a_snapshot_of_another_plan_is_refused() {
+        // Held rows (no PARTITION BY) and ranked candidates (with it) are
+        // kept in different tables: neither plan reads the other's.
+        let held = TopNFactory::new(timed_spec(event_time(10, 10), &[], 2, false)).unwrap();
+        let ranked = TopNFactory::new(timed_spec(event_time(10, 10), &["k"], 2, false)).unwrap();
+        let steps = timed_steps(1, 3, 9);
+        for (from, into, missing) in [(&held, &ranked, "partitions"), (&ranked, &held, "windows")] {
+            let mut op = from.create(0, 1).unwrap();
+            for step in &steps[0] {
+                if let Step::Data { batch, .. } = step {
+                    op.on_data(0, batch.clone(), &mut Emitter::new()).unwrap();
+                }
+            }
+            let snapshot = op.snapshot().unwrap();
+            assert!(snapshot.rows() > 5);
+            let err = into
+                .restore(0, 1, &snapshot)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(
+                err.contains(&format!("snapshot has no table '{missing}'")),
+                "{err}"
+            );
+        }
+        // Another input: the carried-window plan of `spec()` reads rows
+        // `(w, k, v, id)`.
+        let mut op = ranked.create(0, 1).unwrap();
+        if let Step::Data { batch, .. } = &steps[0][0] {
+            op.on_data(0, batch.clone(), &mut Emitter::new()).unwrap();
+        }
+        let snapshot = op.snapshot().unwrap();
+        let err = TopNFactory::new(spec())
+            .unwrap()
+            .restore(0, 1, &snapshot)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("top-N snapshot") && err.contains("ts: Int64"),
+            "{err}"
+        );
+        assert!(held.restore(0, 1, &Snapshot::none()).is_ok());
+        assert_eq!(
+            TopNFactory::new(spec()).unwrap().signature(),
+            "top-n: row_number <= 2 in windows of w@0 by [k@1] order by [v@2 DESC], numbered"
         );
     }
 
