@@ -9,3 +9,4 @@ mod explain;
 mod iot;
 mod nexmark;
 mod semantics;
+mod window_joins;
