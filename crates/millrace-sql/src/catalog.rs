@@ -26,7 +26,16 @@ use crate::udf::window_functions;
 /// into two aggregates (twice the state, for a speedup that only matters to
 /// batch execution). `eliminate_join` turns inner joins whose right columns
 /// are unused into semi joins, which the window join does not offer yet.
-const SKIPPED_RULES: [&str; 2] = ["single_distinct_aggregation_to_group_by", "eliminate_join"];
+/// `extract_leaf_expressions` moves struct field accesses out of filters,
+/// aggregates and joins into projections below them: a join `ON a.w['start']
+/// = b.w['start']` would then compare two anonymous timestamp columns, no
+/// longer bounds of windows the join planner can recognize (projections'
+/// field accesses are still pushed down, by `push_down_leaf_projections`).
+const SKIPPED_RULES: [&str; 3] = [
+    "single_distinct_aggregation_to_group_by",
+    "eliminate_join",
+    "extract_leaf_expressions",
+];
 
 pub struct Catalog {
     state: SessionState,

@@ -1,13 +1,14 @@
 //! Joins of two streams. A join must bound the state it keeps, by a window
-//! (both sides in the same window: `tumble(a.ts, …) = tumble(b.ts, …)`, or
-//! equal window columns) or by a time interval (`b.ts BETWEEN a.ts AND a.ts +
-//! INTERVAL …`). Anything else would keep both streams forever.
+//! (both sides in the same window: `tumble(a.ts, …) = tumble(b.ts, …)`, equal
+//! window columns, or equal starts or ends of the same windows) or by a time
+//! interval (`b.ts BETWEEN a.ts AND a.ts + INTERVAL …`). Anything else would
+//! keep both streams forever.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::common::{DFSchema, ScalarValue, TableReference};
 use datafusion::logical_expr::{BinaryExpr, Expr, Join, JoinType, Operator};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column as PhysColumn;
@@ -17,6 +18,7 @@ use millrace_sql_ops::join::{
 };
 use millrace_sql_ops::window::{WindowAssign, WindowKind};
 
+use super::aggregate::FoundWindow;
 use super::{Keyed, Planned, StreamPlanner};
 use crate::error::{SqlError, SqlResult};
 use crate::interval::scalar_interval_ms;
@@ -36,41 +38,34 @@ impl StreamPlanner<'_> {
                 )));
             }
         };
-        let mut windows = None;
+        let mut windows: Option<(FoundWindow, FoundWindow, Expr, Expr)> = None;
         let mut left_keys = Vec::new();
         let mut right_keys = Vec::new();
         for (l, r) in &j.on {
-            match (self.window_of(&left, l)?, self.window_of(&right, r)?) {
-                (Some(a), Some(b)) if windows.is_none() => {
-                    if let (Some(ka), Some(kb)) = (a.kind, b.kind)
-                        && ka != kb
-                    {
-                        return Err(SqlError::new(format!(
-                            "a window join needs the same windows on both sides; found {ka} and {kb}"
-                        )));
-                    }
-                    if matches!(a.kind, Some(WindowKind::Session { .. }))
-                        || matches!(b.kind, Some(WindowKind::Session { .. }))
-                    {
-                        return Err(SqlError::new(
-                            "session windows differ per key and side, so they cannot be joined; join on tumble or hop windows",
-                        ));
-                    }
-                    windows = Some((a, b, l.clone(), r.clone()));
-                }
-                (Some(_), Some(_)) => {
-                    return Err(SqlError::new(
-                        "a join may match one pair of windows, not several",
-                    ));
+            let found = match (self.window_of(&left, l)?, self.window_of(&right, r)?) {
+                (Some(a), Some(b)) => {
+                    same_windows(&a, &b)?;
+                    Some((a, b, l.clone(), r.clone()))
                 }
                 (Some(_), None) | (None, Some(_)) => {
                     return Err(SqlError::new(format!(
                         "{l} = {r}: a window can only be matched with a window of the same kind"
                     )));
                 }
-                (None, None) => {
+                (None, None) => self.equal_bounds(&left, &right, l, r)?,
+            };
+            match (found, &windows) {
+                (None, _) => {
                     left_keys.push(l.clone());
                     right_keys.push(r.clone());
+                }
+                (Some(found), None) => windows = Some(found),
+                // The same pair again (its start and its end): one window join.
+                (Some((_, _, fl, fr)), Some((_, _, wl, wr))) if fl == *wl && fr == *wr => {}
+                (Some(_), Some(_)) => {
+                    return Err(SqlError::new(
+                        "a join may match one pair of windows, not several",
+                    ));
                 }
             }
         }
@@ -96,14 +91,23 @@ impl StreamPlanner<'_> {
         } else {
             (lk.keys.clone(), rk.keys.clone())
         };
-        // The operator's output: both inputs' columns, computed key columns included.
-        let joined_df = extended(&left, &lk)?.join(&extended(&right, &rk)?)?;
+        // The operator's output: both inputs' columns, computed key columns
+        // included, those of a side the join pads with nulls nullable (as in
+        // DataFusion's join schema `j.schema`; the inputs' own fields may be
+        // non-null, a `count(*)` say).
+        let (pad_left, pad_right) = (kind.keeps_unmatched_right(), kind.keeps_unmatched_left());
+        let joined_df = extended(&left, &lk, "__left_keys", pad_left)?.join(&extended(
+            &right,
+            &rk,
+            "__right_keys",
+            pad_right,
+        )?)?;
         let filter = j
             .filter
             .as_ref()
             .map(|f| self.lowering.expr(f, &joined_df))
             .transpose()?;
-        let output_schema = concat(&lk.schema, &rk.schema);
+        let output_schema = concat(&lk.schema, pad_left, &rk.schema, pad_right);
         let keyless = left_route.is_empty();
 
         let stream = if let Some((lw, rw, _, _)) = windows {
@@ -194,12 +198,18 @@ impl StreamPlanner<'_> {
             let f = ExprProjectFactory::new(Planned::runtime_schema(&j.schema), exprs, None)?;
             stream.apply(Arc::new(f))
         };
+        // A padded side's window columns are null in its padded rows, so
+        // they are no longer windows a later query could group or join by.
         let mut out_windows = HashMap::new();
-        for (i, k) in &left.windows {
-            out_windows.insert(*i, *k);
+        if !pad_left {
+            for (i, k) in &left.windows {
+                out_windows.insert(*i, *k);
+            }
         }
-        for (i, k) in &right.windows {
-            out_windows.insert(left_len + i, *k);
+        if !pad_right {
+            for (i, k) in &right.windows {
+                out_windows.insert(left_len + i, *k);
+            }
         }
         Ok(Planned {
             stream: stream.into(),
@@ -212,6 +222,50 @@ impl StreamPlanner<'_> {
     }
 }
 
+impl StreamPlanner<'_> {
+    /// `l = r` as equal bounds of two windows (`a.w['start'] = b.w['start']`,
+    /// or the ends): with the same windows on both sides, a bound determines
+    /// the window, so this is the window join of `a.w = b.w`, returned as
+    /// that pair. `None` when `l` and `r` are not both bounds of windows.
+    fn equal_bounds(
+        &self,
+        left: &Planned,
+        right: &Planned,
+        l: &Expr,
+        r: &Expr,
+    ) -> SqlResult<Option<(FoundWindow, FoundWindow, Expr, Expr)>> {
+        let (Some((lw, lb)), Some((rw, rb))) = (window_bound(l), window_bound(r)) else {
+            return Ok(None);
+        };
+        let (Some(a), Some(b)) = (self.window_of(left, lw)?, self.window_of(right, rw)?) else {
+            return Ok(None);
+        };
+        // Named as written (`c.w[start]`), not as calls (`get_field(…)`).
+        let (l, r) = (l.schema_name(), r.schema_name());
+        let (lws, rws) = (lw.schema_name(), rw.schema_name());
+        if lb != rb {
+            return Err(SqlError::new(format!(
+                "{l} = {r} compares the {lb} of one window with the {rb} of another; a window join matches equal windows: ON {lws} = {rws} (or their equal starts, or equal ends)"
+            )));
+        }
+        match (a.kind, b.kind) {
+            (Some(ka), Some(kb)) if ka != kb => {
+                return Err(SqlError::new(format!(
+                    "{l} = {r}: equal {lb}s mean the same window only when both sides have the same windows; here they differ ({ka} and {kb}); group both sides by the same window, then join ON {lws} = {rws}"
+                )));
+            }
+            (Some(_), Some(_)) => {}
+            _ => {
+                return Err(SqlError::new(format!(
+                    "{l} = {r}: the windows' sizes are not known here, so equal {lb}s may not be the same window; join ON {lws} = {rws}"
+                )));
+            }
+        }
+        same_windows(&a, &b)?;
+        Ok(Some((a, b, lw.clone(), rw.clone())))
+    }
+}
+
 fn kind_name(kind: JoinKind) -> &'static str {
     match kind {
         JoinKind::Inner => "inner",
@@ -221,23 +275,82 @@ fn kind_name(kind: JoinKind) -> &'static str {
     }
 }
 
-/// The logical schema of a keyed input: its columns, then computed keys.
-fn extended(p: &Planned, keyed: &Keyed) -> SqlResult<DFSchema> {
+/// The logical schema of a keyed input in the join's output: its columns,
+/// then computed keys (under `keys_qualifier`: both sides may have computed
+/// a `__key3`); all nullable if the join pads this side.
+fn extended(p: &Planned, keyed: &Keyed, keys_qualifier: &str, padded: bool) -> SqlResult<DFSchema> {
     let n = p.schema.fields().len();
-    let mut fields: Vec<(Option<datafusion::common::TableReference>, Arc<Field>)> = p
+    let mut fields: Vec<(Option<TableReference>, Arc<Field>)> = p
         .schema
         .iter()
-        .map(|(q, f)| (q.cloned(), f.clone()))
+        .map(|(q, f)| (q.cloned(), nullable_if(f, padded)))
         .collect();
     for f in keyed.schema.fields().iter().skip(n) {
-        fields.push((None, f.clone()));
+        fields.push((
+            Some(TableReference::bare(keys_qualifier)),
+            nullable_if(f, padded),
+        ));
     }
     Ok(DFSchema::new_with_metadata(fields, HashMap::new())?)
 }
 
-fn concat(a: &SchemaRef, b: &SchemaRef) -> SchemaRef {
-    let fields: Vec<Arc<Field>> = a.fields().iter().chain(b.fields()).cloned().collect();
+/// The left fields then the right fields, a padded side's made nullable.
+fn concat(left: &SchemaRef, pad_left: bool, right: &SchemaRef, pad_right: bool) -> SchemaRef {
+    let fields: Vec<Arc<Field>> = (left.fields().iter().map(|f| nullable_if(f, pad_left)))
+        .chain(right.fields().iter().map(|f| nullable_if(f, pad_right)))
+        .collect();
     Arc::new(Schema::new(fields))
+}
+
+fn nullable_if(f: &Arc<Field>, padded: bool) -> Arc<Field> {
+    if padded && !f.is_nullable() {
+        Arc::new(f.as_ref().clone().with_nullable(true))
+    } else {
+        f.clone()
+    }
+}
+
+/// Both sides of a window join must have the same windows, and not
+/// sessions (which differ per key and side).
+fn same_windows(a: &FoundWindow, b: &FoundWindow) -> SqlResult<()> {
+    if let (Some(ka), Some(kb)) = (a.kind, b.kind)
+        && ka != kb
+    {
+        return Err(SqlError::new(format!(
+            "a window join needs the same windows on both sides; found {ka} and {kb}"
+        )));
+    }
+    if matches!(a.kind, Some(WindowKind::Session { .. }))
+        || matches!(b.kind, Some(WindowKind::Session { .. }))
+    {
+        return Err(SqlError::new(
+            "session windows differ per key and side, so they cannot be joined; join on tumble or hop windows",
+        ));
+    }
+    Ok(())
+}
+
+/// If `e` is a bound of a window-shaped value (`w['start']` or `w['end']`,
+/// `w` a column or a call), that value and the bound's name.
+fn window_bound(e: &Expr) -> Option<(&Expr, &'static str)> {
+    let e = match e {
+        Expr::Alias(a) => a.expr.as_ref(),
+        e => e,
+    };
+    let Expr::ScalarFunction(call) = e else {
+        return None;
+    };
+    let [window, Expr::Literal(name, _)] = call.args.as_slice() else {
+        return None;
+    };
+    if call.func.name() != "get_field" {
+        return None;
+    }
+    match name.try_as_str().flatten()? {
+        "start" => Some((window, "start")),
+        "end" => Some((window, "end")),
+        _ => None,
+    }
 }
 
 /// `right_time - left_time ∈ [lower_ms, upper_ms]`, on the two inputs' event times.

@@ -12,3 +12,4 @@ mod late_rows;
 mod nexmark;
 mod plan_identity;
 mod semantics;
+mod window_joins;
