@@ -12,11 +12,11 @@
 //! than a quarter the size holds: it settles instead of oscillating. A
 //! stall followed by the read of its backlog does not count: the reads
 //! after it come back short within the interval. What bigger reads save is
-//! per-message costs at the hops after the source (q7's window join pays
-//! ~4 µs a message); a source without hops never catches up
-//! (`without_hops`). q7 as fast as possible on a slow VM read 256-512 rows
-//! by the rule alone (rows at 140-240 ns) and ran at 0.61-0.86× the best
-//! fixed size (docs/benchmarks.md).
+//! per-message costs at the hops after the source (a window join pays
+//! microseconds a message); a source without hops never catches up
+//! (`without_hops`). By the rule alone, a source that cannot keep up reads
+//! small batches and runs well below the throughput of a large fixed size
+//! (docs/benchmarks.md, "Catching up when behind").
 
 use super::{BatchController, BatchPolicy};
 

@@ -134,9 +134,9 @@ impl BatchController {
         // this source's batches at one per step. Without it, each batch of
         // the few rows read since the worker last came round pays every
         // hop's per-message costs, and the consumers queue up well before
-        // any channel fills (q7 at 10%: window results p50 ~2 ms at linger
-        // 0, ~0.13 ms at one step). The floor follows the arrival rate only,
-        // which the linger does not change, so it cannot oscillate.
+        // any channel fills (docs/benchmarks.md, "Source linger"). The floor
+        // follows the arrival rate only, which the linger does not change,
+        // so it cannot oscillate.
         if rate * step as f64 >= 1e9 {
             self.linger_ns = self.linger_ns.max(step);
         }

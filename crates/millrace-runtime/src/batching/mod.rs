@@ -151,13 +151,12 @@ impl BatchController {
     /// spare the hops after a source the per-message costs of tiny batches;
     /// without hops it could only spare the task its own per-batch cost, and
     /// that regulates itself: a task too busy for small batches finds more
-    /// rows waiting at its next read. Waiting would add its length to every
-    /// row's latency (q0 at 10% load: p50 4.2-5.7 µs lingering, 3.0-4.1 µs
-    /// without; docs/benchmarks.md, profile table). For the same reason its
-    /// reads never grow past the latency rule to catch up: the rule already
-    /// counts the task's share of a read's overhead, and a bigger read only
-    /// makes every row of it wait longer (q0 at 80% load, five runs each:
-    /// p99 0.05-2.3 ms catching up, 0.03-1.5 ms with fixed 1024-row reads).
+    /// rows waiting at its next read. Waiting would only add its length to
+    /// every row's latency (docs/benchmarks.md, "Source linger"). For the
+    /// same reason its reads never grow past the latency rule to catch up:
+    /// the rule already counts the task's share of a read's overhead, and a
+    /// bigger read only makes every row of it wait longer
+    /// (docs/benchmarks.md, "Catching up when behind").
     /// Call it on a new controller: the linger is 0 until a decision moves
     /// it, and none will.
     pub fn without_hops(mut self) -> Self {

@@ -3,25 +3,22 @@
 //! processed, so a full read may cost the source's task at most
 //! `READ_SHARE` of the latency target: the controller measures what a row
 //! of a full read costs there and halves or doubles the size (between
-//! `MIN_READ` and the policy's maximum) to fit. A row costs more after the
-//! task has idled (caches gone cold) than at full speed: q0 at 10% load
-//! read its backlog after a stall at 150-250 ns a row, 8192 rows taking ~2
-//! ms, where at full speed a row costs ~60 ns; reading up to 8192 rows its
-//! p99 was 5-12 ms in half the runs, at 256-512 rows 0.04-0.19 ms
-//! (docs/benchmarks.md, profile table). q5 as fast as possible settled on
-//! 1024 rows (60-80 ns a row), the best fixed size on the benchmark page
-//! for q0, q5 and q7 alike.
+//! `MIN_READ` and the policy's maximum) to fit. The cost is what a row
+//! costs now, not at full speed: reads after an idle stretch cost several
+//! times a warm read (caches gone cold), and a full read of the backlog a
+//! stall leaves would hold the worker, and every row of the read, for
+//! milliseconds (docs/benchmarks.md, "Read size follows the cost of a
+//! row").
 //!
 //! **Behind.** While the source is behind (every read full; `catch_up`),
 //! smaller reads only add per-read costs to its backlog, so the rule itself
 //! never halves the size, and it doubles it up to the largest size within
-//! its slack (`ideal · SIZE_SLACK`, the bound
-//! that halving keeps; alone it stops at `ideal / SIZE_SLACK`). A source
-//! without hops gets this too: it never reads past what the rule
-//! tolerates. q0 at 80% on a slow host read 1024 rows at ~100 ns a row,
-//! where 512 and 1024 both lie within the slack; it halved to 512 in a slow
-//! phase with every read full and then read fewer rows than arrived, behind
-//! for 0.66 s. The first estimate is exempt: the size it meets is the
+//! its slack (`ideal · SIZE_SLACK`, the bound that halving keeps; alone it
+//! stops at `ideal / SIZE_SLACK`). A source without hops gets this too: it
+//! never reads past what the rule tolerates, and never halves while behind
+//! either, since a halving in a slow phase with every read full would leave
+//! it reading fewer rows than arrive (docs/benchmarks.md, "Catching up when
+//! behind"). The first estimate is exempt: the size it meets is the
 //! policy's maximum, not a choice of the rule.
 
 use super::{BatchController, BatchPolicy, smooth};
@@ -30,8 +27,8 @@ use super::{BatchController, BatchPolicy, smooth};
 /// latency target: every row of a batch waits for the whole batch.
 pub(super) const READ_SHARE: f64 = 0.1;
 /// The adaptive read size never goes below this (or the policy's maximum):
-/// at ~2 µs per batch, smaller reads would spend more on overhead than
-/// they save in waiting.
+/// with a per-batch overhead of microseconds, smaller reads would spend
+/// more on overhead than they save in waiting.
 pub(super) const MIN_READ: usize = 64;
 /// Tolerance around the ideal read size before it is halved or doubled.
 pub(super) const SIZE_SLACK: f64 = 1.25;
@@ -56,9 +53,8 @@ impl BatchController {
     pub(super) fn resize(&mut self) {
         // Only full reads say what a full read costs, and the size governs
         // nothing else. Extrapolating from short reads is guesswork: a slope
-        // fitted between reads of two and three rows swung from 0.3 to 0.8
-        // µs a row between intervals (q5 at 10% load), and a row costs more
-        // the longer the task idled before it (caches gone cold).
+        // fitted between reads of a few rows is mostly noise, and a row
+        // costs more the longer the task idled before it (caches gone cold).
         if self.full_rows == 0 {
             return;
         }

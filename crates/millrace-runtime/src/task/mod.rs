@@ -148,10 +148,9 @@ impl DataflowTask {
     /// reader.
     /// `clock` is the time the head's messages were ready; each stage's
     /// busy time runs from the previous stage's end to its own, one clock
-    /// read per stage (reading it at both ends of every stage put
-    /// `clock_gettime` at a quarter of q0's samples with one-row batches).
-    /// A stage's routing is thus counted in the busy time of the stage
-    /// after it.
+    /// read per stage: on small batches clock reads are a noticeable share
+    /// of the work, so each stage's end is the next one's start. A stage's
+    /// routing is thus counted in the busy time of the stage after it.
     fn run_chain(&mut self, mut items: Vec<(usize, Message)>, clock: &mut i64) -> Result<()> {
         self.current = self.stages.len();
         let now = *clock;
@@ -396,9 +395,8 @@ impl Task for DataflowTask {
             // A source reads one batch per poll. Its step already runs the
             // batch through every fused node; reading on (when the linger
             // has passed meanwhile) would hold back this worker's other
-            // tasks, which take what the step sent (q7 at 10%: window
-            // results p50 ~100 → ~88 µs with the source's two consumers
-            // fused).
+            // tasks, which take what the step sent (docs/benchmarks.md,
+            // "Fusion and one read per poll").
             if self.done || matches!(self.head, Head::Source(_)) {
                 break;
             }
