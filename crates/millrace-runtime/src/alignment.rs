@@ -4,13 +4,12 @@
 //! An operator that combines inputs keeps rows until the slowest input's
 //! watermark passes them. A source instance whose worker has less to do runs
 //! ahead of its siblings, and nothing stops it: the operators after it
-//! buffer, they never refuse input. That state then grows without limit.
-//! Measured on Nexmark q7 as fast as the generator goes (2 workers, the
-//! maximum at parallelism 1 sharing one worker with a source): the window
-//! join held up to 34 open windows (780 k rows) and the live heap grew from
-//! 53 to 193 MB in 2.4 s. With alignment an instance more than
-//! `max_drift_ms` ahead of the slowest sibling waits before reading more, as
-//! Flink's watermark alignment does.
+//! buffer, they never refuse input. That state then grows without limit: a
+//! window join keeps every window the fastest instance opened until the
+//! slowest one's watermark closes it, so memory grows with the drift
+//! (docs/benchmarks.md, "Source alignment"). With alignment an instance
+//! more than `max_drift_ms` ahead of the slowest sibling waits before
+//! reading more, as Flink's watermark alignment does.
 //!
 //! An instance that has nothing to read, has ended or has not produced yet
 //! holds nobody back: it publishes `i64::MAX` until it produces rows.

@@ -3,11 +3,12 @@
 //!
 //! A hash exchange splits every batch over its targets, and an operator
 //! with several input instances sends one output per input message, so
-//! batches shrink at every hop: q7's bids reach its window join in batches
-//! of ~3 rows at 1 M events/s, and the join then spends most of its time
-//! on per-message costs. Merging them again where they leave restores the
-//! batch size without asking the source to wait longer (which would delay
-//! every branch of its fused chain, not only the one that suffers).
+//! batches shrink at every hop, and a consumer such as a window join can
+//! end up spending most of its time on per-message costs
+//! (docs/benchmarks.md, "Merging in exchanges"). Merging them again where
+//! they leave restores the batch size without asking the source to wait
+//! longer (which would delay every branch of its fused chain, not only the
+//! one that suffers).
 //!
 //! What a pending batch holds back, and why it is safe:
 //!
@@ -387,7 +388,7 @@ mod tests {
         exchange(ExchangeBatchingMode::Adaptive)
     }
 
-    /// ~2 µs per batch and 50 ns per row: q7's window join, measured.
+    /// ~2 µs per batch and 50 ns per row: a consumer like a window join.
     const JOIN: Consumer = Consumer {
         overhead: 2_000.0,
         per_row: 50.0,

@@ -38,7 +38,7 @@ pub struct PipelineConfig {
     pub batch_size: usize,
     /// With a target, sources size their batches adaptively (up to
     /// `batch_size`) from measured costs and load; without, they always
-    /// ask for `batch_size` rows. See `batching.rs`.
+    /// ask for `batch_size` rows. See `batching/`.
     pub latency_target: Option<Duration>,
     /// With a latency target, exchanges also merge small batches bound for
     /// one channel (adaptively by default: as their consumers' per-message

@@ -8,6 +8,8 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use millrace_core::time::now_ns;
 use millrace_core::{Error, Result};
@@ -18,28 +20,66 @@ use crate::channel::Channel;
 use crate::coalesce::ExchangeBatching;
 use crate::exchange::key_indices;
 use crate::gate::{InputChannel, InputGate};
-use crate::graph::{Graph, NodeOp};
+use crate::graph::{Graph, NodeOp, PipelineConfig};
 use crate::metrics::{NodeKind, NodeMetrics, OperatorMetrics, RunSummary, TaskTimes};
 use crate::output::OutputRouter;
-use crate::plan::Plan;
+use crate::plan::{Chain, Plan};
 use crate::task::{
     ChainOp, DataflowTask, Head, LateStage, SinkStage, SourceHead, Stage, StageWork, Task,
 };
 use crate::worker::{IdleStrategy, RunControl, StopHandle, Worker, WorkerWaker};
 
+/// Plans the graph, wires its channels, builds every task instance, then
+/// runs them on the workers until every task is done or one fails.
 pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
     let plan = Plan::build(&graph)?;
     let config = &graph.config;
     let max_par = plan.chains.iter().map(|c| c.parallelism).max().unwrap_or(1);
     let workers = config.workers.clamp(1, max_par);
     let wakers: Vec<WorkerWaker> = (0..workers).map(|_| WorkerWaker::default()).collect();
-    let worker_of = |instance: usize| instance % workers;
     let control = Arc::new(RunControl::default());
     for w in &wakers {
         control.register(w.clone());
     }
+    let nodes = node_metrics(&graph);
+    let policy = batch_policy(config);
+    let mut wiring = Wiring::connect(&graph, &plan, policy, &wakers)?;
+    let builder = TaskBuilder {
+        graph: &graph,
+        nodes: &nodes,
+        policy,
+        stop,
+        barriers_injected: Arc::new(AtomicU64::new(0)),
+        // Set when the run starts: no row is excluded from latency before then.
+        record_latency_from: Arc::new(AtomicI64::new(i64::MIN)),
+    };
+    let tasks = builder.tasks(&plan, &mut wiring)?;
+    let times: Vec<Arc<TaskTimes>> = tasks.iter().map(|(_, t)| t.times.clone()).collect();
+    let per_worker = place(tasks, workers);
+    let elapsed = run_workers(
+        config,
+        per_worker,
+        &wakers,
+        &control,
+        &builder.record_latency_from,
+        &times,
+    )?;
+    if let Some(err) = control.take_error() {
+        return Err(err);
+    }
+    let channels = wiring.channels.iter().map(|c| c.stats()).collect();
+    Ok(RunSummary::collect(elapsed, workers, &nodes, channels))
+}
 
-    let nodes: Vec<Arc<NodeMetrics>> = graph
+/// The worker that runs instance `instance` of every chain.
+fn worker_of(instance: usize, workers: usize) -> usize {
+    instance % workers
+}
+
+/// One metrics record per graph node; each task instance adds its own
+/// counters to it.
+fn node_metrics(graph: &Graph) -> Vec<Arc<NodeMetrics>> {
+    graph
         .nodes
         .iter()
         .map(|n| {
@@ -50,73 +90,136 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
             };
             Arc::new(NodeMetrics::new(n.name.clone(), kind, n.parallelism))
         })
-        .collect();
+        .collect()
+}
 
-    // Channels: inputs[chain][instance] and outputs[chain][instance].
-    let mut inputs: Vec<Vec<Vec<InputChannel>>> = plan
-        .chains
-        .iter()
-        .map(|c| (0..c.parallelism).map(|_| Vec::new()).collect())
-        .collect();
-    // Routers with the graph node whose output each sends.
-    let mut outputs: Vec<Vec<Vec<(usize, OutputRouter)>>> = inputs
-        .iter()
-        .map(|c| c.iter().map(|_| Vec::new()).collect())
-        .collect();
-    let mut all_channels = Vec::new();
-    let policy = match config.latency_target {
+/// Adaptive with a latency target (up to `batch_size` rows), fixed
+/// without; sources and exchanges size their batches by it.
+fn batch_policy(config: &PipelineConfig) -> BatchPolicy {
+    match config.latency_target {
         Some(latency_target) => BatchPolicy::Adaptive {
             latency_target,
             max: config.batch_size,
         },
         None => BatchPolicy::Fixed(config.batch_size),
-    };
-    for e in &plan.edges {
-        let (from, to) = (&plan.chains[e.from_chain], &plan.chains[e.to_chain]);
-        let keys = match &e.partitioning {
-            crate::exchange::Partitioning::Hash(k) => {
-                key_indices(&graph.nodes[e.from_node].schema, k)?
-            }
-            _ => Vec::new(),
+    }
+}
+
+/// The channels between tasks, by chain and instance, until the tasks that
+/// use them are built.
+struct Wiring {
+    /// `inputs[chain][instance]`: the channels its gate reads.
+    inputs: Vec<Vec<Vec<InputChannel>>>,
+    /// `outputs[chain][instance]`: its routers, each with the graph node
+    /// whose output it sends.
+    outputs: Vec<Vec<Vec<(usize, OutputRouter)>>>,
+    /// Every channel, for the summary.
+    channels: Vec<Arc<Channel>>,
+}
+
+impl Wiring {
+    /// For every plan edge and every sending instance, a channel to each
+    /// receiving instance (only the same index when the edge is one to
+    /// one) and one router over them. Each channel wakes the workers its
+    /// two ends are placed on (`worker_of`).
+    fn connect(
+        graph: &Graph,
+        plan: &Plan,
+        policy: BatchPolicy,
+        wakers: &[WorkerWaker],
+    ) -> Result<Wiring> {
+        let config = &graph.config;
+        let workers = wakers.len();
+        let inputs: Vec<Vec<Vec<InputChannel>>> = plan
+            .chains
+            .iter()
+            .map(|c| (0..c.parallelism).map(|_| Vec::new()).collect())
+            .collect();
+        let outputs = inputs
+            .iter()
+            .map(|c| c.iter().map(|_| Vec::new()).collect())
+            .collect();
+        let mut wiring = Wiring {
+            inputs,
+            outputs,
+            channels: Vec::new(),
         };
-        let edge = format!(
-            "{} → {} ({})",
-            graph.nodes[e.from_node].name, graph.nodes[to.nodes[0]].name, e.partitioning
-        );
-        for i in 0..from.parallelism {
-            let mut targets = Vec::new();
-            for j in 0..to.parallelism {
-                if e.one_to_one && i != j {
-                    continue;
+        for e in &plan.edges {
+            let (from, to) = (&plan.chains[e.from_chain], &plan.chains[e.to_chain]);
+            let keys = match &e.partitioning {
+                crate::exchange::Partitioning::Hash(k) => {
+                    key_indices(&graph.nodes[e.from_node].schema, k)?
                 }
-                let ch = Arc::new(Channel::new(
-                    config.channel,
-                    wakers[worker_of(i)].clone(),
-                    wakers[worker_of(j)].clone(),
-                    format!("task {}#{i}", e.from_chain),
-                    format!("task {}#{j}", e.to_chain),
-                    edge.clone(),
-                ));
-                inputs[e.to_chain][j].push(InputChannel::new(ch.clone(), e.input));
-                all_channels.push(ch.clone());
-                targets.push(ch);
+                _ => Vec::new(),
+            };
+            let edge = format!(
+                "{} → {} ({})",
+                graph.nodes[e.from_node].name, graph.nodes[to.nodes[0]].name, e.partitioning
+            );
+            for i in 0..from.parallelism {
+                let mut targets = Vec::new();
+                for j in 0..to.parallelism {
+                    if e.one_to_one && i != j {
+                        continue;
+                    }
+                    let ch = Arc::new(Channel::new(
+                        config.channel,
+                        wakers[worker_of(i, workers)].clone(),
+                        wakers[worker_of(j, workers)].clone(),
+                        format!("task {}#{i}", e.from_chain),
+                        format!("task {}#{j}", e.to_chain),
+                        edge.clone(),
+                    ));
+                    wiring.inputs[e.to_chain][j].push(InputChannel::new(ch.clone(), e.input));
+                    wiring.channels.push(ch.clone());
+                    targets.push(ch);
+                }
+                let batching = ExchangeBatching::new(policy, config.exchange_batching, now_ns());
+                let router =
+                    OutputRouter::new(targets, e.partitioning.clone(), keys.clone(), batching);
+                wiring.outputs[e.from_chain][i].push((e.from_node, router));
             }
-            let batching = ExchangeBatching::new(policy, config.exchange_batching, now_ns());
-            let router = OutputRouter::new(targets, e.partitioning.clone(), keys.clone(), batching);
-            outputs[e.from_chain][i].push((e.from_node, router));
         }
+        Ok(wiring)
+    }
+}
+
+/// What building task instances needs besides their chain and channels.
+struct TaskBuilder<'a> {
+    graph: &'a Graph,
+    nodes: &'a [Arc<NodeMetrics>],
+    policy: BatchPolicy,
+    stop: StopHandle,
+    /// Highest barrier id any source has injected, shared by all sources.
+    barriers_injected: Arc<AtomicU64>,
+    /// Sinks record the latency of rows that entered from this time on.
+    record_latency_from: Arc<AtomicI64>,
+}
+
+impl TaskBuilder<'_> {
+    /// Every instance of every chain, in plan order, with its instance
+    /// index. Asks every factory for its instance, so a factory that fails
+    /// fails the run here, before any thread starts.
+    fn tasks(&self, plan: &Plan, wiring: &mut Wiring) -> Result<Vec<(usize, DataflowTask)>> {
+        let mut tasks = Vec::new();
+        for (c, chain) in plan.chains.iter().enumerate() {
+            let alignment = self.alignment(chain);
+            for i in 0..chain.parallelism {
+                let aligned = alignment.clone().map(|a| (a, i));
+                tasks.push((i, self.instance(c, chain, i, wiring, aligned)?));
+            }
+        }
+        Ok(tasks)
     }
 
-    let barriers_injected = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    // Set when the run starts: no row is excluded from latency before then.
-    let record_latency_from = Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN));
-    // Task instances, per worker.
-    let mut all_times = Vec::new();
-    let mut per_worker: Vec<Vec<Box<dyn Task>>> = (0..workers).map(|_| Vec::new()).collect();
-    for (c, chain) in plan.chains.iter().enumerate() {
+    /// A source with event time and several instances keeps them within
+    /// the configured drift of each other: one alignment for them all.
+    fn alignment(&self, chain: &Chain) -> Option<Arc<SourceAlignment>> {
         let p = chain.parallelism;
-        // A source with event time and several instances keeps them aligned.
-        let alignment = match (&graph.nodes[chain.nodes[0]].op, config.source_alignment) {
+        match (
+            &self.graph.nodes[chain.nodes[0]].op,
+            self.graph.config.source_alignment,
+        ) {
             (
                 NodeOp::Source {
                     event_time: Some(_),
@@ -128,136 +231,207 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
                 Some(Arc::new(SourceAlignment::new(p, ms)))
             }
             _ => None,
-        };
-        for i in 0..p {
-            let times = Arc::new(TaskTimes::default());
-            all_times.push(times.clone());
-            let metrics = |node: usize| {
-                let m = Arc::new(OperatorMetrics::new(node, times.clone()));
-                nodes[node]
-                    .instances
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(m.clone());
-                m
-            };
-            let head_id = chain.nodes[0];
-            let head_node = &graph.nodes[head_id];
-            // Positions in `chain.nodes` that become stages: all but a source.
-            let mut first_stage = 0;
-            let head = match &head_node.op {
-                NodeOp::Source {
-                    factory,
-                    event_time,
-                } => {
-                    first_stage = 1;
-                    let reader = factory
-                        .create(i, p)
-                        .map_err(|e| e.in_operator(&head_node.name))?;
-                    let event_time = match event_time {
-                        Some(et) => Some((
-                            head_node.schema.index_of(&et.column).map_err(|_| {
-                                Error::plan(format!(
-                                    "{}: event-time column '{}' is not in its schema",
-                                    head_node.name, et.column
-                                ))
-                            })?,
-                            et.column.clone(),
-                            et.max_out_of_orderness_ms,
-                            et.idle_timeout,
-                        )),
-                        None => None,
-                    };
-                    Head::Source(Box::new(SourceHead {
-                        name: head_node.name.clone(),
-                        reader,
-                        node: nodes[head_id].clone(),
-                        metrics: metrics(head_id),
-                        columns: head_node.schema.fields().len(),
-                        event_time,
-                        batching: if outputs[c][i].is_empty() {
-                            BatchController::new(policy, now_ns()).without_hops()
-                        } else {
-                            BatchController::new(policy, now_ns())
-                        },
-                        resume_at_ns: None,
-                        pressure_ns: 0,
-                        barrier_every_rows: config.barrier_every_rows.filter(|n| *n > 0),
-                        max_event_time: i64::MIN,
-                        last_watermark: i64::MIN,
-                        last_data_ns: now_ns(),
-                        idle_declared: false,
-                        rows_since_barrier: 0,
-                        next_barrier: 1,
-                        barriers_injected: barriers_injected.clone(),
-                        exhausted: false,
-                        stop: stop.clone(),
-                        alignment: alignment.clone().map(|a| (a, i)),
-                    }))
-                }
-                _ => Head::Gate(InputGate::new(std::mem::take(&mut inputs[c][i]))),
-            };
-            let mut routers = std::mem::take(&mut outputs[c][i]);
-            let mut routers_of = |node: usize| {
-                let (mine, rest) = std::mem::take(&mut routers)
-                    .into_iter()
-                    .partition(|(from, _)| *from == node);
-                routers = rest;
-                mine.into_iter().map(|(_, r)| r).collect::<Vec<_>>()
-            };
-            let head_routers = if first_stage == 1 {
-                routers_of(head_id)
-            } else {
-                Vec::new()
-            };
-            let mut stages = Vec::new();
-            for k in first_stage..chain.nodes.len() {
-                let n = chain.nodes[k];
-                let node = &graph.nodes[n];
-                let work = match &node.op {
-                    NodeOp::Operator(f) => StageWork::Operator(ChainOp {
-                        name: node.name.clone(),
-                        op: f.create(i, p).map_err(|e| e.in_operator(&node.name))?,
-                        metrics: metrics(n),
-                        keep_late: graph
-                            .nodes
-                            .iter()
-                            .any(|m| matches!(m.op, NodeOp::Late { .. }) && m.inputs[0].from == n),
-                    }),
-                    NodeOp::Late { input } => StageWork::Late(LateStage {
-                        name: node.name.clone(),
-                        input: *input,
-                        metrics: metrics(n),
-                    }),
-                    NodeOp::Sink(f) => {
-                        let writer = f
-                            .create(i, p, node.schema.clone())
-                            .map_err(|e| e.in_operator(&node.name))?;
-                        StageWork::Sink(SinkStage::new(
-                            node.name.clone(),
-                            writer,
-                            metrics(n),
-                            nodes[n].clone(),
-                            record_latency_from.clone(),
-                        ))
-                    }
-                    NodeOp::Source { .. } => unreachable!("a source never follows another node"),
-                };
-                stages.push(Stage {
-                    work,
-                    // Stage indices are chain positions less the source.
-                    reads: chain.reads[k]
-                        .filter(|&r| r >= first_stage)
-                        .map(|r| r - first_stage),
-                    routers: routers_of(n),
-                });
-            }
-            let task =
-                DataflowTask::new(format!("task {c}#{i}"), head, head_routers, stages, times);
-            per_worker[worker_of(i)].push(Box::new(task));
         }
     }
 
+    /// Instance `i` of chain `c`: its head (the source's reader, or a gate
+    /// over the channels it reads) and one stage per other node of the
+    /// chain, each node given the routers that send its output. Takes the
+    /// instance's channels and routers out of `wiring`.
+    fn instance(
+        &self,
+        c: usize,
+        chain: &Chain,
+        i: usize,
+        wiring: &mut Wiring,
+        alignment: Option<(Arc<SourceAlignment>, usize)>,
+    ) -> Result<DataflowTask> {
+        let p = chain.parallelism;
+        let times = Arc::new(TaskTimes::default());
+        let mut routers = std::mem::take(&mut wiring.outputs[c][i]);
+        let metrics = |node: usize| {
+            let m = Arc::new(OperatorMetrics::new(node, times.clone()));
+            self.nodes[node]
+                .instances
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(m.clone());
+            m
+        };
+        // A task without routers sends nothing to another task: its source
+        // has no hops after it.
+        let has_hops = !routers.is_empty();
+        let mut routers_of = |node: usize| {
+            let (mine, rest) = std::mem::take(&mut routers)
+                .into_iter()
+                .partition(|(from, _)| *from == node);
+            routers = rest;
+            mine.into_iter().map(|(_, r)| r).collect::<Vec<_>>()
+        };
+        let head_id = chain.nodes[0];
+        // Positions in `chain.nodes` that become stages: all but a source.
+        let (head, head_routers, first_stage) = match &self.graph.nodes[head_id].op {
+            NodeOp::Source { .. } => {
+                let source = self.source_head(head_id, (i, p), has_hops, alignment, &metrics)?;
+                (Head::Source(Box::new(source)), routers_of(head_id), 1)
+            }
+            _ => {
+                let inputs = std::mem::take(&mut wiring.inputs[c][i]);
+                (Head::Gate(InputGate::new(inputs)), Vec::new(), 0)
+            }
+        };
+        let mut stages = Vec::new();
+        for k in first_stage..chain.nodes.len() {
+            let n = chain.nodes[k];
+            stages.push(Stage {
+                work: self.stage_work(n, (i, p), &metrics)?,
+                // Stage indices are chain positions less the source.
+                reads: chain.reads[k]
+                    .filter(|&r| r >= first_stage)
+                    .map(|r| r - first_stage),
+                routers: routers_of(n),
+            });
+        }
+        Ok(DataflowTask::new(
+            format!("task {c}#{i}"),
+            head,
+            head_routers,
+            stages,
+            times,
+        ))
+    }
+
+    /// Instance `i` of `p` of source node `id`: its reader, and the
+    /// source-side state at the start (no watermark, no barrier yet).
+    /// Without hops its batch controller is `without_hops`.
+    fn source_head(
+        &self,
+        id: usize,
+        (i, p): (usize, usize),
+        has_hops: bool,
+        alignment: Option<(Arc<SourceAlignment>, usize)>,
+        metrics: &impl Fn(usize) -> Arc<OperatorMetrics>,
+    ) -> Result<SourceHead> {
+        let node = &self.graph.nodes[id];
+        let NodeOp::Source {
+            factory,
+            event_time,
+        } = &node.op
+        else {
+            unreachable!("source_head of a node that is not a source");
+        };
+        let config = &self.graph.config;
+        let reader = factory
+            .create(i, p)
+            .map_err(|e| e.in_operator(&node.name))?;
+        let event_time = match event_time {
+            Some(et) => Some((
+                node.schema.index_of(&et.column).map_err(|_| {
+                    Error::plan(format!(
+                        "{}: event-time column '{}' is not in its schema",
+                        node.name, et.column
+                    ))
+                })?,
+                et.column.clone(),
+                et.max_out_of_orderness_ms,
+                et.idle_timeout,
+            )),
+            None => None,
+        };
+        Ok(SourceHead {
+            name: node.name.clone(),
+            reader,
+            node: self.nodes[id].clone(),
+            metrics: metrics(id),
+            columns: node.schema.fields().len(),
+            event_time,
+            batching: if has_hops {
+                BatchController::new(self.policy, now_ns())
+            } else {
+                BatchController::new(self.policy, now_ns()).without_hops()
+            },
+            resume_at_ns: None,
+            pressure_ns: 0,
+            barrier_every_rows: config.barrier_every_rows.filter(|n| *n > 0),
+            max_event_time: i64::MIN,
+            last_watermark: i64::MIN,
+            last_data_ns: now_ns(),
+            idle_declared: false,
+            rows_since_barrier: 0,
+            next_barrier: 1,
+            barriers_injected: self.barriers_injected.clone(),
+            exhausted: false,
+            stop: self.stop.clone(),
+            alignment,
+        })
+    }
+
+    /// What instance `i` of `p` of node `n` (fused after the head) does:
+    /// its operator (keeping late rows when a late output reads it), the
+    /// late output of its operator, or its sink's writer.
+    fn stage_work(
+        &self,
+        n: usize,
+        (i, p): (usize, usize),
+        metrics: &impl Fn(usize) -> Arc<OperatorMetrics>,
+    ) -> Result<StageWork> {
+        let graph = self.graph;
+        let node = &graph.nodes[n];
+        Ok(match &node.op {
+            NodeOp::Operator(f) => StageWork::Operator(ChainOp {
+                name: node.name.clone(),
+                op: f.create(i, p).map_err(|e| e.in_operator(&node.name))?,
+                metrics: metrics(n),
+                keep_late: graph
+                    .nodes
+                    .iter()
+                    .any(|m| matches!(m.op, NodeOp::Late { .. }) && m.inputs[0].from == n),
+            }),
+            NodeOp::Late { input } => StageWork::Late(LateStage {
+                name: node.name.clone(),
+                input: *input,
+                metrics: metrics(n),
+            }),
+            NodeOp::Sink(f) => {
+                let writer = f
+                    .create(i, p, node.schema.clone())
+                    .map_err(|e| e.in_operator(&node.name))?;
+                StageWork::Sink(SinkStage::new(
+                    node.name.clone(),
+                    writer,
+                    metrics(n),
+                    self.nodes[n].clone(),
+                    self.record_latency_from.clone(),
+                ))
+            }
+            NodeOp::Source { .. } => unreachable!("a source never follows another node"),
+        })
+    }
+}
+
+/// Gives each instance to its worker (`worker_of`); a worker's tasks keep
+/// the order they were built in.
+fn place(tasks: Vec<(usize, DataflowTask)>, workers: usize) -> Vec<Vec<Box<dyn Task>>> {
+    let mut per_worker: Vec<Vec<Box<dyn Task>>> = (0..workers).map(|_| Vec::new()).collect();
+    for (i, task) in tasks {
+        per_worker[worker_of(i, workers)].push(Box::new(task));
+    }
+    per_worker
+}
+
+/// Starts the clock (task times, and the latency warm-up the sinks wait
+/// out), runs each worker's tasks on a thread of its own (pinned when
+/// configured) until all end, and returns the elapsed ns. A panic outside
+/// any operator fails the run rather than leaving the other workers
+/// waiting for this one.
+fn run_workers(
+    config: &PipelineConfig,
+    per_worker: Vec<Vec<Box<dyn Task>>>,
+    wakers: &[WorkerWaker],
+    control: &Arc<RunControl>,
+    record_latency_from: &AtomicI64,
+    times: &[Arc<TaskTimes>],
+) -> Result<u64> {
     let cores = if config.pin_workers {
         core_affinity::get_core_ids().unwrap_or_default()
     } else {
@@ -265,14 +439,9 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
     };
     let started = now_ns();
     let warmup = i64::try_from(config.latency_warmup.as_nanos()).unwrap_or(i64::MAX);
-    record_latency_from.store(
-        started.saturating_add(warmup),
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    for times in &all_times {
-        times
-            .started_ns
-            .store(started, std::sync::atomic::Ordering::Relaxed);
+    record_latency_from.store(started.saturating_add(warmup), Relaxed);
+    for times in times {
+        times.started_ns.store(started, Relaxed);
     }
     let handles: Vec<_> = per_worker
         .into_iter()
@@ -312,10 +481,5 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
             ));
         }
     }
-    let elapsed = (now_ns() - started) as u64;
-    if let Some(err) = control.take_error() {
-        return Err(err);
-    }
-    let channels = all_channels.iter().map(|c| c.stats()).collect();
-    Ok(RunSummary::collect(elapsed, workers, &nodes, channels))
+    Ok((now_ns() - started) as u64)
 }

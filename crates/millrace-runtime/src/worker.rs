@@ -180,10 +180,11 @@ impl IdleStrategy {
     }
 
     /// The spin window when the busiest worker's recent load is `load` (0
-    /// to 1). Near saturation a long spin costs: q5 near the rate the machine
-    /// sustained, a 200 µs spin had a higher p99 than this rule in six rounds
-    /// of six (docs/benchmarks.md). At 10% q5's and q7's workers
-    /// run 0.4-0.77 loaded and spin the whole window (the lowest p50).
+    /// to 1). Near saturation a long spin costs: the spinning vCPU slows its
+    /// sibling, and the busiest worker falls behind. Below `LOAD_FULL_SPIN`
+    /// a worker spins the whole window: there the spin costs the others
+    /// little and saves wake-ups (docs/benchmarks.md, "Workers: spin, timers
+    /// and urgent results").
     pub fn spin_for_load(&self, load: f64) -> Duration {
         let busy_spin = self.busy_spin.min(self.spin);
         let span = Self::LOAD_BUSY_SPIN - Self::LOAD_FULL_SPIN;
@@ -293,9 +294,9 @@ impl Worker {
             if load.tick(now) {
                 // The busiest worker's load: a spinning vCPU slows its
                 // sibling, and the busiest worker is the one that cannot
-                // spare it (q5 near saturation: the source's worker, held
-                // back by a full channel, looks idle while the other is
-                // the bottleneck).
+                // spare it (near saturation a source's worker, held back
+                // by a full channel, looks idle while the other is the
+                // bottleneck).
                 let busiest = self.control.publish_load(self.index, load.load);
                 spin = self.idle.spin_for_load(busiest).as_nanos() as i64;
             }

@@ -13,8 +13,8 @@
 //!   at the moment the pipeline is furthest behind.
 //! - **Transparent huge pages.** mimalloc asks for them on its arenas, and
 //!   the kernel then backs a first touch with a 2 MiB page, zeroed in one
-//!   go: here stretches of 3-10 ms in `do_huge_pmd_anonymous_page`, each
-//!   one a window result that much later.
+//!   go while the worker waits: milliseconds at a time, each a window
+//!   result that much later.
 //!
 //! So the engine keeps what it frees, for reuse (its resident memory stays
 //! at its peak, which bounded queues and bounded state already bound), and

@@ -352,8 +352,7 @@ fn bench(a: BenchArgs) -> Result<(), String> {
 
 // mimalloc rather than the system allocator: glibc's returned Arrow's
 // batch-sized buffers to the OS and faulted them back in on every batch
-// once batch sizes had ramped up (12% of q0's time in page faults with the
-// adaptive controller; throughput 16 M → 26 M events/s with mimalloc).
+// once batch sizes had ramped up.
 // `main` also has it keep freed memory, in 4 KiB pages (src/allocator.rs).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

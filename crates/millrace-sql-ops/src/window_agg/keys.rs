@@ -6,8 +6,8 @@
 //! equal keys to have equal bytes (their groups come out in first-seen
 //! order), and for one key of a fixed-width type the array's own bytes do:
 //! nothing to encode per input row, and a firing's key column is one copy
-//! of the stored bytes instead of a row-format decode (q5: ~3 k auction ids
-//! per firing, on the path of every window's result).
+//! of the stored bytes instead of a row-format decode (q5: thousands of
+//! auction ids per firing, on the path of every window's result).
 
 use arrow::array::{Array, ArrayData, ArrayRef, BooleanBufferBuilder, make_array};
 use arrow::buffer::{Buffer, MutableBuffer, NullBuffer};

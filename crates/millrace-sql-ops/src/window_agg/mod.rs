@@ -112,8 +112,8 @@ pub struct WindowAggSpec {
 /// emits, of each window's groups, only those no worse than the limit-th
 /// best by that aggregate, ties kept: every group the top-N could keep, as
 /// a firing sends each window whole. Thousands of groups then never become
-/// rows (q5: ~3 k auction counts per window and instance, of which one or
-/// a few are at the maximum).
+/// rows (q5: thousands of auction counts per window and instance, of which
+/// one or a few are at the maximum).
 #[derive(Clone, Debug)]
 pub struct EmitBest {
     /// Index into `aggs` of the aggregate ranked by.

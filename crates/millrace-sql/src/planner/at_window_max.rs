@@ -220,7 +220,7 @@ fn origin<'a>(plan: &'a LogicalPlan, c: &Column) -> Option<(&'a LogicalPlan, Exp
 /// Below the rows side, the projections and aliases that pass the window
 /// and value columns on unchanged: the top-N ranks the rows under them, and
 /// they are applied to the rows it keeps, not to every row (q5: a few of
-/// each firing's ~3 k counts instead of all).
+/// each firing's thousands of counts instead of all).
 struct Beneath<'a> {
     /// Where the top-N goes: below the projections and aliases passed.
     base: &'a LogicalPlan,

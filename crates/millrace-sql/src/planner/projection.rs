@@ -2,11 +2,11 @@
 //!
 //! DataFusion's plan and this planner's own rewrites stack projections: the
 //! window bounds taken from a window column, renames for a subquery's alias,
-//! the order of a join's columns, the sink's casts. q5's window results
-//! went through five of them, a few µs each on the cold path of a one-row
-//! result. So a planned projection stays pending until something other than
-//! a projection reads it; a projection over a pending one is composed with
-//! it, reading the first one's input directly.
+//! the order of a join's columns, the sink's casts. A window's result may
+//! go through several (as in q5), each paying its per-call cost on the
+//! cold path of a one-row result. So a planned projection stays pending
+//! until something other than a projection reads it; a projection over a
+//! pending one is composed with it, reading the first one's input directly.
 //!
 //! Composing substitutes the inner expressions for the outer's column
 //! references. It is done only when it cannot change a result or add work:

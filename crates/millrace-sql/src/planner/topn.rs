@@ -191,9 +191,10 @@ impl StreamPlanner<'_> {
         // within the limit overall is within it among its instance's rows,
         // and so is every row better than it. So a carried window's rows
         // are ranked where they are first, and only those within the
-        // limit cross to the window's instance (q5: a few of ~3 k counts per
-        // window and instance). Without ties, which of equal rows wins
-        // depends on arrival order, which the exchange would change.
+        // limit cross to the window's instance (q5: a few of thousands of
+        // counts per window and instance). Without ties, which of equal
+        // rows wins depends on arrival order, which the exchange would
+        // change.
         let stream = if let Some(window_column) = carried_window
             && top.ties
             && self.two_phase_aggregation

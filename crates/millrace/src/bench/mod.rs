@@ -49,8 +49,7 @@ pub enum Policy {
 
 /// Largest batch the adaptive controller may choose in a benchmark: the
 /// engine's default `batch_size`, so `adaptive` is what `SET latency_target`
-/// alone gives a user (8192 before `201fabe`; docs/benchmarks.md, "What the
-/// adaptive maximum is").
+/// alone gives a user (docs/benchmarks.md, "Adaptive read size maximum").
 pub const ADAPTIVE_MAX: usize = millrace_runtime::DEFAULT_BATCH_SIZE;
 
 impl Policy {
@@ -97,12 +96,12 @@ pub struct BenchOptions {
     /// The aim for each throughput run, and the length of each run of the
     /// sustained-rate search.
     pub seconds: f64,
-    /// Length of each latency run. Longer than `seconds`: q7 closes ~16
-    /// windows a second at 10% load, so a 4 s run's p99 (over ~60 window
-    /// results) is its largest; and near saturation the host's stalls make
-    /// backlogs that last hundreds of milliseconds, so a run's p99 depends
-    /// on how many of them fall in it (q7 at 80%, 4 s runs: which policy
-    /// had the lowest p99 changed from round to round).
+    /// Length of each latency run. Longer than `seconds`: a query measured
+    /// on window results has few of them a second (as q7), and a p99 over
+    /// fewer than 100 results is its largest; and near saturation the
+    /// host's stalls make backlogs that last hundreds of milliseconds, so
+    /// a short run's p99 depends on how many of them fall in it, and which
+    /// policy it ranks first is chance.
     pub latency_seconds: f64,
     /// Runs of every measurement (throughput, and each policy at each
     /// load), in rounds that take every policy in turn; tables show the

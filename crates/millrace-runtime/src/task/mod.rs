@@ -7,30 +7,30 @@
 //! downstream a poll does a bounded amount of work; with output held back by
 //! a full channel it reports `Backpressured` and reads nothing more.
 //!
-//! Source heads own the source-side rules: watermark = max event time −
-//! bound after every batch, `Idle` after the idle timeout without data,
-//! barriers every N rows, `End` when the reader is exhausted.
+//! This module holds the `Task` trait and `DataflowTask`, which runs the
+//! fused tree; the source head is in `source_head`, the fused nodes in
+//! `stage`, the sink at the end of a branch in `sink_stage`.
+
+mod sink_stage;
+mod source_head;
+mod stage;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicI64, AtomicU64};
-use std::time::Duration;
 
-use arrow::array::Array;
-use hdrhistogram::Histogram;
-use millrace_core::time::{event_times_ms, now_ns};
-use millrace_core::{
-    BarrierId, Emitter, Error, Message, Operator, Result, SinkWriter, SourcePoll, SourceReader,
-    Watermark, entered_column, strip_entered,
-};
+use millrace_core::time::now_ns;
+use millrace_core::{Message, Result};
 
-use crate::alignment::SourceAlignment;
-use crate::batching::BatchController;
 use crate::gate::{GateEvent, InputGate};
-use crate::metrics::{NodeMetrics, OperatorMetrics, TaskTimes, new_latency_histogram};
+use crate::metrics::TaskTimes;
 use crate::output::OutputRouter;
-use crate::worker::StopHandle;
 
+pub use sink_stage::SinkStage;
+pub use source_head::SourceHead;
+pub use stage::{ChainOp, LateStage, Stage, StageWork};
+use stage::{LateMessage, pass_late, run_operator};
+
+/// What a poll did, and when the task wants polling again.
 pub enum TaskPoll {
     /// Did some work; poll again soon.
     Progress,
@@ -54,12 +54,6 @@ pub trait Task: Send {
     }
 }
 
-/// How soon a source that is pending without a wake-up time is polled again.
-const UNTIMED_SOURCE_RETRY_NS: i64 = 1_000_000;
-
-/// How soon a source instance held back by alignment looks again.
-const ALIGNMENT_RETRY_NS: i64 = 50_000;
-
 /// `DataflowTask::current` while the source reader runs.
 const HEAD: usize = usize::MAX;
 
@@ -67,308 +61,15 @@ const HEAD: usize = usize::MAX;
 /// before yielding the worker (a source reads one batch per poll).
 const POLL_BUDGET: usize = 16;
 
-/// One operator of a chain with its counters.
-pub struct ChainOp {
-    pub name: String,
-    pub op: Box<dyn Operator>,
-    pub metrics: Arc<OperatorMetrics>,
-    /// A late output reads this operator: its late rows are kept and
-    /// passed on, not only counted.
-    pub keep_late: bool,
-}
-
-/// The late output of one input of the operator stage it reads: the rows
-/// the operator left out as late, then its barriers and its end, in the
-/// order the operator reported them. It carries no watermarks (the rows
-/// are behind them by definition).
-pub struct LateStage {
-    pub name: String,
-    pub input: usize,
-    pub metrics: Arc<OperatorMetrics>,
-}
-
-/// What a fused node does with the messages it reads.
-pub enum StageWork {
-    Operator(ChainOp),
-    Late(LateStage),
-    Sink(SinkStage),
-}
-
-/// A message on an operator's late outputs: rows of one input (`Some`), or
-/// a barrier or the end, for every input (`None`).
-type LateMessage = (Option<usize>, Message);
-
-/// One fused node of a task: its work, whose output it reads, and the
-/// exchanges its own output feeds.
-pub struct Stage {
-    pub work: StageWork,
-    /// The stage it reads (`None`: the head).
-    pub reads: Option<usize>,
-    pub routers: Vec<OutputRouter>,
-}
-
-impl Stage {
-    fn name(&self) -> &str {
-        match &self.work {
-            StageWork::Operator(op) => &op.name,
-            StageWork::Late(late) => &late.name,
-            StageWork::Sink(sink) => &sink.name,
-        }
-    }
-}
-
-/// The source side of a source task.
-pub struct SourceHead {
-    pub name: String,
-    pub reader: Box<dyn SourceReader>,
-    pub node: Arc<NodeMetrics>,
-    pub metrics: Arc<OperatorMetrics>,
-    pub columns: usize,
-    /// (event-time column index and name, out-of-orderness bound ms, idle timeout).
-    pub event_time: Option<(usize, String, i64, Option<Duration>)>,
-    /// Decides how many rows to ask the reader for, and how long to pause
-    /// after a short read (the linger).
-    pub batching: BatchController,
-    /// After a short read, the reader is not asked again before this time.
-    pub resume_at_ns: Option<i64>,
-    /// Backpressured time not yet reported to `batching`.
-    pub pressure_ns: u64,
-    pub barrier_every_rows: Option<u64>,
-    pub max_event_time: i64,
-    pub last_watermark: i64,
-    pub last_data_ns: i64,
-    pub idle_declared: bool,
-    pub rows_since_barrier: u64,
-    pub next_barrier: BarrierId,
-    /// Highest barrier id any source of the run has injected. A source with
-    /// nothing to read catches up to it, so a quiet or slow source never
-    /// holds an alignment (and with it the other inputs) hostage.
-    pub barriers_injected: Arc<AtomicU64>,
-    pub exhausted: bool,
-    /// Set from outside to end the stream early (graceful stop).
-    pub stop: StopHandle,
-    /// The source's instances and this one's index among them, when they
-    /// are kept within a drift of each other.
-    pub alignment: Option<(Arc<SourceAlignment>, usize)>,
-}
-
-impl SourceHead {
-    /// Tells the sibling instances where this one is (`i64::MAX`: it holds
-    /// nobody back).
-    fn publish(&self, wm: i64) {
-        if let Some((alignment, instance)) = &self.alignment {
-            alignment.publish(*instance, wm);
-        }
-    }
-
-    fn inject_barrier(&mut self, out: &mut Vec<(usize, Message)>) {
-        out.push((0, Message::Barrier(self.next_barrier)));
-        self.barriers_injected.fetch_max(self.next_barrier, Relaxed);
-        self.next_barrier += 1;
-        self.rows_since_barrier = 0;
-    }
-
-    /// Produces the next messages, or says when to come back. `clock` is
-    /// the time the step started; a read moves it to when the read ended.
-    fn step(
-        &mut self,
-        out: &mut Vec<(usize, Message)>,
-        clock: &mut i64,
-    ) -> Result<Option<Option<i64>>> {
-        if self.exhausted {
-            return Ok(Some(None));
-        }
-        if self.stop.is_stopped() {
-            self.exhausted = true;
-            self.publish(i64::MAX);
-            out.push((0, Message::End));
-            return Ok(None);
-        }
-        if let Some(at) = self.resume_at_ns {
-            if *clock < at {
-                return Ok(Some(Some(at)));
-            }
-            self.resume_at_ns = None;
-        }
-        if let Some((alignment, instance)) = &self.alignment
-            && alignment.is_ahead(*instance, self.last_watermark)
-        {
-            // While waiting, keep up with the barriers the others inject,
-            // or an aligning consumer would wait for this one's barrier
-            // while the slow sibling waits for room behind it.
-            if self.next_barrier <= self.barriers_injected.load(Relaxed) {
-                self.inject_barrier(out);
-                return Ok(None);
-            }
-            return Ok(Some(Some(now_ns() + ALIGNMENT_RETRY_NS)));
-        }
-        let mut max_rows = self.batching.size();
-        if let Some(every) = self.barrier_every_rows {
-            if self.rows_since_barrier >= every {
-                self.inject_barrier(out);
-                return Ok(None);
-            }
-            max_rows = max_rows.min((every - self.rows_since_barrier) as usize);
-        }
-        let started = *clock;
-        let polled = self.reader.poll_batch(max_rows.max(1));
-        let now = now_ns();
-        *clock = now;
-        self.metrics
-            .busy_ns
-            .fetch_add((now - started) as u64, Relaxed);
-        match polled? {
-            SourcePoll::Batch(batch) if batch.num_rows() > 0 => {
-                if batch.num_columns() != self.columns + 1 || entered_column(&batch).is_none() {
-                    return Err(Error::Other(format!(
-                        "source produced a batch with {} columns, expected {} plus the entered column",
-                        batch.num_columns(),
-                        self.columns
-                    )));
-                }
-                let rows = batch.num_rows();
-                // Caught up with the input: let the next batch fill a while.
-                let linger = self.batching.linger_ns();
-                if rows < max_rows && linger > 0 {
-                    self.resume_at_ns = Some(now.saturating_add(linger));
-                }
-                self.rows_since_barrier += rows as u64;
-                self.metrics.rows_out.fetch_add(rows as u64, Relaxed);
-                let watermark = match &self.event_time {
-                    Some((idx, col, bound, _)) => {
-                        let times = event_times_ms(batch.column(*idx), col)?;
-                        if let Some(max) = times.iter().copied().max() {
-                            self.max_event_time = self.max_event_time.max(max);
-                        }
-                        let wm = self.max_event_time.saturating_sub(*bound);
-                        (wm > self.last_watermark).then_some(wm)
-                    }
-                    None => None,
-                };
-                let entered = entered_column(&batch)
-                    .filter(|c| !c.is_empty())
-                    .map(|c| c.value(c.len() - 1))
-                    .unwrap_or(now);
-                out.push((0, Message::Data(batch)));
-                // Every batch, not only one that advances the watermark: a
-                // pending instance published +∞ and must now count again.
-                self.publish(watermark.unwrap_or(self.last_watermark));
-                if let Some(wm) = watermark {
-                    self.last_watermark = wm;
-                    out.push((
-                        0,
-                        Message::Watermark(Watermark {
-                            time_ms: wm,
-                            entered_ns: entered,
-                        }),
-                    ));
-                }
-                self.last_data_ns = now;
-                self.idle_declared = false;
-                Ok(None)
-            }
-            // Progress without rows: poll again right away.
-            SourcePoll::Batch(_) => Ok(None),
-            SourcePoll::Pending { wake_at_ns } => {
-                // Caught up with its input: nobody should wait for it.
-                self.publish(i64::MAX);
-                if self.next_barrier <= self.barriers_injected.load(Relaxed) {
-                    self.inject_barrier(out);
-                    return Ok(None);
-                }
-                // A reader without a timer is asked again within a millisecond.
-                let wake_at_ns = Some(wake_at_ns.unwrap_or(now + UNTIMED_SOURCE_RETRY_NS));
-                let idle_timeout = self.event_time.as_ref().and_then(|e| e.3);
-                if let (Some(timeout), false) = (idle_timeout, self.idle_declared) {
-                    let timeout_ns = i64::try_from(timeout.as_nanos()).unwrap_or(i64::MAX);
-                    let deadline = self.last_data_ns.saturating_add(timeout_ns);
-                    if now >= deadline {
-                        self.idle_declared = true;
-                        out.push((0, Message::Idle));
-                        return Ok(None);
-                    }
-                    let wake = wake_at_ns.map_or(deadline, |w| w.min(deadline));
-                    return Ok(Some(Some(wake)));
-                }
-                Ok(Some(wake_at_ns))
-            }
-            SourcePoll::Exhausted => {
-                self.exhausted = true;
-                self.publish(i64::MAX);
-                out.push((0, Message::End));
-                Ok(None)
-            }
-        }
-    }
-}
-
+/// Where a task's input comes from: a source it reads itself, or the
+/// channels of the tasks before it, merged by an input gate.
 pub enum Head {
     Source(Box<SourceHead>),
     Gate(InputGate),
 }
 
-/// The sink at the end of a chain: records latency, then writes.
-pub struct SinkStage {
-    pub name: String,
-    pub writer: Box<dyn SinkWriter>,
-    pub metrics: Arc<OperatorMetrics>,
-    pub node: Arc<NodeMetrics>,
-    pub latency: Histogram<u64>,
-    /// Rows that entered before this time (the run's start plus its
-    /// latency warm-up; set when the run starts) are written but not
-    /// recorded in `latency`.
-    pub record_from_ns: Arc<AtomicI64>,
-}
-
-impl SinkStage {
-    pub fn new(
-        name: String,
-        writer: Box<dyn SinkWriter>,
-        metrics: Arc<OperatorMetrics>,
-        node: Arc<NodeMetrics>,
-        record_from_ns: Arc<AtomicI64>,
-    ) -> Self {
-        SinkStage {
-            name,
-            writer,
-            metrics,
-            node,
-            latency: new_latency_histogram(),
-            record_from_ns,
-        }
-    }
-
-    /// Takes one message; `clock` is when it arrived (the time the step
-    /// before ended) and moves to when this one ended.
-    fn deliver(&mut self, msg: Message, clock: &mut i64) -> Result<()> {
-        let started = *clock;
-        match msg {
-            Message::Data(batch) => {
-                let now = started;
-                if let Some(entered) = entered_column(&batch) {
-                    let from = self.record_from_ns.load(Relaxed);
-                    for &e in entered.values().iter().filter(|e| **e >= from) {
-                        self.latency.saturating_record((now - e).max(0) as u64);
-                    }
-                }
-                self.metrics
-                    .rows_in
-                    .fetch_add(batch.num_rows() as u64, Relaxed);
-                self.writer.write(&strip_entered(&batch))?;
-            }
-            Message::End => self.writer.finish()?,
-            // Nothing to do: no clock read either (the next step's time
-            // includes these few ns).
-            Message::Watermark(_) | Message::Barrier(_) | Message::Idle => return Ok(()),
-        }
-        *clock = now_ns();
-        self.metrics
-            .busy_ns
-            .fetch_add((*clock - started) as u64, Relaxed);
-        Ok(())
-    }
-}
-
+/// A task instance: its head and the fused tree of stages after it, run
+/// message by message within one poll.
 pub struct DataflowTask {
     pub name: String,
     pub head: Head,
@@ -447,10 +148,9 @@ impl DataflowTask {
     /// reader.
     /// `clock` is the time the head's messages were ready; each stage's
     /// busy time runs from the previous stage's end to its own, one clock
-    /// read per stage (reading it at both ends of every stage put
-    /// `clock_gettime` at a quarter of q0's samples with one-row batches).
-    /// A stage's routing is thus counted in the busy time of the stage
-    /// after it.
+    /// read per stage: on small batches clock reads are a noticeable share
+    /// of the work, so each stage's end is the next one's start. A stage's
+    /// routing is thus counted in the busy time of the stage after it.
     fn run_chain(&mut self, mut items: Vec<(usize, Message)>, clock: &mut i64) -> Result<()> {
         self.current = self.stages.len();
         let now = *clock;
@@ -695,9 +395,8 @@ impl Task for DataflowTask {
             // A source reads one batch per poll. Its step already runs the
             // batch through every fused node; reading on (when the linger
             // has passed meanwhile) would hold back this worker's other
-            // tasks, which take what the step sent (q7 at 10%: window
-            // results p50 ~100 → ~88 µs with the source's two consumers
-            // fused).
+            // tasks, which take what the step sent (docs/benchmarks.md,
+            // "Fusion and one read per poll").
             if self.done || matches!(self.head, Head::Source(_)) {
                 break;
             }
@@ -765,94 +464,6 @@ impl Task for DataflowTask {
             src.node.add_source_stats(src.reader.stats());
         }
     }
-}
-
-/// Runs one operator over `input`; what it emits. Sets `urgent` when it
-/// emits rows on a watermark. With `keep_late`, appends to `late` the late
-/// rows and, after them, each barrier and the end.
-fn run_operator(
-    stage: &mut ChainOp,
-    input: Vec<(usize, Message)>,
-    urgent: &mut bool,
-    clock: &mut i64,
-    late: &mut Vec<LateMessage>,
-) -> Result<Vec<Message>> {
-    let mut out = if stage.keep_late {
-        Emitter::keeping_late()
-    } else {
-        Emitter::new()
-    };
-    let started = *clock;
-    for (input, msg) in input {
-        let late_control = match &msg {
-            Message::Barrier(id) if stage.keep_late => Some(Message::Barrier(*id)),
-            Message::End if stage.keep_late => Some(Message::End),
-            _ => None,
-        };
-        let result = match msg {
-            Message::Data(batch) => {
-                stage
-                    .metrics
-                    .rows_in
-                    .fetch_add(batch.num_rows() as u64, Relaxed);
-                stage.op.on_data(input, batch, &mut out)
-            }
-            Message::Watermark(wm) => {
-                let before = out.out.len();
-                let result = stage.op.on_watermark(wm, &mut out);
-                if out.out[before..]
-                    .iter()
-                    .any(|m| matches!(m, Message::Data(_)))
-                {
-                    *urgent = true;
-                }
-                result
-            }
-            Message::Barrier(id) => stage.op.on_barrier(id, &mut out),
-            Message::Idle => {
-                out.out.push(Message::Idle);
-                Ok(())
-            }
-            Message::End => stage
-                .op
-                .on_end(&mut out)
-                .map(|_| out.out.push(Message::End)),
-        };
-        result.map_err(|e| e.in_operator(&stage.name))?;
-        if stage.keep_late {
-            late.extend(
-                out.take_late()
-                    .into_iter()
-                    .map(|(input, batch)| (Some(input), Message::Data(batch))),
-            );
-            late.extend(late_control.map(|m| (None, m)));
-        }
-    }
-    *clock = now_ns();
-    stage
-        .metrics
-        .busy_ns
-        .fetch_add((*clock - started) as u64, Relaxed);
-    if out.late_rows > 0 {
-        stage.metrics.late_rows.fetch_add(out.late_rows, Relaxed);
-    }
-    let emitted: u64 = out.out.iter().map(|m| m.rows() as u64).sum();
-    stage.metrics.rows_out.fetch_add(emitted, Relaxed);
-    Ok(out.out)
-}
-
-/// The messages of one late output among everything its operator put on
-/// its late outputs.
-fn pass_late(stage: &LateStage, late: &[LateMessage]) -> Vec<Message> {
-    let out: Vec<Message> = late
-        .iter()
-        .filter(|(input, _)| input.is_none_or(|i| i == stage.input))
-        .map(|(_, m)| m.clone())
-        .collect();
-    let rows: u64 = out.iter().map(|m| m.rows() as u64).sum();
-    stage.metrics.rows_in.fetch_add(rows, Relaxed);
-    stage.metrics.rows_out.fetch_add(rows, Relaxed);
-    out
 }
 
 /// Hands each message to every router of `routers` (not empty): copies to

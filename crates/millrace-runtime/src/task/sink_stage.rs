@@ -1,0 +1,75 @@
+//! The sink at the end of a branch of a task: records each row's latency
+//! (from when it entered at its source to when it reaches the sink), then
+//! writes the batch without the entered column.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::Ordering::Relaxed;
+
+use hdrhistogram::Histogram;
+use millrace_core::time::now_ns;
+use millrace_core::{Message, Result, SinkWriter, entered_column, strip_entered};
+
+use crate::metrics::{NodeMetrics, OperatorMetrics, new_latency_histogram};
+
+/// The sink at the end of a chain: records latency, then writes.
+pub struct SinkStage {
+    pub name: String,
+    pub writer: Box<dyn SinkWriter>,
+    pub metrics: Arc<OperatorMetrics>,
+    pub node: Arc<NodeMetrics>,
+    pub latency: Histogram<u64>,
+    /// Rows that entered before this time (the run's start plus its
+    /// latency warm-up; set when the run starts) are written but not
+    /// recorded in `latency`.
+    pub record_from_ns: Arc<AtomicI64>,
+}
+
+impl SinkStage {
+    pub fn new(
+        name: String,
+        writer: Box<dyn SinkWriter>,
+        metrics: Arc<OperatorMetrics>,
+        node: Arc<NodeMetrics>,
+        record_from_ns: Arc<AtomicI64>,
+    ) -> Self {
+        SinkStage {
+            name,
+            writer,
+            metrics,
+            node,
+            latency: new_latency_histogram(),
+            record_from_ns,
+        }
+    }
+
+    /// Takes one message; `clock` is when it arrived (the time the step
+    /// before ended) and moves to when this one ended.
+    pub(super) fn deliver(&mut self, msg: Message, clock: &mut i64) -> Result<()> {
+        let started = *clock;
+        match msg {
+            Message::Data(batch) => {
+                let now = started;
+                if let Some(entered) = entered_column(&batch) {
+                    let from = self.record_from_ns.load(Relaxed);
+                    for &e in entered.values().iter().filter(|e| **e >= from) {
+                        self.latency.saturating_record((now - e).max(0) as u64);
+                    }
+                }
+                self.metrics
+                    .rows_in
+                    .fetch_add(batch.num_rows() as u64, Relaxed);
+                self.writer.write(&strip_entered(&batch))?;
+            }
+            Message::End => self.writer.finish()?,
+            // Nothing to do: no clock read either (the next step's time
+            // includes these few ns).
+            Message::Watermark(_) | Message::Barrier(_) | Message::Idle => return Ok(()),
+        }
+        *clock = now_ns();
+        self.metrics
+            .busy_ns
+            .fetch_add((*clock - started) as u64, Relaxed);
+        Ok(())
+    }
+}

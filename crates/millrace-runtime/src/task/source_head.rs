@@ -1,0 +1,214 @@
+//! A source as the head of a task: reads batches of the size its batch
+//! controller chooses, and owns the source-side rules: watermark = max
+//! event time − bound after every batch, `Idle` after the idle timeout
+//! without data, a barrier every N rows (and catching up with the barriers
+//! other sources injected), holding back while ahead of its sibling
+//! instances (alignment), `End` when the reader is exhausted or the run is
+//! stopped.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use arrow::array::Array;
+use millrace_core::time::{event_times_ms, now_ns};
+use millrace_core::{
+    BarrierId, Error, Message, Result, SourcePoll, SourceReader, Watermark, entered_column,
+};
+
+use crate::alignment::SourceAlignment;
+use crate::batching::BatchController;
+use crate::metrics::{NodeMetrics, OperatorMetrics};
+use crate::worker::StopHandle;
+
+/// How soon a source that is pending without a wake-up time is polled again.
+const UNTIMED_SOURCE_RETRY_NS: i64 = 1_000_000;
+
+/// How soon a source instance held back by alignment looks again.
+const ALIGNMENT_RETRY_NS: i64 = 50_000;
+
+/// The source side of a source task.
+pub struct SourceHead {
+    pub name: String,
+    pub reader: Box<dyn SourceReader>,
+    pub node: Arc<NodeMetrics>,
+    pub metrics: Arc<OperatorMetrics>,
+    pub columns: usize,
+    /// (event-time column index and name, out-of-orderness bound ms, idle timeout).
+    pub event_time: Option<(usize, String, i64, Option<Duration>)>,
+    /// Decides how many rows to ask the reader for, and how long to pause
+    /// after a short read (the linger).
+    pub batching: BatchController,
+    /// After a short read, the reader is not asked again before this time.
+    pub resume_at_ns: Option<i64>,
+    /// Backpressured time not yet reported to `batching`.
+    pub pressure_ns: u64,
+    pub barrier_every_rows: Option<u64>,
+    pub max_event_time: i64,
+    pub last_watermark: i64,
+    pub last_data_ns: i64,
+    pub idle_declared: bool,
+    pub rows_since_barrier: u64,
+    pub next_barrier: BarrierId,
+    /// Highest barrier id any source of the run has injected. A source with
+    /// nothing to read catches up to it, so a quiet or slow source never
+    /// holds an alignment (and with it the other inputs) hostage.
+    pub barriers_injected: Arc<AtomicU64>,
+    pub exhausted: bool,
+    /// Set from outside to end the stream early (graceful stop).
+    pub stop: StopHandle,
+    /// The source's instances and this one's index among them, when they
+    /// are kept within a drift of each other.
+    pub alignment: Option<(Arc<SourceAlignment>, usize)>,
+}
+
+impl SourceHead {
+    /// Tells the sibling instances where this one is (`i64::MAX`: it holds
+    /// nobody back).
+    fn publish(&self, wm: i64) {
+        if let Some((alignment, instance)) = &self.alignment {
+            alignment.publish(*instance, wm);
+        }
+    }
+
+    fn inject_barrier(&mut self, out: &mut Vec<(usize, Message)>) {
+        out.push((0, Message::Barrier(self.next_barrier)));
+        self.barriers_injected.fetch_max(self.next_barrier, Relaxed);
+        self.next_barrier += 1;
+        self.rows_since_barrier = 0;
+    }
+
+    /// Produces the next messages, or says when to come back. `clock` is
+    /// the time the step started; a read moves it to when the read ended.
+    pub(super) fn step(
+        &mut self,
+        out: &mut Vec<(usize, Message)>,
+        clock: &mut i64,
+    ) -> Result<Option<Option<i64>>> {
+        if self.exhausted {
+            return Ok(Some(None));
+        }
+        if self.stop.is_stopped() {
+            self.exhausted = true;
+            self.publish(i64::MAX);
+            out.push((0, Message::End));
+            return Ok(None);
+        }
+        if let Some(at) = self.resume_at_ns {
+            if *clock < at {
+                return Ok(Some(Some(at)));
+            }
+            self.resume_at_ns = None;
+        }
+        if let Some((alignment, instance)) = &self.alignment
+            && alignment.is_ahead(*instance, self.last_watermark)
+        {
+            // While waiting, keep up with the barriers the others inject,
+            // or an aligning consumer would wait for this one's barrier
+            // while the slow sibling waits for room behind it.
+            if self.next_barrier <= self.barriers_injected.load(Relaxed) {
+                self.inject_barrier(out);
+                return Ok(None);
+            }
+            return Ok(Some(Some(now_ns() + ALIGNMENT_RETRY_NS)));
+        }
+        let mut max_rows = self.batching.size();
+        if let Some(every) = self.barrier_every_rows {
+            if self.rows_since_barrier >= every {
+                self.inject_barrier(out);
+                return Ok(None);
+            }
+            max_rows = max_rows.min((every - self.rows_since_barrier) as usize);
+        }
+        let started = *clock;
+        let polled = self.reader.poll_batch(max_rows.max(1));
+        let now = now_ns();
+        *clock = now;
+        self.metrics
+            .busy_ns
+            .fetch_add((now - started) as u64, Relaxed);
+        match polled? {
+            SourcePoll::Batch(batch) if batch.num_rows() > 0 => {
+                if batch.num_columns() != self.columns + 1 || entered_column(&batch).is_none() {
+                    return Err(Error::Other(format!(
+                        "source produced a batch with {} columns, expected {} plus the entered column",
+                        batch.num_columns(),
+                        self.columns
+                    )));
+                }
+                let rows = batch.num_rows();
+                // Caught up with the input: let the next batch fill a while.
+                let linger = self.batching.linger_ns();
+                if rows < max_rows && linger > 0 {
+                    self.resume_at_ns = Some(now.saturating_add(linger));
+                }
+                self.rows_since_barrier += rows as u64;
+                self.metrics.rows_out.fetch_add(rows as u64, Relaxed);
+                let watermark = match &self.event_time {
+                    Some((idx, col, bound, _)) => {
+                        let times = event_times_ms(batch.column(*idx), col)?;
+                        if let Some(max) = times.iter().copied().max() {
+                            self.max_event_time = self.max_event_time.max(max);
+                        }
+                        let wm = self.max_event_time.saturating_sub(*bound);
+                        (wm > self.last_watermark).then_some(wm)
+                    }
+                    None => None,
+                };
+                let entered = entered_column(&batch)
+                    .filter(|c| !c.is_empty())
+                    .map(|c| c.value(c.len() - 1))
+                    .unwrap_or(now);
+                out.push((0, Message::Data(batch)));
+                // Every batch, not only one that advances the watermark: a
+                // pending instance published +∞ and must now count again.
+                self.publish(watermark.unwrap_or(self.last_watermark));
+                if let Some(wm) = watermark {
+                    self.last_watermark = wm;
+                    out.push((
+                        0,
+                        Message::Watermark(Watermark {
+                            time_ms: wm,
+                            entered_ns: entered,
+                        }),
+                    ));
+                }
+                self.last_data_ns = now;
+                self.idle_declared = false;
+                Ok(None)
+            }
+            // Progress without rows: poll again right away.
+            SourcePoll::Batch(_) => Ok(None),
+            SourcePoll::Pending { wake_at_ns } => {
+                // Caught up with its input: nobody should wait for it.
+                self.publish(i64::MAX);
+                if self.next_barrier <= self.barriers_injected.load(Relaxed) {
+                    self.inject_barrier(out);
+                    return Ok(None);
+                }
+                // A reader without a timer is asked again within a millisecond.
+                let wake_at_ns = Some(wake_at_ns.unwrap_or(now + UNTIMED_SOURCE_RETRY_NS));
+                let idle_timeout = self.event_time.as_ref().and_then(|e| e.3);
+                if let (Some(timeout), false) = (idle_timeout, self.idle_declared) {
+                    let timeout_ns = i64::try_from(timeout.as_nanos()).unwrap_or(i64::MAX);
+                    let deadline = self.last_data_ns.saturating_add(timeout_ns);
+                    if now >= deadline {
+                        self.idle_declared = true;
+                        out.push((0, Message::Idle));
+                        return Ok(None);
+                    }
+                    let wake = wake_at_ns.map_or(deadline, |w| w.min(deadline));
+                    return Ok(Some(Some(wake)));
+                }
+                Ok(Some(wake_at_ns))
+            }
+            SourcePoll::Exhausted => {
+                self.exhausted = true;
+                self.publish(i64::MAX);
+                out.push((0, Message::End));
+                Ok(None)
+            }
+        }
+    }
+}
