@@ -242,10 +242,13 @@ impl OperatorFactory for WindowAggFactory {
 
     fn restore(
         &self,
-        _instance: usize,
-        _parallelism: usize,
+        instance: usize,
+        parallelism: usize,
         state: &Snapshot,
     ) -> Result<Box<dyn Operator>> {
+        if state.is_empty() {
+            return self.create(instance, parallelism);
+        }
         let plan = self.plan.clone();
         Ok(match plan.spec.assign.kind() {
             Some(WindowKind::Session { gap_ms }) => {

@@ -1059,3 +1059,24 @@ fn a_snapshot_of_another_plan_is_refused() {
     let err = other.restore(0, 1, &snapshot).err().expect("refused");
     assert!(err.to_string().contains("snapshot"), "{err}");
 }
+
+#[test]
+fn an_empty_snapshot_restores_a_fresh_operator() {
+    let input = events_schema();
+    let assign = time(&input, WindowKind::Tumble { size_ms: 10 });
+    let factory =
+        WindowAggFactory::new(spec(input, assign, &["user"], 0, &[count_all().alias("n")]))
+            .unwrap();
+    let mut op = factory
+        .restore(0, 1, &millrace_core::Snapshot::none())
+        .unwrap();
+    let mut out = Emitter::new();
+    op.on_data(
+        0,
+        events(1, &[(3, Some("a"), "eu", Some(1), 0.0)]),
+        &mut out,
+    )
+    .unwrap();
+    op.on_end(&mut out).unwrap();
+    assert_eq!(render(out.take_messages()), vec!["[0,10) a 1 @1"]);
+}
