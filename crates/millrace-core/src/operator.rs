@@ -212,24 +212,38 @@ pub trait OperatorFactory: Send + Sync {
     /// that instance's [`Operator::snapshot`] returned at a barrier of a run
     /// of the same plan (same [`OperatorFactory::signature`], same
     /// parallelism). Fed the input that followed the barrier, it must emit
-    /// exactly what the snapshotted instance would have.
-    ///
-    /// The default serves stateless operators: an empty snapshot gives a
-    /// fresh instance, anything else is refused (state is never dropped).
+    /// exactly what the snapshotted instance would have. An empty snapshot
+    /// (nothing to continue from) gives a fresh instance; any other goes to
+    /// [`OperatorFactory::resume`].
     fn restore(
         &self,
         instance: usize,
         parallelism: usize,
         state: &Snapshot,
     ) -> Result<Box<dyn Operator>> {
-        if !state.is_empty() {
-            return Err(Error::Other(format!(
-                "operator '{}' keeps no state, but its snapshot holds {} row(s)",
-                self.name(),
-                state.rows()
-            )));
+        if state.is_empty() {
+            self.create(instance, parallelism)
+        } else {
+            self.resume(instance, parallelism, state)
         }
-        self.create(instance, parallelism)
+    }
+
+    /// [`OperatorFactory::restore`] from a snapshot that holds state: what a
+    /// stateful operator implements. A snapshot that is not this plan's must
+    /// be refused with an error, never half-read. The default serves
+    /// stateless operators: it refuses every snapshot (state is never
+    /// dropped).
+    fn resume(
+        &self,
+        _instance: usize,
+        _parallelism: usize,
+        state: &Snapshot,
+    ) -> Result<Box<dyn Operator>> {
+        Err(Error::Other(format!(
+            "operator '{}' keeps no state, but its snapshot holds {} row(s)",
+            self.name(),
+            state.rows()
+        )))
     }
 
     /// Everything that decides what this operator computes and what its

@@ -138,18 +138,16 @@ impl OperatorFactory for IntervalJoinFactory {
         Ok(Box::new(self.operator()?))
     }
 
-    /// An empty snapshot gives a fresh operator; any other must be an
-    /// interval join's of this plan (`interval/state.rs`).
-    fn restore(
+    /// The snapshot must be an interval join's of this plan
+    /// (`interval/state.rs`).
+    fn resume(
         &self,
         _instance: usize,
         _parallelism: usize,
         state: &Snapshot,
     ) -> Result<Box<dyn Operator>> {
         let mut op = self.operator()?;
-        if !state.is_empty() {
-            op.restore_state(state)?;
-        }
+        op.restore_state(state)?;
         Ok(Box::new(op))
     }
 

@@ -124,8 +124,9 @@ pub(crate) fn entered(messages: &[Message]) -> Vec<i64> {
 /// (`crate::round_trip`): 24 rounds, each a batch on one or both inputs of
 /// rows `(k, t, v)` (`schemas[input]` has these three columns), then a
 /// watermark 4 ms behind the largest time so far. Keys are 0..4 or null;
-/// times rise ~1.5 ms a row, jittered by up to 6 ms either way and rounded
-/// down to even, so some rows are late and many times are equal. Each
+/// times rise with the row number, jittered back and forth by more than the
+/// watermark's bound and rounded down to even, so some rows are late and
+/// many times are equal. Each
 /// instance of `parallelism` gets the rows of keys `k % parallelism` (null
 /// keys go to 0) and every watermark, as after an exchange by key.
 pub(crate) fn join_round_trip_steps(

@@ -173,18 +173,16 @@ impl OperatorFactory for WindowJoinFactory {
         Ok(Box::new(self.operator()?))
     }
 
-    /// An empty snapshot gives a fresh operator; any other must be a window
+    /// The snapshot must be a window
     /// join's of this plan (`window/state.rs`).
-    fn restore(
+    fn resume(
         &self,
         _instance: usize,
         _parallelism: usize,
         state: &Snapshot,
     ) -> Result<Box<dyn Operator>> {
         let mut op = self.operator()?;
-        if !state.is_empty() {
-            op.restore_state(state)?;
-        }
+        op.restore_state(state)?;
         Ok(Box::new(op))
     }
 

@@ -219,18 +219,15 @@ impl OperatorFactory for TopNFactory {
         Ok(Box::new(self.operator()?))
     }
 
-    /// An empty snapshot gives a fresh operator; any other must be a
-    /// top-N's of this plan (`state.rs`).
-    fn restore(
+    /// The snapshot must be a top-N's of this plan (`state.rs`).
+    fn resume(
         &self,
         _instance: usize,
         _parallelism: usize,
         state: &Snapshot,
     ) -> Result<Box<dyn Operator>> {
         let mut op = self.operator()?;
-        if !state.is_empty() {
-            op.restore_state(state)?;
-        }
+        op.restore_state(state)?;
         Ok(Box::new(op))
     }
 
@@ -1231,7 +1228,7 @@ mod tests {
 
     /// `rounds` batches of `per_round` rows of [`timed_input`], each
     /// followed by a watermark 4 ms behind the largest `ts` so far. Times
-    /// rise ~1.5 ms a row, jittered by up to 6 ms either way, so some rows
+    /// rise with the row number, jittered past the watermark bound, so some rows
     /// are late; `v` repeats (ties) and is sometimes null. Each instance of
     /// `parallelism` gets the rows of its keys and every watermark.
     fn timed_steps(parallelism: usize, rounds: i64, per_round: i64) -> Vec<Vec<Step>> {

@@ -240,15 +240,12 @@ impl OperatorFactory for WindowAggFactory {
         })
     }
 
-    fn restore(
+    fn resume(
         &self,
-        instance: usize,
-        parallelism: usize,
+        _instance: usize,
+        _parallelism: usize,
         state: &Snapshot,
     ) -> Result<Box<dyn Operator>> {
-        if state.is_empty() {
-            return self.create(instance, parallelism);
-        }
         let plan = self.plan.clone();
         Ok(match plan.spec.assign.kind() {
             Some(WindowKind::Session { gap_ms }) => {

@@ -96,12 +96,11 @@ pub struct BenchOptions {
     /// The aim for each throughput run, and the length of each run of the
     /// sustained-rate search.
     pub seconds: f64,
-    /// Length of each latency run. Longer than `seconds`: a query measured
-    /// on window results has few of them a second (as q7), and a p99 over
-    /// fewer than 100 results is its largest; and near saturation the
-    /// host's stalls make backlogs that last hundreds of milliseconds, so
-    /// a short run's p99 depends on how many of them fall in it, and which
-    /// policy it ranks first is chance.
+    /// Length of each latency run. Longer than `seconds`: a p99 needs at
+    /// least a hundred results behind it, and a query measured on window
+    /// results gives few a second; and a host stall near saturation leaves
+    /// a backlog that a short run cannot average out (docs/benchmarks.md,
+    /// "The machine's own tails").
     pub latency_seconds: f64,
     /// Runs of every measurement (throughput, and each policy at each
     /// load), in rounds that take every policy in turn; tables show the
