@@ -22,6 +22,6 @@ pub use batch::{
 pub use error::{Error, Result};
 pub use message::{BarrierId, Message, Watermark};
 pub use operator::{Emitter, Operator, OperatorFactory, StateSize};
-pub use sink::{CollectSink, SinkFactory, SinkWriter};
+pub use sink::{CollectSink, SinkCommitter, SinkFactory, SinkWriter};
 pub use source::{EventTime, SourceFactory, SourcePoll, SourceReader, SourceStats};
 pub use state::{Epoch, OperatorId, PlanFingerprint, Snapshot};

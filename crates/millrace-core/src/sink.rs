@@ -7,22 +7,37 @@
 //! # Two-phase commit
 //!
 //! Output is exactly-once when a sink takes part in checkpoints (the state
-//! contract, `crate::state`): at the barrier of epoch `e` the writer
-//! [`pre_commit`](SinkWriter::pre_commit)s what it wrote since the last
-//! barrier (makes it durable, not yet visible); once the checkpoint of `e`
-//! is complete the coordinator calls [`commit`](SinkWriter::commit)`(e)`
-//! (make it visible); a checkpoint that failed calls
-//! [`abort`](SinkWriter::abort)`(e)` (discard it). After a crash, recovery
-//! calls `commit(e)` again on a fresh writer for the last complete
-//! checkpoint's epoch, since the crash may have come before or after the
-//! first commit: **a commit may be replayed and must then be a no-op**
-//! (the part file is already renamed; the transaction that recorded `e` is
-//! already committed). A sink that cannot promise that says so with
-//! [`SinkFactory::exactly_once`] `= false`: its output is at-least-once.
+//! contract, `crate::state`). Such a sink has a [`SinkCommitter`]
+//! ([`SinkFactory::committer`]) whose writers stage what they write:
+//!
+//! 1. at the barrier of epoch `e` each writer
+//!    [`pre_commit`](SinkWriter::pre_commit)s what it wrote since the last
+//!    barrier: ends it (closes the part file, say) and returns a *token*
+//!    naming it. This runs on the worker with the barrier waiting, so it
+//!    must be cheap: no fsync, no network round trip;
+//! 2. once every task has acknowledged `e`, the checkpoint's own thread
+//!    calls [`SinkCommitter::prepare`] with every writer's tokens: make
+//!    them durable (fsync) and decide what the commit will do. Its answer
+//!    is stored in the checkpoint;
+//! 3. once the checkpoint is durable (its manifest written), the same
+//!    thread calls [`SinkCommitter::commit`] with that answer: make the
+//!    output visible.
+//!
+//! After a crash, recovery calls [`SinkCommitter::recover`] with the
+//! latest complete checkpoint's prepared commit before any writer is
+//! created: the crash may have come before, during or after the first
+//! commit, so **a commit may be replayed and must then be a no-op**, and
+//! what was staged after that checkpoint is discarded (a restored run
+//! writes it again). A checkpoint that does not complete (timed out)
+//! commits nothing; its tokens are carried into the next one, so staged
+//! output is never lost, only made visible later.
+//!
+//! A sink without a committer is at-least-once: rows are visible once
+//! written, and a recovery may write some of them again.
 
 use std::sync::{Arc, Mutex};
 
-use crate::Result;
+use crate::{Result, Snapshot};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
@@ -30,7 +45,8 @@ pub trait SinkFactory: Send + Sync {
     /// Short name shown in plans, summaries and errors.
     fn name(&self) -> String;
     /// The writer of instance `instance` of `parallelism`; `schema` is the
-    /// user schema of the batches it will receive.
+    /// user schema of the batches it will receive. Its rows are visible
+    /// once written (at-least-once).
     fn create(
         &self,
         instance: usize,
@@ -42,44 +58,62 @@ pub trait SinkFactory: Send + Sync {
         None
     }
 
-    /// Whether the writer's two phases make output exactly-once (see the
-    /// module doc). The default, `false`: rows written are visible at once,
-    /// and a recovery may write some of them again.
-    fn exactly_once(&self) -> bool {
-        false
+    /// The exactly-once form of this sink (see the module doc), used when
+    /// the pipeline checkpoints; `None` (the default): at-least-once only.
+    fn committer(&self) -> Option<Arc<dyn SinkCommitter>> {
+        None
     }
 }
 
 pub trait SinkWriter: Send {
     /// Writes one batch (user columns only). Returning an error stops the pipeline.
     fn write(&mut self, batch: &RecordBatch) -> Result<()>;
-    /// Flushes at end of input.
+    /// Flushes at end of input. A staging writer ends its last epoch with
+    /// the `pre_commit` the runtime calls after it.
     fn finish(&mut self) -> Result<()> {
         Ok(())
     }
 
-    /// Makes what was written since the last barrier durable, not yet
-    /// visible, as part of epoch `epoch`. Called at the barrier, on the
-    /// worker: slow work belongs to a background thread the writer owns.
-    fn pre_commit(&mut self, epoch: crate::Epoch) -> Result<()> {
+    /// Ends epoch `epoch`: what was written since the last barrier is
+    /// complete and staged, not yet visible; returns the token that names
+    /// it for [`SinkCommitter::prepare`]. Called at the barrier, on the
+    /// worker: no fsync, no waiting. A writer that does not stage (an
+    /// at-least-once sink) returns an empty snapshot.
+    fn pre_commit(&mut self, epoch: crate::Epoch) -> Result<Snapshot> {
         let _ = epoch;
-        Ok(())
+        Ok(Snapshot::none())
     }
+}
 
-    /// Makes epoch `epoch`'s pre-committed output visible. May be called
-    /// again for an epoch already committed (after a crash, on a fresh
-    /// writer) and must then do nothing.
-    fn commit(&mut self, epoch: crate::Epoch) -> Result<()> {
-        let _ = epoch;
-        Ok(())
-    }
+/// The commit side of an exactly-once sink: creates the writers that
+/// stage, and makes staged epochs visible. Runs on the checkpoint's own
+/// thread, never on a worker, so it may block on I/O.
+pub trait SinkCommitter: Send + Sync {
+    /// A staging writer of instance `instance` of `parallelism`.
+    fn create(
+        &self,
+        instance: usize,
+        parallelism: usize,
+        schema: SchemaRef,
+    ) -> Result<Box<dyn SinkWriter>>;
 
-    /// Discards epoch `epoch`'s pre-committed output (its checkpoint
-    /// failed); a later epoch will carry those rows again.
-    fn abort(&mut self, epoch: crate::Epoch) -> Result<()> {
-        let _ = epoch;
-        Ok(())
-    }
+    /// Makes the staged output the `tokens` name durable (every writer's,
+    /// in instance order; epochs at or before `epoch`, oldest first) and
+    /// returns what [`SinkCommitter::commit`] needs to make it visible;
+    /// that value is stored in the checkpoint of `epoch`. Nothing becomes
+    /// visible yet.
+    fn prepare(&self, epoch: crate::Epoch, tokens: &[Snapshot]) -> Result<Snapshot>;
+
+    /// Makes `prepared` visible. May be called again with the same value
+    /// (recovery replays the latest checkpoint's commit) and must then do
+    /// nothing more.
+    fn commit(&self, epoch: crate::Epoch, prepared: &Snapshot) -> Result<()>;
+
+    /// Before a run starts: replays the commit of the checkpoint being
+    /// restored (`None`: a fresh start) and discards everything staged but
+    /// not covered by it, so the run starts from exactly the visible
+    /// output that checkpoint promised.
+    fn recover(&self, restored: Option<(crate::Epoch, &Snapshot)>) -> Result<()>;
 }
 
 /// Keeps every batch in memory, for tests and examples. Not for unbounded input.

@@ -19,7 +19,7 @@
 //!   followed the barrier, in the same order per instance;
 //! * a **sink** pre-commits what it wrote in the epoch
 //!   ([`SinkWriter::pre_commit`]); only once the whole checkpoint is durable
-//!   is it committed ([`SinkWriter::commit`]).
+//!   is it committed ([`SinkCommitter::commit`], `crate::sink`).
 //!
 //! The runtime and the checkpoint coordinator build on these promises; they
 //! do not know what any operator keeps. What is written where and when is
@@ -44,7 +44,7 @@
 //! [`SourceReader::position`]: crate::SourceReader::position
 //! [`SourceReader::seek`]: crate::SourceReader::seek
 //! [`SinkWriter::pre_commit`]: crate::SinkWriter::pre_commit
-//! [`SinkWriter::commit`]: crate::SinkWriter::commit
+//! [`SinkCommitter::commit`]: crate::SinkCommitter::commit
 
 use std::fmt;
 use std::sync::Arc;
