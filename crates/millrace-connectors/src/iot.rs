@@ -14,6 +14,9 @@
 //! * **Split and pacing** as for Nexmark: instance `i` of `p` emits the events
 //!   with `n % p == i` in increasing `n`; with `emit_rate`, event `n` is due at
 //!   `start + n * 1e9 / emit_rate` ns and carries that as its entered time.
+//! * **Checkpoints** as for Nexmark: the position is the next event number
+//!   (table `iot`); after a seek the rows are the ones that followed it, and
+//!   a paced schedule restarts at the first poll.
 
 use std::sync::{Arc, OnceLock};
 
@@ -21,9 +24,12 @@ use arrow::array::{ArrayRef, Float64Array, Int64Array, TimestampMillisecondArray
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use millrace_core::batch::schema_with_entered;
-use millrace_core::{Error, EventTime, Result, SourceFactory, SourcePoll, SourceReader};
+use millrace_core::{Error, EventTime, Result, Snapshot, SourceFactory, SourcePoll, SourceReader};
 
-use crate::rng::{Cursor, EventRng, Pacer, check_rate, check_split, event_time_ms, mix64};
+use crate::rng::{
+    Cursor, EventRng, Pacer, check_rate, check_split, event_time_ms, generator_position, mix64,
+    seek_generator,
+};
 
 /// Parameters of the telemetry sequence.
 #[derive(Debug, Clone)]
@@ -59,6 +65,8 @@ impl Default for IotConfig {
     }
 }
 
+/// The source's name, which also names its position's table.
+const SOURCE_NAME: &str = "iot";
 const DOMAIN_READINGS: u64 = 0x494f_5452;
 const DOMAIN_DEVICES: u64 = 0x4445_5649;
 /// Largest batch built at once, whatever `max_rows` asks.
@@ -120,7 +128,7 @@ impl IotSource {
 
 impl SourceFactory for IotSource {
     fn name(&self) -> String {
-        "iot".to_string()
+        SOURCE_NAME.to_string()
     }
 
     fn schema(&self) -> SchemaRef {
@@ -248,6 +256,14 @@ impl SourceReader for IotReader {
             columns,
         )?))
     }
+
+    fn position(&self) -> Result<Option<Snapshot>> {
+        generator_position(SOURCE_NAME, &self.cursor).map(Some)
+    }
+
+    fn seek(&mut self, position: &Snapshot) -> Result<()> {
+        seek_generator(SOURCE_NAME, position, &mut self.cursor, &mut self.pacer)
+    }
 }
 
 #[cfg(test)]
@@ -258,8 +274,10 @@ mod tests {
     use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
     use millrace_core::ENTERED_COLUMN;
     use millrace_core::batch::strip_entered;
+    use millrace_core::state::scalar;
 
     use super::*;
+    use crate::resume_check::check_resume_everywhere;
 
     fn cfg(events: u64) -> IotConfig {
         IotConfig {
@@ -455,5 +473,36 @@ mod tests {
         assert!(f.create(0, 1).is_err());
         let f = IotSource::new(IotConfig::default());
         assert!(f.create(1, 1).is_err());
+    }
+
+    #[test]
+    fn a_resumed_reader_continues_with_the_same_rows() {
+        // One instance returns 31 batches (the last of one row), each of two
+        // instances 16: cuts fall inside, at the last batch and past the end.
+        let source = IotSource::new(cfg(3001));
+        let cuts = [0, 1, 4, 15, 16, 30, 31, 32];
+        let outcomes = check_resume_everywhere(&source, &[1, 2], 100, &cuts, &[]);
+        let exhausted = outcomes.iter().find(|r| r.exhausted_at_cut).unwrap();
+        let table = exhausted.position.table("iot").unwrap();
+        assert_eq!(scalar(table, "exhausted").unwrap(), Some(1));
+    }
+
+    #[test]
+    fn the_position_is_the_next_event_number_and_refuses_strangers() {
+        let source = IotSource::new(cfg(100));
+        let mut reader = source.create(0, 2).unwrap();
+        assert!(matches!(
+            reader.poll_batch(5).unwrap(),
+            SourcePoll::Batch(_)
+        ));
+        let position = reader.position().unwrap().unwrap();
+        let table = position.table("iot").unwrap();
+        assert_eq!(scalar(table, "next_event").unwrap(), Some(10));
+
+        let mut other = source.create(1, 2).unwrap();
+        let err = other.seek(&position).unwrap_err().to_string();
+        assert!(err.contains("instance 0 of 2"), "{err}");
+        let err = other.seek(&Snapshot::none()).unwrap_err().to_string();
+        assert!(err.contains("iot") && err.contains("no table"), "{err}");
     }
 }

@@ -11,5 +11,7 @@ pub mod file;
 pub mod iot;
 pub mod nexmark;
 pub mod proctime;
+#[cfg(test)]
+mod resume_check;
 mod rng;
 pub mod sinks;

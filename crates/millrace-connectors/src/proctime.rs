@@ -4,6 +4,11 @@
 //! Windows over processing time (Nexmark q12) are then ordinary event-time
 //! windows over `proc_time`: the stamps never decrease within a reader, so
 //! the watermark follows them with no bound and no row is ever late.
+//!
+//! Checkpoints: the reader's position is the wrapped source's, plus table
+//! `proc_time` with the last stamp, so stamps keep never decreasing across a
+//! restore even if the wall clock stepped back meanwhile. A wrapped source
+//! that cannot be repositioned leaves the wrapper without a position too.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,12 +17,18 @@ use arrow::array::{ArrayRef, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use millrace_core::batch::schema_with_entered;
+use millrace_core::state::{scalar, scalars};
 use millrace_core::{
-    Error, EventTime, Result, SourceFactory, SourcePoll, SourceReader, SourceStats,
+    Error, EventTime, Result, Snapshot, SourceFactory, SourcePoll, SourceReader, SourceStats,
 };
 
 /// Name of the added column.
 pub const PROC_TIME: &str = "proc_time";
+
+/// Table of the wrapper's own part of a position, beside the wrapped
+/// source's tables (the sources here name theirs after themselves, or
+/// `file` and `file_path`).
+const STAMP_TABLE: &str = PROC_TIME;
 
 /// Wraps `inner`, appending `proc_time` (TIMESTAMP(3), wall clock at read).
 pub struct ProcessingTime {
@@ -107,12 +118,32 @@ impl SourceReader for ProcessingTimeReader {
     fn stats(&self) -> SourceStats {
         self.inner.stats()
     }
+
+    fn position(&self) -> Result<Option<Snapshot>> {
+        let Some(inner) = self.inner.position()? else {
+            return Ok(None);
+        };
+        let last_ms = (self.last_ms != i64::MIN).then_some(self.last_ms);
+        Ok(Some(
+            inner.with(STAMP_TABLE, scalars(&[("last_ms", last_ms)])),
+        ))
+    }
+
+    fn seek(&mut self, position: &Snapshot) -> Result<()> {
+        self.inner.seek(position)?;
+        let stamps = position
+            .table(STAMP_TABLE)
+            .map_err(|e| e.context("processing-time source: cannot seek"))?;
+        self.last_ms = scalar(stamps, "last_ms")?.unwrap_or(i64::MIN);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::nexmark::{NexmarkConfig, NexmarkSource};
+    use crate::resume_check::check_resume_everywhere;
     use arrow::array::AsArray;
     use arrow::datatypes::TimestampMillisecondType;
 
@@ -147,5 +178,101 @@ mod tests {
         }
         assert_eq!(rows, 4600); // 92% of 5000 events are bids
         assert!(last > 1_700_000_000_000); // a wall-clock time, not an offset
+    }
+
+    /// A source whose input cannot be read again: it keeps the default
+    /// position (none).
+    struct Unreplayable;
+
+    impl SourceReader for Unreplayable {
+        fn poll_batch(&mut self, _max_rows: usize) -> Result<SourcePoll> {
+            Ok(SourcePoll::Exhausted)
+        }
+    }
+
+    impl SourceFactory for Unreplayable {
+        fn name(&self) -> String {
+            "socket".into()
+        }
+        fn schema(&self) -> SchemaRef {
+            Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]))
+        }
+        fn event_time(&self) -> Option<EventTime> {
+            None
+        }
+        fn create(&self, _: usize, _: usize) -> Result<Box<dyn SourceReader>> {
+            Ok(Box::new(Unreplayable))
+        }
+    }
+
+    fn bids(events: u64) -> Arc<dyn SourceFactory> {
+        Arc::new(NexmarkSource::bids(NexmarkConfig {
+            events: Some(events),
+            ..NexmarkConfig::default()
+        }))
+    }
+
+    #[test]
+    fn a_resumed_reader_continues_the_wrapped_source() {
+        let source = ProcessingTime::new(bids(1000)).unwrap();
+        // The stamps are the wall clock's, so only the wrapped columns compare.
+        check_resume_everywhere(&source, &[1, 2], 50, &[0, 2, 5, 1000], &[PROC_TIME]);
+    }
+
+    #[test]
+    fn the_position_is_the_wrapped_one_plus_the_last_stamp() {
+        let source = ProcessingTime::new(bids(1000)).unwrap();
+        let mut reader = source.create(0, 1).unwrap();
+        let SourcePoll::Batch(batch) = reader.poll_batch(10).unwrap() else {
+            panic!("expected a batch");
+        };
+        let idx = source.schema().index_of(PROC_TIME).unwrap();
+        let stamp = batch
+            .column(idx)
+            .as_primitive::<TimestampMillisecondType>()
+            .value(0);
+        let position = reader.position().unwrap().unwrap();
+        assert!(position.table("nexmark-bids").is_ok());
+        let stamps = position.table(STAMP_TABLE).unwrap();
+        assert_eq!(scalar(stamps, "last_ms").unwrap(), Some(stamp));
+
+        // A later stamp than any the wall clock can give now: the resumed
+        // reader keeps stamping with it rather than step back.
+        let ahead = stamp + 3_600_000;
+        let moved = position.with(STAMP_TABLE, scalars(&[("last_ms", Some(ahead))]));
+        let mut resumed = source.create(0, 1).unwrap();
+        resumed.seek(&moved).unwrap();
+        let SourcePoll::Batch(batch) = resumed.poll_batch(10).unwrap() else {
+            panic!("expected a batch");
+        };
+        let stamps = batch.column(idx).as_primitive::<TimestampMillisecondType>();
+        assert!(stamps.values().iter().all(|t| *t == ahead));
+    }
+
+    #[test]
+    fn positions_without_the_wrapper_part_or_the_source_are_refused() {
+        let source = ProcessingTime::new(bids(1000)).unwrap();
+        let inner_only = source
+            .inner
+            .create(0, 1)
+            .unwrap()
+            .position()
+            .unwrap()
+            .unwrap();
+        let mut reader = source.create(0, 1).unwrap();
+        let err = reader.seek(&inner_only).unwrap_err().to_string();
+        assert!(
+            err.contains("processing-time") && err.contains("'proc_time'"),
+            "{err}"
+        );
+        let err = reader.seek(&Snapshot::none()).unwrap_err().to_string();
+        assert!(err.contains("nexmark-bids"), "{err}");
+    }
+
+    #[test]
+    fn an_unreplayable_source_leaves_the_wrapper_without_a_position() {
+        let source = ProcessingTime::new(Arc::new(Unreplayable)).unwrap();
+        let reader = source.create(0, 1).unwrap();
+        assert!(reader.position().unwrap().is_none());
     }
 }

@@ -11,11 +11,17 @@
 //! * **Pacing.** Event `n` is due at `start + n * 1e9 / rate` ns on
 //!   [`now_ns`]'s clock, where `start` is one instant shared by every reader of
 //!   a factory. Nothing here sleeps.
+//! * **Positions.** A generator reader's position is its cursor's next event
+//!   number ([`generator_position`]); a fresh reader moved there
+//!   ([`seek_generator`]) emits the same event numbers, hence the same rows.
+//!   Only its schedule restarts: the next event is due at its first poll, so
+//!   the time the pipeline was down is not caught up in a burst.
 
 use std::sync::{Arc, OnceLock};
 
+use millrace_core::state::{scalar, scalars};
 use millrace_core::time::now_ns;
-use millrace_core::{Error, Result, SourcePoll};
+use millrace_core::{Error, Result, Snapshot, SourcePoll};
 
 /// The SplitMix64 output function: a bijective 64-bit mixer.
 #[inline]
@@ -124,6 +130,8 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 /// once, which makes skipping other kinds free.
 #[derive(Debug, Clone)]
 pub(crate) struct Cursor {
+    instance: u64,
+    parallelism: u64,
     period: u64,
     offsets: Vec<u64>,
     base: u64,
@@ -158,6 +166,8 @@ impl Cursor {
         };
         let done = offsets.is_empty();
         Cursor {
+            instance: i,
+            parallelism: p,
             period,
             offsets,
             base: 0,
@@ -212,6 +222,51 @@ impl Cursor {
             }
         }
     }
+
+    /// The number the cursor stands on (`peek` returns it, or skips past it
+    /// if it is of another kind); `None` once the sequence has ended. Unlike
+    /// `peek` it reads without moving, so a position can be taken from `&self`.
+    pub(crate) fn next_event(&self) -> Option<u64> {
+        if self.done {
+            return None;
+        }
+        let n = self
+            .offsets
+            .get(self.idx)
+            .and_then(|o| self.base.checked_add(*o))?;
+        self.limit.is_none_or(|l| n < l).then_some(n)
+    }
+
+    /// Puts the cursor where [`Cursor::next_event`] said `n`: on the first
+    /// of its numbers at or after `n`. Refuses a number that is not this
+    /// instance's, which only another instance's position can hold.
+    pub(crate) fn seek(&mut self, n: u64) -> Result<(), String> {
+        if n % self.parallelism != self.instance {
+            return Err(format!(
+                "event {n} belongs to instance {} of {}, not to instance {}",
+                n % self.parallelism,
+                self.parallelism,
+                self.instance
+            ));
+        }
+        let within = n % self.period;
+        self.base = n - within;
+        self.idx = self.offsets.partition_point(|&o| o < within);
+        self.done = self.offsets.is_empty();
+        if self.idx == self.offsets.len() {
+            self.idx = 0;
+            match self.base.checked_add(self.period) {
+                Some(b) => self.base = b,
+                None => self.done = true,
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the sequence here: `peek` returns `None` from now on.
+    pub(crate) fn finish(&mut self) {
+        self.done = true;
+    }
 }
 
 /// Emission schedule of one factory: as fast as possible, or open loop at a
@@ -219,19 +274,37 @@ impl Cursor {
 #[derive(Debug, Clone)]
 pub(crate) struct Pacer {
     rate: Option<f64>,
+    /// When event `first` is due; set at the first poll.
     start: Arc<OnceLock<i64>>,
+    /// The event due at `start`: 0, or where the reader was moved by a seek.
+    first: u64,
 }
 
 impl Pacer {
     pub(crate) fn new(rate: Option<f64>, start: Arc<OnceLock<i64>>) -> Self {
-        Pacer { rate, start }
+        Pacer {
+            rate,
+            start,
+            first: 0,
+        }
+    }
+
+    /// Restarts the schedule of a reader moved to event `n`: `n` is due at
+    /// the reader's next poll and the rest follow at the rate. The start is
+    /// the reader's own from then on, since the factory's shared one may be
+    /// long past (a restore in the same process), and keeping it would emit
+    /// every event due while the pipeline was down in one burst.
+    pub(crate) fn resume_at(&mut self, n: u64) {
+        self.first = n;
+        self.start = Arc::new(OnceLock::new());
     }
 
     /// Due time of event `n` (paced mode), to the nearest ns (rounding is
     /// monotone, so due times never decrease), saturating far in the future.
     #[inline]
-    fn due(start: i64, rate: f64, n: u64) -> i64 {
-        start.saturating_add((n as f64 * 1e9 / rate).round() as i64)
+    fn due(&self, start: i64, rate: f64, n: u64) -> i64 {
+        let since_first = n.saturating_sub(self.first);
+        start.saturating_add((since_first as f64 * 1e9 / rate).round() as i64)
     }
 
     /// Moves the next due event numbers (at most `max_rows`) from `cursor`
@@ -269,7 +342,7 @@ impl Pacer {
                 let now = now_ns();
                 while ns.len() < max_rows {
                     let Some(n) = cursor.peek() else { break };
-                    let due = Self::due(start, rate, n);
+                    let due = self.due(start, rate, n);
                     if due > now {
                         if ns.is_empty() {
                             return Some(SourcePoll::Pending {
@@ -286,6 +359,84 @@ impl Pacer {
         }
         None
     }
+}
+
+/// The position of a generator reader ([`SourceReader::position`]): one
+/// table named after the source (`nexmark-bids`, `iot`), so a position of
+/// another generator is refused by name, of one row of `Int64`s:
+///
+/// * `next_event`: the event number the reader emits next; null once
+///   exhausted;
+/// * `exhausted`: 1 once the reader has nothing more to emit, else 0;
+/// * `instance`, `parallelism`: whose position it is.
+///
+/// Every value of event `n` is a function of `n`, so the next event number
+/// is all a fresh reader needs to continue with the same rows.
+///
+/// [`SourceReader::position`]: millrace_core::SourceReader::position
+pub(crate) fn generator_position(source: &str, cursor: &Cursor) -> Result<Snapshot> {
+    let to_i64 = |what: &str, v: u64| {
+        i64::try_from(v).map_err(|_| {
+            Error::Other(format!(
+                "{source}: {what} {v} does not fit a checkpoint's Int64"
+            ))
+        })
+    };
+    let next = cursor.next_event();
+    let next_event = next.map(|n| to_i64("event number", n)).transpose()?;
+    Ok(Snapshot::none().with(
+        source,
+        scalars(&[
+            ("next_event", next_event),
+            ("exhausted", Some(i64::from(next.is_none()))),
+            ("instance", Some(to_i64("instance", cursor.instance)?)),
+            (
+                "parallelism",
+                Some(to_i64("parallelism", cursor.parallelism)?),
+            ),
+        ]),
+    ))
+}
+
+/// Moves a fresh generator reader (its cursor and schedule) to a position
+/// taken by [`generator_position`] from the same instance of the same source.
+pub(crate) fn seek_generator(
+    source: &str,
+    position: &Snapshot,
+    cursor: &mut Cursor,
+    pacer: &mut Pacer,
+) -> Result<()> {
+    let refuse =
+        |why: String| Error::Other(format!("{source}: cannot seek to the position: {why}"));
+    let table = position.table(source).map_err(|e| refuse(e.to_string()))?;
+    let value = |name: &str| scalar(table, name).map_err(|e| refuse(e.to_string()));
+    let instance = value("instance")?;
+    let parallelism = value("parallelism")?;
+    let ours = (cursor.instance as i64, cursor.parallelism as i64);
+    if (instance, parallelism) != (Some(ours.0), Some(ours.1)) {
+        let show = |v: Option<i64>| v.map_or("null".to_string(), |v| v.to_string());
+        return Err(refuse(format!(
+            "it is the position of instance {} of {}, this reader is instance {} of {}",
+            show(instance),
+            show(parallelism),
+            ours.0,
+            ours.1
+        )));
+    }
+    match (value("exhausted")?, value("next_event")?) {
+        (Some(1), _) => cursor.finish(),
+        (Some(0), Some(n)) => {
+            let n = u64::try_from(n).map_err(|_| refuse(format!("next_event {n} is negative")))?;
+            cursor.seek(n).map_err(refuse)?;
+            pacer.resume_at(n);
+        }
+        (exhausted, next_event) => {
+            return Err(refuse(format!(
+                "exhausted {exhausted:?} with next_event {next_event:?} is not a position"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Span of valid starting offsets into the text pools.

@@ -3,6 +3,14 @@
 //! Every instance of a source shares one writer, opened (in append mode, so
 //! earlier runs' records are kept) on first use. Each record is written as one
 //! whole line under the lock, so lines from different instances never interleave.
+//!
+//! Append mode is also what a restore needs: a reader moved back to a
+//! checkpointed position reads again the lines after it, and the bad ones
+//! among them were already written before the failure. Dead letters are
+//! therefore at least once (a restore may repeat the records written after
+//! its checkpoint, never lose one); the file is not transactional, and
+//! truncating it back to the checkpoint would need its length in the
+//! position of every instance that shares it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};

@@ -5,6 +5,10 @@
 //! line, however long that line is: the rest of an oversize line is read and
 //! dropped, and only its length is reported. This is what lets a source promise
 //! bounded memory on hostile input (a multi-gigabyte file with no newline).
+//!
+//! It also counts the bytes of the lines it has handed out (terminators
+//! included), which is the byte offset a reader resumes from: the inner
+//! reader's buffer may hold more, but those bytes belong to no line yet.
 
 use std::io::{self, BufRead};
 
@@ -19,11 +23,20 @@ pub(crate) struct LineInfo {
 
 pub(crate) struct LineReader<R> {
     inner: R,
+    /// Offset in the input just past the last line handed out.
+    offset: u64,
 }
 
 impl<R: BufRead> LineReader<R> {
-    pub(crate) fn new(inner: R) -> Self {
-        LineReader { inner }
+    /// Lines of `inner`, which stands at byte `offset` of its input (0 for
+    /// a file read from the start, the resumed position after a seek).
+    pub(crate) fn new(inner: R, offset: u64) -> Self {
+        LineReader { inner, offset }
+    }
+
+    /// Byte offset just past the last line [`LineReader::read_line`] returned.
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
     }
 
     /// Appends the next line (at most `limit` bytes of it) to `out`.
@@ -63,6 +76,7 @@ impl<R: BufRead> LineReader<R> {
             out.extend_from_slice(&piece[..piece.len().min(room)]);
             total = total.saturating_add(piece_len);
             self.inner.consume(consumed);
+            self.offset += consumed as u64;
             if ends_line {
                 break;
             }
@@ -84,7 +98,7 @@ mod tests {
     use super::*;
 
     fn lines(input: &[u8], cap: usize, limit: usize) -> Vec<(Vec<u8>, LineInfo)> {
-        let mut reader = LineReader::new(io::BufReader::with_capacity(cap, input));
+        let mut reader = LineReader::new(io::BufReader::with_capacity(cap, input), 0);
         let mut out = Vec::new();
         loop {
             let mut buf = Vec::new();
@@ -145,6 +159,28 @@ mod tests {
                 truncated: true
             }
         );
+    }
+
+    #[test]
+    fn offset_is_just_past_the_last_line_returned() {
+        let input = b"ab\r\n0123456789\nlast";
+        for cap in [1, 3, 64] {
+            let mut reader = LineReader::new(io::BufReader::with_capacity(cap, &input[..]), 7);
+            let mut offsets = Vec::new();
+            let mut buf = Vec::new();
+            while reader
+                .read_line(&mut buf, 4)
+                .expect("in-memory read")
+                .is_some()
+            {
+                offsets.push(reader.offset());
+            }
+            assert_eq!(
+                offsets,
+                vec![7 + 4, 7 + 15, 7 + 19],
+                "buffer capacity {cap}"
+            );
+        }
     }
 
     #[test]

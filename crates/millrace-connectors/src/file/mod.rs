@@ -17,6 +17,13 @@
 //!   ([`OnError::DeadLetter`]): good rows + bad records = records in the file.
 //! * **Exact split.** Instance `i` of `p` reads the files whose index is
 //!   `i mod p`, in order, so together the instances read each file once.
+//! * **Resumable.** A reader's position is a file of its list, the byte
+//!   offset just past the last line it returned, that line's number and the
+//!   bad-record counters (see `reader`); a fresh reader of the same instance
+//!   moved there returns exactly the rows that followed, with the same line
+//!   numbers in errors and dead letters. Dead letters are at least once: those
+//!   written after the position are written again when a restore replays
+//!   their lines.
 //!
 //! Decoding uses arrow-json (fields not in the schema are ignored) and arrow-csv
 //! (columns by position; the header line, if declared, is skipped, not checked;
@@ -239,6 +246,7 @@ impl FileSource {
 
     fn config(&self) -> Config {
         Config {
+            name: self.name(),
             format: self.format.clone(),
             schema: self.schema.clone(),
             event_time_column: self.event_time.as_ref().map(|et| et.column.clone()),
@@ -345,6 +353,11 @@ impl SourceFactory for FileSource {
         for path in &mine {
             reader::open(path)?;
         }
-        Ok(Box::new(FileReader::new(Arc::new(self.config()), mine)?))
+        Ok(Box::new(FileReader::new(
+            Arc::new(self.config()),
+            instance,
+            parallelism,
+            mine,
+        )?))
     }
 }

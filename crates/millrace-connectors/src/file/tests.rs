@@ -1,6 +1,7 @@
 //! Behaviour tests of the file sources: input lines → expected rows, bad
 //! records under each policy, splitting across instances.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -8,10 +9,12 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow::util::pretty::pretty_format_batches;
 use millrace_core::batch::{ENTERED_COLUMN, entered_column, strip_entered};
-use millrace_core::{Error, EventTime, SourceFactory, SourcePoll, SourceStats};
+use millrace_core::state::scalar;
+use millrace_core::{Error, EventTime, Snapshot, SourceFactory, SourcePoll, SourceStats};
 use tempfile::TempDir;
 
 use super::{FileFormat, FileSource, OnError};
+use crate::resume_check::{check_resume_everywhere, cut_and_resume, drain_reader, row_strings};
 
 fn json_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -732,4 +735,290 @@ fn a_huge_line_does_not_need_to_fit_in_memory() {
         reason.starts_with(&format!("line is {} bytes, limit 1024", 8 << 20)),
         "{reason}"
     );
+}
+
+// ---- positions ---------------------------------------------------------------
+
+/// Int64 value `name` of a file position's `file` table.
+fn position_value(position: &Snapshot, name: &str) -> i64 {
+    let table = position.table("file").expect("file table");
+    scalar(table, name).expect("value").expect("not null")
+}
+
+/// `lines` JSON records `{"id":first..}` with a blank line after the third.
+fn json_records(first: i64, lines: i64) -> String {
+    (first..first + lines)
+        .map(|id| {
+            let blank = if id == first + 2 { "\n" } else { "" };
+            format!("{{\"id\":{id},\"ts\":{id}}}\n{blank}")
+        })
+        .collect()
+}
+
+/// Every number of polls from none to past the end.
+fn every_cut(polls: usize) -> Vec<usize> {
+    (0..=polls + 1).collect()
+}
+
+#[test]
+fn a_resumed_reader_continues_with_the_same_rows_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Seven records end a batch of three mid-file and then at the end of the
+    // file (seen on the next poll); six end exactly at a batch boundary.
+    let paths = vec![
+        write(&dir, "a.jsonl", json_records(0, 7).as_bytes()),
+        write(&dir, "b.jsonl", json_records(100, 6).as_bytes()),
+        write(&dir, "c.jsonl", b""),
+        write(&dir, "d.jsonl", json_records(300, 4).as_bytes()),
+    ];
+    let source = FileSource::new(paths.clone(), FileFormat::Json, json_schema())
+        .with_event_time(EventTime::new("ts", 0));
+    let outcomes = check_resume_everywhere(&source, &[1, 2], 3, &every_cut(9), &[]);
+    // Among the cuts: one inside a file, one at a file boundary (the next
+    // file not opened yet), and one past the end.
+    let places: Vec<(i64, i64)> = outcomes
+        .iter()
+        .map(|r| {
+            (
+                position_value(&r.position, "file_index"),
+                position_value(&r.position, "byte_offset"),
+            )
+        })
+        .collect();
+    assert!(places.iter().any(|&(f, o)| f == 0 && o > 0), "{places:?}");
+    assert!(places.iter().any(|&(f, o)| f == 1 && o == 0), "{places:?}");
+    assert!(outcomes.iter().any(|r| r.exhausted_at_cut));
+}
+
+#[test]
+fn a_resumed_reader_neither_rereads_nor_reskips_the_csv_header() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = |first: i64| -> String {
+        let rows: String = (first..first + 5)
+            .map(|id| format!("{id},n{id},{id}.5,{id}\r\n"))
+            .collect();
+        format!("id,name,price,ts\r\n{rows}")
+    };
+    let paths = vec![
+        write(&dir, "a.csv", csv(0).as_bytes()),
+        write(&dir, "b.csv", csv(10).as_bytes()),
+    ];
+    let source = FileSource::new(
+        paths,
+        FileFormat::Csv {
+            has_header: true,
+            delimiter: b',',
+        },
+        csv_schema(),
+    );
+    // A header read again would be a bad record (`fail`: an error); one
+    // skipped twice would lose the first row after the position.
+    for max_rows in [1, 2, 5] {
+        check_resume_everywhere(&source, &[1], max_rows, &every_cut(12), &[]);
+    }
+    let cut = cut_and_resume(&source, 0, 1, 2, 1);
+    assert_eq!(position_value(&cut.position, "line"), 3);
+    assert_eq!(ids(&cut.resumed), [2, 3, 4, 10, 11, 12, 13, 14]);
+}
+
+#[test]
+fn a_resumed_reader_keeps_counting_bad_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = write(&dir, "bad.jsonl", join(&bad_json_lines()).as_bytes());
+    let csv = write(&dir, "bad.csv", join(&bad_csv_lines()).as_bytes());
+    for source in [
+        json_source(&json).with_on_error(OnError::Skip),
+        csv_source(&csv).with_on_error(OnError::Skip),
+    ] {
+        // The counters of the resumed reader start from the position's, so
+        // it ends with the original's totals.
+        for max_rows in [2, 100] {
+            check_resume_everywhere(&source, &[1], max_rows, &every_cut(14), &[]);
+        }
+        // One line a poll: some cuts fall between bad records.
+        let outcomes = check_resume_everywhere(&source, &[1], 1, &every_cut(14), &[]);
+        let total = outcomes[0].original_stats.skipped;
+        let at_cuts: Vec<u64> = outcomes
+            .iter()
+            .map(|r| position_value(&r.position, "skipped") as u64)
+            .collect();
+        assert!(
+            at_cuts.iter().any(|s| (1..total).contains(s)),
+            "{at_cuts:?}"
+        );
+        assert_eq!(at_cuts.last(), Some(&total));
+    }
+}
+
+#[test]
+fn a_resumed_reader_reports_bad_records_at_their_physical_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lines = bad_csv_lines();
+    lines.retain(|(_, bad)| bad.is_none());
+    lines.push(("12,l,oops,12000".into(), Some("cannot parse")));
+    let path = write(&dir, "late-bad.csv", join(&lines).as_bytes());
+    let source = csv_source(&path);
+    let mut reader = source.create(0, 1).expect("create");
+    assert!(matches!(
+        reader.poll_batch(2).expect("poll"),
+        SourcePoll::Batch(_)
+    ));
+    let position = reader.position().expect("position").expect("some");
+    let mut resumed = source.create(0, 1).expect("create");
+    resumed.seek(&position).expect("seek");
+    match drain_reader(resumed.as_mut(), 2) {
+        Err(Error::BadRecord { path: p, line, .. }) => {
+            assert_eq!(p, path);
+            assert_eq!(line, lines.len() as u64);
+        }
+        Err(other) => panic!("expected BadRecord, got {other}"),
+        Ok(_) => panic!("expected BadRecord"),
+    }
+    // The failed reader has no position to offer.
+    assert!(resumed.position().is_err());
+}
+
+#[test]
+fn a_resumed_reader_reads_what_was_appended_after_the_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(&dir, "growing.jsonl", json_records(0, 5).as_bytes());
+    let source = FileSource::json(&path, json_schema());
+    let mut original = source.create(0, 1).expect("create");
+    assert!(matches!(
+        original.poll_batch(2).expect("poll"),
+        SourcePoll::Batch(_)
+    ));
+    let position = original.position().expect("position").expect("some");
+
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open for append");
+    file.write_all(json_records(5, 3).as_bytes())
+        .expect("append");
+    drop(file);
+
+    let rest = drain_reader(original.as_mut(), 2).expect("original");
+    let mut resumed = source.create(0, 1).expect("create");
+    resumed.seek(&position).expect("seek");
+    let resumed = drain_reader(resumed.as_mut(), 2).expect("resumed");
+    assert_eq!(ids(&resumed), [2, 3, 4, 5, 6, 7]);
+    assert_eq!(row_strings(&resumed, &[]), row_strings(&rest, &[]));
+}
+
+#[test]
+fn a_resumed_reader_appends_its_dead_letters_at_least_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write(&dir, "input.jsonl", join(&bad_json_lines()).as_bytes());
+    let dead = dir.path().join("dead.jsonl");
+    let make = || json_source(&input).with_on_error(OnError::DeadLetter(dead.clone()));
+    let bad = bad_line_numbers(&bad_json_lines());
+
+    let original = make();
+    let mut reader = original.create(0, 1).expect("create");
+    for _ in 0..3 {
+        reader.poll_batch(2).expect("poll");
+    }
+    let position = reader.position().expect("position").expect("some");
+    let before_cut = position_value(&position, "dead_lettered") as usize;
+    let cut_line = position_value(&position, "line") as u64;
+    drain_reader(reader.as_mut(), 2).expect("original");
+    assert_eq!(read_dead_letters(&dead).len(), bad.len());
+
+    // A restore in a new process: a new source, whose writer appends.
+    let restored = make();
+    let mut resumed = restored.create(0, 1).expect("create");
+    resumed.seek(&position).expect("seek");
+    drain_reader(resumed.as_mut(), 2).expect("resumed");
+    assert_eq!(resumed.stats().dead_lettered, bad.len() as u64);
+    let lines: Vec<u64> = read_dead_letters(&dead)
+        .iter()
+        .map(|l| l["line"].as_u64().expect("line"))
+        .collect();
+    let replayed: Vec<u64> = bad.iter().copied().filter(|l| *l > cut_line).collect();
+    assert_eq!(replayed.len(), bad.len() - before_cut);
+    assert_eq!(lines, [bad.clone(), replayed].concat());
+}
+
+#[test]
+fn an_exhausted_position_gives_an_exhausted_reader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(&dir, "a.jsonl", json_records(0, 4).as_bytes());
+    let source = FileSource::json(&path, json_schema()).with_on_error(OnError::Skip);
+    let mut reader = source.create(0, 1).expect("create");
+    drain_reader(reader.as_mut(), 10).expect("drain");
+    let position = reader.position().expect("position").expect("some");
+    assert_eq!(position_value(&position, "exhausted"), 1);
+    let mut fresh = source.create(0, 1).expect("create");
+    fresh.seek(&position).expect("seek");
+    assert!(matches!(
+        fresh.poll_batch(10).expect("poll"),
+        SourcePoll::Exhausted
+    ));
+}
+
+#[test]
+fn a_file_shorter_than_the_position_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(&dir, "shrinking.jsonl", json_records(0, 5).as_bytes());
+    let source = FileSource::json(&path, json_schema());
+    let mut reader = source.create(0, 1).expect("create");
+    reader.poll_batch(3).expect("poll");
+    let position = reader.position().expect("position").expect("some");
+    let offset = position_value(&position, "byte_offset");
+    std::fs::write(&path, b"{\"id\":0}\n").expect("truncate");
+
+    let mut fresh = source.create(0, 1).expect("create");
+    let err = fresh.seek(&position).unwrap_err().to_string();
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.contains(&format!("byte {offset}")) && err.contains("9 bytes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn foreign_positions_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = write(&dir, "a.jsonl", json_records(0, 3).as_bytes());
+    let b = write(&dir, "b.jsonl", json_records(10, 3).as_bytes());
+    let source = FileSource::new(vec![a.clone(), b.clone()], FileFormat::Json, json_schema());
+    let seek_error =
+        |source: &FileSource, instance: usize, parallelism: usize, position: &Snapshot| {
+            let mut reader = source.create(instance, parallelism).expect("create");
+            reader.seek(position).unwrap_err().to_string()
+        };
+
+    let err = seek_error(&source, 0, 1, &Snapshot::none());
+    assert!(err.contains("no table 'file'"), "{err}");
+
+    let nexmark = crate::nexmark::NexmarkSource::bids(Default::default());
+    let of_nexmark = nexmark
+        .create(0, 1)
+        .expect("create")
+        .position()
+        .expect("position");
+    let err = seek_error(&source, 0, 1, &of_nexmark.expect("some"));
+    assert!(
+        err.contains("no table 'file'") && err.contains("nexmark-bids"),
+        "{err}"
+    );
+
+    let of_instance_1 = source
+        .create(1, 2)
+        .expect("create")
+        .position()
+        .expect("position");
+    let err = seek_error(&source, 0, 2, &of_instance_1.expect("some"));
+    assert!(err.contains("instance 1 of 2"), "{err}");
+
+    // The same shape of list, another file: refused by path.
+    let other = FileSource::new(vec![b, a], FileFormat::Json, json_schema());
+    let of_other = other
+        .create(0, 1)
+        .expect("create")
+        .position()
+        .expect("position");
+    let err = seek_error(&source, 0, 1, &of_other.expect("some"));
+    assert!(err.contains("b.jsonl") && err.contains("a.jsonl"), "{err}");
 }

@@ -40,6 +40,12 @@
 //!   its due time `start + n * 1e9 / emit_rate` and carries that due time as
 //!   its entered time (so a stalled pipeline cannot hide its delay).
 //!   Unpaced, a batch's rows carry the time it was built.
+//! * **Checkpoints.** A reader's position is its next event number
+//!   (`crate::rng::generator_position`, one table named after the source);
+//!   a fresh reader of the same instance moved there emits exactly the rows
+//!   that followed, event times included. Paced, its schedule restarts at
+//!   its first poll (no burst for the time the pipeline was down), so only
+//!   the entered times differ from the uninterrupted run's.
 
 mod columns;
 #[cfg(test)]
@@ -52,9 +58,12 @@ use arrow::array::Int64Array;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use millrace_core::batch::schema_with_entered;
-use millrace_core::{Error, EventTime, Result, SourceFactory, SourcePoll, SourceReader};
+use millrace_core::{Error, EventTime, Result, Snapshot, SourceFactory, SourcePoll, SourceReader};
 
-use crate::rng::{Cursor, EventRng, Pacer, TextPool, check_rate, check_split, event_time_ms};
+use crate::rng::{
+    Cursor, EventRng, Pacer, TextPool, check_rate, check_split, event_time_ms, generator_position,
+    seek_generator,
+};
 
 use columns::{CombinedFields, auction_columns, bid_columns, combined_columns, person_columns};
 
@@ -681,6 +690,7 @@ impl SourceFactory for NexmarkSource {
             Exposure::Kind(_) => None,
         };
         Ok(Box::new(NexmarkReader {
+            name: self.name(),
             exposure,
             params: Params {
                 key: EventRng::key(self.config.seed, DOMAIN_EVENTS),
@@ -703,6 +713,8 @@ impl SourceFactory for NexmarkSource {
 const MAX_BATCH_ROWS: usize = 1 << 20;
 
 struct NexmarkReader {
+    /// The source's name, which also names its position's table.
+    name: String,
     exposure: Exposure,
     params: Params,
     /// User columns plus the entered column, built once.
@@ -756,5 +768,13 @@ impl SourceReader for NexmarkReader {
             Arc::clone(&self.schema),
             columns,
         )?))
+    }
+
+    fn position(&self) -> Result<Option<Snapshot>> {
+        generator_position(&self.name, &self.cursor).map(Some)
+    }
+
+    fn seek(&mut self, position: &Snapshot) -> Result<()> {
+        seek_generator(&self.name, position, &mut self.cursor, &mut self.pacer)
     }
 }

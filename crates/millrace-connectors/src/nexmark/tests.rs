@@ -8,8 +8,10 @@ use arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType};
 use arrow::util::display::array_value_to_string;
 use millrace_core::ENTERED_COLUMN;
 use millrace_core::batch::strip_entered;
+use millrace_core::state::{scalar, scalars};
 
 use super::*;
+use crate::resume_check::check_resume_everywhere;
 
 fn cfg(events: u64) -> NexmarkConfig {
     NexmarkConfig {
@@ -710,4 +712,143 @@ fn combined_bad_configs_are_errors() {
         ..NexmarkConfig::default()
     });
     assert!(f.create(0, 1).is_err());
+}
+
+// ---- positions --------------------------------------------------------------
+
+/// Every exposure of the sequence.
+fn all_exposures(config: NexmarkConfig) -> Vec<NexmarkSource> {
+    vec![
+        NexmarkSource::bids(config.clone()),
+        NexmarkSource::persons(config.clone()),
+        NexmarkSource::auctions(config.clone()),
+        NexmarkSource::all(config),
+    ]
+}
+
+#[test]
+fn a_resumed_reader_continues_with_the_same_rows() {
+    for source in all_exposures(cfg(2000)) {
+        // Cuts: before the first batch, after a few, in the middle, after the
+        // last batch of a single instance (not yet exhausted) and after
+        // `Exhausted`; two instances reach their end about half way.
+        let batches = drain(&source, 0, 1, 64).len();
+        let cuts = [0, 1, 3, batches / 2, batches, batches + 1];
+        let outcomes = check_resume_everywhere(&source, &[1, 2], 64, &cuts, &[]);
+        // The last cut is past the end: its position says exhausted.
+        for r in outcomes.iter().filter(|r| r.exhausted_at_cut) {
+            let table = r.position.table(&source.name()).unwrap();
+            assert_eq!(scalar(table, "exhausted").unwrap(), Some(1));
+            assert_eq!(scalar(table, "next_event").unwrap(), None);
+        }
+        assert!(outcomes.iter().any(|r| r.exhausted_at_cut));
+    }
+}
+
+#[test]
+fn the_position_is_the_next_event_number() {
+    let source = NexmarkSource::bids(cfg(2000));
+    let mut reader = source.create(1, 2).unwrap();
+    // Instance 1 of 2 emits the odd bids: events 5, 7, 9, then 11.
+    let SourcePoll::Batch(first) = reader.poll_batch(3).unwrap() else {
+        panic!("expected a batch");
+    };
+    assert_eq!(first.num_rows(), 3);
+    let position = reader.position().unwrap().unwrap();
+    let table = position.table("nexmark-bids").unwrap();
+    assert_eq!(scalar(table, "next_event").unwrap(), Some(11));
+    assert_eq!(scalar(table, "exhausted").unwrap(), Some(0));
+    assert_eq!(scalar(table, "instance").unwrap(), Some(1));
+    assert_eq!(scalar(table, "parallelism").unwrap(), Some(2));
+}
+
+#[test]
+fn an_exhausted_position_gives_an_exhausted_reader() {
+    let source = NexmarkSource::all(cfg(100));
+    let mut reader = source.create(0, 1).unwrap();
+    while !matches!(reader.poll_batch(1000).unwrap(), SourcePoll::Exhausted) {}
+    let position = reader.position().unwrap().unwrap();
+    let mut fresh = source.create(0, 1).unwrap();
+    fresh.seek(&position).unwrap();
+    assert!(matches!(
+        fresh.poll_batch(1000).unwrap(),
+        SourcePoll::Exhausted
+    ));
+}
+
+#[test]
+fn foreign_positions_are_refused_by_name() {
+    let bids = NexmarkSource::bids(cfg(1000));
+    let persons = NexmarkSource::persons(cfg(1000));
+    let error = |source: &NexmarkSource, instance: usize, position: &Snapshot| {
+        let mut reader = source.create(instance, 2).unwrap();
+        reader.seek(position).unwrap_err().to_string()
+    };
+
+    let err = error(&bids, 0, &Snapshot::none());
+    assert!(
+        err.contains("nexmark-bids") && err.contains("no table"),
+        "{err}"
+    );
+
+    let of_persons = persons.create(0, 2).unwrap().position().unwrap().unwrap();
+    let err = error(&bids, 0, &of_persons);
+    assert!(
+        err.contains("'nexmark-bids'") && err.contains("nexmark-persons"),
+        "{err}"
+    );
+
+    let of_instance_1 = bids.create(1, 2).unwrap().position().unwrap().unwrap();
+    let err = error(&bids, 0, &of_instance_1);
+    assert!(
+        err.contains("instance 1 of 2") && err.contains("instance 0 of 2"),
+        "{err}"
+    );
+
+    let broken = Snapshot::none().with(
+        "nexmark-bids",
+        scalars(&[("next_event", Some(4)), ("exhausted", Some(0))]),
+    );
+    let err = error(&bids, 0, &broken);
+    assert!(err.contains("'instance' is missing"), "{err}");
+}
+
+#[test]
+fn a_paced_reader_resumes_its_schedule_at_its_first_poll() {
+    // One event per 1000 s: the first event of a schedule is due at once,
+    // the next one far in the future, so nothing here depends on timing.
+    let source = NexmarkSource::all(NexmarkConfig {
+        emit_rate: Some(1e-3),
+        ..NexmarkConfig::default()
+    });
+    // The factory's schedule started 10,000 s ago: events 0 to 10 are due.
+    let long_ago = millrace_core::time::now_ns() - 10_000_000_000_000;
+    source.start_ns.set(long_ago).unwrap();
+    let mut original = source.create(0, 1).unwrap();
+    let SourcePoll::Batch(first) = original.poll_batch(1).unwrap() else {
+        panic!("event 0 is due");
+    };
+    assert_eq!(first.num_rows(), 1);
+    let position = original.position().unwrap().unwrap();
+
+    // The resumed reader does not inherit that schedule (it would emit
+    // events 1 to 10 at once): its next event is due at its first poll, the
+    // one after it 1000 s later.
+    let mut resumed = source.create(0, 1).unwrap();
+    resumed.seek(&position).unwrap();
+    let SourcePoll::Batch(next) = resumed.poll_batch(10).unwrap() else {
+        panic!("the resumed reader's next event is due at once");
+    };
+    assert_eq!(next.num_rows(), 1);
+    assert_eq!(
+        rows(std::slice::from_ref(&next)),
+        rows(&drain(&NexmarkSource::all(cfg(2)), 0, 1, 10))[1..]
+    );
+    let restart = millrace_core::entered_column(&next).unwrap().value(0);
+    match resumed.poll_batch(10).unwrap() {
+        SourcePoll::Pending { wake_at_ns } => {
+            assert_eq!(wake_at_ns, Some(restart + 1_000_000_000_000));
+        }
+        other => panic!("expected Pending, got {other:?}"),
+    }
 }
