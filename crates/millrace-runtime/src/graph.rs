@@ -20,6 +20,7 @@ use millrace_core::{
 };
 
 use crate::channel::ChannelCapacity;
+use crate::checkpoint::CheckpointConfig;
 use crate::coalesce::ExchangeBatchingMode;
 use crate::exchange::{KEY_GROUPS, Partitioning, key_indices};
 use crate::metrics::RunSummary;
@@ -58,6 +59,9 @@ pub struct PipelineConfig {
     /// How far (event time) an instance of a source may run ahead of its
     /// slowest sibling before it waits (`alignment.rs`); `None`: no bound.
     pub source_alignment: Option<Duration>,
+    /// Checkpoints, and where the run starts from (`checkpoint/`); `None`:
+    /// no checkpoints, every run starts fresh.
+    pub checkpoint: Option<CheckpointConfig>,
 }
 
 impl PipelineConfig {
@@ -74,6 +78,17 @@ impl PipelineConfig {
         for (value, name) in checks {
             if value == 0 {
                 return Err(Error::plan(format!("{name} must be at least 1")));
+            }
+        }
+        if let Some(c) = &self.checkpoint {
+            if self.barrier_every_rows.is_some() {
+                return Err(Error::plan(
+                    "barrier_every_rows cannot be combined with checkpoints: the checkpoint \
+                     coordinator injects the barriers",
+                ));
+            }
+            if c.interval.is_zero() {
+                return Err(Error::plan("checkpoint_interval must be above zero"));
             }
         }
         if self.parallelism > KEY_GROUPS {
@@ -105,6 +120,7 @@ impl Default for PipelineConfig {
             latency_warmup: Duration::ZERO,
             idle: IdleStrategy::default(),
             source_alignment: Some(Duration::from_secs(5)),
+            checkpoint: None,
         }
     }
 }
@@ -149,6 +165,19 @@ impl Graph {
     fn add(&mut self, node: Node) -> usize {
         self.nodes.push(node);
         self.nodes.len() - 1
+    }
+
+    /// The stable id of node `index`.
+    pub(crate) fn node_id(&self, index: usize) -> OperatorId {
+        OperatorId::new(index, &self.nodes[index].name)
+    }
+
+    /// See [`Pipeline::fingerprint`].
+    pub(crate) fn fingerprint(&self) -> PlanFingerprint {
+        let operators = (0..self.nodes.len())
+            .map(|i| (self.node_id(i), node_hash(&self.nodes[i])))
+            .collect();
+        PlanFingerprint { operators }
     }
 }
 
@@ -217,14 +246,7 @@ impl Pipeline {
     /// rows reach it. Parallelism is left out: keyed state is kept per key
     /// group, not per instance.
     pub fn fingerprint(&self) -> PlanFingerprint {
-        let g = self.graph.borrow();
-        let operators = g
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| (OperatorId::new(i, &node.name), node_hash(node)))
-            .collect();
-        PlanFingerprint { operators }
+        self.graph.borrow().fingerprint()
     }
 
     /// Runs the pipeline until every source ends, or the first error.

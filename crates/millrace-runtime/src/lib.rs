@@ -12,6 +12,7 @@
 mod alignment;
 mod batching;
 mod channel;
+pub mod checkpoint;
 mod coalesce;
 mod exchange;
 mod gate;

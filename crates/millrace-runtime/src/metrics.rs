@@ -220,6 +220,8 @@ pub struct RunSummary {
     pub latency: LatencySummary,
     pub operators: Vec<OperatorSummary>,
     pub channels: Vec<ChannelStats>,
+    /// The run's checkpoints, when it took them.
+    pub checkpoints: Option<Arc<crate::checkpoint::CheckpointStats>>,
 }
 
 impl RunSummary {
@@ -250,6 +252,7 @@ impl RunSummary {
             latency: LatencySummary::from_histogram(&latency),
             operators,
             channels,
+            checkpoints: None,
         }
     }
 
@@ -374,6 +377,9 @@ impl fmt::Display for RunSummary {
             "backpressure {} refused sends",
             self.backpressure_events()
         )?;
+        if let Some(c) = &self.checkpoints {
+            writeln!(f, "checkpoints  {c}")?;
+        }
         writeln!(
             f,
             "{:<44} {:>3} {:>12} {:>12} {:>6} {:>6} {:>6}  notes",

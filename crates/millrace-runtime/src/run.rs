@@ -6,17 +6,23 @@
 //! cores. Every factory is asked for its instance before any thread starts:
 //! a source file that cannot be opened fails the run before it begins.
 
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, mpsc};
 
 use millrace_core::time::now_ns;
-use millrace_core::{Error, Result};
+use millrace_core::{Error, OperatorId, Result, SinkCommitter};
 
 use crate::alignment::SourceAlignment;
 use crate::batching::{BatchController, BatchPolicy};
 use crate::channel::Channel;
+use crate::checkpoint::{
+    Ack, Barriers, CheckpointConfig, CheckpointStats, CheckpointStore, Coordinator, Restored, Role,
+    TaskCheckpoint,
+};
 use crate::coalesce::ExchangeBatching;
 use crate::exchange::key_indices;
 use crate::gate::{InputChannel, InputGate};
@@ -25,7 +31,8 @@ use crate::metrics::{NodeKind, NodeMetrics, OperatorMetrics, RunSummary, TaskTim
 use crate::output::OutputRouter;
 use crate::plan::{Chain, Plan};
 use crate::task::{
-    ChainOp, DataflowTask, Head, LateStage, SinkStage, SourceHead, Stage, StageWork, Task,
+    ChainOp, Checkpointing, DataflowTask, Head, LateStage, SinkStage, SourceHead, Stage, StageWork,
+    Task,
 };
 use crate::worker::{IdleStrategy, RunControl, StopHandle, Worker, WorkerWaker};
 
@@ -44,31 +51,165 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
     let nodes = node_metrics(&graph);
     let policy = batch_policy(config);
     let mut wiring = Wiring::connect(&graph, &plan, policy, &wakers)?;
+    let checkpoints = match &config.checkpoint {
+        Some(c) => Some(RunCheckpoints::prepare(&graph, c)?),
+        None => None,
+    };
     let builder = TaskBuilder {
         graph: &graph,
         nodes: &nodes,
         policy,
-        stop,
-        barriers_injected: Arc::new(AtomicU64::new(0)),
+        stop: stop.clone(),
+        barriers: checkpoints
+            .as_ref()
+            .map_or_else(Default::default, |c| c.barriers.clone()),
+        checkpoints: checkpoints.as_ref(),
         // Set when the run starts: no row is excluded from latency before then.
         record_latency_from: Arc::new(AtomicI64::new(i64::MIN)),
     };
     let tasks = builder.tasks(&plan, &mut wiring)?;
+    let record_latency_from = builder.record_latency_from.clone();
     let times: Vec<Arc<TaskTimes>> = tasks.iter().map(|(_, t)| t.times.clone()).collect();
+    let task_count = tasks.len();
     let per_worker = place(tasks, workers);
+    // The tasks hold the only senders of acknowledgements now: the
+    // coordinator ends when the last task is gone.
+    let coordinator = checkpoints
+        .map(|c| c.start(&graph, task_count, stop, control.clone()))
+        .transpose()?;
     let elapsed = run_workers(
         config,
         per_worker,
         &wakers,
         &control,
-        &builder.record_latency_from,
+        &record_latency_from,
         &times,
-    )?;
+    );
+    let stats = match coordinator {
+        Some((handle, stats)) => {
+            if handle.join().is_err() {
+                control.fail(Error::Panic("the checkpoint coordinator panicked".into()));
+            }
+            Some(stats)
+        }
+        None => None,
+    };
+    let elapsed = elapsed?;
     if let Some(err) = control.take_error() {
         return Err(err);
     }
     let channels = wiring.channels.iter().map(|c| c.stats()).collect();
-    Ok(RunSummary::collect(elapsed, workers, &nodes, channels))
+    let mut summary = RunSummary::collect(elapsed, workers, &nodes, channels);
+    summary.checkpoints = stats;
+    Ok(summary)
+}
+
+/// A checkpointing run's side of the checkpoints until its coordinator
+/// starts: the store, the checkpoint restored, the sinks' committers.
+struct RunCheckpoints {
+    config: CheckpointConfig,
+    store: CheckpointStore,
+    restored: Restored,
+    /// Each exactly-once sink's graph node and committer.
+    committers: Vec<(usize, Arc<dyn SinkCommitter>)>,
+    barriers: Arc<Barriers>,
+    acks: Sender<Ack>,
+    received: Receiver<Ack>,
+}
+
+impl RunCheckpoints {
+    /// Opens the store, reads and checks the checkpoint to restore, and
+    /// brings every exactly-once sink's output to what that checkpoint
+    /// committed (before any writer exists).
+    fn prepare(graph: &Graph, config: &CheckpointConfig) -> Result<Self> {
+        let store = CheckpointStore::open(&config.dir)?;
+        store.remove_incomplete()?;
+        let restored = Restored::load(
+            config,
+            &store,
+            &graph.fingerprint(),
+            &node_parallelism(graph),
+        )?;
+        let mut committers = Vec::new();
+        for (n, node) in graph.nodes.iter().enumerate() {
+            if let NodeOp::Sink(f) = &node.op
+                && let Some(committer) = f.committer()
+            {
+                let commit = restored.commit(&graph.node_id(n));
+                if restored.checkpoint.is_some() && commit.is_none() {
+                    return Err(Error::Other(format!(
+                        "the checkpoint to restore holds no commit for sink {}",
+                        node.name
+                    )));
+                }
+                committer
+                    .recover(commit.as_ref().map(|(e, p)| (*e, p)))
+                    .map_err(|e| e.in_operator(&node.name))?;
+                committers.push((n, committer));
+            }
+        }
+        if let Some(announce) = &config.announce {
+            announce(&restored.report(&store));
+        }
+        let (acks, received) = mpsc::channel();
+        Ok(RunCheckpoints {
+            config: config.clone(),
+            barriers: Arc::new(Barriers::starting_after(restored.last_epoch)),
+            store,
+            restored,
+            committers,
+            acks,
+            received,
+        })
+    }
+
+    /// What a task of this run sends its acknowledgements with.
+    fn task(&self, task: usize) -> TaskCheckpoint {
+        TaskCheckpoint {
+            task,
+            acks: self.acks.clone(),
+        }
+    }
+
+    /// Starts the coordinator on a thread of its own.
+    fn start(
+        self,
+        graph: &Graph,
+        tasks: usize,
+        stop: StopHandle,
+        control: Arc<RunControl>,
+    ) -> Result<(std::thread::JoinHandle<()>, Arc<CheckpointStats>)> {
+        let stats = Arc::new(CheckpointStats::default());
+        let coordinator = Coordinator {
+            fingerprint: graph.fingerprint(),
+            parallelism: node_parallelism(graph),
+            node_ids: (0..graph.nodes.len()).map(|n| graph.node_id(n)).collect(),
+            config: self.config,
+            store: self.store,
+            tasks,
+            acks: self.received,
+            barriers: self.barriers,
+            stop,
+            control,
+            committers: self.committers,
+            last_epoch: self.restored.last_epoch,
+            stats: stats.clone(),
+        };
+        // Dropping `self.acks` here leaves the tasks' clones as the only
+        // senders.
+        let handle = std::thread::Builder::new()
+            .name("millrace-checkpoints".into())
+            .spawn(move || coordinator.run())
+            .map_err(|e| Error::Other(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok((handle, stats))
+    }
+}
+
+/// Each node's parallelism, by id.
+fn node_parallelism(graph: &Graph) -> BTreeMap<OperatorId, usize> {
+    (0..graph.nodes.len())
+        .map(|n| (graph.node_id(n), graph.nodes[n].parallelism))
+        .collect()
 }
 
 /// The worker that runs instance `instance` of every chain.
@@ -190,8 +331,10 @@ struct TaskBuilder<'a> {
     nodes: &'a [Arc<NodeMetrics>],
     policy: BatchPolicy,
     stop: StopHandle,
-    /// Highest barrier id any source has injected, shared by all sources.
-    barriers_injected: Arc<AtomicU64>,
+    /// The barriers the run asks sources for.
+    barriers: Arc<Barriers>,
+    /// Set when the run checkpoints.
+    checkpoints: Option<&'a RunCheckpoints>,
     /// Sinks record the latency of rows that entered from this time on.
     record_latency_from: Arc<AtomicI64>,
 }
@@ -206,7 +349,23 @@ impl TaskBuilder<'_> {
             let alignment = self.alignment(chain);
             for i in 0..chain.parallelism {
                 let aligned = alignment.clone().map(|a| (a, i));
-                tasks.push((i, self.instance(c, chain, i, wiring, aligned)?));
+                let mut task = self.instance(c, chain, i, wiring, aligned)?;
+                if let Some(checkpoints) = self.checkpoints {
+                    let head = chain.nodes[0];
+                    let first_stage =
+                        usize::from(matches!(self.graph.nodes[head].op, NodeOp::Source { .. }));
+                    task = task.with_checkpoint(Checkpointing {
+                        run: checkpoints.task(tasks.len()),
+                        instance: i,
+                        source: (first_stage == 1).then(|| self.graph.node_id(head)),
+                        stages: chain.nodes[first_stage..]
+                            .iter()
+                            .map(|&n| (self.graph.node_id(n), n))
+                            .collect(),
+                        last_epoch: checkpoints.restored.last_epoch,
+                    });
+                }
+                tasks.push((i, task));
             }
         }
         Ok(tasks)
@@ -338,7 +497,7 @@ impl TaskBuilder<'_> {
             )),
             None => None,
         };
-        Ok(SourceHead {
+        let mut head = SourceHead {
             name: node.name.clone(),
             reader,
             node: self.nodes[id].clone(),
@@ -358,12 +517,23 @@ impl TaskBuilder<'_> {
             last_data_ns: now_ns(),
             idle_declared: false,
             rows_since_barrier: 0,
-            next_barrier: 1,
-            barriers_injected: self.barriers_injected.clone(),
+            next_barrier: self.barriers.requested() + 1,
+            barriers: self.barriers.clone(),
+            checkpointing: self.checkpoints.is_some(),
             exhausted: false,
             stop: self.stop.clone(),
             alignment,
-        })
+        };
+        if let Some(c) = self.checkpoints
+            && c.restored.checkpoint.is_some()
+        {
+            let node_id = self.graph.node_id(id);
+            let position = c.restored.snapshot(Role::Position, &node_id, i);
+            let progress = c.restored.snapshot(Role::Progress, &node_id, i);
+            head.restore(&position, &progress, c.restored.last_epoch)
+                .map_err(|e| e.in_operator(&node.name))?;
+        }
+        Ok(head)
     }
 
     /// What instance `i` of `p` of node `n` (fused after the head) does:
@@ -380,12 +550,21 @@ impl TaskBuilder<'_> {
         Ok(match &node.op {
             NodeOp::Operator(f) => StageWork::Operator(ChainOp {
                 name: node.name.clone(),
-                op: f.create(i, p).map_err(|e| e.in_operator(&node.name))?,
+                op: match self.checkpoints {
+                    Some(c) => {
+                        let state = c.restored.snapshot(Role::Operator, &graph.node_id(n), i);
+                        f.restore(i, p, &state)
+                    }
+                    None => f.create(i, p),
+                }
+                .map_err(|e| e.in_operator(&node.name))?,
                 metrics: metrics(n),
                 keep_late: graph
                     .nodes
                     .iter()
                     .any(|m| matches!(m.op, NodeOp::Late { .. }) && m.inputs[0].from == n),
+                checkpoint: false,
+                taken: None,
             }),
             NodeOp::Late { input } => StageWork::Late(LateStage {
                 name: node.name.clone(),
@@ -393,16 +572,24 @@ impl TaskBuilder<'_> {
                 metrics: metrics(n),
             }),
             NodeOp::Sink(f) => {
-                let writer = f
-                    .create(i, p, node.schema.clone())
-                    .map_err(|e| e.in_operator(&node.name))?;
-                StageWork::Sink(SinkStage::new(
+                let committer = self
+                    .checkpoints
+                    .and_then(|c| c.committers.iter().find(|(node, _)| *node == n))
+                    .map(|(_, committer)| committer);
+                let writer = match committer {
+                    Some(c) => c.create(i, p, node.schema.clone()),
+                    None => f.create(i, p, node.schema.clone()),
+                }
+                .map_err(|e| e.in_operator(&node.name))?;
+                let mut sink = SinkStage::new(
                     node.name.clone(),
                     writer,
                     metrics(n),
                     self.nodes[n].clone(),
                     self.record_latency_from.clone(),
-                ))
+                );
+                sink.staging = committer.is_some();
+                StageWork::Sink(sink)
             }
             NodeOp::Source { .. } => unreachable!("a source never follows another node"),
         })

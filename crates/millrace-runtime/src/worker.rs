@@ -96,6 +96,11 @@ impl RunControl {
 
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    /// Wakes every worker (a parked one polls its tasks again).
+    pub fn wake_all(&self) {
         for w in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             w.wake();
         }

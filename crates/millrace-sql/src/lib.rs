@@ -65,6 +65,14 @@ pub struct PlanOptions {
     /// Sinks that replace the named tables' connectors (tests collect output
     /// this way).
     pub sinks: HashMap<String, Arc<dyn SinkFactory>>,
+    /// Where checkpoints go when the file sets no `checkpoint_dir`; without
+    /// either, `.millrace/checkpoints` in the working directory.
+    pub checkpoint_dir: Option<std::path::PathBuf>,
+    /// Where a checkpointing run starts from (the latest checkpoint unless
+    /// told otherwise).
+    pub start_from: Option<millrace_runtime::checkpoint::StartFrom>,
+    /// Told which checkpoint the run continues, before it starts.
+    pub announce: Option<millrace_runtime::checkpoint::Announce>,
 }
 
 /// `(table, option, value)`.
@@ -227,6 +235,18 @@ impl SqlPipeline {
         }
         for (name, value) in &setting_overrides {
             settings::apply(&mut settings, name, value)?;
+        }
+        if let Some(mut c) = settings.checkpoint.take() {
+            c.dir = settings
+                .checkpoint_dir
+                .clone()
+                .or_else(|| options.checkpoint_dir.clone())
+                .unwrap_or_else(|| ".millrace/checkpoints".into());
+            if let Some(start) = &options.start_from {
+                c.start_from = start.clone();
+            }
+            c.announce = options.announce.clone();
+            settings.config.checkpoint = Some(c);
         }
         for (table, key, _) in &table_overrides {
             if !tables.contains_key(table) {

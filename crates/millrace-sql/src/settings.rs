@@ -1,13 +1,15 @@
 //! `SET name = value`: pipeline options in a pipeline file.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use millrace_runtime::checkpoint::CheckpointConfig;
 use millrace_runtime::{ExchangeBatchingMode, PipelineConfig};
 
 use crate::error::{SqlError, SqlResult};
 use crate::interval::duration_text_ms;
 
-const KNOWN: &str = "parallelism, workers, batch_size, latency_target, exchange_batching, latency_warmup, source_alignment, pin_workers, barrier_every_rows, two_phase_aggregation";
+const KNOWN: &str = "parallelism, workers, batch_size, latency_target, exchange_batching, latency_warmup, source_alignment, pin_workers, barrier_every_rows, two_phase_aggregation, checkpoint_interval, checkpoint_dir, checkpoint_retain, checkpoint_timeout, checkpoint_min_pause, checkpoint_max_concurrent";
 
 /// Everything `SET` can change: the runtime's configuration and the
 /// planner's choices.
@@ -18,6 +20,11 @@ pub struct Settings {
     /// phases: partial where the rows are, final at one instance
     /// (`millrace_sql_ops::window_agg::AggPhase`). On by default.
     pub two_phase_aggregation: bool,
+    /// `checkpoint_interval` and the other `checkpoint_*` settings; the
+    /// directory is filled in when planning ends (`PlanOptions`).
+    pub checkpoint: Option<CheckpointConfig>,
+    /// `checkpoint_dir`, when set.
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -25,6 +32,8 @@ impl Default for Settings {
         Self {
             config: PipelineConfig::default(),
             two_phase_aggregation: true,
+            checkpoint: None,
+            checkpoint_dir: None,
         }
     }
 }
@@ -84,6 +93,42 @@ pub fn apply(settings: &mut Settings, name: &str, value: &str) -> SqlResult<()> 
             }
         }
         "two_phase_aggregation" => settings.two_phase_aggregation = flag()?,
+        "checkpoint_interval" => {
+            settings.checkpoint = match value.to_lowercase().as_str() {
+                "off" | "none" | "false" => None,
+                text => {
+                    let interval = parse_duration_setting(text).map_err(|e| bad(&e))?;
+                    let mut c = settings
+                        .checkpoint
+                        .take()
+                        .unwrap_or_else(|| CheckpointConfig::new(interval, PathBuf::new()));
+                    c.interval = interval;
+                    Some(c)
+                }
+            }
+        }
+        "checkpoint_dir" => settings.checkpoint_dir = Some(PathBuf::from(value)),
+        "checkpoint_retain"
+        | "checkpoint_timeout"
+        | "checkpoint_min_pause"
+        | "checkpoint_max_concurrent" => {
+            let Some(c) = settings.checkpoint.as_mut() else {
+                return Err(bad("set checkpoint_interval first: checkpoints are off"));
+            };
+            match name.to_lowercase().as_str() {
+                "checkpoint_retain" => c.retain = count()?,
+                "checkpoint_max_concurrent" => c.max_in_flight = count()?,
+                "checkpoint_timeout" => {
+                    c.timeout = parse_duration_setting(value).map_err(|e| bad(&e))?
+                }
+                _ => {
+                    c.min_pause = match value.to_lowercase().as_str() {
+                        "0" | "none" | "off" => Duration::ZERO,
+                        text => parse_duration_setting(text).map_err(|e| bad(&e))?,
+                    }
+                }
+            }
+        }
         other => {
             return Err(SqlError::new(format!(
                 "SET {other}: unknown setting (known: {KNOWN})"
@@ -148,5 +193,15 @@ mod tests {
         apply(c, "exchange_batching", "off").unwrap();
         assert_eq!(c.config.exchange_batching, ExchangeBatchingMode::Off);
         assert!(apply(c, "exchange_batching", "sometimes").is_err());
+        let e = apply(c, "checkpoint_retain", "2").unwrap_err().to_string();
+        assert!(e.contains("checkpoint_interval first"), "{e}");
+        apply(c, "checkpoint_interval", "100ms").unwrap();
+        apply(c, "checkpoint_retain", "2").unwrap();
+        apply(c, "checkpoint_timeout", "5s").unwrap();
+        let chk = c.checkpoint.as_ref().unwrap();
+        assert_eq!(chk.interval, Duration::from_millis(100));
+        assert_eq!((chk.retain, chk.timeout), (2, Duration::from_secs(5)));
+        apply(c, "checkpoint_interval", "off").unwrap();
+        assert!(c.checkpoint.is_none());
     }
 }

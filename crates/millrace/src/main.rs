@@ -63,6 +63,13 @@ struct RunArgs {
     /// Stop the sources after this many seconds and drain, as Ctrl-C does.
     #[arg(long, value_name = "SECONDS")]
     max_seconds: Option<f64>,
+    /// With checkpoints on: start over instead of resuming from the latest
+    /// checkpoint (the old checkpoints stay until retention removes them).
+    #[arg(long, conflicts_with = "from_checkpoint")]
+    fresh: bool,
+    /// With checkpoints on: resume from this checkpoint instead of the latest.
+    #[arg(long, value_name = "ID")]
+    from_checkpoint: Option<u64>,
 }
 
 #[derive(Parser)]
@@ -223,6 +230,39 @@ enum SinkArg {
 
 /// Plans a SQL file; errors name the file, line and column.
 fn plan_sql(args: &SqlArgs) -> Result<millrace::sql::SqlPipeline, String> {
+    plan_sql_with(args, millrace::sql::PlanOptions::default())
+}
+
+/// Plans a SQL file to run: checkpoints (when the file turns them on) go
+/// to `.millrace/<file stem>/` beside the file unless it sets
+/// `checkpoint_dir`, and the run resumes as `args` say.
+fn plan_run(args: &RunArgs) -> Result<millrace::sql::SqlPipeline, String> {
+    use millrace::runtime::checkpoint::{Announce, StartFrom};
+    let file = &args.sql.file;
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pipeline".into());
+    let beside = file.parent().unwrap_or(std::path::Path::new(""));
+    let options = millrace::sql::PlanOptions {
+        checkpoint_dir: Some(beside.join(".millrace").join(stem)),
+        start_from: Some(match (args.fresh, args.from_checkpoint) {
+            (true, _) => StartFrom::Fresh,
+            (false, Some(id)) => StartFrom::Checkpoint(id),
+            (false, None) => StartFrom::Latest,
+        }),
+        announce: Some(Announce(std::sync::Arc::new(|line: &str| {
+            eprintln!("{line}")
+        }))),
+        ..Default::default()
+    };
+    plan_sql_with(&args.sql, options)
+}
+
+fn plan_sql_with(
+    args: &SqlArgs,
+    options: millrace::sql::PlanOptions,
+) -> Result<millrace::sql::SqlPipeline, String> {
     let path = args.file.display();
     let text = std::fs::read_to_string(&args.file).map_err(|e| format!("{path}: {e}"))?;
     let mut overrides = Vec::new();
@@ -234,7 +274,7 @@ fn plan_sql(args: &SqlArgs) -> Result<millrace::sql::SqlPipeline, String> {
     }
     let options = millrace::sql::PlanOptions {
         overrides,
-        ..Default::default()
+        ..options
     };
     millrace::sql::SqlPipeline::plan_with(&text, &options).map_err(|e| match (e.line, e.column) {
         (Some(l), Some(c)) => format!("{path}:{l}:{c}: {}", e.message),
@@ -362,7 +402,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {
-            let job = match plan_sql(&args.sql) {
+            let job = match plan_run(&args) {
                 Ok(job) => job,
                 Err(e) => {
                     eprintln!("error: {e}");

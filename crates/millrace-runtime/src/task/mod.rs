@@ -19,8 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use millrace_core::time::now_ns;
-use millrace_core::{Message, Result};
+use millrace_core::{BarrierId, Message, OperatorId, Result, Snapshot};
 
+use crate::checkpoint::{Ack, Owner, Role, SinkToken, TaskCheckpoint};
 use crate::gate::{GateEvent, InputGate};
 use crate::metrics::TaskTimes;
 use crate::output::OutputRouter;
@@ -102,6 +103,29 @@ pub struct DataflowTask {
     /// Scratch of [`Self::interest`]: at 0 the head's readers', at s + 1
     /// stage s's readers' smallest interest.
     interest_after: Vec<i64>,
+    /// Set when the run checkpoints.
+    checkpoint: Option<Checkpointing>,
+}
+
+/// What a task of a checkpointing run needs to acknowledge barriers.
+pub struct Checkpointing {
+    pub(crate) run: TaskCheckpoint,
+    pub instance: usize,
+    /// The head's plan node, when it is a source.
+    pub source: Option<OperatorId>,
+    /// Each stage's plan node: its id and index.
+    pub stages: Vec<(OperatorId, usize)>,
+    /// The last barrier that passed.
+    pub last_epoch: BarrierId,
+}
+
+/// Snapshots by owner, as a task gathers them for an acknowledgement.
+type Parts = Vec<(Owner, Snapshot)>;
+
+/// A barrier or the end, as it enters a task's stages.
+enum Mark {
+    Barrier(BarrierId),
+    End,
 }
 
 impl DataflowTask {
@@ -139,7 +163,99 @@ impl DataflowTask {
             urgent: false,
             last_reader,
             interest_after: Vec::new(),
+            checkpoint: None,
         }
+    }
+
+    /// Makes the task take part in the run's checkpoints.
+    pub fn with_checkpoint(mut self, checkpoint: Checkpointing) -> Self {
+        for stage in &mut self.stages {
+            match &mut stage.work {
+                StageWork::Operator(op) => op.checkpoint = true,
+                StageWork::Sink(sink) => sink.last_epoch = checkpoint.last_epoch,
+                StageWork::Late(_) => {}
+            }
+        }
+        self.checkpoint = Some(checkpoint);
+        self
+    }
+
+    /// The barrier or end among `items` (at most one: a head yields one
+    /// per step) when the run checkpoints, with the source's snapshot
+    /// taken before the stages run.
+    fn mark(&self, items: &[(usize, Message)]) -> Result<Option<(Mark, Parts)>> {
+        let Some(c) = &self.checkpoint else {
+            return Ok(None);
+        };
+        let Some(mark) = items.iter().find_map(|(_, m)| match m {
+            Message::Barrier(id) => Some(Mark::Barrier(*id)),
+            Message::End => Some(Mark::End),
+            _ => None,
+        }) else {
+            return Ok(None);
+        };
+        let mut parts = Vec::new();
+        if let (Head::Source(src), Some(node)) = (&self.head, &c.source) {
+            let (position, progress) = src.snapshot().map_err(|e| e.in_operator(&src.name))?;
+            let owner = |role| Owner {
+                role,
+                node: node.clone(),
+                instance: c.instance,
+            };
+            parts.push((owner(Role::Position), position));
+            parts.push((owner(Role::Progress), progress));
+        }
+        Ok(Some((mark, parts)))
+    }
+
+    /// Sends the coordinator what the stages took as `mark` passed them.
+    fn acknowledge(&mut self, mark: Mark, mut snapshots: Parts) {
+        let Some(c) = &mut self.checkpoint else {
+            return;
+        };
+        let mut tokens = Vec::new();
+        for (stage, (node, index)) in self.stages.iter_mut().zip(&c.stages) {
+            match &mut stage.work {
+                StageWork::Operator(op) => {
+                    if let Some(snapshot) = op.taken.take()
+                        && !snapshot.is_empty()
+                    {
+                        let owner = Owner {
+                            role: Role::Operator,
+                            node: node.clone(),
+                            instance: c.instance,
+                        };
+                        snapshots.push((owner, snapshot));
+                    }
+                }
+                StageWork::Sink(sink) => {
+                    if let Some((epoch, token)) = sink.taken.take() {
+                        tokens.push(SinkToken {
+                            node: *index,
+                            instance: c.instance,
+                            epoch,
+                            token,
+                        });
+                    }
+                }
+                StageWork::Late(_) => {}
+            }
+        }
+        let (epoch, finished) = match mark {
+            Mark::Barrier(id) => {
+                c.last_epoch = id;
+                (id, false)
+            }
+            Mark::End => (c.last_epoch, true),
+        };
+        // A coordinator that is gone has failed the run already.
+        let _ = c.run.acks.send(Ack {
+            task: c.run.task,
+            epoch,
+            finished,
+            snapshots,
+            tokens,
+        });
     }
 
     /// Pushes the head's messages through the fused stages, each stage's
@@ -374,7 +490,11 @@ impl Task for DataflowTask {
                 Head::Source(_) => items.iter().map(|(_, m)| m.rows()).sum(),
                 Head::Gate(_) => 0,
             };
+            let mark = self.mark(&items)?;
             self.run_chain(items, &mut clock)?;
+            if let Some((mark, parts)) = mark {
+                self.acknowledge(mark, parts);
+            }
             let flushed = self.flush(clock);
             clock = now_ns();
             if let (Head::Gate(gate), Some((channel, rows))) = (&self.head, served) {

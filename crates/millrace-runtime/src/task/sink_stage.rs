@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use hdrhistogram::Histogram;
 use millrace_core::time::now_ns;
-use millrace_core::{Message, Result, SinkWriter, entered_column, strip_entered};
+use millrace_core::{
+    BarrierId, Message, Result, SinkWriter, Snapshot, entered_column, strip_entered,
+};
 
 use crate::metrics::{NodeMetrics, OperatorMetrics, new_latency_histogram};
 
@@ -23,6 +25,14 @@ pub struct SinkStage {
     /// latency warm-up; set when the run starts) are written but not
     /// recorded in `latency`.
     pub record_from_ns: Arc<AtomicI64>,
+    /// The writer stages its output for an exactly-once commit: it
+    /// pre-commits at each barrier and, after `finish`, at the end.
+    pub staging: bool,
+    /// The last barrier seen (the restored epoch before the first).
+    pub last_epoch: BarrierId,
+    /// The epoch and token pre-committed in the current call, until the
+    /// task sends it.
+    pub taken: Option<(BarrierId, Snapshot)>,
 }
 
 impl SinkStage {
@@ -40,6 +50,9 @@ impl SinkStage {
             node,
             latency: new_latency_histogram(),
             record_from_ns,
+            staging: false,
+            last_epoch: 0,
+            taken: None,
         }
     }
 
@@ -61,10 +74,25 @@ impl SinkStage {
                     .fetch_add(batch.num_rows() as u64, Relaxed);
                 self.writer.write(&strip_entered(&batch))?;
             }
-            Message::End => self.writer.finish()?,
+            Message::End => {
+                self.writer.finish()?;
+                if self.staging {
+                    // What came after the last barrier: an epoch of its own.
+                    let epoch = self.last_epoch + 1;
+                    self.taken = Some((epoch, self.writer.pre_commit(epoch)?));
+                }
+            }
+            Message::Barrier(id) if self.staging => {
+                self.last_epoch = id;
+                self.taken = Some((id, self.writer.pre_commit(id)?));
+            }
+            Message::Barrier(id) => {
+                self.last_epoch = id;
+                return Ok(());
+            }
             // Nothing to do: no clock read either (the next step's time
             // includes these few ns).
-            Message::Watermark(_) | Message::Barrier(_) | Message::Idle => return Ok(()),
+            Message::Watermark(_) | Message::Idle => return Ok(()),
         }
         *clock = now_ns();
         self.metrics

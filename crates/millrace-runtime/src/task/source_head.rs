@@ -1,24 +1,26 @@
 //! A source as the head of a task: reads batches of the size its batch
 //! controller chooses, and owns the source-side rules: watermark = max
 //! event time − bound after every batch, `Idle` after the idle timeout
-//! without data, a barrier every N rows (and catching up with the barriers
-//! other sources injected), holding back while ahead of its sibling
-//! instances (alignment), `End` when the reader is exhausted or the run is
-//! stopped.
+//! without data, each barrier the run requests (`checkpoint::Barriers`)
+//! at the next step, holding back while ahead of its sibling instances
+//! (alignment), `End` when the reader is exhausted or the run is stopped
+//! (after the stopping run's last barrier, when it checkpoints).
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use arrow::array::Array;
+use millrace_core::state::{scalar, scalars};
 use millrace_core::time::{event_times_ms, now_ns};
 use millrace_core::{
-    BarrierId, Error, Message, Result, SourcePoll, SourceReader, Watermark, entered_column,
+    BarrierId, Error, Message, Result, Snapshot, SourcePoll, SourceReader, Watermark,
+    entered_column,
 };
 
 use crate::alignment::SourceAlignment;
 use crate::batching::BatchController;
+use crate::checkpoint::Barriers;
 use crate::metrics::{NodeMetrics, OperatorMetrics};
 use crate::worker::StopHandle;
 
@@ -44,6 +46,8 @@ pub struct SourceHead {
     pub resume_at_ns: Option<i64>,
     /// Backpressured time not yet reported to `batching`.
     pub pressure_ns: u64,
+    /// Without checkpoints, a barrier after every this many rows (for
+    /// tests of alignment): the instance requests it for every source.
     pub barrier_every_rows: Option<u64>,
     pub max_event_time: i64,
     pub last_watermark: i64,
@@ -51,10 +55,13 @@ pub struct SourceHead {
     pub idle_declared: bool,
     pub rows_since_barrier: u64,
     pub next_barrier: BarrierId,
-    /// Highest barrier id any source of the run has injected. A source with
-    /// nothing to read catches up to it, so a quiet or slow source never
-    /// holds an alignment (and with it the other inputs) hostage.
-    pub barriers_injected: Arc<AtomicU64>,
+    /// The barriers the run asks for. Every instance injects each one at
+    /// its next step, whatever it is doing (reading, waiting for input,
+    /// held back by alignment), so a quiet or slow source never holds an
+    /// alignment (and with it the other inputs) hostage.
+    pub barriers: Arc<Barriers>,
+    /// The run checkpoints: a stop waits for the last barrier.
+    pub checkpointing: bool,
     pub exhausted: bool,
     /// Set from outside to end the stream early (graceful stop).
     pub stop: StopHandle,
@@ -74,9 +81,58 @@ impl SourceHead {
 
     fn inject_barrier(&mut self, out: &mut Vec<(usize, Message)>) {
         out.push((0, Message::Barrier(self.next_barrier)));
-        self.barriers_injected.fetch_max(self.next_barrier, Relaxed);
         self.next_barrier += 1;
         self.rows_since_barrier = 0;
+    }
+
+    /// The reader's position and this instance's progress, taken as a
+    /// barrier leaves (nothing was read since it was injected). A reader
+    /// that cannot be read again from a position is refused by name.
+    pub(super) fn snapshot(&self) -> Result<(Snapshot, Snapshot)> {
+        let position = self.reader.position()?.ok_or_else(|| {
+            Error::plan(format!(
+                "source {} cannot take part in checkpoints: it cannot be read again from a \
+                 position (turn checkpoints off for this pipeline)",
+                self.name
+            ))
+        })?;
+        let progress = scalars(&[
+            ("max_event_time", Some(self.max_event_time)),
+            ("watermark", Some(self.last_watermark)),
+        ]);
+        Ok((position, Snapshot::none().with("progress", progress)))
+    }
+
+    /// Continues from `position` and `progress` (what [`Self::snapshot`]
+    /// returned in the run being restored); barriers go on after
+    /// `last_epoch`.
+    pub(crate) fn restore(
+        &mut self,
+        position: &Snapshot,
+        progress: &Snapshot,
+        last_epoch: BarrierId,
+    ) -> Result<()> {
+        self.next_barrier = last_epoch + 1;
+        if position.is_empty() {
+            return Err(Error::Other(format!(
+                "the checkpoint holds no position for source {}",
+                self.name
+            )));
+        }
+        self.reader.seek(position)?;
+        let progress = progress.table("progress")?;
+        let value = |name| {
+            scalar(progress, name)?.ok_or_else(|| {
+                Error::Other(format!(
+                    "source {}: progress value '{name}' is null",
+                    self.name
+                ))
+            })
+        };
+        self.max_event_time = value("max_event_time")?;
+        self.last_watermark = value("watermark")?;
+        self.publish(self.last_watermark);
+        Ok(())
     }
 
     /// Produces the next messages, or says when to come back. `clock` is
@@ -89,7 +145,16 @@ impl SourceHead {
         if self.exhausted {
             return Ok(Some(None));
         }
+        if self.next_barrier <= self.barriers.requested() {
+            self.inject_barrier(out);
+            return Ok(None);
+        }
         if self.stop.is_stopped() {
+            if self.checkpointing && self.barriers.stop_at().is_none() {
+                // The coordinator is choosing the last barrier; it comes
+                // before the end.
+                return Ok(Some(Some(now_ns() + ALIGNMENT_RETRY_NS)));
+            }
             self.exhausted = true;
             self.publish(i64::MAX);
             out.push((0, Message::End));
@@ -104,18 +169,12 @@ impl SourceHead {
         if let Some((alignment, instance)) = &self.alignment
             && alignment.is_ahead(*instance, self.last_watermark)
         {
-            // While waiting, keep up with the barriers the others inject,
-            // or an aligning consumer would wait for this one's barrier
-            // while the slow sibling waits for room behind it.
-            if self.next_barrier <= self.barriers_injected.load(Relaxed) {
-                self.inject_barrier(out);
-                return Ok(None);
-            }
             return Ok(Some(Some(now_ns() + ALIGNMENT_RETRY_NS)));
         }
         let mut max_rows = self.batching.size();
         if let Some(every) = self.barrier_every_rows {
             if self.rows_since_barrier >= every {
+                self.barriers.request(self.next_barrier);
                 self.inject_barrier(out);
                 return Ok(None);
             }
@@ -183,10 +242,6 @@ impl SourceHead {
             SourcePoll::Pending { wake_at_ns } => {
                 // Caught up with its input: nobody should wait for it.
                 self.publish(i64::MAX);
-                if self.next_barrier <= self.barriers_injected.load(Relaxed) {
-                    self.inject_barrier(out);
-                    return Ok(None);
-                }
                 // A reader without a timer is asked again within a millisecond.
                 let wake_at_ns = Some(wake_at_ns.unwrap_or(now + UNTIMED_SOURCE_RETRY_NS));
                 let idle_timeout = self.event_time.as_ref().and_then(|e| e.3);

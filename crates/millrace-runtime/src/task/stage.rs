@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use millrace_core::time::now_ns;
-use millrace_core::{Emitter, Message, Operator, Result};
+use millrace_core::{Emitter, Message, Operator, Result, Snapshot};
 
 use super::SinkStage;
 use crate::metrics::OperatorMetrics;
@@ -20,6 +20,11 @@ pub struct ChainOp {
     /// A late output reads this operator: its late rows are kept and
     /// passed on, not only counted.
     pub keep_late: bool,
+    /// The run checkpoints: the operator's snapshot is taken at each
+    /// barrier (before it is forwarded) and at the end.
+    pub checkpoint: bool,
+    /// The snapshot taken in the current call, until the task sends it.
+    pub taken: Option<Snapshot>,
 }
 
 /// The late output of one input of the operator stage it reads: the rows
@@ -103,15 +108,26 @@ pub(super) fn run_operator(
                 }
                 result
             }
-            Message::Barrier(id) => stage.op.on_barrier(id, &mut out),
+            Message::Barrier(id) => {
+                if stage.checkpoint {
+                    match stage.op.snapshot() {
+                        Ok(snapshot) => stage.taken = Some(snapshot),
+                        Err(e) => return Err(e.in_operator(&stage.name)),
+                    }
+                }
+                stage.op.on_barrier(id, &mut out)
+            }
             Message::Idle => {
                 out.out.push(Message::Idle);
                 Ok(())
             }
-            Message::End => stage
-                .op
-                .on_end(&mut out)
-                .map(|_| out.out.push(Message::End)),
+            Message::End => stage.op.on_end(&mut out).and_then(|_| {
+                out.out.push(Message::End);
+                if stage.checkpoint {
+                    stage.taken = Some(stage.op.snapshot()?);
+                }
+                Ok(())
+            }),
         };
         result.map_err(|e| e.in_operator(&stage.name))?;
         if stage.keep_late {

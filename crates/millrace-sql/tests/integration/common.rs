@@ -26,6 +26,7 @@ pub fn run_sql(sql: &str, overrides: &[(&str, &str)]) -> (Vec<RecordBatch>, RunS
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         sinks,
+        ..Default::default()
     };
     let job = SqlPipeline::plan_with(sql, &options).unwrap_or_else(|e| panic!("plan failed: {e}"));
     let summary = job.run().unwrap_or_else(|e| panic!("run failed: {e}"));

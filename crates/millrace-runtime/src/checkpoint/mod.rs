@@ -1,0 +1,175 @@
+//! Checkpoints: the coordinator that starts them, what tasks hand it at a
+//! barrier, the store that keeps them, and the restore of a run from one.
+//!
+//! An epoch starts when the coordinator raises [`Barriers::requested`]:
+//! every source instance injects the barrier on its next step, tasks align
+//! it, and each task, as the barrier leaves its last stage, sends one
+//! [`Ack`] with the snapshots of its source position, operators and sink
+//! tokens. The coordinator's own thread writes them (never a worker), then
+//! the manifest, then commits the sinks (`store.rs`, `coordinator.rs`).
+//!
+//! A task that has ended acknowledges once more with its final state,
+//! which stands for it in every later checkpoint: it will see no more
+//! barriers. When every source ended on its own (bounded input), a last,
+//! *finished* checkpoint covers the output written after the last barrier.
+//! When the run is stopped, the sources end right after one last barrier
+//! (`stop_at`) and the output after it is left uncommitted: a resumed run
+//! writes it again, whole.
+
+mod coordinator;
+mod restore;
+mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use millrace_core::{Epoch, Snapshot};
+
+pub use coordinator::CheckpointStats;
+pub(crate) use coordinator::Coordinator;
+pub(crate) use restore::Restored;
+pub use store::{Checkpoint, CheckpointStore};
+pub(crate) use store::{Owner, Role};
+
+/// Where a run starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The latest complete checkpoint in the directory, if there is one.
+    Latest,
+    /// Nothing: earlier checkpoints are ignored (and replaced as new ones
+    /// are retained), sinks start their output over.
+    Fresh,
+    /// This checkpoint (its epoch); an error if it is not there.
+    Checkpoint(Epoch),
+}
+
+/// How a pipeline checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// Time between the starts of two checkpoints.
+    pub interval: Duration,
+    /// Where this pipeline's checkpoints are kept.
+    pub dir: PathBuf,
+    /// Complete checkpoints kept; older ones are deleted.
+    pub retain: usize,
+    /// A checkpoint not complete this long after it started is aborted
+    /// (counted; the pipeline goes on, the next one covers its output).
+    pub timeout: Duration,
+    /// Least time between the end of one checkpoint and the start of the
+    /// next.
+    pub min_pause: Duration,
+    /// Checkpoints started and not yet complete, at most.
+    pub max_in_flight: usize,
+    pub start_from: StartFrom,
+    /// Told, before the run starts, which checkpoint it continues (one
+    /// line: "restored checkpoint 41 from …" or "no checkpoint …").
+    pub announce: Option<Announce>,
+}
+
+/// Receives the line that says where a run starts from.
+#[derive(Clone)]
+pub struct Announce(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for Announce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Announce")
+    }
+}
+
+impl std::ops::Deref for Announce {
+    type Target = dyn Fn(&str) + Send + Sync;
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl CheckpointConfig {
+    /// Checkpoints every `interval` into `dir`, with the defaults.
+    pub fn new(interval: Duration, dir: impl Into<PathBuf>) -> Self {
+        CheckpointConfig {
+            interval,
+            dir: dir.into(),
+            retain: 3,
+            timeout: Duration::from_secs(60),
+            min_pause: Duration::ZERO,
+            max_in_flight: 1,
+            start_from: StartFrom::Latest,
+            announce: None,
+        }
+    }
+}
+
+/// The barrier requests sources follow, shared by every source instance
+/// and the coordinator.
+#[derive(Debug, Default)]
+pub(crate) struct Barriers {
+    /// Every source instance injects each barrier up to this one.
+    requested: AtomicU64,
+    /// When not 0: the run is stopping, and sources end right after
+    /// injecting this barrier.
+    stop_at: AtomicU64,
+}
+
+impl Barriers {
+    pub(crate) fn starting_after(epoch: Epoch) -> Self {
+        Barriers {
+            requested: AtomicU64::new(epoch),
+            stop_at: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn requested(&self) -> Epoch {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    /// Asks for every barrier up to `epoch`.
+    pub(crate) fn request(&self, epoch: Epoch) {
+        self.requested.fetch_max(epoch, Ordering::AcqRel);
+    }
+
+    /// Asks for barrier `epoch` as the last one: sources end after it.
+    pub(crate) fn request_last(&self, epoch: Epoch) {
+        self.request(epoch);
+        self.stop_at.store(epoch, Ordering::Release);
+    }
+
+    /// The last barrier of a stopping run, once the coordinator chose it.
+    pub(crate) fn stop_at(&self) -> Option<Epoch> {
+        match self.stop_at.load(Ordering::Acquire) {
+            0 => None,
+            e => Some(e),
+        }
+    }
+}
+
+/// What one sink instance staged in one epoch.
+#[derive(Debug)]
+pub(crate) struct SinkToken {
+    /// The sink's graph node.
+    pub node: usize,
+    pub instance: usize,
+    pub epoch: Epoch,
+    pub token: Snapshot,
+}
+
+/// One task's part of a checkpoint.
+#[derive(Debug)]
+pub(crate) struct Ack {
+    /// The task's index among all task instances of the run.
+    pub task: usize,
+    /// The barrier it acknowledges; for a final ack, the last one it saw.
+    pub epoch: Epoch,
+    /// Sent when the task ended: this state stands for it from now on.
+    pub finished: bool,
+    pub snapshots: Vec<(Owner, Snapshot)>,
+    pub tokens: Vec<SinkToken>,
+}
+
+/// What a task needs to take part in checkpoints.
+#[derive(Clone)]
+pub(crate) struct TaskCheckpoint {
+    pub task: usize,
+    pub acks: std::sync::mpsc::Sender<Ack>,
+}
