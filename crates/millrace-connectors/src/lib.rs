@@ -4,7 +4,8 @@
 //!   (device telemetry with bounded disorder).
 //! * Files: newline-delimited JSON and CSV with a declared schema and an
 //!   error policy for bad lines ([`file`]).
-//! * Sinks: console table, JSON-lines file, discard ([`sinks`]).
+//! * Sinks: console table, JSON-lines file (at-least-once, or exactly-once
+//!   with checkpoints), discard ([`sinks`]).
 //! * [`proctime`]: any source with a processing-time column.
 
 pub mod file;

@@ -4,24 +4,26 @@
 //! * [`ConsoleSink`] prints each batch as an aligned table and stops after
 //!   `max_rows` rows in total, ending with a line that says how many were not
 //!   shown — a human reading the console always knows the output was cut.
-//! * [`JsonLinesSink`] writes each row as one JSON object per line (arrow-json;
-//!   null values are omitted from the object). All instances share one file,
-//!   truncated when the first instance is created; each batch is encoded off
-//!   the lock and written with one call, so rows of different instances never
-//!   interleave within a line.
+//! * [`JsonLinesSink`] writes each row as one JSON object per line
+//!   ([`jsonl`]); its exactly-once form, [`JsonLinesCommitter`], stages each
+//!   epoch and appends it to the file only once its checkpoint is durable
+//!   ([`jsonl_commit`]).
 //! * [`DiscardSink`] drops everything and counts rows across instances.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+pub mod jsonl;
+pub mod jsonl_commit;
+
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arrow::datatypes::SchemaRef;
-use arrow::json::LineDelimitedWriter;
 use arrow::record_batch::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
 use millrace_core::{Error, Result, SinkFactory, SinkWriter};
+
+pub use jsonl::JsonLinesSink;
+pub use jsonl_commit::JsonLinesCommitter;
 
 /// Locks `m`, recovering the data if another thread panicked while holding it:
 /// a sink's buffered output is still worth writing.
@@ -138,76 +140,6 @@ impl SinkWriter for ConsoleSink {
     }
 }
 
-/// Writes every row as one JSON object per line to one file.
-#[derive(Clone)]
-pub struct JsonLinesSink {
-    path: PathBuf,
-    /// Opened (and truncated) by the first `create`, then shared.
-    file: Arc<Mutex<Option<BufWriter<File>>>>,
-}
-
-impl JsonLinesSink {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        JsonLinesSink {
-            path: path.into(),
-            file: Arc::new(Mutex::new(None)),
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl SinkFactory for JsonLinesSink {
-    fn name(&self) -> String {
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| self.path.display().to_string());
-        format!("jsonl:{name}")
-    }
-
-    fn create(&self, _: usize, _: usize, _: SchemaRef) -> Result<Box<dyn SinkWriter>> {
-        let mut file = lock(&self.file);
-        if file.is_none() {
-            let f = File::create(&self.path).map_err(|e| Error::io(&self.path, e))?;
-            *file = Some(BufWriter::new(f));
-        }
-        drop(file);
-        Ok(Box::new(self.clone()))
-    }
-}
-
-impl SinkWriter for JsonLinesSink {
-    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        // Encode without the lock; only the write itself is serialized.
-        let mut encoder = LineDelimitedWriter::new(Vec::new());
-        encoder.write(batch)?;
-        encoder.finish()?;
-        let bytes = encoder.into_inner();
-        let mut file = lock(&self.file);
-        let Some(out) = file.as_mut() else {
-            return Err(Error::Other(format!(
-                "{}: JSON-lines sink written before it was created",
-                self.path.display()
-            )));
-        };
-        out.write_all(&bytes).map_err(|e| Error::io(&self.path, e))
-    }
-
-    fn finish(&mut self) -> Result<()> {
-        match lock(&self.file).as_mut() {
-            Some(out) => out.flush().map_err(|e| Error::io(&self.path, e)),
-            None => Ok(()),
-        }
-    }
-}
-
 /// Drops every batch and counts its rows; for benchmarks.
 #[derive(Clone, Default)]
 pub struct DiscardSink {
@@ -258,7 +190,7 @@ mod tests {
     use arrow::array::{Float64Array, Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
 
-    fn batch(ids: &[i64], names: &[Option<&str>], prices: &[f64]) -> RecordBatch {
+    pub(super) fn batch(ids: &[i64], names: &[Option<&str>], prices: &[f64]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("name", DataType::Utf8, true),
@@ -366,43 +298,6 @@ mod tests {
         w.finish().expect("finish");
         assert!(!capture.text().contains("not shown"), "{}", capture.text());
         assert_eq!(capture.text().lines().count(), 6);
-    }
-
-    #[test]
-    fn json_lines_writes_one_object_per_row_from_all_instances() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("out.jsonl");
-        std::fs::write(&path, "stale content from an earlier run\n").expect("seed file");
-        let sink = JsonLinesSink::new(&path);
-        let b1 = batch(&[1, 2], &[Some("a"), None], &[1.5, 2.0]);
-        let b2 = batch(&[3], &[Some("q\"uote")], &[-0.25]);
-        let mut w0 = sink.create(0, 2, b1.schema()).expect("create 0");
-        let mut w1 = sink.create(1, 2, b1.schema()).expect("create 1");
-        w0.write(&b1).expect("write");
-        w1.write(&b2).expect("write");
-        w0.finish().expect("finish");
-        w1.finish().expect("finish");
-        let text = std::fs::read_to_string(&path).expect("read output");
-        let expected = [
-            r#"{"id":1,"name":"a","price":1.5}"#,
-            r#"{"id":2,"price":2.0}"#,
-            r#"{"id":3,"name":"q\"uote","price":-0.25}"#,
-        ];
-        assert_eq!(text.lines().collect::<Vec<_>>(), expected);
-        assert!(text.ends_with('\n'));
-    }
-
-    #[test]
-    fn json_lines_reports_the_path_when_it_cannot_create_the_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("missing-dir").join("out.jsonl");
-        let sink = JsonLinesSink::new(&path);
-        let schema = batch(&[], &[], &[]).schema();
-        match sink.create(0, 1, schema) {
-            Err(Error::Io { path: p, .. }) => assert_eq!(p, path),
-            Err(other) => panic!("expected Io error, got {other}"),
-            Ok(_) => panic!("expected Io error, got a writer"),
-        }
     }
 
     #[test]

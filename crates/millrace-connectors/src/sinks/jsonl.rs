@@ -1,0 +1,148 @@
+//! The JSON-lines file sink: each row one JSON object on its own line
+//! (arrow-json; null values are omitted from the object).
+//!
+//! At-least-once ([`SinkFactory::create`]): all instances share one file,
+//! truncated when the first instance is created; each batch is encoded off
+//! the lock and written with one call, so rows of different instances never
+//! interleave within a line, and rows are visible once written.
+//!
+//! Exactly-once ([`SinkFactory::committer`]): see [`super::jsonl_commit`].
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::SchemaRef;
+use arrow::json::LineDelimitedWriter;
+use arrow::record_batch::RecordBatch;
+use millrace_core::{Error, Result, SinkCommitter, SinkFactory, SinkWriter};
+
+use super::JsonLinesCommitter;
+use super::lock;
+
+/// Writes every row as one JSON object per line to one file.
+#[derive(Clone)]
+pub struct JsonLinesSink {
+    path: PathBuf,
+    /// Opened (and truncated) by the first `create`, then shared.
+    file: Arc<Mutex<Option<BufWriter<File>>>>,
+}
+
+impl JsonLinesSink {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        JsonLinesSink {
+            path: path.into(),
+            file: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Appends `batch` to `out` as JSON lines, one object per row, each line
+/// ended by `\n`. Both forms of the sink encode through here, so they write
+/// the same bytes for the same rows.
+pub(super) fn encode_json_lines(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+    let mut encoder = LineDelimitedWriter::new(out);
+    encoder.write(batch)?;
+    encoder.finish()?;
+    Ok(())
+}
+
+impl SinkFactory for JsonLinesSink {
+    fn name(&self) -> String {
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.path.display().to_string());
+        format!("jsonl:{name}")
+    }
+
+    fn create(&self, _: usize, _: usize, _: SchemaRef) -> Result<Box<dyn SinkWriter>> {
+        let mut file = lock(&self.file);
+        if file.is_none() {
+            let f = File::create(&self.path).map_err(|e| Error::io(&self.path, e))?;
+            *file = Some(BufWriter::new(f));
+        }
+        drop(file);
+        Ok(Box::new(self.clone()))
+    }
+
+    fn committer(&self) -> Option<Arc<dyn SinkCommitter>> {
+        Some(Arc::new(JsonLinesCommitter::new(&self.path)))
+    }
+}
+
+impl SinkWriter for JsonLinesSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        // Encode without the lock; only the write itself is serialized.
+        let mut bytes = Vec::new();
+        encode_json_lines(batch, &mut bytes)?;
+        let mut file = lock(&self.file);
+        let Some(out) = file.as_mut() else {
+            return Err(Error::Other(format!(
+                "{}: JSON-lines sink written before it was created",
+                self.path.display()
+            )));
+        };
+        out.write_all(&bytes).map_err(|e| Error::io(&self.path, e))
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        match lock(&self.file).as_mut() {
+            Some(out) => out.flush().map_err(|e| Error::io(&self.path, e)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::sinks::tests::batch;
+
+    #[test]
+    fn json_lines_writes_one_object_per_row_from_all_instances() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "stale content from an earlier run\n").expect("seed file");
+        let sink = JsonLinesSink::new(&path);
+        let b1 = batch(&[1, 2], &[Some("a"), None], &[1.5, 2.0]);
+        let b2 = batch(&[3], &[Some("q\"uote")], &[-0.25]);
+        let mut w0 = sink.create(0, 2, b1.schema()).expect("create 0");
+        let mut w1 = sink.create(1, 2, b1.schema()).expect("create 1");
+        w0.write(&b1).expect("write");
+        w1.write(&b2).expect("write");
+        w0.finish().expect("finish");
+        w1.finish().expect("finish");
+        let text = std::fs::read_to_string(&path).expect("read output");
+        let expected = [
+            r#"{"id":1,"name":"a","price":1.5}"#,
+            r#"{"id":2,"price":2.0}"#,
+            r#"{"id":3,"name":"q\"uote","price":-0.25}"#,
+        ];
+        assert_eq!(text.lines().collect::<Vec<_>>(), expected);
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn json_lines_reports_the_path_when_it_cannot_create_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("missing-dir").join("out.jsonl");
+        let sink = JsonLinesSink::new(&path);
+        let schema = batch(&[], &[], &[]).schema();
+        match sink.create(0, 1, schema) {
+            Err(Error::Io { path: p, .. }) => assert_eq!(p, path),
+            Err(other) => panic!("expected Io error, got {other}"),
+            Ok(_) => panic!("expected Io error, got a writer"),
+        }
+    }
+}
