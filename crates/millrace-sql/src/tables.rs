@@ -165,6 +165,20 @@ pub fn resolve(decl: &TableDecl, declared: SchemaRef, line: u64) -> SqlResult<Ta
         Some("true") => true,
         Some(other) => return Err(opts.err(format!("proc_time = '{other}' (use true or false)"))),
     };
+    if matches!(
+        connector.to_lowercase().as_str(),
+        "console" | "discard" | "blackhole"
+    ) {
+        match opts.take("delivery").as_deref() {
+            None | Some("at_least_once") => {}
+            Some(other) => {
+                return Err(opts.err(format!(
+                    "delivery = '{other}': the {connector} connector is at-least-once by nature \
+                     (it shows rows as they come); use a file sink for exactly-once output"
+                )));
+            }
+        }
+    }
     let (mut connector, mut schema) = match connector.to_lowercase().as_str() {
         "nexmark" => nexmark(&mut opts, &declared)?,
         "iot" => iot(&mut opts, &declared)?,
@@ -350,8 +364,18 @@ fn file(
     let format = opts.take("format").unwrap_or_else(|| "json".into());
     // Written as JSON lines when INSERTed into; read when queried (which
     // needs the columns declared).
+    let exactly_once = match opts.take("delivery").as_deref() {
+        None | Some("exactly_once") => true,
+        Some("at_least_once") => false,
+        Some(other) => {
+            return Err(opts.err(format!(
+                "delivery = '{other}' (use exactly_once or at_least_once)"
+            )));
+        }
+    };
     let sink = match format.to_lowercase().as_str() {
-        "json" => Some(Arc::new(JsonLinesSink::new(&path)) as Arc<dyn SinkFactory>),
+        "json" if exactly_once => Some(Arc::new(JsonLinesSink::new(&path)) as Arc<dyn SinkFactory>),
+        "json" => Some(Arc::new(JsonLinesSink::new(&path).at_least_once()) as Arc<dyn SinkFactory>),
         _ => None,
     };
     if declared.fields().is_empty() {

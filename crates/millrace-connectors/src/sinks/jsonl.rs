@@ -27,6 +27,10 @@ pub struct JsonLinesSink {
     path: PathBuf,
     /// Opened (and truncated) by the first `create`, then shared.
     file: Arc<Mutex<Option<BufWriter<File>>>>,
+    /// Commits epochs through [`JsonLinesCommitter`] when the pipeline
+    /// checkpoints (the default); off: rows are visible once written, and
+    /// a recovery may write some again.
+    exactly_once: bool,
 }
 
 impl JsonLinesSink {
@@ -34,7 +38,14 @@ impl JsonLinesSink {
         JsonLinesSink {
             path: path.into(),
             file: Arc::new(Mutex::new(None)),
+            exactly_once: true,
         }
+    }
+
+    /// Writes rows as they come even when the pipeline checkpoints.
+    pub fn at_least_once(mut self) -> Self {
+        self.exactly_once = false;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -73,7 +84,8 @@ impl SinkFactory for JsonLinesSink {
     }
 
     fn committer(&self) -> Option<Arc<dyn SinkCommitter>> {
-        Some(Arc::new(JsonLinesCommitter::new(&self.path)))
+        self.exactly_once
+            .then(|| Arc::new(JsonLinesCommitter::new(&self.path)) as Arc<dyn SinkCommitter>)
     }
 }
 

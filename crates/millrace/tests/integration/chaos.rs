@@ -1,0 +1,173 @@
+//! Kill -9 at random moments: a file → window aggregate + window join +
+//! top-N → exactly-once file pipeline, killed with SIGKILL 20 times and
+//! restarted from the binary each time, commits exactly what a run without
+//! failures commits: no row lost, none twice.
+//!
+//! It takes about a minute, so the default test run leaves it out;
+//! `.ci/run` runs it (`cargo test -p millrace --test integration chaos --
+//! --ignored`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIDS: &str = "200000";
+const SINKS: [&str; 3] = ["counts", "joined", "top"];
+
+fn millrace() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_millrace"))
+}
+
+/// The pipeline over `bids`, writing its three outputs into `out`.
+fn pipeline(bids: &Path, out: &Path, parallelism: usize) -> String {
+    let sink = |name: &str| {
+        format!(
+            "CREATE TABLE {name} WITH (connector = 'file', path = '{}', delivery = 'exactly_once');",
+            out.join(format!("{name}.jsonl")).display()
+        )
+    };
+    format!(
+        "SET parallelism = {parallelism};
+SET checkpoint_interval = '50ms';
+CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP,
+                  WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
+    WITH (connector = 'file', path = '{bids}', format = 'json');
+{counts}
+{joined}
+{top}
+CREATE VIEW per_auction AS
+SELECT auction, tumble(date_time, INTERVAL '2' SECOND) AS window, count(*) AS num
+FROM bid GROUP BY auction, tumble(date_time, INTERVAL '2' SECOND);
+CREATE VIEW spend AS
+SELECT auction, tumble(date_time, INTERVAL '2' SECOND) AS window, sum(price) AS total
+FROM bid GROUP BY auction, tumble(date_time, INTERVAL '2' SECOND);
+INSERT INTO counts SELECT auction, num, window['start'] AS start FROM per_auction;
+INSERT INTO joined
+SELECT p.auction, p.num, s.total, p.window['start'] AS start
+FROM per_auction p JOIN spend s ON p.auction = s.auction AND p.window = s.window;
+INSERT INTO top
+SELECT auction, num, start FROM (
+  SELECT auction, num, window['start'] AS start,
+         RANK() OVER (PARTITION BY window ORDER BY num DESC) AS rk
+  FROM per_auction)
+WHERE rk <= 3;
+",
+        bids = bids.display(),
+        counts = sink("counts"),
+        joined = sink("joined"),
+        top = sink("top"),
+    )
+}
+
+/// Every committed line of each output, sorted.
+fn outputs(out: &Path) -> Vec<Vec<String>> {
+    SINKS
+        .iter()
+        .map(|name| {
+            let text = std::fs::read_to_string(out.join(format!("{name}.jsonl")))
+                .unwrap_or_else(|e| panic!("{name}.jsonl: {e}"));
+            let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+            lines.sort();
+            lines
+        })
+        .collect()
+}
+
+/// Runs `sql` to its end; panics with its stderr on failure.
+fn run_to_end(sql: &Path) -> Duration {
+    let started = Instant::now();
+    let out = millrace()
+        .args(["run", sql.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    started.elapsed()
+}
+
+/// A small deterministic generator of kill delays.
+struct Moments(u64);
+
+impl Moments {
+    fn next_below(&mut self, bound: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let nanos = bound.as_nanos().max(1) as u64;
+        Duration::from_nanos(self.0 % nanos)
+    }
+}
+
+fn write_pipeline(dir: &Path, name: &str, bids: &Path, parallelism: usize) -> (PathBuf, PathBuf) {
+    let out = dir.join(name);
+    std::fs::create_dir_all(&out).unwrap();
+    let sql = dir.join(format!("{name}.sql"));
+    std::fs::write(&sql, pipeline(bids, &out, parallelism)).unwrap();
+    (sql, out)
+}
+
+#[test]
+#[ignore = "about a minute; .ci/run runs it"]
+fn killed_twenty_times_the_committed_output_equals_a_run_without_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let bids = dir.path().join("bids.jsonl");
+    let status = millrace()
+        .args(["gen", "nexmark", "--kind", "bid", "--events", BIDS])
+        .arg("--out")
+        .arg(&bids)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let (clean_sql, clean_out) = write_pipeline(dir.path(), "clean", &bids, 2);
+    let full = run_to_end(&clean_sql);
+    let expected = outputs(&clean_out);
+    assert!(expected.iter().all(|lines| !lines.is_empty()));
+
+    let (sql, out) = write_pipeline(dir.path(), "chaos", &bids, 2);
+    let mut moments = Moments(0x9e37_79b9_7f4a_7c15);
+    let mut killed = 0;
+    let mut restored = 0;
+    while killed < 20 {
+        let mut child = millrace()
+            .args(["run", sql.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Anywhere in a run, startup included.
+        std::thread::sleep(moments.next_below(full));
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                // Finished before the kill: the next run restores the
+                // final checkpoint and has nothing left to do.
+                let stderr = child.wait_with_output().unwrap().stderr;
+                assert!(status.success(), "{}", String::from_utf8_lossy(&stderr));
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                let output = child.wait_with_output().unwrap();
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                restored += usize::from(stderr.contains("restored checkpoint"));
+                killed += 1;
+            }
+        }
+    }
+    run_to_end(&sql);
+    assert!(restored > 0, "no run restored a checkpoint");
+    let got = outputs(&out);
+    for ((name, want), have) in SINKS.iter().zip(&expected).zip(&got) {
+        assert_eq!(
+            have.len(),
+            want.len(),
+            "{name}: {} committed lines, {} without failures",
+            have.len(),
+            want.len()
+        );
+        assert_eq!(have, want, "{name}: committed lines differ");
+    }
+}
