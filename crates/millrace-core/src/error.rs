@@ -69,6 +69,17 @@ impl Error {
         }
     }
 
+    /// Whether running again might succeed: an I/O or connector failure
+    /// (a disk, a broker, a database). Bad records, invalid plans, type
+    /// errors and panics fail the same way every time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Io { .. } | Error::Other(_) => true,
+            Error::Operator { cause, .. } => cause.is_transient(),
+            Error::Arrow(_) | Error::BadRecord { .. } | Error::Plan(_) | Error::Panic(_) => false,
+        }
+    }
+
     /// Wraps `self` as the failure of the named operator (idempotent).
     pub fn in_operator(self, operator: &str) -> Self {
         match self {

@@ -250,15 +250,52 @@ impl Pipeline {
     }
 
     /// Runs the pipeline until every source ends, or the first error.
+    ///
+    /// With checkpoints and a restart strategy, a run that fails after it
+    /// started with an error that may pass ([`Error::is_transient`]) is
+    /// started again from its latest checkpoint, as the strategy allows;
+    /// the summary counts the restarts.
     pub fn run(self) -> Result<RunSummary> {
         self.config().validate()?;
         // Streams may outlive the pipeline; they keep an empty graph.
         let config = self.config();
-        let graph = self.graph.replace(Graph {
+        let mut graph = self.graph.replace(Graph {
             config,
             nodes: Vec::new(),
         });
-        crate::run::run(graph, self.stop)
+        let mut restarts = 0;
+        loop {
+            let mut started = false;
+            let error = match crate::run::run(&graph, self.stop.clone(), &mut started) {
+                Ok(mut summary) => {
+                    summary.restarts = restarts;
+                    return Ok(summary);
+                }
+                Err(e) => e,
+            };
+            let Some(checkpoint) = graph.config.checkpoint.as_mut() else {
+                return Err(error);
+            };
+            let delay = checkpoint.restart.delay(restarts + 1);
+            let Some(delay) =
+                delay.filter(|_| started && error.is_transient() && !self.stop.is_stopped())
+            else {
+                if restarts == 0 {
+                    return Err(error);
+                }
+                return Err(Error::Other(format!("{error} (after {restarts} restarts)")));
+            };
+            restarts += 1;
+            if let Some(announce) = &checkpoint.announce {
+                announce(&format!(
+                    "restart {restarts} in {delay:?}, from the latest checkpoint, after: {error}"
+                ));
+            }
+            // Whatever the first run started from, a restart continues
+            // from where the failed one got to.
+            checkpoint.start_from = crate::checkpoint::StartFrom::Latest;
+            std::thread::sleep(delay);
+        }
     }
 }
 

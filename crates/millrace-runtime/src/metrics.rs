@@ -220,8 +220,11 @@ pub struct RunSummary {
     pub latency: LatencySummary,
     pub operators: Vec<OperatorSummary>,
     pub channels: Vec<ChannelStats>,
-    /// The run's checkpoints, when it took them.
+    /// The run's checkpoints, when it took them (of the last run, after
+    /// restarts).
     pub checkpoints: Option<Arc<crate::checkpoint::CheckpointStats>>,
+    /// Times the pipeline was started again after a failure.
+    pub restarts: u32,
 }
 
 impl RunSummary {
@@ -253,6 +256,7 @@ impl RunSummary {
             operators,
             channels,
             checkpoints: None,
+            restarts: 0,
         }
     }
 
@@ -379,6 +383,9 @@ impl fmt::Display for RunSummary {
         )?;
         if let Some(c) = &self.checkpoints {
             writeln!(f, "checkpoints  {c}")?;
+        }
+        if self.restarts > 0 {
+            writeln!(f, "restarts     {} after failures", self.restarts)?;
         }
         writeln!(
             f,

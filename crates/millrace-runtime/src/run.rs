@@ -38,8 +38,11 @@ use crate::worker::{IdleStrategy, RunControl, StopHandle, Worker, WorkerWaker};
 
 /// Plans the graph, wires its channels, builds every task instance, then
 /// runs them on the workers until every task is done or one fails.
-pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
-    let plan = Plan::build(&graph)?;
+///
+/// `started` is set once the workers start: an error before that is in
+/// the pipeline or its checkpoint, and running again would not help.
+pub(crate) fn run(graph: &Graph, stop: StopHandle, started: &mut bool) -> Result<RunSummary> {
+    let plan = Plan::build(graph)?;
     let config = &graph.config;
     let max_par = plan.chains.iter().map(|c| c.parallelism).max().unwrap_or(1);
     let workers = config.workers.clamp(1, max_par);
@@ -48,15 +51,15 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
     for w in &wakers {
         control.register(w.clone());
     }
-    let nodes = node_metrics(&graph);
+    let nodes = node_metrics(graph);
     let policy = batch_policy(config);
-    let mut wiring = Wiring::connect(&graph, &plan, policy, &wakers)?;
+    let mut wiring = Wiring::connect(graph, &plan, policy, &wakers)?;
     let checkpoints = match &config.checkpoint {
-        Some(c) => Some(RunCheckpoints::prepare(&graph, c)?),
+        Some(c) => Some(RunCheckpoints::prepare(graph, c)?),
         None => None,
     };
     let builder = TaskBuilder {
-        graph: &graph,
+        graph,
         nodes: &nodes,
         policy,
         stop: stop.clone(),
@@ -75,8 +78,9 @@ pub(crate) fn run(graph: Graph, stop: StopHandle) -> Result<RunSummary> {
     // The tasks hold the only senders of acknowledgements now: the
     // coordinator ends when the last task is gone.
     let coordinator = checkpoints
-        .map(|c| c.start(&graph, task_count, stop, control.clone()))
+        .map(|c| c.start(graph, task_count, stop, control.clone()))
         .transpose()?;
+    *started = true;
     let elapsed = run_workers(
         config,
         per_worker,

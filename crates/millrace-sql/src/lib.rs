@@ -236,7 +236,7 @@ impl SqlPipeline {
         for (name, value) in &setting_overrides {
             settings::apply(&mut settings, name, value)?;
         }
-        if let Some(mut c) = settings.checkpoint.take() {
+        if let Some(mut c) = settings.checkpoint_config()? {
             c.dir = settings
                 .checkpoint_dir
                 .clone()

@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use millrace_runtime::checkpoint::CheckpointConfig;
+use millrace_runtime::checkpoint::{CheckpointConfig, RestartStrategy};
 use millrace_runtime::{ExchangeBatchingMode, PipelineConfig};
 
 use crate::error::{SqlError, SqlResult};
 use crate::interval::duration_text_ms;
 
-const KNOWN: &str = "parallelism, workers, batch_size, latency_target, exchange_batching, latency_warmup, source_alignment, pin_workers, barrier_every_rows, two_phase_aggregation, checkpoint_interval, checkpoint_dir, checkpoint_retain, checkpoint_timeout, checkpoint_min_pause, checkpoint_max_concurrent";
+const KNOWN: &str = "parallelism, workers, batch_size, latency_target, exchange_batching, latency_warmup, source_alignment, pin_workers, barrier_every_rows, two_phase_aggregation, checkpoint_interval, checkpoint_dir, checkpoint_retain, checkpoint_timeout, checkpoint_min_pause, checkpoint_max_concurrent, restart_strategy, restart_attempts, restart_delay, restart_max_delay";
 
 /// Everything `SET` can change: the runtime's configuration and the
 /// planner's choices.
@@ -20,11 +20,57 @@ pub struct Settings {
     /// phases: partial where the rows are, final at one instance
     /// (`millrace_sql_ops::window_agg::AggPhase`). On by default.
     pub two_phase_aggregation: bool,
-    /// `checkpoint_interval` and the other `checkpoint_*` settings; the
-    /// directory is filled in when planning ends (`PlanOptions`).
-    pub checkpoint: Option<CheckpointConfig>,
+    /// The `checkpoint_*` and `restart_*` settings; they take effect when
+    /// `checkpoint_interval` turns checkpoints on (the directory is filled
+    /// in when planning ends: `PlanOptions`).
+    pub checkpoint: CheckpointConfig,
+    /// `checkpoint_interval` is set (and not `off`).
+    pub checkpointing: bool,
     /// `checkpoint_dir`, when set.
     pub checkpoint_dir: Option<PathBuf>,
+    /// The checkpoint and restart settings given, to refuse them when
+    /// checkpoints stay off.
+    pub checkpoint_settings: Vec<String>,
+    restart: RestartSettings,
+}
+
+/// `restart_strategy` and its parameters, combined once planning ends.
+#[derive(Clone, Debug)]
+struct RestartSettings {
+    strategy: String,
+    attempts: u32,
+    delay: Duration,
+    max_delay: Duration,
+}
+
+impl Settings {
+    /// The checkpoint configuration the settings make, `None` when
+    /// checkpoints are off; an error names a setting that has no effect.
+    pub fn checkpoint_config(&self) -> SqlResult<Option<CheckpointConfig>> {
+        if !self.checkpointing {
+            return match self.checkpoint_settings.first() {
+                Some(name) => Err(SqlError::new(format!(
+                    "SET {name}: checkpoints are off (turn them on with SET checkpoint_interval = '1s')"
+                ))),
+                None => Ok(None),
+            };
+        }
+        let r = &self.restart;
+        let mut c = self.checkpoint.clone();
+        c.restart = match r.strategy.as_str() {
+            "none" | "off" => RestartStrategy::None,
+            "fixed-delay" | "fixed_delay" => RestartStrategy::FixedDelay {
+                attempts: r.attempts,
+                delay: r.delay,
+            },
+            _ => RestartStrategy::Exponential {
+                attempts: r.attempts,
+                delay: r.delay,
+                max_delay: r.max_delay,
+            },
+        };
+        Ok(Some(c))
+    }
 }
 
 impl Default for Settings {
@@ -32,8 +78,18 @@ impl Default for Settings {
         Self {
             config: PipelineConfig::default(),
             two_phase_aggregation: true,
-            checkpoint: None,
+            checkpoint: CheckpointConfig::new(Duration::from_secs(1), PathBuf::new()),
+            checkpointing: false,
             checkpoint_dir: None,
+            checkpoint_settings: Vec::new(),
+            // Connector failures often pass (a broker restarts, a disk is
+            // freed): a few restarts, further and further apart.
+            restart: RestartSettings {
+                strategy: "exponential".into(),
+                attempts: 5,
+                delay: Duration::from_secs(1),
+                max_delay: Duration::from_secs(30),
+            },
         }
     }
 }
@@ -93,41 +149,61 @@ pub fn apply(settings: &mut Settings, name: &str, value: &str) -> SqlResult<()> 
             }
         }
         "two_phase_aggregation" => settings.two_phase_aggregation = flag()?,
-        "checkpoint_interval" => {
-            settings.checkpoint = match value.to_lowercase().as_str() {
-                "off" | "none" | "false" => None,
-                text => {
-                    let interval = parse_duration_setting(text).map_err(|e| bad(&e))?;
-                    let mut c = settings
-                        .checkpoint
-                        .take()
-                        .unwrap_or_else(|| CheckpointConfig::new(interval, PathBuf::new()));
-                    c.interval = interval;
-                    Some(c)
-                }
+        "checkpoint_interval" => match value.to_lowercase().as_str() {
+            "off" | "none" | "false" => settings.checkpointing = false,
+            text => {
+                settings.checkpoint.interval = parse_duration_setting(text).map_err(|e| bad(&e))?;
+                settings.checkpointing = true;
             }
-        }
-        "checkpoint_dir" => settings.checkpoint_dir = Some(PathBuf::from(value)),
-        "checkpoint_retain"
+        },
+        checkpoint_setting @ ("checkpoint_dir"
+        | "checkpoint_retain"
         | "checkpoint_timeout"
         | "checkpoint_min_pause"
-        | "checkpoint_max_concurrent" => {
-            let Some(c) = settings.checkpoint.as_mut() else {
-                return Err(bad("set checkpoint_interval first: checkpoints are off"));
-            };
-            match name.to_lowercase().as_str() {
+        | "checkpoint_max_concurrent"
+        | "restart_strategy"
+        | "restart_attempts"
+        | "restart_delay"
+        | "restart_max_delay") => {
+            let c = &mut settings.checkpoint;
+            let r = &mut settings.restart;
+            let duration = || parse_duration_setting(value).map_err(|e| bad(&e));
+            match checkpoint_setting {
+                "checkpoint_dir" => settings.checkpoint_dir = Some(PathBuf::from(value)),
                 "checkpoint_retain" => c.retain = count()?,
                 "checkpoint_max_concurrent" => c.max_in_flight = count()?,
-                "checkpoint_timeout" => {
-                    c.timeout = parse_duration_setting(value).map_err(|e| bad(&e))?
-                }
-                _ => {
+                "checkpoint_timeout" => c.timeout = duration()?,
+                "checkpoint_min_pause" => {
                     c.min_pause = match value.to_lowercase().as_str() {
                         "0" | "none" | "off" => Duration::ZERO,
-                        text => parse_duration_setting(text).map_err(|e| bad(&e))?,
+                        _ => duration()?,
                     }
                 }
+                "restart_strategy" => {
+                    let strategy = value.to_lowercase();
+                    if !["none", "off", "fixed-delay", "fixed_delay", "exponential"]
+                        .contains(&strategy.as_str())
+                    {
+                        return Err(bad("expected none, fixed-delay or exponential"));
+                    }
+                    r.strategy = strategy;
+                }
+                "restart_attempts" => {
+                    r.attempts = value
+                        .parse()
+                        .map_err(|_| bad("expected a whole number of restarts"))?
+                }
+                "restart_delay" => {
+                    r.delay = match value.to_lowercase().as_str() {
+                        "0" | "none" => Duration::ZERO,
+                        _ => duration()?,
+                    }
+                }
+                _ => r.max_delay = duration()?,
             }
+            settings
+                .checkpoint_settings
+                .push(checkpoint_setting.to_string());
         }
         other => {
             return Err(SqlError::new(format!(
@@ -193,15 +269,26 @@ mod tests {
         apply(c, "exchange_batching", "off").unwrap();
         assert_eq!(c.config.exchange_batching, ExchangeBatchingMode::Off);
         assert!(apply(c, "exchange_batching", "sometimes").is_err());
-        let e = apply(c, "checkpoint_retain", "2").unwrap_err().to_string();
-        assert!(e.contains("checkpoint_interval first"), "{e}");
-        apply(c, "checkpoint_interval", "100ms").unwrap();
         apply(c, "checkpoint_retain", "2").unwrap();
+        let e = c.checkpoint_config().unwrap_err().to_string();
+        assert!(e.contains("checkpoint_retain") && e.contains("off"), "{e}");
+        apply(c, "checkpoint_interval", "100ms").unwrap();
         apply(c, "checkpoint_timeout", "5s").unwrap();
-        let chk = c.checkpoint.as_ref().unwrap();
+        apply(c, "restart_strategy", "fixed-delay").unwrap();
+        apply(c, "restart_attempts", "2").unwrap();
+        apply(c, "restart_delay", "10ms").unwrap();
+        assert!(apply(c, "restart_strategy", "sometimes").is_err());
+        let chk = c.checkpoint_config().unwrap().unwrap();
         assert_eq!(chk.interval, Duration::from_millis(100));
         assert_eq!((chk.retain, chk.timeout), (2, Duration::from_secs(5)));
+        assert_eq!(
+            chk.restart,
+            RestartStrategy::FixedDelay {
+                attempts: 2,
+                delay: Duration::from_millis(10)
+            }
+        );
         apply(c, "checkpoint_interval", "off").unwrap();
-        assert!(c.checkpoint.is_none());
+        assert!(c.checkpoint_config().is_err());
     }
 }

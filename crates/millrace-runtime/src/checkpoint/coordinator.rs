@@ -39,6 +39,10 @@ pub struct CheckpointStats {
     pub latest_bytes: AtomicU64,
     /// From the start of each complete checkpoint to its sinks' commit, µs.
     pub duration_us: Mutex<Histogram<u64>>,
+    /// From each row's entry (its scheduled time, for a generator) to the
+    /// commit that made it visible in an exactly-once sink, ns (sampled:
+    /// `task::EnteredSample`).
+    pub committed_latency: Mutex<Histogram<u64>>,
     pub last_error: Mutex<Option<String>>,
 }
 
@@ -53,6 +57,7 @@ impl Default for CheckpointStats {
             duration_us: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
             ),
+            committed_latency: Mutex::new(crate::metrics::new_latency_histogram()),
             last_error: Mutex::new(None),
         }
     }
@@ -72,6 +77,15 @@ impl std::fmt::Display for CheckpointStats {
             d.value_at_quantile(0.5),
             d.value_at_quantile(0.99),
         )?;
+        let c = self.committed_latency.lock().unwrap_or_else(|e| e.into_inner());
+        if !c.is_empty() {
+            write!(
+                f,
+                "; entry to committed output p50 {:.1} ms p99 {:.1} ms",
+                c.value_at_quantile(0.5) as f64 / 1e6,
+                c.value_at_quantile(0.99) as f64 / 1e6,
+            )?;
+        }
         if let Some(e) = &*self.last_error.lock().unwrap_or_else(|e| e.into_inner()) {
             write!(f, "; last problem: {e}")?;
         }
@@ -358,6 +372,18 @@ impl Coordinator {
                 )))
             })?;
         }
+        let committed_at = millrace_core::time::now_ns();
+        let mut latency = self
+            .stats
+            .committed_latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for t in &tokens {
+            for &entered in &t.entered {
+                let _ = latency.record_n((committed_at - entered).max(0) as u64, t.weight);
+            }
+        }
+        drop(latency);
         self.stats.completed.fetch_add(1, Relaxed);
         self.stats.latest.store(epoch, Relaxed);
         self.stats.latest_bytes.store(bytes, Relaxed);

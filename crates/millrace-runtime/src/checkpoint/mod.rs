@@ -63,9 +63,54 @@ pub struct CheckpointConfig {
     /// Checkpoints started and not yet complete, at most.
     pub max_in_flight: usize,
     pub start_from: StartFrom,
-    /// Told, before the run starts, which checkpoint it continues (one
-    /// line: "restored checkpoint 41 from …" or "no checkpoint …").
+    /// Whether and when a run that fails is started again, from its latest
+    /// checkpoint, in the same process.
+    pub restart: RestartStrategy,
+    /// Told, before each run starts, which checkpoint it continues (one
+    /// line: "restored checkpoint 41 from …" or "no checkpoint …"), and
+    /// why a run is started again.
     pub announce: Option<Announce>,
+}
+
+/// How a checkpointing pipeline recovers, in-process, from a failure that
+/// running again may cure ([`millrace_core::Error::is_transient`]: a sink
+/// that cannot write, a source that cannot read). Other failures (bad
+/// records under `fail`, panics) and failures before the run started end
+/// the pipeline at once.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RestartStrategy {
+    /// Fail at the first error.
+    None,
+    /// Up to `attempts` restarts, `delay` apart.
+    FixedDelay { attempts: u32, delay: Duration },
+    /// Up to `attempts` restarts, the first after `delay`, each next one
+    /// twice as long after, at most `max_delay`.
+    Exponential {
+        attempts: u32,
+        delay: Duration,
+        max_delay: Duration,
+    },
+}
+
+impl RestartStrategy {
+    /// The pause before restart `attempt` (1-based), or `None` when the
+    /// strategy allows no more.
+    pub fn delay(&self, attempt: u32) -> Option<Duration> {
+        match *self {
+            RestartStrategy::None => None,
+            RestartStrategy::FixedDelay { attempts, delay } => {
+                (attempt <= attempts).then_some(delay)
+            }
+            RestartStrategy::Exponential {
+                attempts,
+                delay,
+                max_delay,
+            } => (attempt <= attempts).then(|| {
+                let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(31));
+                delay.saturating_mul(factor).min(max_delay)
+            }),
+        }
+    }
 }
 
 /// Receives the line that says where a run starts from.
@@ -96,8 +141,45 @@ impl CheckpointConfig {
             min_pause: Duration::ZERO,
             max_in_flight: 1,
             start_from: StartFrom::Latest,
+            restart: RestartStrategy::None,
             announce: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_delays_follow_the_strategy_and_stop_after_the_attempts() {
+        let s = Duration::from_secs;
+        assert_eq!(RestartStrategy::None.delay(1), None);
+        let fixed = RestartStrategy::FixedDelay {
+            attempts: 2,
+            delay: s(1),
+        };
+        assert_eq!(
+            (fixed.delay(1), fixed.delay(2), fixed.delay(3)),
+            (Some(s(1)), Some(s(1)), None)
+        );
+        let exp = RestartStrategy::Exponential {
+            attempts: 5,
+            delay: s(1),
+            max_delay: s(5),
+        };
+        let delays: Vec<_> = (1..=6).map(|a| exp.delay(a)).collect();
+        assert_eq!(
+            delays,
+            vec![
+                Some(s(1)),
+                Some(s(2)),
+                Some(s(4)),
+                Some(s(5)),
+                Some(s(5)),
+                None
+            ]
+        );
     }
 }
 
@@ -152,6 +234,11 @@ pub(crate) struct SinkToken {
     pub instance: usize,
     pub epoch: Epoch,
     pub token: Snapshot,
+    /// A sample of the staged rows' entered times (`task::EnteredSample`),
+    /// each standing for `weight` rows: their latency to committed output
+    /// is measured when the commit is done.
+    pub entered: Vec<i64>,
+    pub weight: u64,
 }
 
 /// One task's part of a checkpoint.

@@ -229,12 +229,14 @@ impl DataflowTask {
                     }
                 }
                 StageWork::Sink(sink) => {
-                    if let Some((epoch, token)) = sink.taken.take() {
+                    if let Some((epoch, token, sample)) = sink.taken.take() {
                         tokens.push(SinkToken {
                             node: *index,
                             instance: c.instance,
                             epoch,
                             token,
+                            entered: sample.entered,
+                            weight: sample.weight,
                         });
                     }
                 }

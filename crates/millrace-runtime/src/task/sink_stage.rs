@@ -32,7 +32,47 @@ pub struct SinkStage {
     pub last_epoch: BarrierId,
     /// The epoch and token pre-committed in the current call, until the
     /// task sends it.
-    pub taken: Option<(BarrierId, Snapshot)>,
+    pub taken: Option<(BarrierId, Snapshot, EnteredSample)>,
+    /// Entered times of rows staged in the current epoch, for the latency
+    /// to committed output.
+    pub sample: EnteredSample,
+}
+
+/// Rows kept of an epoch's entered times, at most `2 * SAMPLE` of them: all
+/// while there are few, then every `weight`-th row (the weight doubles each
+/// time the sample fills), so memory stays bounded at any rate.
+#[derive(Debug, Default)]
+pub struct EnteredSample {
+    pub entered: Vec<i64>,
+    /// Rows each kept one stands for.
+    pub weight: u64,
+    /// Rows seen since the sample started.
+    seen: u64,
+}
+
+const SAMPLE: usize = 2048;
+
+impl EnteredSample {
+    fn add(&mut self, entered: &[i64]) {
+        if self.weight == 0 {
+            self.weight = 1;
+        }
+        for &e in entered {
+            if self.seen % self.weight == 0 {
+                self.entered.push(e);
+                if self.entered.len() == 2 * SAMPLE {
+                    // Keep every other one: those at multiples of the new weight.
+                    let mut i = 0;
+                    self.entered.retain(|_| {
+                        i += 1;
+                        i % 2 == 1
+                    });
+                    self.weight *= 2;
+                }
+            }
+            self.seen += 1;
+        }
+    }
 }
 
 impl SinkStage {
@@ -53,6 +93,7 @@ impl SinkStage {
             staging: false,
             last_epoch: 0,
             taken: None,
+            sample: EnteredSample::default(),
         }
     }
 
@@ -68,6 +109,9 @@ impl SinkStage {
                     for &e in entered.values().iter().filter(|e| **e >= from) {
                         self.latency.saturating_record((now - e).max(0) as u64);
                     }
+                    if self.staging && entered.values().first().is_some_and(|e| *e >= from) {
+                        self.sample.add(entered.values());
+                    }
                 }
                 self.metrics
                     .rows_in
@@ -79,12 +123,14 @@ impl SinkStage {
                 if self.staging {
                     // What came after the last barrier: an epoch of its own.
                     let epoch = self.last_epoch + 1;
-                    self.taken = Some((epoch, self.writer.pre_commit(epoch)?));
+                    let token = self.writer.pre_commit(epoch)?;
+                    self.taken = Some((epoch, token, std::mem::take(&mut self.sample)));
                 }
             }
             Message::Barrier(id) if self.staging => {
                 self.last_epoch = id;
-                self.taken = Some((id, self.writer.pre_commit(id)?));
+                let token = self.writer.pre_commit(id)?;
+                self.taken = Some((id, token, std::mem::take(&mut self.sample)));
             }
             Message::Barrier(id) => {
                 self.last_epoch = id;

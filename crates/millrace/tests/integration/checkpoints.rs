@@ -18,7 +18,9 @@ use millrace_core::{
     Epoch, Error, EventTime, Result, SinkCommitter, SinkFactory, SinkWriter, Snapshot,
     SourceFactory, SourcePoll, SourceReader,
 };
-use millrace_runtime::checkpoint::{Announce, CheckpointConfig, CheckpointStore, StartFrom};
+use millrace_runtime::checkpoint::{
+    Announce, CheckpointConfig, CheckpointStore, RestartStrategy, StartFrom,
+};
 use millrace_runtime::{Pipeline, PipelineConfig, RunSummary};
 use millrace_sql::api::{StreamExt, Window, agg};
 
@@ -322,12 +324,33 @@ fn run(
     window_ms: i64,
     start_from: StartFrom,
 ) -> (Result<RunSummary>, String) {
-    let announced = Arc::new(Mutex::new(String::new()));
-    let line = announced.clone();
+    let (result, lines) = run_with(
+        dir,
+        sink,
+        parallelism,
+        window_ms,
+        start_from,
+        RestartStrategy::None,
+    );
+    (result, lines.last().cloned().unwrap_or_default())
+}
+
+/// [`run`] with a restart strategy; every line the runs announced.
+fn run_with(
+    dir: &Path,
+    sink: &MemorySink,
+    parallelism: usize,
+    window_ms: i64,
+    start_from: StartFrom,
+    restart: RestartStrategy,
+) -> (Result<RunSummary>, Vec<String>) {
+    let announced = Arc::new(Mutex::new(Vec::new()));
+    let lines = announced.clone();
     let mut checkpoint = CheckpointConfig::new(Duration::from_millis(5), dir);
     checkpoint.start_from = start_from;
+    checkpoint.restart = restart;
     checkpoint.announce = Some(Announce(Arc::new(move |l: &str| {
-        *line.lock().unwrap() = l.to_string()
+        lines.lock().unwrap().push(l.to_string())
     })));
     let pipeline = Pipeline::new(PipelineConfig {
         parallelism,
@@ -487,4 +510,57 @@ fn checkpoints_that_time_out_are_counted_and_their_output_committed_later() {
     assert!(stats.completed.load(Ordering::Relaxed) >= 1, "{stats}");
     assert!(stats.aborted.load(Ordering::Relaxed) >= 1, "{stats}");
     assert_eq!(committed_counts(&sink), expected_counts());
+}
+
+#[test]
+fn a_sink_that_fails_once_is_restarted_from_the_checkpoint_in_process() {
+    for parallelism in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = MemorySink::default();
+        *sink.fail.lock().unwrap() = Some((2, dir.path().to_path_buf()));
+        // Even a run told to start fresh restarts from where it got to.
+        let (result, lines) = run_with(
+            dir.path(),
+            &sink,
+            parallelism,
+            1000,
+            StartFrom::Fresh,
+            RestartStrategy::FixedDelay {
+                attempts: 2,
+                delay: Duration::ZERO,
+            },
+        );
+        let summary = result.unwrap();
+        assert_eq!(summary.restarts, 1);
+        assert_eq!(sink.failures.load(Ordering::SeqCst), 1);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].starts_with("no checkpoint restored"), "{lines:?}");
+        assert!(
+            lines[1].starts_with("restart 1") && lines[1].contains("injected sink failure"),
+            "{lines:?}"
+        );
+        assert!(lines[2].starts_with("restored checkpoint"), "{lines:?}");
+        assert_eq!(committed_counts(&sink), expected_counts());
+    }
+}
+
+#[test]
+fn restarts_end_after_the_attempts_with_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = MemorySink::default();
+    *sink.fail.lock().unwrap() = Some((2, dir.path().to_path_buf()));
+    let (result, lines) = run_with(
+        dir.path(),
+        &sink,
+        1,
+        1000,
+        StartFrom::Latest,
+        RestartStrategy::FixedDelay {
+            attempts: 0,
+            delay: Duration::ZERO,
+        },
+    );
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("injected sink failure"), "{err}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
 }
