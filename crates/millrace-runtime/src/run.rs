@@ -593,7 +593,7 @@ impl TaskBuilder<'_> {
                     self.record_latency_from.clone(),
                 );
                 sink.staging = committer.is_some();
-                StageWork::Sink(sink)
+                StageWork::Sink(Box::new(sink))
             }
             NodeOp::Source { .. } => unreachable!("a source never follows another node"),
         })

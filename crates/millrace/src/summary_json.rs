@@ -5,6 +5,7 @@
 use millrace_runtime::RunSummary;
 use millrace_runtime::metrics::NodeKind;
 use serde_json::{Value, json};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Every number of the text summary, plus the process's peak resident set.
 pub fn summary_json(s: &RunSummary) -> Value {
@@ -53,6 +54,29 @@ pub fn summary_json(s: &RunSummary) -> Value {
             "max": l.max,
         },
         "backpressure_events": s.backpressure_events(),
+        "restarts": s.restarts,
+        "checkpoints": s.checkpoints.as_ref().map(|c| {
+            let duration = c.duration_us.lock().unwrap_or_else(|e| e.into_inner());
+            let committed = c.committed_latency.lock().unwrap_or_else(|e| e.into_inner());
+            json!({
+                "completed": c.completed.load(Relaxed),
+                "aborted": c.aborted.load(Relaxed),
+                "failed": c.failed.load(Relaxed),
+                "latest": c.latest.load(Relaxed),
+                "latest_bytes": c.latest_bytes.load(Relaxed),
+                "duration_us": {
+                    "p50": duration.value_at_quantile(0.5),
+                    "p99": duration.value_at_quantile(0.99),
+                    "max": duration.max(),
+                },
+                "committed_latency_ns": {
+                    "count": committed.len(),
+                    "p50": committed.value_at_quantile(0.5),
+                    "p99": committed.value_at_quantile(0.99),
+                    "max": committed.max(),
+                },
+            })
+        }),
         "peak_rss_bytes": peak_rss_bytes(),
         "operators": operators,
         "exchanges": s.exchanges().iter().map(|e| json!({

@@ -77,7 +77,10 @@ impl std::fmt::Display for CheckpointStats {
             d.value_at_quantile(0.5),
             d.value_at_quantile(0.99),
         )?;
-        let c = self.committed_latency.lock().unwrap_or_else(|e| e.into_inner());
+        let c = self
+            .committed_latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if !c.is_empty() {
             write!(
                 f,

@@ -58,7 +58,7 @@ impl EnteredSample {
             self.weight = 1;
         }
         for &e in entered {
-            if self.seen % self.weight == 0 {
+            if self.seen.is_multiple_of(self.weight) {
                 self.entered.push(e);
                 if self.entered.len() == 2 * SAMPLE {
                     // Keep every other one: those at multiples of the new weight.

@@ -41,7 +41,7 @@ pub struct LateStage {
 pub enum StageWork {
     Operator(ChainOp),
     Late(LateStage),
-    Sink(SinkStage),
+    Sink(Box<SinkStage>),
 }
 
 /// A message on an operator's late outputs: rows of one input (`Some`), or
