@@ -111,6 +111,8 @@ pub(crate) fn run(graph: &Graph, stop: StopHandle, started: &mut bool) -> Result
 /// A checkpointing run's side of the checkpoints until its coordinator
 /// starts: the store, the checkpoint restored, the sinks' committers.
 struct RunCheckpoints {
+    /// Held until the coordinator ends (`CheckpointStore::lock`).
+    lock: std::fs::File,
     config: CheckpointConfig,
     store: CheckpointStore,
     restored: Restored,
@@ -126,7 +128,9 @@ impl RunCheckpoints {
     /// brings every exactly-once sink's output to what that checkpoint
     /// committed (before any writer exists).
     fn prepare(graph: &Graph, config: &CheckpointConfig) -> Result<Self> {
+        let started = std::time::Instant::now();
         let store = CheckpointStore::open(&config.dir)?;
+        let lock = store.lock()?;
         store.remove_incomplete()?;
         let restored = Restored::load(
             config,
@@ -153,10 +157,11 @@ impl RunCheckpoints {
             }
         }
         if let Some(announce) = &config.announce {
-            announce(&restored.report(&store));
+            announce(&restored.report(&store, started.elapsed()));
         }
         let (acks, received) = mpsc::channel();
         Ok(RunCheckpoints {
+            lock,
             config: config.clone(),
             barriers: Arc::new(Barriers::starting_after(restored.last_epoch)),
             store,
@@ -198,6 +203,7 @@ impl RunCheckpoints {
             committers: self.committers,
             last_epoch: self.restored.last_epoch,
             stats: stats.clone(),
+            _lock: self.lock,
         };
         // Dropping `self.acks` here leaves the tasks' clones as the only
         // senders.

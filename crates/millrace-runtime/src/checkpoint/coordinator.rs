@@ -129,6 +129,8 @@ pub(crate) struct Coordinator {
     /// newest in the directory on a fresh start).
     pub last_epoch: Epoch,
     pub stats: Arc<CheckpointStats>,
+    /// The store's lock, released when the coordinator ends.
+    pub _lock: std::fs::File,
 }
 
 struct State {

@@ -76,17 +76,19 @@ impl Restored {
     }
 
     /// One line saying where the run starts from.
-    pub(crate) fn report(&self, store: &CheckpointStore) -> String {
+    /// `took`: reading, verifying and recovering the sinks.
+    pub(crate) fn report(&self, store: &CheckpointStore, took: std::time::Duration) -> String {
         match &self.checkpoint {
             Some(c) => {
                 let instances: usize = c.parallelism.values().sum();
                 format!(
                     "restored checkpoint {} from {} ({} bytes of state over {} operator \
-                     instances{})",
+                     instances, read in {:.1} ms{})",
                     c.epoch,
                     c.dir.display(),
                     c.bytes,
                     instances,
+                    took.as_secs_f64() * 1e3,
                     if c.finished {
                         "; it was taken at the end of the input, so nothing is left to read"
                     } else {

@@ -107,8 +107,31 @@ impl CheckpointStore {
         })
     }
 
+    /// Takes the directory for one run: a second process running the same
+    /// pipeline into it is refused instead of mixing its checkpoints in.
+    /// The lock lasts as long as the returned file is open; the system
+    /// releases it when the process dies, however it dies.
+    pub(crate) fn lock(&self) -> Result<File> {
+        let path = self.dir.join("LOCK");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::plan(format!(
+                "{} is in use by another run of this pipeline (it holds {})",
+                self.dir.display(),
+                path.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
+    }
+
     /// Removes interrupted writes: checkpoint directories without a
-    /// manifest. Only while no run writes here (before a run starts).
+    /// manifest. Only while no run writes here (under [`Self::lock`]).
     pub(crate) fn remove_incomplete(&self) -> Result<()> {
         for (_, path) in self.entries()? {
             if !path.join(MANIFEST).exists() {
@@ -441,6 +464,17 @@ mod tests {
             Some(5)
         );
         assert_eq!(scalar(snap.table("more").unwrap(), "n").unwrap(), None);
+    }
+
+    #[test]
+    fn a_second_run_cannot_take_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let held = store.lock().unwrap();
+        let err = store.lock().unwrap_err().to_string();
+        assert!(err.contains("in use by another run"), "{err}");
+        drop(held);
+        store.lock().unwrap();
     }
 
     #[test]
