@@ -45,6 +45,11 @@ pub enum Error {
 
     #[error("{0}")]
     Other(String),
+
+    /// A running pipeline stopped on `cause`; `output` says what its sinks
+    /// had already written, so no partial output passes for complete.
+    #[error("{cause}\n{output}")]
+    Stopped { cause: Box<Error>, output: String },
 }
 
 impl Error {
@@ -75,7 +80,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Io { .. } | Error::Other(_) => true,
-            Error::Operator { cause, .. } => cause.is_transient(),
+            Error::Operator { cause, .. } | Error::Stopped { cause, .. } => cause.is_transient(),
             Error::Arrow(_) | Error::BadRecord { .. } | Error::Plan(_) | Error::Panic(_) => false,
         }
     }

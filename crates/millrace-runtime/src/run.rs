@@ -58,6 +58,11 @@ pub(crate) fn run(graph: &Graph, stop: StopHandle, started: &mut bool) -> Result
         Some(c) => Some(RunCheckpoints::prepare(graph, c)?),
         None => None,
     };
+    // Sinks that stage their output for exactly-once commits, by node.
+    let committers: Vec<usize> = checkpoints
+        .iter()
+        .flat_map(|c| c.committers.iter().map(|(n, _)| *n))
+        .collect();
     let builder = TaskBuilder {
         graph,
         nodes: &nodes,
@@ -100,7 +105,14 @@ pub(crate) fn run(graph: &Graph, stop: StopHandle, started: &mut bool) -> Result
     };
     let elapsed = elapsed?;
     if let Some(err) = control.take_error() {
-        return Err(err);
+        let staging: Vec<usize> = committers.iter().copied().collect();
+        return Err(match written(graph, &nodes, &staging) {
+            Some(output) => Error::Stopped {
+                cause: Box::new(err),
+                output,
+            },
+            None => err,
+        });
     }
     let channels = wiring.channels.iter().map(|c| c.stats()).collect();
     let mut summary = RunSummary::collect(elapsed, workers, &nodes, channels);
@@ -213,6 +225,43 @@ impl RunCheckpoints {
             .map_err(|e| Error::Other(format!("cannot start the checkpoint thread: {e}")))?;
         Ok((handle, stats))
     }
+}
+
+/// What the sinks of a run that failed had written, when any wrote: rows
+/// of an at-least-once sink are out there; an exactly-once sink
+/// (`staging`) shows only what its checkpoints committed.
+fn written(graph: &Graph, nodes: &[Arc<NodeMetrics>], staging: &[usize]) -> Option<String> {
+    let lines: Vec<String> = graph
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, node)| matches!(node.op, NodeOp::Sink(_)))
+        .filter_map(|(n, node)| {
+            let rows: u64 = nodes[n]
+                .instances
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|m| m.rows_in.load(Relaxed))
+                .sum();
+            (rows > 0).then(|| {
+                if staging.contains(&n) {
+                    format!(
+                        "  {}: {rows} rows received; only those of committed checkpoints are \
+                         visible (exactly-once), the next run writes the rest",
+                        node.name
+                    )
+                } else {
+                    format!(
+                        "  {}: {rows} rows already written and visible (at-least-once): \
+                         that output is partial",
+                        node.name
+                    )
+                }
+            })
+        })
+        .collect();
+    (!lines.is_empty()).then(|| format!("output before the failure:\n{}", lines.join("\n")))
 }
 
 /// Each node's parallelism, by id.

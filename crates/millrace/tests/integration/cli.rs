@@ -317,3 +317,58 @@ fn bench_rejects_a_missing_query() {
     assert!(!ok);
     assert!(stderr.contains("q99.sql: no such query file"), "{stderr}");
 }
+
+/// A run that stops on a bad record says what its sinks had written: an
+/// at-least-once file has rows out there; an exactly-once one shows only
+/// committed checkpoints (none here: the failure comes before the first).
+#[test]
+fn a_run_that_fails_says_what_its_sinks_had_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let mut lines: Vec<String> = (0..5000).map(|i| format!("{{\"id\": {i}}}")).collect();
+    lines.push("not json".into());
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let chk = dir.path().join("chk");
+    let checkpoints = format!(
+        "SET checkpoint_interval = '10s';\nSET checkpoint_dir = '{}';",
+        chk.display()
+    );
+    for (delivery, settings, says) in [
+        (
+            "at_least_once",
+            "",
+            "rows already written and visible (at-least-once)",
+        ),
+        (
+            "exactly_once",
+            checkpoints.as_str(),
+            "only those of committed checkpoints are visible",
+        ),
+    ] {
+        let out = dir.path().join(format!("{delivery}.jsonl"));
+        let sql = dir.path().join(format!("{delivery}.sql"));
+        std::fs::write(
+            &sql,
+            format!(
+                "SET parallelism = 1;
+SET batch_size = 100;
+{settings}
+CREATE TABLE src (id BIGINT) WITH (connector = 'file', path = '{}', format = 'json');
+CREATE TABLE out WITH (connector = 'file', path = '{}', delivery = '{delivery}');
+INSERT INTO out SELECT id FROM src;
+",
+                input.display(),
+                out.display()
+            ),
+        )
+        .unwrap();
+        let (ok, _, stderr) = millrace(&["run", sql.to_str().unwrap()]);
+        assert!(!ok);
+        assert!(
+            stderr.contains("not json") || stderr.contains(":5001"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("output before the failure"), "{stderr}");
+        assert!(stderr.contains(says), "{delivery}: {stderr}");
+    }
+}
