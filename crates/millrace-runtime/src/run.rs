@@ -105,8 +105,7 @@ pub(crate) fn run(graph: &Graph, stop: StopHandle, started: &mut bool) -> Result
     };
     let elapsed = elapsed?;
     if let Some(err) = control.take_error() {
-        let staging: Vec<usize> = committers.iter().copied().collect();
-        return Err(match written(graph, &nodes, &staging) {
+        return Err(match written(graph, &nodes, &committers) {
             Some(output) => Error::Stopped {
                 cause: Box::new(err),
                 output,
