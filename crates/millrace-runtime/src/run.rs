@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, mpsc};
 
+use millrace_core::state::scalar;
 use millrace_core::time::now_ns;
 use millrace_core::{Error, OperatorId, Result, SinkCommitter};
 
@@ -616,7 +617,19 @@ impl TaskBuilder<'_> {
                     None => f.create(i, p),
                 }
                 .map_err(|e| e.in_operator(&node.name))?,
-                metrics: metrics(n),
+                metrics: {
+                    let m = metrics(n);
+                    if let Some(c) = self.checkpoints {
+                        let counters = c.restored.snapshot(Role::Counters, &graph.node_id(n), i);
+                        if let Ok(table) = counters.table("counters") {
+                            let late = scalar(table, "late_rows")
+                                .map_err(|e| e.in_operator(&node.name))?
+                                .unwrap_or(0);
+                            m.late_rows.store(late.max(0) as u64, Relaxed);
+                        }
+                    }
+                    m
+                },
                 keep_late: graph
                     .nodes
                     .iter()

@@ -340,6 +340,11 @@ impl SqlPipeline {
         self.pipeline.stop_handle()
     }
 
+    /// The configuration the pipeline runs with (settings applied).
+    pub fn config(&self) -> millrace_runtime::PipelineConfig {
+        self.pipeline.config()
+    }
+
     /// Runs until every source ends (or the stop handle is used).
     pub fn run(self) -> millrace_core::Result<RunSummary> {
         self.pipeline.run()

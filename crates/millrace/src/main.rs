@@ -256,7 +256,14 @@ fn plan_run(args: &RunArgs) -> Result<millrace::sql::SqlPipeline, String> {
         }))),
         ..Default::default()
     };
-    plan_sql_with(&args.sql, options)
+    let job = plan_sql_with(&args.sql, options)?;
+    if (args.fresh || args.from_checkpoint.is_some()) && job.config().checkpoint.is_none() {
+        return Err(format!(
+            "{}: --fresh and --from-checkpoint need checkpoints (SET checkpoint_interval = '1s')",
+            file.display()
+        ));
+    }
+    Ok(job)
 }
 
 fn plan_sql_with(

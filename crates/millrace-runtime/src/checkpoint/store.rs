@@ -45,6 +45,9 @@ pub enum Role {
     Operator,
     /// A sink's prepared commit (instance 0: one per sink).
     Commit,
+    /// The runtime's counters of an operator instance (its late rows), so
+    /// a restored run reports the whole run's.
+    Counters,
 }
 
 impl Role {
@@ -54,13 +57,20 @@ impl Role {
             Role::Progress => "progress",
             Role::Operator => "operator",
             Role::Commit => "commit",
+            Role::Counters => "counters",
         }
     }
 
     fn parse(s: &str) -> Option<Role> {
-        [Role::Position, Role::Progress, Role::Operator, Role::Commit]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        [
+            Role::Position,
+            Role::Progress,
+            Role::Operator,
+            Role::Commit,
+            Role::Counters,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
     }
 }
 

@@ -18,6 +18,7 @@ mod stage;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use millrace_core::state::scalars;
 use millrace_core::time::now_ns;
 use millrace_core::{BarrierId, Message, OperatorId, Result, Snapshot};
 
@@ -217,15 +218,23 @@ impl DataflowTask {
         for (stage, (node, index)) in self.stages.iter_mut().zip(&c.stages) {
             match &mut stage.work {
                 StageWork::Operator(op) => {
+                    let owner = |role| Owner {
+                        role,
+                        node: node.clone(),
+                        instance: c.instance,
+                    };
                     if let Some(snapshot) = op.taken.take()
                         && !snapshot.is_empty()
                     {
-                        let owner = Owner {
-                            role: Role::Operator,
-                            node: node.clone(),
-                            instance: c.instance,
-                        };
-                        snapshots.push((owner, snapshot));
+                        snapshots.push((owner(Role::Operator), snapshot));
+                    }
+                    let late = op.metrics.late_rows.load(Relaxed);
+                    if late > 0 {
+                        let counters = scalars(&[("late_rows", Some(late as i64))]);
+                        snapshots.push((
+                            owner(Role::Counters),
+                            Snapshot::none().with("counters", counters),
+                        ));
                     }
                 }
                 StageWork::Sink(sink) => {

@@ -25,15 +25,25 @@ use millrace_runtime::{Pipeline, PipelineConfig, RunSummary};
 use millrace_sql::api::{StreamExt, Window, agg};
 
 /// Rows `0..rows`, instance `i` of `p` taking those with `row % p == i`:
-/// key `row % 5`, event time `row * 10` ms. Its position is the next row.
+/// key `row % 5`, event time `row * 10` ms, except that from row 1000 on
+/// every `late_every`-th row (when not 0) is 50 s behind: late beyond
+/// doubt, whatever the batches (instances are kept within 5 s of each
+/// other). Its position is the next row.
 #[derive(Clone)]
 struct Sequence {
     rows: i64,
+    late_every: i64,
+}
+
+/// Whether `row` of a [`Sequence`] with `late_every` is late.
+fn is_late(row: i64, late_every: i64) -> bool {
+    late_every > 0 && row >= 1000 && row % late_every == late_every - 1
 }
 
 struct SequenceReader {
     /// Each batch is followed by a pause, so a run spans many checkpoints.
     pause_until: i64,
+    late_every: i64,
     next: i64,
     step: i64,
     rows: i64,
@@ -64,6 +74,7 @@ impl SourceFactory for Sequence {
     fn create(&self, instance: usize, parallelism: usize) -> Result<Box<dyn SourceReader>> {
         Ok(Box::new(SequenceReader {
             pause_until: 0,
+            late_every: self.late_every,
             next: instance as i64,
             step: parallelism as i64,
             rows: self.rows,
@@ -93,7 +104,16 @@ impl SourceReader for SequenceReader {
             self.schema.clone(),
             vec![
                 Arc::new(TimestampMillisecondArray::from(
-                    rows.iter().map(|r| r * 10).collect::<Vec<_>>(),
+                    rows.iter()
+                        .map(|&r| {
+                            r * 10
+                                - if is_late(r, self.late_every) {
+                                    50_000
+                                } else {
+                                    0
+                                }
+                        })
+                        .collect::<Vec<_>>(),
                 )),
                 Arc::new(Int64Array::from(
                     rows.iter().map(|r| r % 5).collect::<Vec<_>>(),
@@ -281,8 +301,13 @@ const ROWS: i64 = 20_000;
 
 /// Count per (key, 1 s window) of [`Sequence`]'s rows, computed directly.
 fn expected_counts() -> BTreeMap<(i64, i64), i64> {
+    expected_counts_without_late(0)
+}
+
+/// [`expected_counts`] of a [`Sequence`] whose late rows are left out.
+fn expected_counts_without_late(late_every: i64) -> BTreeMap<(i64, i64), i64> {
     let mut counts = BTreeMap::new();
-    for row in 0..ROWS {
+    for row in (0..ROWS).filter(|r| !is_late(*r, late_every)) {
         *counts.entry((row % 5, row * 10 / 1000)).or_insert(0) += 1;
     }
     counts
@@ -331,6 +356,7 @@ fn run(
         window_ms,
         start_from,
         RestartStrategy::None,
+        0,
     );
     (result, lines.last().cloned().unwrap_or_default())
 }
@@ -343,6 +369,7 @@ fn run_with(
     window_ms: i64,
     start_from: StartFrom,
     restart: RestartStrategy,
+    late_every: i64,
 ) -> (Result<RunSummary>, Vec<String>) {
     let announced = Arc::new(Mutex::new(Vec::new()));
     let lines = announced.clone();
@@ -360,7 +387,10 @@ fn run_with(
         ..PipelineConfig::default()
     });
     let result = pipeline
-        .source(Sequence { rows: ROWS })
+        .source(Sequence {
+            rows: ROWS,
+            late_every,
+        })
         .window(
             Window::tumbling_ms(window_ms)
                 .keys(["k"])
@@ -496,7 +526,10 @@ fn checkpoints_that_time_out_are_counted_and_their_output_committed_later() {
         ..PipelineConfig::default()
     });
     pipeline
-        .source(Sequence { rows: ROWS })
+        .source(Sequence {
+            rows: ROWS,
+            late_every: 0,
+        })
         .window(
             Window::tumbling_ms(1000)
                 .keys(["k"])
@@ -529,6 +562,7 @@ fn a_sink_that_fails_once_is_restarted_from_the_checkpoint_in_process() {
                 attempts: 2,
                 delay: Duration::ZERO,
             },
+            0,
         );
         let summary = result.unwrap();
         assert_eq!(summary.restarts, 1);
@@ -559,8 +593,44 @@ fn restarts_end_after_the_attempts_with_the_error() {
             attempts: 0,
             delay: Duration::ZERO,
         },
+        0,
     );
     let err = result.unwrap_err().to_string();
     assert!(err.contains("injected sink failure"), "{err}");
     assert_eq!(lines.len(), 1, "{lines:?}");
+}
+
+#[test]
+fn late_row_counters_continue_from_the_checkpoint() {
+    let late_every = 10;
+    for parallelism in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = MemorySink::default();
+        *sink.fail.lock().unwrap() = Some((3, dir.path().to_path_buf()));
+        let run = |sink: &MemorySink| {
+            run_with(
+                dir.path(),
+                sink,
+                parallelism,
+                1000,
+                StartFrom::Latest,
+                RestartStrategy::None,
+                late_every,
+            )
+            .0
+        };
+        assert!(run(&sink).is_err());
+        let summary = run(&sink).unwrap();
+        let window = summary
+            .operators
+            .iter()
+            .find(|o| o.name.starts_with("window"))
+            .unwrap();
+        let late = (0..ROWS).filter(|r| is_late(*r, late_every)).count() as u64;
+        assert_eq!(window.late_rows, late, "parallelism {parallelism}");
+        assert_eq!(
+            committed_counts(&sink),
+            expected_counts_without_late(late_every)
+        );
+    }
 }
