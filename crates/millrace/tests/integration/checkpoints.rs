@@ -21,7 +21,7 @@ use millrace_core::{
 use millrace_runtime::checkpoint::{
     Announce, CheckpointConfig, CheckpointStore, RestartStrategy, StartFrom,
 };
-use millrace_runtime::{Pipeline, PipelineConfig, RunSummary};
+use millrace_runtime::{ChannelCapacity, Pipeline, PipelineConfig, RunSummary};
 use millrace_sql::api::{StreamExt, Window, agg};
 
 /// Rows `0..rows`, instance `i` of `p` taking those with `row % p == i`:
@@ -33,6 +33,17 @@ use millrace_sql::api::{StreamExt, Window, agg};
 struct Sequence {
     rows: i64,
     late_every: i64,
+    /// Each batch is followed by a pause this long, so a run spans many
+    /// checkpoints.
+    pause_ns: i64,
+}
+
+fn sequence(late_every: i64) -> Sequence {
+    Sequence {
+        rows: ROWS,
+        late_every,
+        pause_ns: 200_000,
+    }
 }
 
 /// Whether `row` of a [`Sequence`] with `late_every` is late.
@@ -41,7 +52,7 @@ fn is_late(row: i64, late_every: i64) -> bool {
 }
 
 struct SequenceReader {
-    /// Each batch is followed by a pause, so a run spans many checkpoints.
+    pause_ns: i64,
     pause_until: i64,
     late_every: i64,
     next: i64,
@@ -73,6 +84,7 @@ impl SourceFactory for Sequence {
     }
     fn create(&self, instance: usize, parallelism: usize) -> Result<Box<dyn SourceReader>> {
         Ok(Box::new(SequenceReader {
+            pause_ns: self.pause_ns,
             pause_until: 0,
             late_every: self.late_every,
             next: instance as i64,
@@ -91,7 +103,7 @@ impl SourceReader for SequenceReader {
                 wake_at_ns: Some(self.pause_until),
             });
         }
-        self.pause_until = now + 200_000;
+        self.pause_until = now + self.pause_ns;
         let rows: Vec<i64> = (self.next..self.rows)
             .step_by(self.step as usize)
             .take(max_rows.min(97))
@@ -152,6 +164,8 @@ struct MemorySink {
     store: Arc<Mutex<Store>>,
     fail: Arc<Mutex<Option<(Epoch, std::path::PathBuf)>>>,
     failures: Arc<AtomicU64>,
+    /// Each write does pointless work first: far slower than its input.
+    slow: bool,
 }
 
 struct MemoryWriter {
@@ -175,6 +189,13 @@ impl SinkFactory for MemorySink {
 
 impl SinkWriter for MemoryWriter {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if self.sink.slow {
+            let mut x = 0u64;
+            for i in 0..200_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+            }
+            std::hint::black_box(x);
+        }
         let fail = self.sink.fail.lock().unwrap().clone();
         if let Some((after, dir)) = fail
             && self.last_epoch >= after
@@ -387,10 +408,7 @@ fn run_with(
         ..PipelineConfig::default()
     });
     let result = pipeline
-        .source(Sequence {
-            rows: ROWS,
-            late_every,
-        })
+        .source(sequence(late_every))
         .window(
             Window::tumbling_ms(window_ms)
                 .keys(["k"])
@@ -526,10 +544,7 @@ fn checkpoints_that_time_out_are_counted_and_their_output_committed_later() {
         ..PipelineConfig::default()
     });
     pipeline
-        .source(Sequence {
-            rows: ROWS,
-            late_every: 0,
-        })
+        .source(sequence(0))
         .window(
             Window::tumbling_ms(1000)
                 .keys(["k"])
@@ -543,6 +558,57 @@ fn checkpoints_that_time_out_are_counted_and_their_output_committed_later() {
     assert!(stats.completed.load(Ordering::Relaxed) >= 1, "{stats}");
     assert!(stats.aborted.load(Ordering::Relaxed) >= 1, "{stats}");
     assert_eq!(committed_counts(&sink), expected_counts());
+}
+
+/// Behind a slow sink every channel fills and stays full: barriers wait
+/// behind the queued rows, yet each checkpoint completes as the rows
+/// before it drain, and the run ends with every row committed once.
+#[test]
+fn checkpoints_under_backpressure_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = MemorySink {
+        slow: true,
+        ..MemorySink::default()
+    };
+    let pipeline = Pipeline::new(PipelineConfig {
+        parallelism: 2,
+        workers: 2,
+        batch_size: 64,
+        checkpoint: Some(CheckpointConfig::new(Duration::from_millis(1), dir.path())),
+        // Small channels: the input does not fit in them.
+        channel: ChannelCapacity {
+            rows: 256,
+            ..ChannelCapacity::default()
+        },
+        ..PipelineConfig::default()
+    });
+    pipeline
+        .source(Sequence {
+            pause_ns: 0,
+            ..sequence(0)
+        })
+        .key_by(["k"])
+        .unwrap()
+        .sink(sink.clone())
+        .unwrap();
+    let summary = pipeline.run().unwrap();
+    assert!(summary.backpressure_events() > 0, "the sink kept up");
+    let stats = summary.checkpoints.as_ref().unwrap();
+    assert!(stats.completed.load(Ordering::Relaxed) >= 2, "{stats}");
+    assert_eq!(stats.aborted.load(Ordering::Relaxed), 0, "{stats}");
+    let store = sink.store.lock().unwrap();
+    let batches: Vec<RecordBatch> = store
+        .committed
+        .iter()
+        .flat_map(|(_, rows)| rows.iter().cloned())
+        .collect();
+    let mut keys: Vec<(i64, i64)> = ints(&batches, "ts")
+        .into_iter()
+        .zip(ints(&batches, "k"))
+        .collect();
+    keys.sort();
+    let want: Vec<(i64, i64)> = (0..ROWS).map(|r| (r * 10, r % 5)).collect();
+    assert_eq!(keys, want);
 }
 
 #[test]
