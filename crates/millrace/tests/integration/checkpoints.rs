@@ -52,6 +52,11 @@ fn is_late(row: i64, late_every: i64) -> bool {
 }
 
 struct SequenceReader {
+    /// Halfway through, the reader waits until it has been asked for its
+    /// position (at a barrier) this many times: a run always spans
+    /// several checkpoints, however slow the machine.
+    hold_for_barriers: u64,
+    barriers: std::cell::Cell<u64>,
     pause_ns: i64,
     pause_until: i64,
     late_every: i64,
@@ -84,6 +89,8 @@ impl SourceFactory for Sequence {
     }
     fn create(&self, instance: usize, parallelism: usize) -> Result<Box<dyn SourceReader>> {
         Ok(Box::new(SequenceReader {
+            hold_for_barriers: 4,
+            barriers: std::cell::Cell::new(0),
             pause_ns: self.pause_ns,
             pause_until: 0,
             late_every: self.late_every,
@@ -98,6 +105,11 @@ impl SourceFactory for Sequence {
 impl SourceReader for SequenceReader {
     fn poll_batch(&mut self, max_rows: usize) -> Result<SourcePoll> {
         let now = now_ns();
+        if self.next >= self.rows / 2 && self.barriers.get() < self.hold_for_barriers {
+            return Ok(SourcePoll::Pending {
+                wake_at_ns: Some(now + 1_000_000),
+            });
+        }
         if now < self.pause_until {
             return Ok(SourcePoll::Pending {
                 wake_at_ns: Some(self.pause_until),
@@ -136,6 +148,7 @@ impl SourceReader for SequenceReader {
     }
 
     fn position(&self) -> Result<Option<Snapshot>> {
+        self.barriers.set(self.barriers.get() + 1);
         Ok(Some(
             Snapshot::none().with("next", scalars(&[("row", Some(self.next))])),
         ))
@@ -666,13 +679,17 @@ fn restarts_end_after_the_attempts_with_the_error() {
     assert_eq!(lines.len(), 1, "{lines:?}");
 }
 
+/// At parallelism 1 only: with several source instances, which rows are
+/// late depends on when each instance's first watermark arrives (an
+/// instance that has not produced yet holds nobody back), so a count is
+/// not the same from run to run even without failures.
 #[test]
 fn late_row_counters_continue_from_the_checkpoint() {
     let late_every = 10;
-    for parallelism in [1, 2] {
+    for parallelism in [1] {
         let dir = tempfile::tempdir().unwrap();
         let sink = MemorySink::default();
-        *sink.fail.lock().unwrap() = Some((3, dir.path().to_path_buf()));
+        *sink.fail.lock().unwrap() = Some((2, dir.path().to_path_buf()));
         let run = |sink: &MemorySink| {
             run_with(
                 dir.path(),
@@ -683,20 +700,20 @@ fn late_row_counters_continue_from_the_checkpoint() {
                 RestartStrategy::None,
                 late_every,
             )
-            .0
         };
-        assert!(run(&sink).is_err());
-        let summary = run(&sink).unwrap();
+        let (first, _) = run(&sink);
+        assert!(first.is_err());
+        let summary = run(&sink).0.unwrap();
         let window = summary
             .operators
             .iter()
             .find(|o| o.name.starts_with("window"))
             .unwrap();
         let late = (0..ROWS).filter(|r| is_late(*r, late_every)).count() as u64;
-        assert_eq!(window.late_rows, late, "parallelism {parallelism}");
         assert_eq!(
             committed_counts(&sink),
             expected_counts_without_late(late_every)
         );
+        assert_eq!(window.late_rows, late, "parallelism {parallelism}");
     }
 }
