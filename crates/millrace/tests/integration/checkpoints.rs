@@ -686,7 +686,8 @@ fn restarts_end_after_the_attempts_with_the_error() {
 #[test]
 fn late_row_counters_continue_from_the_checkpoint() {
     let late_every = 10;
-    for parallelism in [1] {
+    let parallelism = 1;
+    {
         let dir = tempfile::tempdir().unwrap();
         let sink = MemorySink::default();
         *sink.fail.lock().unwrap() = Some((2, dir.path().to_path_buf()));
