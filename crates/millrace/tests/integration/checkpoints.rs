@@ -687,34 +687,32 @@ fn restarts_end_after_the_attempts_with_the_error() {
 fn late_row_counters_continue_from_the_checkpoint() {
     let late_every = 10;
     let parallelism = 1;
-    {
-        let dir = tempfile::tempdir().unwrap();
-        let sink = MemorySink::default();
-        *sink.fail.lock().unwrap() = Some((2, dir.path().to_path_buf()));
-        let run = |sink: &MemorySink| {
-            run_with(
-                dir.path(),
-                sink,
-                parallelism,
-                1000,
-                StartFrom::Latest,
-                RestartStrategy::None,
-                late_every,
-            )
-        };
-        let (first, _) = run(&sink);
-        assert!(first.is_err());
-        let summary = run(&sink).0.unwrap();
-        let window = summary
-            .operators
-            .iter()
-            .find(|o| o.name.starts_with("window"))
-            .unwrap();
-        let late = (0..ROWS).filter(|r| is_late(*r, late_every)).count() as u64;
-        assert_eq!(
-            committed_counts(&sink),
-            expected_counts_without_late(late_every)
-        );
-        assert_eq!(window.late_rows, late, "parallelism {parallelism}");
-    }
+    let dir = tempfile::tempdir().unwrap();
+    let sink = MemorySink::default();
+    *sink.fail.lock().unwrap() = Some((2, dir.path().to_path_buf()));
+    let run = |sink: &MemorySink| {
+        run_with(
+            dir.path(),
+            sink,
+            parallelism,
+            1000,
+            StartFrom::Latest,
+            RestartStrategy::None,
+            late_every,
+        )
+    };
+    let (first, _) = run(&sink);
+    assert!(first.is_err());
+    let summary = run(&sink).0.unwrap();
+    let window = summary
+        .operators
+        .iter()
+        .find(|o| o.name.starts_with("window"))
+        .unwrap();
+    let late = (0..ROWS).filter(|r| is_late(*r, late_every)).count() as u64;
+    assert_eq!(
+        committed_counts(&sink),
+        expected_counts_without_late(late_every)
+    );
+    assert_eq!(window.late_rows, late, "parallelism {parallelism}");
 }
