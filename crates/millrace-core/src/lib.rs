@@ -1,12 +1,14 @@
 //! Shared vocabulary of millrace: the in-band [`Message`]s that travel every
 //! channel, the reserved *entered* column that carries each row's ingest time
-//! for honest latency, event-time helpers, the error type, and the traits by
-//! which sources, operators and sinks plug into the runtime.
+//! for honest latency, event-time helpers, the error type, the traits by
+//! which sources, operators and sinks plug into the runtime, and the key
+//! groups that place keyed rows and keyed state on instances.
 //!
 //! Nothing here knows about threads or graphs; the runtime builds on it.
 
 pub mod batch;
 pub mod error;
+pub mod key_groups;
 pub mod message;
 pub mod operator;
 pub mod sink;

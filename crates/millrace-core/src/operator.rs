@@ -246,6 +246,47 @@ pub trait OperatorFactory: Send + Sync {
         )))
     }
 
+    /// The snapshots of `parallelism` new instances continuing from `old`,
+    /// the snapshots every instance of a run at another parallelism handed
+    /// over at one barrier (`old[i]` is instance `i` of `old.len()`'s). The
+    /// result has one snapshot per new instance, in instance order, each to
+    /// be given to [`OperatorFactory::restore`] as that instance's.
+    ///
+    /// What an implementer must guarantee: the new instances, each fed the
+    /// input the runtime routes to it after the barrier, emit together
+    /// exactly what the old instances would have emitted together (as a
+    /// multiset of rows; the order across instances was never defined).
+    /// That means:
+    ///
+    /// * **Keyed state goes where its key's rows will go**: to the instance
+    ///   owning its key group (`crate::key_groups`), computed with the same
+    ///   hash over the same key values, of the same Arrow types, that the
+    ///   runtime's hash exchange uses to route this operator's input. State
+    ///   placed anywhere else meets none of its later rows: a window fires
+    ///   with part of its rows, a join misses matches, silently.
+    /// * **Nothing is lost or doubled**: every piece of state of every old
+    ///   snapshot is in exactly one new one (or merged into one, where two
+    ///   old instances held parts of one thing, as partial aggregates of
+    ///   one window do).
+    /// * **State that is not keyed** (the watermark, counters) is merged by
+    ///   a rule the implementation states with its reason. A watermark is
+    ///   merged by its minimum: every instance behind a hash exchange has
+    ///   seen the same input watermark anyway, and a smaller one never
+    ///   declares a row late that the old run would have let in.
+    /// * An operator that cannot keep these promises for some input
+    ///   partitioning (one limited to a single instance, say) refuses with
+    ///   an error naming itself, rather than guess.
+    ///
+    /// Same parallelism is a rescale like any other, so an implementation
+    /// never needs to special-case it.
+    ///
+    /// The default serves operators without state: when every old snapshot
+    /// is empty it returns `parallelism` empty ones; any state is refused
+    /// by name, since it cannot know where that state belongs.
+    fn rescale(&self, old: &[Snapshot], parallelism: usize) -> Result<Vec<Snapshot>> {
+        crate::state::rescale_nothing(&format!("operator '{}'", self.name()), old, parallelism)
+    }
+
     /// Everything that decides what this operator computes and what its
     /// state means, as text: the plan fingerprint hashes it (with the
     /// output schema and the inputs), so a checkpoint is never restored

@@ -77,6 +77,26 @@ pub trait SourceFactory: Send + Sync {
     /// The reader of instance `instance` of `parallelism`. Instances split the
     /// input between them: together they produce every row exactly once.
     fn create(&self, instance: usize, parallelism: usize) -> Result<Box<dyn SourceReader>>;
+
+    /// The positions of `parallelism` new readers continuing from `old`,
+    /// the positions ([`SourceReader::position`]) every reader of a run at
+    /// another parallelism had at one barrier (`old[i]` is instance `i` of
+    /// `old.len()`'s). The result has one position per new instance, in
+    /// instance order, each for [`SourceReader::seek`] on a reader made by
+    /// `create(j, parallelism)`.
+    ///
+    /// What an implementer must guarantee: the new readers together return
+    /// exactly the rows the old readers had not returned yet, each once
+    /// (within one input unit — a file, a partition — in the order the old
+    /// reader would have returned them). A source that cannot (a generator
+    /// whose cursor cannot say which numbers another instance already
+    /// emitted) keeps the default.
+    ///
+    /// The default: when every old position is empty, `parallelism` empty
+    /// ones; otherwise an error naming the source.
+    fn rescale(&self, old: &[Snapshot], parallelism: usize) -> Result<Vec<Snapshot>> {
+        crate::state::rescale_nothing(&format!("source '{}'", self.name()), old, parallelism)
+    }
 }
 
 pub trait SourceReader: Send {

@@ -28,6 +28,17 @@
 //! Snapshots are Arrow record batches (state is columnar already, and
 //! checkpoints store Arrow IPC), named so that a restore can find its parts.
 //!
+//! # Another parallelism
+//!
+//! A restore gives instance `i` of `p` what instance `i` of `p` handed over.
+//! To continue at another parallelism, the snapshots of all old instances
+//! are first redistributed by the component that wrote them
+//! ([`OperatorFactory::rescale`], [`SourceFactory::rescale`]): keyed state
+//! to the instance owning its key group (`crate::key_groups`, the same
+//! placement the runtime's hash exchange gives the rows), a source's input
+//! units (files, partitions) to the reader that will own them. Components
+//! that cannot say how their state splits refuse, by name.
+//!
 //! # Identity
 //!
 //! Each node of a plan has an [`OperatorId`] derived from the plan itself
@@ -45,6 +56,8 @@
 //! [`SourceReader::seek`]: crate::SourceReader::seek
 //! [`SinkWriter::pre_commit`]: crate::SinkWriter::pre_commit
 //! [`SinkCommitter::commit`]: crate::SinkCommitter::commit
+//! [`OperatorFactory::rescale`]: crate::OperatorFactory::rescale
+//! [`SourceFactory::rescale`]: crate::SourceFactory::rescale
 
 use std::fmt;
 use std::sync::Arc;
@@ -113,6 +126,27 @@ impl Snapshot {
     pub fn rows(&self) -> usize {
         self.tables.iter().map(|(_, b)| b.num_rows()).sum()
     }
+}
+
+/// The default rescale of operators and sources: empty snapshots for the
+/// new instances when there is nothing to move, else an error naming
+/// `what` (`"operator 'filter'"`, `"source 'nexmark-bids'"`).
+pub(crate) fn rescale_nothing(
+    what: &str,
+    old: &[Snapshot],
+    parallelism: usize,
+) -> Result<Vec<Snapshot>> {
+    if old.iter().all(Snapshot::is_empty) {
+        return Ok(vec![Snapshot::none(); parallelism]);
+    }
+    let rows: usize = old.iter().map(Snapshot::rows).sum();
+    Err(Error::Other(format!(
+        "{what} cannot be restored at another parallelism: it does not say how its state \
+         ({rows} row(s) over {} instance(s)) is split between instances; \
+         restore at parallelism {}",
+        old.len(),
+        old.len()
+    )))
 }
 
 /// A one-row table of named, nullable `Int64` values: the watermark, a
@@ -254,6 +288,27 @@ mod tests {
         let err = s.table("windows").unwrap_err().to_string();
         assert!(
             err.contains("'windows'") && err.contains("progress"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn without_state_a_rescale_gives_empty_snapshots_and_with_state_refuses_by_name() {
+        let empty = rescale_nothing(
+            "operator 'filter'",
+            &[Snapshot::none(), Snapshot::none()],
+            3,
+        )
+        .unwrap();
+        assert_eq!(empty.len(), 3);
+        assert!(empty.iter().all(Snapshot::is_empty));
+        let held = Snapshot::none().with("progress", scalars(&[("watermark", Some(1))]));
+        let err = rescale_nothing("operator 'filter'", &[Snapshot::none(), held], 3)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("operator 'filter' cannot be restored at another parallelism")
+                && err.contains("restore at parallelism 2"),
             "{err}"
         );
     }

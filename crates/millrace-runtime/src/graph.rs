@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::datatypes::{Schema, SchemaRef};
+use millrace_core::key_groups::KEY_GROUPS;
 use millrace_core::state::StableHasher;
 use millrace_core::time::is_event_time_type;
 use millrace_core::{
@@ -22,7 +23,7 @@ use millrace_core::{
 use crate::channel::ChannelCapacity;
 use crate::checkpoint::CheckpointConfig;
 use crate::coalesce::ExchangeBatchingMode;
-use crate::exchange::{KEY_GROUPS, Partitioning, key_indices};
+use crate::exchange::{Partitioning, key_indices};
 use crate::metrics::RunSummary;
 use crate::worker::{IdleStrategy, StopHandle};
 
