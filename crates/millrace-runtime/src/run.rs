@@ -144,12 +144,7 @@ impl RunCheckpoints {
         let store = CheckpointStore::open(&config.dir)?;
         let lock = store.lock()?;
         store.remove_incomplete()?;
-        let restored = Restored::load(
-            config,
-            &store,
-            &graph.fingerprint(),
-            &node_parallelism(graph),
-        )?;
+        let restored = Restored::load(config, &store, graph)?;
         let mut committers = Vec::new();
         for (n, node) in graph.nodes.iter().enumerate() {
             if let NodeOp::Sink(f) = &node.op

@@ -1,12 +1,43 @@
 //! Choosing the checkpoint a run starts from, and checking that this plan
 //! can continue it.
 
-use std::collections::BTreeMap;
-
-use millrace_core::{Epoch, Error, OperatorId, PlanFingerprint, Result, Snapshot};
+use millrace_core::state::{scalar, scalars};
+use millrace_core::{Epoch, Error, OperatorId, Result, Snapshot};
 
 use super::store::{Checkpoint, CheckpointStore, Owner, Role};
 use super::{CheckpointConfig, StartFrom};
+use crate::graph::{Graph, NodeOp};
+
+/// The least progress among old source instances (`SourceHead::snapshot`'s
+/// `progress` table); empty when none had any.
+fn min_progress(old: &[Snapshot]) -> Result<Snapshot> {
+    let mut least: Option<(i64, i64)> = None;
+    for snapshot in old.iter().filter(|s| !s.is_empty()) {
+        let table = snapshot.table("progress")?;
+        let value = |name| scalar(table, name).map(|v| v.unwrap_or(i64::MIN));
+        let (max_event_time, watermark) = (value("max_event_time")?, value("watermark")?);
+        least = Some(match least {
+            None => (max_event_time, watermark),
+            Some((m, w)) => (m.min(max_event_time), w.min(watermark)),
+        });
+    }
+    Ok(match least {
+        None => Snapshot::none(),
+        Some((m, w)) => Snapshot::none().with(
+            "progress",
+            scalars(&[("max_event_time", Some(m)), ("watermark", Some(w))]),
+        ),
+    })
+}
+
+/// The late rows the old instances of an operator had counted.
+fn late_rows(old: &[Snapshot]) -> Result<i64> {
+    let mut sum = 0;
+    for snapshot in old.iter().filter(|s| !s.is_empty()) {
+        sum += scalar(snapshot.table("counters")?, "late_rows")?.unwrap_or(0);
+    }
+    Ok(sum)
+}
 
 /// The checkpoint a run continues, if any.
 pub(crate) struct Restored {
@@ -17,16 +48,17 @@ pub(crate) struct Restored {
 
 impl Restored {
     /// The checkpoint `config.start_from` names, read and verified, and
-    /// checked against this plan. A plan whose state differs is refused,
-    /// naming the first operator that changed; so is a checkpoint taken at
-    /// another parallelism. An unreadable checkpoint is an error, never a
-    /// fresh start.
+    /// checked against `graph`: a plan whose state differs is refused,
+    /// naming the first operator that changed. State of nodes that now run
+    /// at another parallelism is split anew between their instances
+    /// ([`Restored::rescale`]). An unreadable checkpoint is an error, never
+    /// a fresh start.
     pub(crate) fn load(
         config: &CheckpointConfig,
         store: &CheckpointStore,
-        fingerprint: &PlanFingerprint,
-        parallelism: &BTreeMap<OperatorId, usize>,
+        graph: &Graph,
     ) -> Result<Restored> {
+        let fingerprint = graph.fingerprint();
         let complete = store.complete()?;
         let newest = complete.last().copied().unwrap_or(0);
         let epoch = match &config.start_from {
@@ -56,23 +88,102 @@ impl Restored {
                 checkpoint.dir.display()
             ))
         };
-        if let Some(why) = checkpoint.fingerprint.mismatch(fingerprint) {
+        if let Some(why) = checkpoint.fingerprint.mismatch(&fingerprint) {
             return Err(refuse(format!("the pipeline changed: {why}")));
         }
-        for (id, p) in parallelism {
-            if let Some(was) = checkpoint.parallelism.get(id)
-                && was != p
-            {
-                return Err(refuse(format!(
-                    "{id} ran at parallelism {was} and now runs at {p}; \
-                     restoring at another parallelism is not supported yet"
-                )));
-            }
-        }
-        Ok(Restored {
+        let mut restored = Restored {
             last_epoch: epoch.max(newest),
             checkpoint: Some(checkpoint),
-        })
+        };
+        restored.rescale(graph)?;
+        Ok(restored)
+    }
+
+    /// Splits the state of every node whose parallelism changed since the
+    /// checkpoint between its new instances: operators and sources by
+    /// their own `rescale` (keyed state by key group); the runtime's own
+    /// per-instance state by these rules:
+    ///
+    /// * a source instance's progress: the minimum over the old instances
+    ///   (of the largest event time seen and of the watermark), so no row
+    ///   is declared late that the old run would have let in;
+    /// * an operator's late-row counter: the old instances' sum, kept by
+    ///   new instance 0, so the run's total stays right.
+    fn rescale(&mut self, graph: &Graph) -> Result<()> {
+        let Some(checkpoint) = self.checkpoint.as_mut() else {
+            return Ok(());
+        };
+        for (n, node) in graph.nodes.iter().enumerate() {
+            let id = graph.node_id(n);
+            let now = node.parallelism;
+            let Some(&was) = checkpoint.parallelism.get(&id) else {
+                continue;
+            };
+            if was == now {
+                continue;
+            }
+            let state = &mut checkpoint.state.snapshots;
+            let mut take = |role| -> Vec<Snapshot> {
+                (0..was)
+                    .map(|i| {
+                        let owner = Owner {
+                            role,
+                            node: id.clone(),
+                            instance: i,
+                        };
+                        state.remove(&owner).unwrap_or_default()
+                    })
+                    .collect()
+            };
+            let mut put = Vec::new();
+            match &node.op {
+                NodeOp::Source { factory, .. } => {
+                    let positions = factory
+                        .rescale(&take(Role::Position), now)
+                        .map_err(|e| e.in_operator(&node.name))?;
+                    put.extend(
+                        positions
+                            .into_iter()
+                            .map(|s| (Role::Position, s))
+                            .enumerate(),
+                    );
+                    let progress = min_progress(&take(Role::Progress))?;
+                    put.extend((0..now).map(|i| (i, (Role::Progress, progress.clone()))));
+                }
+                NodeOp::Operator(factory) => {
+                    let snapshots = factory
+                        .rescale(&take(Role::Operator), now)
+                        .map_err(|e| e.in_operator(&node.name))?;
+                    put.extend(
+                        snapshots
+                            .into_iter()
+                            .map(|s| (Role::Operator, s))
+                            .enumerate(),
+                    );
+                    let late = late_rows(&take(Role::Counters))?;
+                    if late > 0 {
+                        let counters = scalars(&[("late_rows", Some(late))]);
+                        put.push((
+                            0,
+                            (Role::Counters, Snapshot::none().with("counters", counters)),
+                        ));
+                    }
+                }
+                NodeOp::Late { .. } | NodeOp::Sink(_) => {}
+            }
+            for (instance, (role, snapshot)) in put {
+                if !snapshot.is_empty() {
+                    let owner = Owner {
+                        role,
+                        node: id.clone(),
+                        instance,
+                    };
+                    state.insert(owner, snapshot);
+                }
+            }
+            checkpoint.parallelism.insert(id, now);
+        }
+        Ok(())
     }
 
     /// One line saying where the run starts from.

@@ -481,7 +481,7 @@ fn a_failed_run_resumes_from_its_checkpoint_and_commits_each_window_once() {
 }
 
 #[test]
-fn a_changed_plan_or_parallelism_is_refused_by_name() {
+fn a_changed_plan_or_a_source_that_cannot_rescale_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let sink = MemorySink::default();
     *sink.fail.lock().unwrap() = Some((2, dir.path().to_path_buf()));
@@ -494,8 +494,15 @@ fn a_changed_plan_or_parallelism_is_refused_by_name() {
         "{err}"
     );
     let (rescaled, _) = run(dir.path(), &sink, 1, 1000, StartFrom::Latest);
+    // The test source cannot split its positions between more or fewer
+    // instances (each cursor strides by the parallelism): refused by name.
     let err = rescaled.unwrap_err().to_string();
-    assert!(err.contains("parallelism 2"), "{err}");
+    assert!(
+        err.contains("sequence")
+            && err.contains("cannot be restored at another parallelism")
+            && err.contains("parallelism 2"),
+        "{err}"
+    );
     // Nothing was run by the refused plans: the checkpoint still resumes.
     let (resumed, line) = run(dir.path(), &sink, 2, 1000, StartFrom::Latest);
     resumed.unwrap();
