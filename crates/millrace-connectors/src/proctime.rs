@@ -9,6 +9,8 @@
 //! `proc_time` with the last stamp, so stamps keep never decreasing across a
 //! restore even if the wall clock stepped back meanwhile. A wrapped source
 //! that cannot be repositioned leaves the wrapper without a position too.
+//! At another parallelism the wrapped source splits its positions, and
+//! every new reader continues from the latest stamp of any old one.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -77,6 +79,40 @@ impl SourceFactory for ProcessingTime {
             schema: schema_with_entered(&self.schema),
             last_ms: i64::MIN,
         }))
+    }
+
+    /// The wrapped source's split (it refuses, by name, what it cannot
+    /// split), each with the latest stamp of any old reader: a row read
+    /// after the restore, by whichever reader, is never stamped before a
+    /// row read earlier.
+    fn rescale(&self, old: &[Snapshot], parallelism: usize) -> Result<Vec<Snapshot>> {
+        if old.iter().all(Snapshot::is_empty) {
+            return Ok(vec![Snapshot::none(); parallelism]);
+        }
+        let mut last_ms: Option<i64> = None;
+        let mut inner = Vec::with_capacity(old.len());
+        for position in old {
+            let stamps = position
+                .table(STAMP_TABLE)
+                .map_err(|e| e.context("processing-time source: cannot rescale"))?;
+            if let Some(ms) = scalar(stamps, "last_ms")? {
+                last_ms = Some(last_ms.map_or(ms, |m| m.max(ms)));
+            }
+            let wrapped = position
+                .tables()
+                .filter(|(name, _)| *name != STAMP_TABLE)
+                .fold(Snapshot::none(), |s, (name, table)| {
+                    s.with(name, table.clone())
+                });
+            inner.push(wrapped);
+        }
+        let stamp = scalars(&[("last_ms", last_ms)]);
+        Ok(self
+            .inner
+            .rescale(&inner, parallelism)?
+            .into_iter()
+            .map(|p| p.with(STAMP_TABLE, stamp.clone()))
+            .collect())
     }
 }
 
@@ -274,5 +310,51 @@ mod tests {
         let source = ProcessingTime::new(Arc::new(Unreplayable)).unwrap();
         let reader = source.create(0, 1).unwrap();
         assert!(reader.position().unwrap().is_none());
+    }
+
+    /// The wrapped file source splits its positions; the stamp is the
+    /// latest of the old readers'. A wrapped generator refuses, by name.
+    #[test]
+    fn a_rescale_splits_the_wrapped_positions_and_keeps_the_latest_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let paths: Vec<_> = (0..3)
+            .map(|f| {
+                let path = dir.path().join(format!("{f}.jsonl"));
+                let lines: String = (0..5)
+                    .map(|i| format!("{{\"id\":{}}}\n", f * 10 + i))
+                    .collect();
+                std::fs::write(&path, lines).unwrap();
+                path
+            })
+            .collect();
+        let files = crate::file::FileSource::new(paths, crate::file::FileFormat::Json, schema);
+        let source = ProcessingTime::new(Arc::new(files)).unwrap();
+        let mut old = Vec::new();
+        for instance in 0..2 {
+            let mut reader = source.create(instance, 2).unwrap();
+            reader.poll_batch(2).unwrap();
+            let position = reader.position().unwrap().unwrap();
+            let ahead = scalars(&[("last_ms", Some(1000 + instance as i64))]);
+            old.push(position.with(STAMP_TABLE, ahead));
+        }
+        let new = source.rescale(&old, 1).unwrap();
+        assert_eq!(
+            scalar(new[0].table(STAMP_TABLE).unwrap(), "last_ms").unwrap(),
+            Some(1001)
+        );
+        let mut reader = source.create(0, 1).unwrap();
+        reader.seek(&new[0]).unwrap();
+        let rest = crate::resume_check::drain_reader(reader.as_mut(), 100).unwrap();
+        // 15 rows, of which each old reader had read 2.
+        assert_eq!(rest.iter().map(|b| b.num_rows()).sum::<usize>(), 11);
+
+        let generated = ProcessingTime::new(bids(100)).unwrap();
+        let position = generated.create(0, 1).unwrap().position().unwrap().unwrap();
+        let err = generated.rescale(&[position], 2).unwrap_err().to_string();
+        assert!(
+            err.contains("source 'nexmark-bids' cannot be restored at another parallelism"),
+            "{err}"
+        );
     }
 }

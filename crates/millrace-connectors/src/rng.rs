@@ -373,6 +373,12 @@ impl Pacer {
 /// Every value of event `n` is a function of `n`, so the next event number
 /// is all a fresh reader needs to continue with the same rows.
 ///
+/// At another parallelism generators keep the default rescale, which
+/// refuses by name: instance `i` of `p` emits the numbers `≡ i (mod p)`
+/// from its next one on, and the readers of another parallelism would each
+/// have to skip the numbers every old reader had already emitted, up to a
+/// next number of its own: more than one next number can say.
+///
 /// [`SourceReader::position`]: millrace_core::SourceReader::position
 pub(crate) fn generator_position(source: &str, cursor: &Cursor) -> Result<Snapshot> {
     let to_i64 = |what: &str, v: u64| {

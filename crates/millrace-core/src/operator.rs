@@ -267,7 +267,10 @@ pub trait OperatorFactory: Send + Sync {
     /// * **Nothing is lost or doubled**: every piece of state of every old
     ///   snapshot is in exactly one new one (or merged into one, where two
     ///   old instances held parts of one thing, as partial aggregates of
-    ///   one window do).
+    ///   one window do). An operator whose rows are such parts, merged by
+    ///   a later phase, promises the same merged result rather than the
+    ///   same rows: its merged state sends one part where the old
+    ///   instances would have sent two.
     /// * **State that is not keyed** (the watermark, counters) is merged by
     ///   a rule the implementation states with its reason. A watermark is
     ///   merged by its minimum: every instance behind a hash exchange has

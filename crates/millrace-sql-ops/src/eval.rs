@@ -333,6 +333,28 @@ mod tests {
         assert_eq!(entered_column(&got).unwrap().value(0), 7);
     }
 
+    /// A stateless operator rescales what it keeps, nothing, and refuses,
+    /// by name, a snapshot that holds something.
+    #[test]
+    fn a_stateless_operator_rescales_nothing_and_refuses_state() {
+        let predicate = Arc::new(Column::new("a", 0));
+        let f = ExprFilterFactory::new(input().schema(), predicate, None);
+        let mut op = f.create(0, 2).unwrap();
+        let none = [op.snapshot().unwrap(), Snapshot::none()];
+        let rescaled = f.rescale(&none, 3).unwrap();
+        assert_eq!(rescaled.len(), 3);
+        assert!(rescaled.iter().all(Snapshot::is_empty));
+        let held = Snapshot::none().with("rows", input());
+        let err = f
+            .rescale(&[held, Snapshot::none()], 3)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("operator 'filter[a@0]' cannot be restored at another parallelism"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn projection_computes_columns_and_carries_entered() {
         let doubled = Arc::new(BinaryExpr::new(

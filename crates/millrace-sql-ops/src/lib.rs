@@ -12,6 +12,7 @@ pub mod topn;
 pub mod window;
 pub mod window_agg;
 
+mod rescale;
 #[cfg(test)]
 mod round_trip;
 mod snapshot;

@@ -17,13 +17,17 @@
 //!   ([`OnError::DeadLetter`]): good rows + bad records = records in the file.
 //! * **Exact split.** Instance `i` of `p` reads the files whose index is
 //!   `i mod p`, in order, so together the instances read each file once.
-//! * **Resumable.** A reader's position is a file of its list, the byte
-//!   offset just past the last line it returned, that line's number and the
-//!   bad-record counters (see `reader`); a fresh reader of the same instance
-//!   moved there returns exactly the rows that followed, with the same line
-//!   numbers in errors and dead letters. Dead letters are at least once: those
-//!   written after the position are written again when a restore replays
-//!   their lines.
+//! * **Resumable.** A reader's position says, for each of its files, that it
+//!   is done, or the byte offset just past the last line returned from it
+//!   and that line's number; and the bad-record counters (`position.rs`,
+//!   `reader.rs`). A fresh reader of the same instance moved there returns
+//!   exactly the rows that followed, with the same line numbers in errors
+//!   and dead letters. Dead letters are at least once: those written after
+//!   the position are written again when a restore replays their lines.
+//! * **Rescalable.** The positions of every reader of a run split for
+//!   another parallelism file by file ([`SourceFactory::rescale`]): each new
+//!   reader continues each of its files where the old reader that had it
+//!   left it.
 //!
 //! Decoding uses arrow-json (fields not in the schema are ignored) and arrow-csv
 //! (columns by position; the header line, if declared, is skipped, not checked;
@@ -48,6 +52,7 @@
 mod dead_letter;
 mod decode;
 mod lines;
+mod position;
 mod reader;
 #[cfg(test)]
 mod tests;
@@ -59,10 +64,11 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use millrace_core::batch::ENTERED_COLUMN;
 use millrace_core::time::is_event_time_type;
-use millrace_core::{Error, EventTime, Result, SourceFactory, SourceReader};
+use millrace_core::{Error, EventTime, Result, Snapshot, SourceFactory, SourceReader};
 
 use dead_letter::DeadLetter;
 use decode::ChunkDecoder;
+use position::{FilePosition, files_of};
 use reader::{Config, FileReader, Policy};
 
 /// How the lines of a file are encoded.
@@ -341,12 +347,9 @@ impl SourceFactory for FileSource {
                 self.name()
             )));
         }
-        let mine: Vec<PathBuf> = self
-            .paths
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % parallelism == instance)
-            .map(|(_, p)| p.clone())
+        let mine: Vec<PathBuf> = files_of(&self.paths, instance, parallelism)
+            .into_iter()
+            .map(|(_, p)| p.to_path_buf())
             .collect();
         // Fail before the pipeline starts if an input is missing or unreadable;
         // the reader opens each file again when it gets to it.
@@ -359,5 +362,32 @@ impl SourceFactory for FileSource {
             parallelism,
             mine,
         )?))
+    }
+
+    /// Each file's progress goes to the new reader of the file (see
+    /// `position.rs`); the bad-record counters, added up, to instance 0.
+    fn rescale(&self, old: &[Snapshot], parallelism: usize) -> Result<Vec<Snapshot>> {
+        let fail = |e: String| {
+            Error::Other(format!(
+                "file source '{}' cannot be restored at parallelism {parallelism}: {e}",
+                self.name()
+            ))
+        };
+        if old.iter().all(Snapshot::is_empty) {
+            return Ok(vec![Snapshot::none(); parallelism]);
+        }
+        let old = old
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                FilePosition::from_snapshot(s)
+                    .map_err(|e| fail(format!("the position of old instance {i}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        position::rescale(&self.paths, &old, parallelism)
+            .map_err(fail)?
+            .iter()
+            .map(|p| p.to_snapshot().map_err(fail))
+            .collect()
     }
 }

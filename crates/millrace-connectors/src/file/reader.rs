@@ -12,33 +12,27 @@
 //! its batch, a skipped or dead-lettered record, a blank line or the CSV
 //! header), so between polls the reader stands exactly after the last line it
 //! took from the file; bytes the read buffer holds beyond it belong to no line
-//! yet. The position is that place (`SourceReader::position`):
+//! yet. The position (`SourceReader::position`, format in `position.rs`)
+//! says, per file of the reader, whether it is done or how far it was read:
+//! the files before the one being read are done, that one is read up to the
+//! place just described, and the ones after are where a seek put them (not
+//! started, unless a rescale gave this reader files another reader had
+//! begun).
 //!
-//! * table `file`, one row of `Int64`s: `file_index` (in this instance's list;
-//!   the number of files once all are read), `byte_offset` just past the last
-//!   line taken from that file and `line`, its physical line number (both 0
-//!   before the file is opened), `exhausted` (0 or 1), the bad-record counters
-//!   `skipped` and `dead_lettered`, and `files`, `instance`, `parallelism`,
-//!   which say whose position it is;
-//! * table `file_path`, column `path` (`Utf8`): the file at `file_index`,
-//!   null past the last, so a position is never applied to another file.
-//!
-//! A seek opens that file at the offset and goes on with the line after it,
-//! numbering lines from `line` (so a CSV header, line 1, is neither read as
-//! data nor skipped twice); what was appended to the file meanwhile is read
-//! too, as the uninterrupted reader would have. A file now shorter than the
-//! offset is an error naming both.
+//! A seek opens no file: the reader opens each file not done at its place
+//! when it gets to it and goes on with the line after it, numbering lines
+//! from there (so a CSV header, line 1, is neither read as data nor skipped
+//! twice); what was appended to the file meanwhile is read too, as the
+//! uninterrupted reader would have. A file now shorter than its place is
+//! an error naming both, at the seek.
 
 use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use millrace_core::batch::attach_entered_now;
-use millrace_core::state::{scalar, scalars};
 use millrace_core::time::now_ns;
 use millrace_core::{Error, Result, Snapshot, SourcePoll, SourceReader, SourceStats};
 
@@ -46,6 +40,7 @@ use super::FileFormat;
 use super::dead_letter::{DeadLetter, DeadRecord};
 use super::decode::ChunkDecoder;
 use super::lines::LineReader;
+use super::position::{FilePosition, FileProgress, Progress};
 
 /// A chunk stops growing at about this many bytes even if `max_rows` is not reached.
 const CHUNK_BYTES: usize = 4 << 20;
@@ -90,17 +85,15 @@ struct Oversize {
     prefix: Vec<u8>,
 }
 
-/// Names of a position's tables and columns (see the module doc).
-const POSITION_TABLE: &str = "file";
-const PATH_TABLE: &str = "file_path";
-const PATH_COLUMN: &str = "path";
-
 pub(crate) struct FileReader {
     config: Arc<Config>,
     instance: usize,
     parallelism: usize,
     /// This instance's files, in reading order.
     files: Vec<PathBuf>,
+    /// Where reading each file starts: not started, unless a seek said
+    /// otherwise. A done file is not opened.
+    starts: Vec<Progress>,
     /// Index in `files` of the next file to open.
     next_file: usize,
     current: Option<OpenFile>,
@@ -137,6 +130,7 @@ impl FileReader {
             config,
             instance,
             parallelism,
+            starts: vec![Progress::NOT_STARTED; files.len()],
             files,
             next_file: 0,
             current: None,
@@ -160,31 +154,45 @@ impl FileReader {
         ))
     }
 
-    /// The path column of a position: the file at `index`, null past the last.
-    fn path_table(&self, index: usize) -> Result<RecordBatch> {
-        let path = self.files.get(index).map(|p| p.to_string_lossy());
-        let schema = Schema::new(vec![Field::new(PATH_COLUMN, DataType::Utf8, true)]);
-        Ok(RecordBatch::try_new(
-            Arc::new(schema),
-            vec![Arc::new(StringArray::from(vec![path.as_deref()]))],
-        )?)
+    /// This instance's files as the source lists them: (index, path).
+    fn indexed_files(&self) -> Vec<(usize, &Path)> {
+        self.files
+            .iter()
+            .enumerate()
+            .map(|(k, p)| (self.instance + k * self.parallelism, p.as_path()))
+            .collect()
     }
 
-    /// The path a position's `file_path` table holds (`None` past the last file).
-    fn recorded_path(&self, position: &Snapshot) -> Result<Option<String>> {
-        let table = position
-            .table(PATH_TABLE)
-            .map_err(|e| self.refuse_seek(e))?;
-        let column = table
-            .column_by_name(PATH_COLUMN)
-            .and_then(|c| c.as_string_opt::<i32>())
-            .filter(|c| c.len() == 1)
-            .ok_or_else(|| {
-                self.refuse_seek(format!(
-                    "table '{PATH_TABLE}' has no one-row Utf8 column '{PATH_COLUMN}'"
-                ))
-            })?;
-        Ok(column.is_valid(0).then(|| column.value(0).to_string()))
+    /// Where this reader is, file by file (see the module doc).
+    fn file_position(&self) -> FilePosition {
+        let reading = self.current.as_ref().map(|f| (self.next_file - 1, f));
+        let files = self
+            .indexed_files()
+            .into_iter()
+            .enumerate()
+            .map(|(k, (index, path))| {
+                let progress = match reading {
+                    Some((r, file)) if r == k => Progress::At {
+                        offset: file.lines.offset(),
+                        line: file.line_no,
+                    },
+                    _ if k < self.next_file => Progress::Done,
+                    _ => self.starts[k],
+                };
+                FileProgress {
+                    index,
+                    path: path.to_string_lossy().into_owned(),
+                    progress,
+                }
+            })
+            .collect();
+        FilePosition {
+            instance: self.instance,
+            parallelism: self.parallelism,
+            files,
+            exhausted: self.exhausted,
+            stats: self.stats,
+        }
     }
 
     /// Opens file `index` for reading from byte `offset`, whose preceding
@@ -385,108 +393,33 @@ impl SourceReader for FileReader {
                 self.config.name
             )));
         }
-        let (file_index, byte_offset, line) = match &self.current {
-            Some(file) => (self.next_file - 1, file.lines.offset(), file.line_no),
-            None => (self.next_file, 0, 0),
-        };
-        let int = |name: &str, v: u64| {
-            i64::try_from(v).map(Some).map_err(|_| {
-                Error::Other(format!(
-                    "file source '{}': {name} {v} does not fit a checkpoint's Int64",
-                    self.config.name
-                ))
-            })
-        };
-        let progress = scalars(&[
-            ("file_index", int("file_index", file_index as u64)?),
-            ("byte_offset", int("byte_offset", byte_offset)?),
-            ("line", int("line", line)?),
-            ("exhausted", Some(i64::from(self.exhausted))),
-            ("skipped", int("skipped", self.stats.skipped)?),
-            (
-                "dead_lettered",
-                int("dead_lettered", self.stats.dead_lettered)?,
-            ),
-            ("files", int("files", self.files.len() as u64)?),
-            ("instance", int("instance", self.instance as u64)?),
-            ("parallelism", int("parallelism", self.parallelism as u64)?),
-        ]);
-        Ok(Some(
-            Snapshot::none()
-                .with(POSITION_TABLE, progress)
-                .with(PATH_TABLE, self.path_table(file_index)?),
-        ))
+        let position = self
+            .file_position()
+            .to_snapshot()
+            .map_err(|e| Error::Other(format!("file source '{}': {e}", self.config.name)))?;
+        Ok(Some(position))
     }
 
     fn seek(&mut self, position: &Snapshot) -> Result<()> {
-        let progress = position
-            .table(POSITION_TABLE)
+        let position = FilePosition::from_snapshot(position).map_err(|e| self.refuse_seek(e))?;
+        position
+            .check_owner(self.instance, self.parallelism, &self.indexed_files())
             .map_err(|e| self.refuse_seek(e))?;
-        let value = |name: &str| -> Result<u64> {
-            match scalar(progress, name) {
-                Ok(Some(v)) => u64::try_from(v)
-                    .map_err(|_| self.refuse_seek(format!("'{name}' is negative ({v})"))),
-                Ok(None) => Err(self.refuse_seek(format!("'{name}' is null"))),
-                Err(e) => Err(self.refuse_seek(e)),
+        let starts: Vec<Progress> = position.files.iter().map(|f| f.progress).collect();
+        for (k, start) in starts.iter().enumerate() {
+            // Only reachability is checked here; the file is opened again
+            // when the reader gets to it.
+            if let Progress::At { offset, line } = *start
+                && offset > 0
+            {
+                self.open_at(k, offset, line)?;
             }
-        };
-        let recorded = (value("instance")?, value("parallelism")?, value("files")?);
-        let ours = (
-            self.instance as u64,
-            self.parallelism as u64,
-            self.files.len() as u64,
-        );
-        if recorded != ours {
-            return Err(self.refuse_seek(format!(
-                "it is the position of instance {} of {} reading {} files, \
-                 this instance reads {} files",
-                recorded.0, recorded.1, recorded.2, ours.2
-            )));
         }
-        let file_index = value("file_index")?;
-        let byte_offset = value("byte_offset")?;
-        let line = value("line")?;
-        let exhausted = value("exhausted")? != 0;
-        let stats = SourceStats {
-            skipped: value("skipped")?,
-            dead_lettered: value("dead_lettered")?,
-        };
-        let index = usize::try_from(file_index)
-            .ok()
-            .filter(|i| *i <= self.files.len())
-            .ok_or_else(|| {
-                self.refuse_seek(format!(
-                    "file_index {file_index} is beyond this instance's {} files",
-                    self.files.len()
-                ))
-            })?;
-        let recorded_path = self.recorded_path(position)?;
-        let our_path = self.files.get(index).map(|p| p.to_string_lossy());
-        if recorded_path.as_deref() != our_path.as_deref() {
-            let show = |p: Option<&str>| p.map_or("no file".to_string(), str::to_string);
-            return Err(self.refuse_seek(format!(
-                "file {index} of the position is {}, this instance's is {}",
-                show(recorded_path.as_deref()),
-                show(our_path.as_deref())
-            )));
-        }
-        self.current = if exhausted || index == self.files.len() {
-            if byte_offset != 0 {
-                return Err(
-                    self.refuse_seek(format!("byte_offset {byte_offset} past the last file"))
-                );
-            }
-            None
-        } else {
-            Some(self.open_at(index, byte_offset, line)?)
-        };
-        self.next_file = match (&self.current, exhausted) {
-            (Some(_), _) => index + 1,
-            (None, true) => self.files.len(),
-            (None, false) => index,
-        };
-        self.exhausted = exhausted;
-        self.stats = stats;
+        self.starts = starts;
+        self.current = None;
+        self.next_file = 0;
+        self.exhausted = position.exhausted;
+        self.stats = position.stats;
         Ok(())
     }
 }
@@ -503,12 +436,15 @@ impl FileReader {
         let max_rows = max_rows.max(1);
         for _ in 0..CHUNKS_PER_POLL {
             if self.current.is_none() {
-                if self.next_file == self.files.len() {
+                while self.starts.get(self.next_file) == Some(&Progress::Done) {
+                    self.next_file += 1;
+                }
+                let Some(&Progress::At { offset, line }) = self.starts.get(self.next_file) else {
                     self.exhausted = true;
                     self.flush_dead_letter()?;
                     return Ok(SourcePoll::Exhausted);
-                }
-                self.current = Some(self.open_at(self.next_file, 0, 0)?);
+                };
+                self.current = Some(self.open_at(self.next_file, offset, line)?);
                 self.next_file += 1;
             }
             self.read_chunk(max_rows)?;

@@ -745,6 +745,30 @@ fn position_value(position: &Snapshot, name: &str) -> i64 {
     scalar(table, name).expect("value").expect("not null")
 }
 
+/// Per file of a position, in reading order: `None` when it is done, else
+/// the byte offset and line it was read up to.
+fn file_places(position: &Snapshot) -> Vec<Option<(i64, i64)>> {
+    let files = position.table("files").expect("files table");
+    let column = |name: &str| files.column_by_name(name).expect(name).clone();
+    let (done, offsets, lines) = (column("done"), column("byte_offset"), column("line"));
+    let (offsets, lines) = (
+        offsets.as_primitive::<Int64Type>(),
+        lines.as_primitive::<Int64Type>(),
+    );
+    (0..files.num_rows())
+        .map(|k| (!done.as_boolean().value(k)).then(|| (offsets.value(k), lines.value(k))))
+        .collect()
+}
+
+/// The byte offset and line of the first file of a position not done.
+fn reading_at(position: &Snapshot) -> (i64, i64) {
+    file_places(position)
+        .into_iter()
+        .flatten()
+        .next()
+        .expect("a file not done")
+}
+
 /// `lines` JSON records `{"id":first..}` with a blank line after the third.
 fn json_records(first: i64, lines: i64) -> String {
     (first..first + lines)
@@ -776,17 +800,12 @@ fn a_resumed_reader_continues_with_the_same_rows_json() {
     let outcomes = check_resume_everywhere(&source, &[1, 2], 3, &every_cut(9), &[]);
     // Among the cuts: one inside a file, one at a file boundary (the next
     // file not opened yet), and one past the end.
-    let places: Vec<(i64, i64)> = outcomes
-        .iter()
-        .map(|r| {
-            (
-                position_value(&r.position, "file_index"),
-                position_value(&r.position, "byte_offset"),
-            )
-        })
-        .collect();
-    assert!(places.iter().any(|&(f, o)| f == 0 && o > 0), "{places:?}");
-    assert!(places.iter().any(|&(f, o)| f == 1 && o == 0), "{places:?}");
+    let places: Vec<Vec<Option<(i64, i64)>>> =
+        outcomes.iter().map(|r| file_places(&r.position)).collect();
+    let inside_first = |p: &[Option<(i64, i64)>]| matches!(p[0], Some((o, _)) if o > 0);
+    let between_first_two = |p: &[Option<(i64, i64)>]| p[0].is_none() && p[1] == Some((0, 0));
+    assert!(places.iter().any(|p| inside_first(p)), "{places:?}");
+    assert!(places.iter().any(|p| between_first_two(p)), "{places:?}");
     assert!(outcomes.iter().any(|r| r.exhausted_at_cut));
 }
 
@@ -817,7 +836,7 @@ fn a_resumed_reader_neither_rereads_nor_reskips_the_csv_header() {
         check_resume_everywhere(&source, &[1], max_rows, &every_cut(12), &[]);
     }
     let cut = cut_and_resume(&source, 0, 1, 2, 1);
-    assert_eq!(position_value(&cut.position, "line"), 3);
+    assert_eq!(reading_at(&cut.position).1, 3);
     assert_eq!(ids(&cut.resumed), [2, 3, 4, 10, 11, 12, 13, 14]);
 }
 
@@ -921,7 +940,7 @@ fn a_resumed_reader_appends_its_dead_letters_at_least_once() {
     }
     let position = reader.position().expect("position").expect("some");
     let before_cut = position_value(&position, "dead_lettered") as usize;
-    let cut_line = position_value(&position, "line") as u64;
+    let cut_line = reading_at(&position).1 as u64;
     drain_reader(reader.as_mut(), 2).expect("original");
     assert_eq!(read_dead_letters(&dead).len(), bad.len());
 
@@ -965,7 +984,7 @@ fn a_file_shorter_than_the_position_is_an_error_naming_it() {
     let mut reader = source.create(0, 1).expect("create");
     reader.poll_batch(3).expect("poll");
     let position = reader.position().expect("position").expect("some");
-    let offset = position_value(&position, "byte_offset");
+    let offset = reading_at(&position).0;
     std::fs::write(&path, b"{\"id\":0}\n").expect("truncate");
 
     let mut fresh = source.create(0, 1).expect("create");
@@ -1020,5 +1039,108 @@ fn foreign_positions_are_refused() {
         .position()
         .expect("position");
     let err = seek_error(&source, 0, 1, &of_other.expect("some"));
+    assert!(err.contains("b.jsonl") && err.contains("a.jsonl"), "{err}");
+}
+
+// ---- rescaling -------------------------------------------------------------
+
+/// Two readers cut at every pair of progress points (mid-file, between
+/// files, done), their positions split for 1 and 3 readers: the new readers
+/// together read exactly the rows the old ones had left, each file in its
+/// order, and the bad-record counters keep their totals.
+#[test]
+fn rescaled_readers_read_exactly_what_the_old_ones_had_left() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let with_bad = format!("{}not json\n{}", json_records(100, 3), json_records(103, 3));
+    let paths = vec![
+        write(&dir, "a.jsonl", json_records(0, 7).as_bytes()),
+        write(&dir, "b.jsonl", with_bad.as_bytes()),
+        write(&dir, "c.jsonl", b""),
+        write(&dir, "d.jsonl", json_records(300, 4).as_bytes()),
+    ];
+    let source = FileSource::new(paths, FileFormat::Json, json_schema())
+        .with_event_time(EventTime::new("ts", 0))
+        .with_on_error(OnError::Skip);
+    let max_rows = 2;
+    let mut checked = 0;
+    for cut0 in 0..8 {
+        for cut1 in 0..8 {
+            let mut left = Vec::new();
+            let mut old = Vec::new();
+            let mut totals = SourceStats::default();
+            for (instance, cut) in [cut0, cut1].into_iter().enumerate() {
+                let mut reader = source.create(instance, 2).expect("create");
+                for _ in 0..cut {
+                    reader.poll_batch(max_rows).expect("poll");
+                }
+                old.push(reader.position().expect("position").expect("some"));
+                left.extend(drain_reader(reader.as_mut(), max_rows).expect("rest"));
+                totals.skipped += reader.stats().skipped;
+            }
+            let mut want = row_strings(&left, &[]);
+            want.sort();
+            for parallelism in [1, 3] {
+                let what = format!("cuts {cut0}, {cut1} -> {parallelism} readers");
+                let new = source.rescale(&old, parallelism).expect("rescale");
+                assert_eq!(new.len(), parallelism, "{what}");
+                let mut got = Vec::new();
+                let mut skipped = 0;
+                for (instance, position) in new.iter().enumerate() {
+                    let mut reader = source.create(instance, parallelism).expect("create");
+                    reader.seek(position).expect("seek");
+                    let rows = drain_reader(reader.as_mut(), max_rows).expect("drain");
+                    // Each file's ids rise through it: read in order.
+                    let ids = ids(&rows);
+                    for file in [0, 100, 300] {
+                        let of_file: Vec<i64> = ids
+                            .iter()
+                            .copied()
+                            .filter(|i| i / 100 == file / 100)
+                            .collect();
+                        assert!(of_file.is_sorted(), "{what}: {of_file:?}");
+                    }
+                    got.extend(rows);
+                    skipped += reader.stats().skipped;
+                }
+                let mut got = row_strings(&got, &[]);
+                got.sort();
+                assert_eq!(got, want, "{what}");
+                assert_eq!(skipped, totals.skipped, "{what}: skipped");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 128);
+}
+
+/// A rescaled position of one instance seeks only there, and positions of
+/// another source or of a missing instance are refused, naming why.
+#[test]
+fn rescales_refuse_positions_that_do_not_cover_the_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = write(&dir, "a.jsonl", json_records(0, 3).as_bytes());
+    let b = write(&dir, "b.jsonl", json_records(10, 3).as_bytes());
+    let source = FileSource::new(vec![a.clone(), b.clone()], FileFormat::Json, json_schema());
+    let positions: Vec<Snapshot> = (0..2)
+        .map(|i| {
+            let reader = source.create(i, 2).expect("create");
+            reader.position().expect("position").expect("some")
+        })
+        .collect();
+    let new = source.rescale(&positions, 1).expect("rescale");
+    let err = source
+        .create(0, 2)
+        .expect("create")
+        .seek(&new[0])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("instance 0 of 1"), "{err}");
+    let err = source.rescale(&positions[..1], 1).unwrap_err().to_string();
+    assert!(
+        err.contains("file:a.jsonl+1") && err.contains("old instance 0"),
+        "{err}"
+    );
+    let other = FileSource::new(vec![b, a], FileFormat::Json, json_schema());
+    let err = other.rescale(&positions, 3).unwrap_err().to_string();
     assert!(err.contains("b.jsonl") && err.contains("a.jsonl"), "{err}");
 }

@@ -852,3 +852,28 @@ fn a_paced_reader_resumes_its_schedule_at_its_first_poll() {
         other => panic!("expected Pending, got {other:?}"),
     }
 }
+
+/// A generator's readers emit the event numbers of their instance from a
+/// next number on; a split for another parallelism would need each new
+/// reader to skip the numbers some old reader already emitted, which one
+/// next number cannot say. So positions are refused, naming the source.
+#[test]
+fn positions_at_another_parallelism_are_refused_by_name() {
+    let source = NexmarkSource::bids(cfg(1000));
+    let positions: Vec<Snapshot> = (0..2)
+        .map(|i| {
+            let mut reader = source.create(i, 2).unwrap();
+            reader.poll_batch(10 + i * 7).unwrap();
+            reader.position().unwrap().unwrap()
+        })
+        .collect();
+    let err = source.rescale(&positions, 3).unwrap_err().to_string();
+    assert!(
+        err.contains("source 'nexmark-bids' cannot be restored at another parallelism"),
+        "{err}"
+    );
+    let fresh = source
+        .rescale(&[Snapshot::none(), Snapshot::none()], 3)
+        .unwrap();
+    assert!(fresh.iter().all(Snapshot::is_empty));
+}

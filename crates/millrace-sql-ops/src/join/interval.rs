@@ -30,8 +30,11 @@
 //! its buffered rows expires; rows expire by time, so the rows of a batch
 //! mostly expire together. Expiry visits the keys only when the watermark
 //! passes the earliest buffered time. A snapshot holds the buffered rows,
-//! their batches and match flags, and the watermark (`interval/state.rs`).
+//! their batches and match flags, and the watermark (`interval/state.rs`);
+//! at another parallelism each row goes to the instance its key's rows will
+//! reach (`interval/rescale.rs`).
 
+mod rescale;
 mod state;
 
 use std::sync::Arc;
@@ -149,6 +152,12 @@ impl OperatorFactory for IntervalJoinFactory {
         let mut op = self.operator()?;
         op.restore_state(state)?;
         Ok(Box::new(op))
+    }
+
+    /// Rows go to the instance owning their key's key group; see
+    /// `interval/rescale.rs`.
+    fn rescale(&self, old: &[Snapshot], parallelism: usize) -> Result<Vec<Snapshot>> {
+        rescale::rescale(&self.spec, old, parallelism)
     }
 
     fn signature(&self) -> String {
@@ -601,7 +610,9 @@ mod tests {
     use crate::join::test_util::{
         batch, entered, ints, join_round_trip_steps, joined, render, schema, strs, take, wm,
     };
-    use crate::round_trip::{Step, assert_round_trip, assert_round_trips_at_every_cut};
+    use crate::round_trip::{
+        Step, assert_rescales, assert_round_trip, assert_round_trips_at_every_cut,
+    };
     use arrow::datatypes::DataType;
     use datafusion::logical_expr::Operator as Op;
     use datafusion::physical_expr::expressions::{Column, binary, col};
@@ -984,5 +995,49 @@ mod tests {
         let mut s = spec(JoinKind::Inner);
         s.left_time = col("lv", &s.left_schema).unwrap();
         assert!(error(s).contains("expected a timestamp or Int64"));
+    }
+
+    /// Inner and left, with and without a filter: each buffered row goes to
+    /// the instance owning its key's key group, its match flag with it.
+    #[test]
+    fn state_rescales_by_key_group_at_every_step() {
+        let (left, right) = sides();
+        let steps = join_round_trip_steps([&left, &right], 1).remove(0);
+        for kind in [JoinKind::Inner, JoinKind::Left] {
+            for filtered in [false, true] {
+                let mut spec = spec(kind);
+                if filtered {
+                    spec.filter = Some(strictly_after(&spec));
+                }
+                let factory = IntervalJoinFactory::new(spec).unwrap();
+                let pairs = [(2, 1), (2, 3), (1, 2)];
+                let ran = assert_rescales(&factory, &steps, &[&["k"], &["k"]], &pairs);
+                let what = format!("{kind}, filter {filtered}: {ran:?}");
+                assert!(ran.rows > 500 && ran.late_rows > 0, "{what}");
+                assert!(ran.state_rows > 500, "{what}");
+            }
+        }
+        // Without keys every row meets at one instance.
+        let keyless = IntervalJoinFactory::new(IntervalJoinSpec {
+            left_keys: Vec::new(),
+            right_keys: Vec::new(),
+            ..spec(JoinKind::Inner)
+        })
+        .unwrap();
+        let mut op = keyless.operator().unwrap();
+        send(&mut op, 0, &[(Some(1), 5, "a")], 1, &mut Emitter::new());
+        let snapshot = op.snapshot().unwrap();
+        assert_eq!(
+            keyless
+                .rescale(std::slice::from_ref(&snapshot), 1)
+                .unwrap()
+                .len(),
+            1
+        );
+        let err = keyless.rescale(&[snapshot], 2).unwrap_err().to_string();
+        assert!(
+            err.contains("cannot be restored at another parallelism"),
+            "{err}"
+        );
     }
 }

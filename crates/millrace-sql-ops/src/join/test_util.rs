@@ -8,11 +8,11 @@ use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use millrace_core::batch::attach_entered_now;
+use millrace_core::batch::{attach_entered, attach_entered_now};
 use millrace_core::{Emitter, Message, Watermark, entered_column, strip_entered};
 
 use crate::round_trip::Step;
-use crate::window::{is_window_type, window_array};
+use crate::window::{is_window_type, window_array, window_type};
 
 /// A schema of nullable fields.
 pub(crate) fn schema(fields: &[(&str, DataType)]) -> SchemaRef {
@@ -168,4 +168,43 @@ pub(crate) fn join_round_trip_steps(
         }
     }
     steps
+}
+
+/// `schema` with a (nullable, as the other fields) window column `w` after
+/// its columns.
+pub(crate) fn with_window_column(schema: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new("w", window_type(), true)));
+    Arc::new(Schema::new(fields))
+}
+
+/// `steps` with each row given the tumbling window of `size_ms` over its
+/// Int64 column `time`, as column `w` (see [`with_window_column`]): rows
+/// as an earlier window aggregate would send them.
+pub(crate) fn carrying_windows(steps: &[Step], time: &str, size_ms: i64) -> Vec<Step> {
+    steps
+        .iter()
+        .map(|step| match step {
+            Step::Data { input, batch } => {
+                let user = strip_entered(batch);
+                let times = user
+                    .column_by_name(time)
+                    .expect("time column")
+                    .as_primitive::<arrow::datatypes::Int64Type>();
+                let starts: Vec<i64> = times
+                    .values()
+                    .iter()
+                    .map(|t| t - t.rem_euclid(size_ms))
+                    .collect();
+                let ends = starts.iter().map(|s| s + size_ms).collect();
+                let mut columns = user.columns().to_vec();
+                columns.push(window_array(starts, ends));
+                let user =
+                    RecordBatch::try_new(with_window_column(user.schema_ref()), columns).unwrap();
+                let entered = entered_column(batch).expect("entered column").clone();
+                Step::data(*input, attach_entered(&user, entered).unwrap())
+            }
+            Step::Watermark(_) => step.clone(),
+        })
+        .collect()
 }

@@ -19,7 +19,8 @@
 //! * **Order.** Within a window: the pairs (in arrival order of the larger
 //!   side), then unmatched left rows, then unmatched right rows.
 //! * **State.** A snapshot holds every open window's rows and the
-//!   watermark (`window/state.rs`).
+//!   watermark (`window/state.rs`); at another parallelism each row goes
+//!   to the instance its key's rows will reach (`window/rescale.rs`).
 //!
 //! # Cost
 //!
@@ -38,6 +39,7 @@
 //! is built `MAX_OUTPUT_ROWS` pairs at a time, so a large window never
 //! becomes one huge batch.
 
+mod rescale;
 mod state;
 
 use std::collections::BTreeMap;
@@ -184,6 +186,13 @@ impl OperatorFactory for WindowJoinFactory {
         let mut op = self.operator()?;
         op.restore_state(state)?;
         Ok(Box::new(op))
+    }
+
+    /// Rows go to the instance owning their key's key group (their
+    /// window's, when the inputs are routed by window); see
+    /// `window/rescale.rs`.
+    fn rescale(&self, old: &[Snapshot], parallelism: usize) -> Result<Vec<Snapshot>> {
+        rescale::rescale(&self.spec, old, parallelism)
     }
 
     fn signature(&self) -> String {
@@ -836,9 +845,10 @@ impl Operator for WindowJoinOperator {
 mod tests {
     use super::*;
     use crate::join::test_util::{
-        batch, ints, join_round_trip_steps, joined, schema, strs, take, windows, wm,
+        batch, carrying_windows, ints, join_round_trip_steps, joined, schema, strs, take, windows,
+        with_window_column, wm,
     };
-    use crate::round_trip::assert_round_trips_at_every_cut;
+    use crate::round_trip::{assert_rescales, assert_round_trips_at_every_cut};
     use crate::window::{WindowKind, window_type};
     use arrow::array::AsArray;
     use arrow::datatypes::{DataType, Field};
@@ -1495,5 +1505,100 @@ mod tests {
             .collect();
         s.output_schema = Arc::new(arrow::datatypes::Schema::new(fields));
         assert!(error(s).contains("must be nullable"));
+    }
+
+    /// Old and new parallelisms the rescale checks run.
+    const RESCALES: &[(usize, usize)] = &[(2, 1), (2, 3), (1, 2)];
+
+    /// Every kind, tumbling and hopping windows: each buffered row goes to
+    /// the instance owning its key's key group, and the windows several
+    /// old instances held parts of are one window there.
+    #[test]
+    fn state_rescales_by_key_group_at_every_step() {
+        let (left, right) = sides();
+        let hop = |s: &SchemaRef| WindowAssign::Time {
+            time: col("ts", s).unwrap(),
+            kind: WindowKind::Hop {
+                size_ms: 20,
+                slide_ms: 10,
+            },
+        };
+        let steps = join_round_trip_steps([&left, &right], 1).remove(0);
+        for kind in [
+            JoinKind::Inner,
+            JoinKind::Left,
+            JoinKind::Right,
+            JoinKind::Full,
+        ] {
+            for hopping in [false, true] {
+                let mut spec = spec(kind);
+                if hopping {
+                    spec.left_window = hop(&left);
+                    spec.right_window = hop(&right);
+                }
+                let factory = WindowJoinFactory::new(spec).unwrap();
+                let ran = assert_rescales(&factory, &steps, &[&["k"], &["k"]], RESCALES);
+                let what = format!("{kind}, hopping {hopping}: {ran:?}");
+                assert!(ran.rows > 500 && ran.late_rows > 0, "{what}");
+                assert!(ran.state_rows > 500, "{what}");
+            }
+        }
+    }
+
+    /// Without keys, both inputs carrying their window: the inputs are
+    /// routed by the window column, and each window's rows go with it.
+    #[test]
+    fn carried_windows_without_keys_rescale_by_window() {
+        let (left, right) = sides();
+        let (left, right) = (with_window_column(&left), with_window_column(&right));
+        let carried = |s: &SchemaRef| WindowAssign::Column {
+            window: col("w", s).unwrap(),
+        };
+        let by_window = WindowJoinSpec {
+            name: "window join".into(),
+            left_keys: Vec::new(),
+            right_keys: Vec::new(),
+            left_window: carried(&left),
+            right_window: carried(&right),
+            kind: JoinKind::Full,
+            filter: None,
+            output_schema: joined(&left, &right),
+            left_schema: left.clone(),
+            right_schema: right.clone(),
+        };
+        let factory = WindowJoinFactory::new(by_window).unwrap();
+        let (plain_left, plain_right) = sides();
+        let steps = join_round_trip_steps([&plain_left, &plain_right], 1).remove(0);
+        let steps = carrying_windows(&steps, "ts", 10);
+        let ran = assert_rescales(&factory, &steps, &[&["w"], &["w"]], RESCALES);
+        assert!(
+            ran.rows > 500 && ran.late_rows > 0 && ran.state_rows > 100,
+            "{ran:?}"
+        );
+        // Without keys over windows of event time, one instance only.
+        let keyless = WindowJoinFactory::new(WindowJoinSpec {
+            left_keys: Vec::new(),
+            right_keys: Vec::new(),
+            ..spec(JoinKind::Inner)
+        })
+        .unwrap();
+        let mut op = keyless.create(0, 1).unwrap();
+        send(op.as_mut(), 0, &[(Some(1), 5, "a")], &mut Emitter::new());
+        let snapshot = op.snapshot().unwrap();
+        assert_eq!(
+            keyless
+                .rescale(std::slice::from_ref(&snapshot), 1)
+                .unwrap()
+                .len(),
+            1
+        );
+        let err = keyless
+            .rescale(&[snapshot.clone(), snapshot], 1)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cannot be restored at another parallelism"),
+            "{err}"
+        );
     }
 }

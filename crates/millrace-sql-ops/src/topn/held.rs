@@ -69,12 +69,13 @@ impl HeldRows {
         Ok(())
     }
 
-    /// Holds `batch`, rows restored from a snapshot in arrival order, of
+    /// Holds `batches`, rows restored from a snapshot in arrival order, of
     /// which `kept` were kept by the last compaction.
-    pub(super) fn restored(batch: RecordBatch, kept: usize) -> Self {
+    pub(super) fn restored(batches: Vec<RecordBatch>, kept: usize) -> Self {
+        let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
         Self {
-            rows: batch.num_rows(),
-            batches: vec![batch],
+            rows: batches.iter().map(RecordBatch::num_rows).sum(),
+            batches,
             kept,
         }
     }

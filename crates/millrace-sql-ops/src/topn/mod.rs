@@ -40,10 +40,13 @@
 //! in the batch are dropped before any key is encoded (`batch_best.rs`), and
 //! the survivors are held as they came and ranked once, when their window
 //! fires (`held.rs`): no key is encoded at all. A snapshot holds the
-//! candidates with what ranks them, and the watermark (`state.rs`).
+//! candidates with what ranks them, and the watermark (`state.rs`); at
+//! another parallelism each partition goes to the instance its rows will
+//! reach (`rescale.rs`).
 
 mod batch_best;
 mod held;
+mod rescale;
 mod state;
 
 use std::collections::BTreeMap;
@@ -229,6 +232,12 @@ impl OperatorFactory for TopNFactory {
         let mut op = self.operator()?;
         op.restore_state(state)?;
         Ok(Box::new(op))
+    }
+
+    /// Candidates go to the instance owning their partition's key group
+    /// (their window's, without PARTITION BY keys); see `rescale.rs`.
+    fn rescale(&self, old: &[Snapshot], parallelism: usize) -> Result<Vec<Snapshot>> {
+        rescale::rescale(self, old, parallelism)
     }
 
     fn signature(&self) -> String {
@@ -769,7 +778,9 @@ impl Operator for TopNOperator {
 mod tests {
     use super::*;
     use crate::join::test_util::{batch, ints, schema, strs, take, windows, wm};
-    use crate::round_trip::{Step, assert_round_trips_at_every_cut};
+    use crate::round_trip::{
+        Step, assert_partial_rescales, assert_rescales, assert_round_trips_at_every_cut,
+    };
     use crate::window::{WindowKind, window_type};
     use arrow::compute::SortOptions;
     use arrow::datatypes::Field;
@@ -1448,5 +1459,140 @@ mod tests {
             ..spec()
         };
         assert!(error(session).contains("session windows"));
+    }
+
+    /// Old and new parallelisms the rescale checks run.
+    const RESCALES: &[(usize, usize)] = &[(2, 1), (2, 3), (1, 2)];
+
+    /// Rescales at every cut of `spec` over one stream of
+    /// `timed_steps(.., rounds, per_round)`, the input routed by `keys`.
+    fn assert_top_n_rescales(spec: TopNSpec, keys: &[&str], rounds: i64, per_round: i64) {
+        let what = spec_summary(&spec);
+        let factory = TopNFactory::new(spec).unwrap();
+        let steps = timed_steps(1, rounds, per_round).remove(0);
+        let ran = assert_rescales(&factory, &steps, &[keys], RESCALES);
+        assert!(ran.rows > 200 && ran.late_rows > 0, "{what}: {ran:?}");
+        assert!(ran.state_rows > 100, "{what}: {ran:?}");
+    }
+
+    /// With PARTITION BY keys, each partition goes to the instance owning
+    /// its key's key group: carried and event-time windows, with and
+    /// without ties.
+    #[test]
+    fn ranked_state_rescales_by_key_group() {
+        let carried = || WindowAssign::Column {
+            window: col("w", &timed_input()).unwrap(),
+        };
+        for ties in [false, true] {
+            assert_top_n_rescales(timed_spec(carried(), &["k"], 2, ties), &["k"], 24, 9);
+            assert_top_n_rescales(
+                timed_spec(event_time(20, 10), &["k"], 3, ties),
+                &["k"],
+                24,
+                9,
+            );
+        }
+    }
+
+    /// Without keys over a carried window, the input is routed by the
+    /// window column: each window goes with it, held or ranked.
+    #[test]
+    fn state_without_keys_rescales_by_window() {
+        let input = timed_input();
+        let carried = || WindowAssign::Column {
+            window: col("w", &input).unwrap(),
+        };
+        for ties in [false, true] {
+            let held = timed_spec(carried(), &[], 2, ties);
+            assert!(BatchBest::new(&held).is_some());
+            assert_top_n_rescales(held, &["w"], 24, 9);
+            let mut ranked = timed_spec(carried(), &[], 2, ties);
+            ranked
+                .order_by
+                .push(PhysicalSortExpr::new_default(col("id", &input).unwrap()));
+            assert!(BatchBest::new(&ranked).is_none());
+            assert_top_n_rescales(ranked, &["w"], 24, 9);
+        }
+    }
+
+    /// The partial phase of a `RANK()` top-N reads its input where it is:
+    /// old instances may hold candidates of one partition, which a rescale
+    /// puts together, and the final phase ranks what it sends.
+    #[test]
+    fn partial_state_rescales_and_merges_with_ties() {
+        let input = timed_input();
+        let carried = || WindowAssign::Column {
+            window: col("w", &input).unwrap(),
+        };
+        for held in [true, false] {
+            let mut last = timed_spec(carried(), &[], 2, true);
+            if !held {
+                last.order_by
+                    .push(PhysicalSortExpr::new_default(col("id", &input).unwrap()));
+            }
+            let partial = TopNSpec {
+                name: "top-n (partial)".into(),
+                row_number: false,
+                output_schema: input.clone(),
+                ..last.clone()
+            };
+            let partial = TopNFactory::new(partial).unwrap();
+            let last = TopNFactory::new(last).unwrap();
+            let steps = timed_steps(1, 24, 9).remove(0);
+            let ran = assert_partial_rescales(&partial, &last, &steps, &[&["k"]], RESCALES);
+            assert!(
+                ran.rows > 200 && ran.state_rows > 100,
+                "held {held}: {ran:?}"
+            );
+        }
+        // Without ties, equal rows of two instances have no order: refused.
+        let partial = TopNFactory::new(TopNSpec {
+            row_number: false,
+            output_schema: input.clone(),
+            ..timed_spec(carried(), &[], 2, false)
+        })
+        .unwrap();
+        let steps = timed_steps(2, 3, 9);
+        let snapshots: Vec<Snapshot> = steps
+            .iter()
+            .enumerate()
+            .map(|(instance, steps)| {
+                let mut op = partial.create(instance, 2).unwrap();
+                for step in steps {
+                    if let Step::Data { batch, .. } = step {
+                        op.on_data(0, batch.clone(), &mut Emitter::new()).unwrap();
+                    }
+                }
+                op.snapshot().unwrap()
+            })
+            .collect();
+        let err = partial.rescale(&snapshots, 1).unwrap_err().to_string();
+        assert!(err.contains("without ties"), "{err}");
+    }
+
+    /// Without keys over event-time windows every row meets at one
+    /// instance: one to one only.
+    #[test]
+    fn state_without_partitioned_input_only_rescales_one_to_one() {
+        let factory = TopNFactory::new(timed_spec(event_time(10, 10), &[], 2, false)).unwrap();
+        let mut op = factory.create(0, 1).unwrap();
+        for step in &timed_steps(1, 3, 9)[0] {
+            if let Step::Data { batch, .. } = step {
+                op.on_data(0, batch.clone(), &mut Emitter::new()).unwrap();
+            }
+        }
+        let snapshot = op.snapshot().unwrap();
+        assert_eq!(
+            factory
+                .rescale(std::slice::from_ref(&snapshot), 1)
+                .unwrap()
+                .len(),
+            1
+        );
+        let err = factory.rescale(&[snapshot], 3).unwrap_err().to_string();
+        assert!(
+            err.contains("operator 'top-n' cannot be restored at another parallelism"),
+            "{err}"
+        );
     }
 }

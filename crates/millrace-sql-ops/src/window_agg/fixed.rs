@@ -19,10 +19,11 @@ use super::key_table::KeyTable;
 use super::keys::KeyCodec;
 use super::output::{Fired, emit_fired};
 use super::state::{
-    GROUPS, GroupRows, PROGRESS, corrupt, empty_keys, empty_states, groups_accumulators_from,
-    groups_table, take_groups_states,
+    GROUPS, GroupRows, PROGRESS, Rebuild, Repeats, corrupt, empty_keys, empty_states, groups_table,
+    take_groups_states,
 };
 use super::{AggPhase, EmitBest, Plan, new_groups_accumulators};
+use crate::rescale::Merge;
 use crate::topn::no_worse_than_limit_th;
 use crate::window::{Assignment, take_closed};
 use crate::{FastMap, df_err};
@@ -81,44 +82,6 @@ impl FixedWindowOperator {
             forward_at: i64::MIN,
             retired: Vec::new(),
         }
-    }
-
-    /// An instance continuing from `state`, a snapshot of [`Operator::snapshot`].
-    pub(super) fn restore(plan: Arc<Plan>, codec: KeyCodec, state: &Snapshot) -> Result<Self> {
-        let mut op = Self::new(plan, codec);
-        let progress = state.table(PROGRESS)?;
-        op.watermark = scalar(progress, "watermark")?.unwrap_or(i64::MIN);
-        op.forward_at = scalar(progress, "forward_at")?.unwrap_or(i64::MIN);
-        op.max_entered = scalar(progress, "max_entered")?;
-        let rows = GroupRows::read(&op.plan, &op.codec, state.table(GROUPS)?)?;
-        // Each window's rows are contiguous, in group order.
-        let mut first = 0;
-        while first < rows.starts.len() {
-            let id = (rows.ends[first], rows.starts[first]);
-            let mut last = first + 1;
-            while last < rows.starts.len() && (rows.ends[last], rows.starts[last]) == id {
-                last += 1;
-            }
-            let mut groups = KeyTable::new();
-            for r in first..last {
-                if groups.group_of(rows.keys.key(r as u32)) != r - first {
-                    return Err(corrupt(format!(
-                        "a key repeats in window [{}, {})",
-                        id.1, id.0
-                    )));
-                }
-            }
-            let n = last - first;
-            let accs = groups_accumulators_from(&op.plan, &rows.states_at(first, n), n)?;
-            if op.windows.insert(id, OpenWindow { groups, accs }).is_some() {
-                return Err(corrupt(format!(
-                    "window [{}, {}) appears twice",
-                    id.1, id.0
-                )));
-            }
-            first = last;
-        }
-        Ok(op)
     }
 
     /// Forwards `wm` when it reaches a window end, and no other time. The
@@ -217,6 +180,69 @@ impl FixedWindowOperator {
         }
         emit_fired(&self.plan, &self.codec, result, entered_ns, out)?;
         self.retired.append(&mut fired);
+        Ok(())
+    }
+}
+
+impl Rebuild for FixedWindowOperator {
+    /// The watermark and the next forwarding time by their minimum, the
+    /// largest entered time by its maximum (reasons at [`Merge`]).
+    fn progress_rules(&self) -> &'static [(&'static str, Merge)] {
+        &[
+            ("watermark", Merge::Min),
+            ("forward_at", Merge::Min),
+            ("max_entered", Merge::Max),
+        ]
+    }
+
+    fn continue_from(&mut self, progress: &RecordBatch) -> Result<()> {
+        self.watermark = scalar(progress, "watermark")?.unwrap_or(i64::MIN);
+        self.forward_at = scalar(progress, "forward_at")?.unwrap_or(i64::MIN);
+        self.max_entered = scalar(progress, "max_entered")?;
+        Ok(())
+    }
+
+    fn absorb(&mut self, groups: &RecordBatch, repeats: Repeats) -> Result<()> {
+        let rows = GroupRows::read(&self.plan, &self.codec, groups)?;
+        // Each window's rows are contiguous, in group order: a snapshot
+        // writes them so, and a rescale's split keeps their order.
+        let mut first = 0;
+        while first < rows.starts.len() {
+            let id = (rows.ends[first], rows.starts[first]);
+            let mut last = first + 1;
+            while last < rows.starts.len() && (rows.ends[last], rows.starts[last]) == id {
+                last += 1;
+            }
+            let window = match self.windows.entry(id) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(OpenWindow {
+                    groups: KeyTable::new(),
+                    accs: new_groups_accumulators(&self.plan.spec.aggs)?,
+                }),
+            };
+            let mut indices = Vec::with_capacity(last - first);
+            for r in first..last {
+                let open = window.groups.len();
+                let g = window.groups.group_of(rows.keys.key(r as u32));
+                if g < open && repeats == Repeats::Refuse {
+                    return Err(corrupt(format!(
+                        "a key repeats in window [{}, {})",
+                        id.1, id.0
+                    )));
+                }
+                indices.push(g);
+            }
+            let num_groups = window.groups.len();
+            for (acc, state) in window
+                .accs
+                .iter_mut()
+                .zip(rows.states_at(first, last - first))
+            {
+                acc.merge_batch(&state, &indices, num_groups)
+                    .map_err(df_err)?;
+            }
+            first = last;
+        }
         Ok(())
     }
 }

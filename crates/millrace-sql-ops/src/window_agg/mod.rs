@@ -35,7 +35,9 @@
 //!   final phase (states in, merged per carried window); see [`AggPhase`].
 //! * **State.** A snapshot holds every open window's groups (keys and
 //!   accumulator states) and the watermark (`state.rs`); a restored
-//!   instance continues exactly where the snapshotted one was.
+//!   instance continues exactly where the snapshotted one was. At another
+//!   parallelism each group goes to the instance its key's rows will reach
+//!   (`rescale.rs`).
 //!
 //! # Cost
 //!
@@ -53,6 +55,7 @@ mod key_table;
 mod keys;
 mod output;
 mod phase;
+mod rescale;
 mod session;
 mod state;
 #[cfg(test)]
@@ -77,6 +80,7 @@ use crate::window::{WindowAssign, WindowKind, window_type};
 use fixed::FixedWindowOperator;
 pub use phase::AggPhase;
 use session::SessionOperator;
+use state::Rebuild;
 
 /// A keyed window aggregate as the SQL planner describes it.
 #[derive(Clone, Debug)]
@@ -181,6 +185,21 @@ impl WindowAggFactory {
         })
     }
 
+    /// A fresh instance: session windows or fixed ones.
+    fn fresh(&self) -> Result<Box<dyn Rebuild>> {
+        let plan = self.plan.clone();
+        Ok(match plan.spec.assign.kind() {
+            Some(WindowKind::Session { gap_ms }) => {
+                let codec = plan.key_codec(true)?;
+                Box::new(SessionOperator::new(plan, codec, gap_ms))
+            }
+            _ => {
+                let codec = plan.key_codec(false)?;
+                Box::new(FixedWindowOperator::new(plan, codec))
+            }
+        })
+    }
+
     /// The spec this factory was built from.
     pub fn spec(&self) -> &WindowAggSpec {
         &self.plan.spec
@@ -227,17 +246,8 @@ impl OperatorFactory for WindowAggFactory {
     }
 
     fn create(&self, _instance: usize, _parallelism: usize) -> Result<Box<dyn Operator>> {
-        let plan = self.plan.clone();
-        Ok(match plan.spec.assign.kind() {
-            Some(WindowKind::Session { gap_ms }) => {
-                let codec = plan.key_codec(true)?;
-                Box::new(SessionOperator::new(plan, codec, gap_ms))
-            }
-            _ => {
-                let codec = plan.key_codec(false)?;
-                Box::new(FixedWindowOperator::new(plan, codec))
-            }
-        })
+        let op: Box<dyn Operator> = self.fresh()?;
+        Ok(op)
     }
 
     fn resume(
@@ -246,17 +256,16 @@ impl OperatorFactory for WindowAggFactory {
         _parallelism: usize,
         state: &Snapshot,
     ) -> Result<Box<dyn Operator>> {
-        let plan = self.plan.clone();
-        Ok(match plan.spec.assign.kind() {
-            Some(WindowKind::Session { gap_ms }) => {
-                let codec = plan.key_codec(true)?;
-                Box::new(SessionOperator::restore(plan, codec, gap_ms, state)?)
-            }
-            _ => {
-                let codec = plan.key_codec(false)?;
-                Box::new(FixedWindowOperator::restore(plan, codec, state)?)
-            }
-        })
+        let mut op = self.fresh()?;
+        state::restore(op.as_mut(), state)?;
+        let op: Box<dyn Operator> = op;
+        Ok(op)
+    }
+
+    /// Groups go to the instance owning their key's key group (their
+    /// window's, without keys); see `rescale.rs`.
+    fn rescale(&self, old: &[Snapshot], parallelism: usize) -> Result<Vec<Snapshot>> {
+        rescale::rescale(self, old, parallelism)
     }
 
     fn signature(&self) -> String {

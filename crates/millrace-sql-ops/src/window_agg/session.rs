@@ -21,10 +21,11 @@ use super::input::{BatchInputs, max_entered};
 use super::keys::KeyCodec;
 use super::output::{Fired, emit_fired};
 use super::state::{
-    GROUPS, GroupRows, PROGRESS, accumulators_from, corrupt, empty_keys, empty_states,
-    groups_table, take_session_state,
+    GROUPS, GroupRows, PROGRESS, Rebuild, Repeats, accumulators_from, corrupt, empty_keys,
+    empty_states, groups_table, take_session_state,
 };
 use super::{Plan, new_accumulators};
+use crate::rescale::Merge;
 use crate::{FastMap, df_err};
 
 /// A group key in row format, shared by the session map and the firing index.
@@ -73,34 +74,6 @@ impl SessionOperator {
             watermark: i64::MIN,
             max_entered: None,
         }
-    }
-
-    /// An instance continuing from `state`, a snapshot of [`Operator::snapshot`].
-    pub(super) fn restore(
-        plan: Arc<Plan>,
-        codec: KeyCodec,
-        gap_ms: i64,
-        state: &Snapshot,
-    ) -> Result<Self> {
-        let mut op = Self::new(plan, codec, gap_ms);
-        let progress = state.table(PROGRESS)?;
-        op.watermark = scalar(progress, "watermark")?.unwrap_or(i64::MIN);
-        op.max_entered = scalar(progress, "max_entered")?;
-        let rows = GroupRows::read(&op.plan, &op.codec, state.table(GROUPS)?)?;
-        for r in 0..rows.starts.len() {
-            let (start, end) = (rows.starts[r], rows.ends[r]);
-            let key: Key = Arc::from(rows.keys.key(r as u32));
-            let session = Session {
-                end,
-                accs: accumulators_from(&op.plan, &rows.states_at(r, 1))?,
-            };
-            let key_sessions = op.sessions.entry(key.clone()).or_default();
-            if key_sessions.insert(start, session).is_some() {
-                return Err(corrupt(format!("two sessions of one key start at {start}")));
-            }
-            op.by_end.insert((end, key, start));
-        }
-        Ok(op)
     }
 
     fn session_end(&self, ts: i64) -> Result<i64> {
@@ -240,6 +213,41 @@ impl SessionOperator {
             .collect::<Result<_, _>>()
             .map_err(df_err)?;
         emit_fired(&self.plan, &self.codec, result, entered_ns, out)
+    }
+}
+
+impl Rebuild for SessionOperator {
+    /// The watermark by its minimum, the largest entered time by its
+    /// maximum (reasons at [`Merge`]).
+    fn progress_rules(&self) -> &'static [(&'static str, Merge)] {
+        &[("watermark", Merge::Min), ("max_entered", Merge::Max)]
+    }
+
+    fn continue_from(&mut self, progress: &RecordBatch) -> Result<()> {
+        self.watermark = scalar(progress, "watermark")?.unwrap_or(i64::MIN);
+        self.max_entered = scalar(progress, "max_entered")?;
+        Ok(())
+    }
+
+    /// A session of a key is never merged with another: a key's sessions
+    /// all come from one instance (sessions are keyed, or run at
+    /// parallelism 1), so two starting together are corrupt either way.
+    fn absorb(&mut self, groups: &RecordBatch, _repeats: Repeats) -> Result<()> {
+        let rows = GroupRows::read(&self.plan, &self.codec, groups)?;
+        for r in 0..rows.starts.len() {
+            let (start, end) = (rows.starts[r], rows.ends[r]);
+            let key: Key = Arc::from(rows.keys.key(r as u32));
+            let session = Session {
+                end,
+                accs: accumulators_from(&self.plan, &rows.states_at(r, 1))?,
+            };
+            let key_sessions = self.sessions.entry(key.clone()).or_default();
+            if key_sessions.insert(start, session).is_some() {
+                return Err(corrupt(format!("two sessions of one key start at {start}")));
+            }
+            self.by_end.insert((end, key, start));
+        }
+        Ok(())
     }
 }
 

@@ -13,6 +13,11 @@
 //! accumulator from the state it just took (`merge_batch` into a fresh one):
 //! exactly what a restore does, so the operator that goes on after a
 //! snapshot is the one a recovery would build.
+//!
+//! A restore and a rescale (`rescale.rs`) build an operator the same way
+//! ([`Rebuild`]): a fresh one takes over a `progress` table, then absorbs
+//! `groups` rows, its own snapshot's or those it owns of every old
+//! instance's.
 
 use std::sync::Arc;
 
@@ -21,14 +26,46 @@ use arrow::compute::{cast, concat};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::{Accumulator, GroupsAccumulator};
-use millrace_core::{Error, Result};
+use millrace_core::{Error, Operator, Result, Snapshot};
 
 use super::keys::{BatchKeys, KeyCodec};
 use super::{Plan, new_accumulators, new_groups_accumulators};
 use crate::df_err;
+use crate::rescale::Merge;
 
 pub(super) const GROUPS: &str = "groups";
 pub(super) const PROGRESS: &str = "progress";
+
+/// A window aggregate operator built from snapshot tables.
+pub(super) trait Rebuild: Operator {
+    /// How each value of its `progress` table merges over old instances in
+    /// a rescale.
+    fn progress_rules(&self) -> &'static [(&'static str, Merge)];
+
+    /// Takes over the watermark bookkeeping of a `progress` table.
+    fn continue_from(&mut self, progress: &RecordBatch) -> Result<()>;
+
+    /// Opens the groups of `groups`, rows of a `groups` table, merging
+    /// them into the windows already open. A group whose window and key
+    /// are already open is `repeats`.
+    fn absorb(&mut self, groups: &RecordBatch, repeats: Repeats) -> Result<()>;
+}
+
+/// What [`Rebuild::absorb`] does with a group already open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Repeats {
+    /// Refuse it: one snapshot never holds a group twice, so it is corrupt.
+    Refuse,
+    /// Merge the two accumulator states: old instances of a partial phase
+    /// each hold part of one window's aggregate.
+    Merge,
+}
+
+/// Fills `op`, a fresh operator, with `state`, a snapshot of its own kind.
+pub(super) fn restore(op: &mut dyn Rebuild, state: &Snapshot) -> Result<()> {
+    op.continue_from(state.table(PROGRESS)?)?;
+    op.absorb(state.table(GROUPS)?, Repeats::Refuse)
+}
 
 /// The `groups` table from its columns: window bounds, key columns, and
 /// state columns (each the concatenation of its parts).
@@ -88,40 +125,17 @@ pub(super) struct GroupRows {
 
 impl GroupRows {
     pub(super) fn read(plan: &Plan, codec: &KeyCodec, table: &RecordBatch) -> Result<Self> {
-        let widths = &plan.state_widths;
-        let nkeys = plan.key_types.len();
-        let expected = 2 + nkeys + widths.iter().sum::<usize>();
-        if table.num_columns() != expected {
-            return Err(corrupt(format!(
-                "{} columns, expected {expected} (bounds, {nkeys} key(s), {} state column(s))",
-                table.num_columns(),
-                expected - 2 - nkeys
-            )));
-        }
-        let bound = |i: usize| -> Result<Vec<i64>> {
-            let column = table
-                .column(i)
-                .as_primitive_opt::<Int64Type>()
-                .filter(|c| c.null_count() == 0)
-                .ok_or_else(|| corrupt("window bounds are not non-null Int64".into()))?;
-            Ok(column.values().to_vec())
-        };
-        let key_columns = plan
-            .key_types
-            .iter()
-            .enumerate()
-            .map(|(k, dt)| Ok(cast(table.column(2 + k), dt)?))
-            .collect::<Result<Vec<_>>>()?;
-        let mut states = Vec::with_capacity(widths.len());
-        let mut next = 2 + nkeys;
-        for &w in widths {
+        let (starts, ends) = window_bounds(plan, table)?;
+        let mut states = Vec::with_capacity(plan.state_widths.len());
+        let mut next = 2 + plan.key_types.len();
+        for &w in &plan.state_widths {
             states.push(table.columns()[next..next + w].to_vec());
             next += w;
         }
         Ok(Self {
-            starts: bound(0)?,
-            ends: bound(1)?,
-            keys: codec.encode(&key_columns)?,
+            starts,
+            ends,
+            keys: codec.encode(&key_columns(plan, table)?)?,
             states,
         })
     }
@@ -133,6 +147,46 @@ impl GroupRows {
             .map(|columns| columns.iter().map(|c| c.slice(offset, len)).collect())
             .collect()
     }
+}
+
+/// The window bounds of a `groups` table, after checking that it has the
+/// columns of this plan's (bounds, keys, states).
+pub(super) fn window_bounds(plan: &Plan, table: &RecordBatch) -> Result<(Vec<i64>, Vec<i64>)> {
+    let nkeys = plan.key_types.len();
+    let expected = 2 + nkeys + plan.state_widths.iter().sum::<usize>();
+    if table.num_columns() != expected {
+        return Err(corrupt(format!(
+            "{} columns, expected {expected} (bounds, {nkeys} key(s), {} state column(s))",
+            table.num_columns(),
+            expected - 2 - nkeys
+        )));
+    }
+    let bound = |i: usize| -> Result<Vec<i64>> {
+        let column = table
+            .column(i)
+            .as_primitive_opt::<Int64Type>()
+            .filter(|c| c.null_count() == 0)
+            .ok_or_else(|| corrupt("window bounds are not non-null Int64".into()))?;
+        Ok(column.values().to_vec())
+    };
+    Ok((bound(0)?, bound(1)?))
+}
+
+/// The group key columns of a `groups` table in the keys' declared types:
+/// the values, and types, the input's key columns had (the planner routes
+/// the input by exactly these columns).
+pub(super) fn key_columns(plan: &Plan, table: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    plan.key_types
+        .iter()
+        .enumerate()
+        .map(|(k, dt)| {
+            let column = table
+                .columns()
+                .get(2 + k)
+                .ok_or_else(|| corrupt(format!("key column {k} is missing")))?;
+            Ok(cast(column, dt)?)
+        })
+        .collect()
 }
 
 /// Takes every aggregate's state over all its groups (draining them) and

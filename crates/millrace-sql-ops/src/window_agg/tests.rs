@@ -22,11 +22,14 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::prelude::{Expr, col, lit};
 use millrace_core::batch::attach_entered_now;
 use millrace_core::{
-    ENTERED_COLUMN, Emitter, Error, Message, Operator, OperatorFactory, Watermark,
+    ENTERED_COLUMN, Emitter, Error, Message, Operator, OperatorFactory, Snapshot, Watermark,
 };
 
 use super::*;
-use crate::round_trip::{Step, assert_round_trip, render_with};
+use crate::join::test_util::{carrying_windows, with_window_column};
+use crate::round_trip::{
+    Step, assert_partial_rescales, assert_rescales, assert_round_trip, render_with, route,
+};
 use crate::window::{WindowAssign, WindowKind, is_window_type, window_array, window_bounds};
 
 /// The input of most tests: `ts` (ms), `user` (nullable), `region`,
@@ -963,9 +966,10 @@ fn round_trip_steps(parallelism: usize) -> Vec<Vec<Step>> {
         for r in 0..9i64 {
             let n = b * 9 + r;
             // Rising 1 ms a row with a 20 ms gap every 20 rows (sessions
-            // close), jittered by up to 11 ms: some rows land behind the
-            // watermark.
-            let ts = n + n / 20 * 20 + (n * 7919 % 12) - 6;
+            // close), jittered back and forth by up to 11 ms (7 and 12 are
+            // coprime, so neighbours jitter apart): some rows land behind
+            // the watermark.
+            let ts = n + n / 20 * 20 + (n * 7 % 12) - 6;
             let u = (n * 31 % 5) as usize;
             let amount = (n % 4 != 0).then_some(n % 13);
             rows[u % parallelism].push((ts.max(0), Some(users[u]), "eu", amount, n as f64));
@@ -1079,4 +1083,170 @@ fn an_empty_snapshot_restores_a_fresh_operator() {
     .unwrap();
     op.on_end(&mut out).unwrap();
     assert_eq!(render(out.take_messages()), vec!["[0,10) a 1 @1"]);
+}
+
+/// Pairs of parallelisms (old, new) the rescale checks run: fewer and
+/// more instances, from one and into one.
+const RESCALES: &[(usize, usize)] = &[(2, 1), (2, 3), (1, 2), (3, 2)];
+
+/// Every row of `round_trip_steps` in one stream, as one instance reads it.
+fn one_stream() -> Vec<Step> {
+    round_trip_steps(1).remove(0)
+}
+
+/// Rescales at every cut of window aggregates of `kind` by `user`: each
+/// group goes to the instance owning its user's key group.
+fn assert_keyed_window_agg_rescales(kind: WindowKind) {
+    let input = events_schema();
+    let aggs = [
+        count_all().alias("n"),
+        sum(col("amount")).alias("total"),
+        count_distinct(col("amount")).alias("distinct"),
+        avg(col("price")).alias("mean"),
+    ];
+    let spec = spec(input.clone(), time(&input, kind), &["user"], 0, &aggs);
+    let factory = WindowAggFactory::new(spec).unwrap();
+    let ran = assert_rescales(&factory, &one_stream(), &[&["user"]], RESCALES);
+    assert!(
+        ran.rows > 500 && ran.late_rows > 0 && ran.state_rows > 500,
+        "{ran:?}"
+    );
+}
+
+#[test]
+fn tumble_state_rescales_by_key_group() {
+    assert_keyed_window_agg_rescales(WindowKind::Tumble { size_ms: 10 });
+}
+
+#[test]
+fn hop_state_rescales_by_key_group() {
+    assert_keyed_window_agg_rescales(WindowKind::Hop {
+        slide_ms: 5,
+        size_ms: 15,
+    });
+}
+
+/// A gap of 10 ms: a user's rows, some 5 ms apart, make sessions that
+/// stay open across many steps until a 20 ms pause.
+#[test]
+fn session_state_rescales_by_key_group() {
+    assert_keyed_window_agg_rescales(WindowKind::Session { gap_ms: 10 });
+}
+
+/// Without keys, over windows the rows carry: the input is routed by the
+/// window column, and each window's groups go with it.
+#[test]
+fn carried_window_state_rescales_by_window() {
+    let input = with_window_column(&events_schema());
+    let assign = WindowAssign::Column {
+        window: column(&input, "w"),
+    };
+    let aggs = [count_all().alias("n"), sum(col("amount")).alias("total")];
+    let factory = WindowAggFactory::new(spec(input, assign, &[], 0, &aggs)).unwrap();
+    // Windows of 1 ms: a row carries `[ts, ts + 1)`, which the watermark
+    // has passed exactly when the row is behind it.
+    let steps = carrying_windows(&one_stream(), "ts", 1);
+    let ran = assert_rescales(&factory, &steps, &[&["w"]], RESCALES);
+    assert!(
+        ran.rows > 100 && ran.late_rows > 0 && ran.state_rows > 50,
+        "{ran:?}"
+    );
+}
+
+/// Two phases: the partial phase's states may go anywhere (its parts of a
+/// window merge, there and in the final phase), the final phase's go with
+/// their window, by which the partial phase's rows are routed to it.
+#[test]
+fn two_phase_state_rescales() {
+    let input = events_schema();
+    let aggs = [
+        count_all().alias("n"),
+        avg(col("price")).alias("mean"),
+        count_distinct(col("amount")).alias("distinct"),
+    ];
+    let tumble = time(&input, WindowKind::Tumble { size_ms: 10 });
+    let (partial, last) = spec(input, tumble, &[], 0, &aggs)
+        .split_two_phase()
+        .unwrap();
+    let partial = WindowAggFactory::new(partial).unwrap();
+    let last = WindowAggFactory::new(last).unwrap();
+    // Any split of the partial phase's input will do.
+    let ran = assert_partial_rescales(&partial, &last, &one_stream(), &[&["user"]], RESCALES);
+    assert!(
+        ran.rows > 100 && ran.late_rows > 0 && ran.state_rows > 50,
+        "{ran:?}"
+    );
+    // The final phase reads what two partial instances send (input split
+    // by user), each window's states at different times, and their
+    // watermarks merged by the minimum, as the runtime merges inputs.
+    let partials = route(&one_stream(), &[&["user"]], 2);
+    let mut ops: Vec<_> = (0..2).map(|i| partial.create(i, 2).unwrap()).collect();
+    let mut sent = [i64::MIN; 2];
+    let mut merged = i64::MIN;
+    let mut states = Vec::new();
+    for step in 0..partials.iter().map(Vec::len).max().unwrap() {
+        for (i, op) in ops.iter_mut().enumerate() {
+            let mut out = Emitter::new();
+            match partials[i].get(step) {
+                Some(Step::Data { batch, .. }) => op.on_data(0, batch.clone(), &mut out).unwrap(),
+                Some(Step::Watermark(t)) => op.on_watermark(wm(*t), &mut out).unwrap(),
+                None => {}
+            }
+            for m in out.take_messages() {
+                match m {
+                    Message::Data(b) => states.push(Step::data(0, b)),
+                    Message::Watermark(w) => sent[i] = w.time_ms,
+                    _ => {}
+                }
+            }
+            let least = sent[0].min(sent[1]);
+            if least > merged {
+                merged = least;
+                states.push(Step::Watermark(merged));
+            }
+        }
+    }
+    let ran = assert_rescales(&last, &states, &[&["window"]], RESCALES);
+    assert!(ran.rows > 100 && ran.state_rows > 20, "{ran:?}");
+}
+
+/// Without keys over windows of event time every row meets at one
+/// instance: its state rescales from one instance to one, and otherwise
+/// is refused by name.
+#[test]
+fn state_without_partitioned_input_only_rescales_one_to_one() {
+    let input = events_schema();
+    let tumble = time(&input, WindowKind::Tumble { size_ms: 10 });
+    let spec = spec(input, tumble, &[], 0, &[count_all().alias("n")]);
+    let factory = WindowAggFactory::new(spec).unwrap();
+    let mut op = factory.create(0, 1).unwrap();
+    let mut out = Emitter::new();
+    op.on_data(
+        0,
+        events(1, &[(3, Some("a"), "eu", Some(1), 0.0)]),
+        &mut out,
+    )
+    .unwrap();
+    let snapshot = op.snapshot().unwrap();
+    let same = factory.rescale(std::slice::from_ref(&snapshot), 1).unwrap();
+    let mut restored = factory.restore(0, 1, &same[0]).unwrap();
+    restored.on_end(&mut out).unwrap();
+    assert_eq!(render(out.take_messages()), vec!["[0,10) 1 @1"]);
+    let err = factory
+        .rescale(&[snapshot.clone(), snapshot], 3)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("operator 'window_agg' cannot be restored at another parallelism"),
+        "{err}"
+    );
+    let fresh = factory.rescale(&[Snapshot::none(), Snapshot::none()], 3);
+    assert!(fresh.unwrap().iter().all(Snapshot::is_empty));
+}
+
+fn wm(time_ms: i64) -> Watermark {
+    Watermark {
+        time_ms,
+        entered_ns: time_ms,
+    }
 }

@@ -17,74 +17,117 @@
 //! order. A restore encodes the keys again and keeps each window's rows as
 //! one batch; how the original grouped them into batches and runs changes
 //! only the cost of a firing, never what it emits.
+//!
+//! A rescale (`rescale.rs`) reads the same tables as [`SavedWindow`]s, and
+//! writes those each new instance owns with [`write_state`].
 
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 use millrace_core::state::scalars;
 use millrace_core::{Result, Snapshot};
 
 use super::{KeptKeys, WindowJoinOperator, WindowRows};
 use crate::snapshot::{Columns, Reader, rows_table};
 
+pub(super) const PROGRESS: &str = "progress";
 const WINDOWS: &str = "windows";
-const PROGRESS: &str = "progress";
 /// Per input (0 = left, 1 = right): its rows table and its count column.
 const SIDES: [(&str, &str); 2] = [("left", "left_rows"), ("right", "right_rows")];
+
+/// One open window as a snapshot holds it.
+pub(super) struct SavedWindow {
+    pub start: i64,
+    pub end: i64,
+    /// Each input's buffered rows (0 = left, 1 = right), in arrival order.
+    pub sides: [Vec<RecordBatch>; 2],
+}
+
+/// The tables of the module doc: `windows` (in firing order) with the
+/// inputs' user columns `schemas`, and `progress`.
+pub(super) fn write_state(
+    schemas: [&SchemaRef; 2],
+    windows: &[SavedWindow],
+    progress: RecordBatch,
+) -> Result<Snapshot> {
+    let rows = |w: &SavedWindow, input: usize| -> i64 {
+        w.sides[input].iter().map(|b| b.num_rows() as i64).sum()
+    };
+    let table = Columns::new()
+        .int64("start", windows.iter().map(|w| w.start).collect())
+        .int64("end", windows.iter().map(|w| w.end).collect())
+        .int64(SIDES[0].1, windows.iter().map(|w| rows(w, 0)).collect())
+        .int64(SIDES[1].1, windows.iter().map(|w| rows(w, 1)).collect())
+        .finish()?;
+    let mut snapshot = Snapshot::none().with(WINDOWS, table);
+    for (input, (name, _)) in SIDES.into_iter().enumerate() {
+        let batches = windows.iter().flat_map(|w| &w.sides[input]);
+        snapshot = snapshot.with(name, rows_table(schemas[input], batches)?);
+    }
+    Ok(snapshot.with(PROGRESS, progress))
+}
+
+/// The open windows of a snapshot of [`write_state`], each input's rows of
+/// a window as one batch; an error names what does not fit.
+pub(super) fn read_windows(state: &Snapshot, schemas: [&SchemaRef; 2]) -> Result<Vec<SavedWindow>> {
+    let reader = Reader::new("window join", state);
+    let windows = reader.table(WINDOWS)?;
+    let (starts, ends) = (windows.int64s("start")?, windows.int64s("end")?);
+    let side = |input: usize| -> Result<Vec<RecordBatch>> {
+        let (name, count) = SIDES[input];
+        let rows = reader.rows(name, schemas[input])?;
+        windows.split(&rows, &windows.int64s(count)?)
+    };
+    // One part per row of `windows`, so the four lists are as long.
+    let (left, right) = (side(0)?, side(1)?);
+    Ok(starts
+        .into_iter()
+        .zip(ends)
+        .zip(left.into_iter().zip(right))
+        .map(|((start, end), (l, r))| SavedWindow {
+            start,
+            end,
+            sides: [vec![l], vec![r]],
+        })
+        .collect())
+}
 
 impl WindowJoinOperator {
     /// The tables of the module doc; the operator is left as it was.
     pub(super) fn state_snapshot(&self) -> Result<Snapshot> {
-        let (mut starts, mut ends) = (Vec::new(), Vec::new());
-        let mut counts = [Vec::new(), Vec::new()];
-        for (&(end, start), window) in &self.windows {
-            starts.push(start);
-            ends.push(end);
-            for (side, count) in window.sides.iter().zip(&mut counts) {
-                count.push(side.rows as i64);
-            }
-        }
-        let [left_rows, right_rows] = counts;
-        let windows = Columns::new()
-            .int64("start", starts)
-            .int64("end", ends)
-            .int64(SIDES[0].1, left_rows)
-            .int64(SIDES[1].1, right_rows)
-            .finish()?;
-        let mut snapshot = Snapshot::none().with(WINDOWS, windows);
-        for (input, (name, _)) in SIDES.into_iter().enumerate() {
-            let batches = self
-                .windows
-                .values()
-                .flat_map(|window| &window.sides[input].batches)
-                .map(|(batch, _)| batch);
-            snapshot = snapshot.with(name, rows_table(self.input_schema(input), batches)?);
-        }
+        let windows: Vec<SavedWindow> = self
+            .windows
+            .iter()
+            .map(|(&(end, start), window)| SavedWindow {
+                start,
+                end,
+                sides: window
+                    .sides
+                    .each_ref()
+                    .map(|side| side.batches.iter().map(|(b, _)| b.clone()).collect()),
+            })
+            .collect();
         let progress = scalars(&[
             ("watermark", Some(self.watermark)),
             ("max_entered", self.max_entered),
         ]);
-        Ok(snapshot.with(PROGRESS, progress))
+        write_state(self.schemas(), &windows, progress)
     }
 
     /// Fills a fresh operator with the state of a snapshot of
     /// [`Self::state_snapshot`].
     pub(super) fn restore_state(&mut self, state: &Snapshot) -> Result<()> {
         let reader = Reader::new("window join", state);
-        let windows = reader.table(WINDOWS)?;
-        let (starts, ends) = (windows.int64s("start")?, windows.int64s("end")?);
-        let mut per_side = Vec::with_capacity(SIDES.len());
-        for (input, (name, count)) in SIDES.into_iter().enumerate() {
-            let rows = reader.rows(name, self.input_schema(input))?;
-            per_side.push(windows.split(&rows, &windows.int64s(count)?)?);
-        }
-        for (w, (&start, &end)) in starts.iter().zip(&ends).enumerate() {
+        for saved in read_windows(state, self.schemas())? {
             let mut window = WindowRows::default();
-            for (input, parts) in per_side.iter().enumerate() {
-                let rows = parts[w].clone();
-                if rows.num_rows() > 0 {
+            for (input, batches) in saved.sides.into_iter().enumerate() {
+                for rows in batches.into_iter().filter(|b| b.num_rows() > 0) {
                     let keys = KeptKeys::encode(&self.keys, input, &rows)?;
                     window.sides[input].push(rows, keys, &self.keys, input)?;
                 }
             }
+            let (start, end) = (saved.start, saved.end);
             if self.windows.insert((end, start), window).is_some() {
+                let windows = reader.table(WINDOWS)?;
                 return Err(windows.corrupt(format!("window [{start}, {end}) appears twice")));
             }
         }
@@ -93,5 +136,10 @@ impl WindowJoinOperator {
         self.max_entered = progress.scalar("max_entered")?;
         self.note_peak();
         Ok(())
+    }
+
+    /// The user columns of the left and the right input.
+    fn schemas(&self) -> [&SchemaRef; 2] {
+        [self.input_schema(0), self.input_schema(1)]
     }
 }
