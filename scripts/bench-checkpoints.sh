@@ -30,9 +30,9 @@ run() { # query interval extra-settings... -> one JSON summary line on stdout
     mkdir -p "$dir"
     local settings=(--set out.connector=file --set "out.path=$dir/out.jsonl")
     if [ "$interval" != off ]; then
-        settings+=(--set "checkpoint_interval=$interval" --set "checkpoint_dir=$dir/chk")
+        settings+=(--set "checkpoint_interval=$interval" --set "checkpoint_dir=$dir/chk" --fresh)
     fi
-    "$BIN" run "queries/nexmark/$q.sql" --set latency_target=1ms "${settings[@]}" "$@" --fresh --json 2>"$dir/stderr"
+    "$BIN" run "queries/nexmark/$q.sql" --set latency_target=1ms "${settings[@]}" "$@" --json 2>"$dir/stderr"
 }
 
 summarize() { # label < json

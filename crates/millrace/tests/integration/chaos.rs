@@ -1,7 +1,8 @@
-//! Stopping and killing the binary of a checkpointing pipeline: what it
-//! committed equals what a run without interruptions commits, no row lost,
-//! none twice.
+//! Stopping and killing the binary of a checkpointing pipeline, and
+//! restarting it at other parallelisms: what it committed equals what a run
+//! without interruptions commits, no row lost, none twice.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -123,16 +124,51 @@ fn killed_twenty_times_the_committed_output_equals_a_run_without_failures() {
     assert!(expected.iter().all(|lines| !lines.is_empty()));
 
     let (sql, out) = write_pipeline(dir.path(), "chaos", &bids, 2);
+    let checkpoints = dir.path().join(".millrace").join("chaos");
+    let has_checkpoint = || {
+        std::fs::read_dir(&checkpoints).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.path().join("MANIFEST.json").exists())
+        })
+    };
+    // Right after the first checkpoint, one run at parallelism 1 and one
+    // at 3 (popped from the back): their state comes from a checkpoint
+    // taken at another parallelism, and goes on to the next one.
+    let mut rescales = vec![3, 1];
+    let mut rescaled = Vec::new();
     let mut moments = Moments(0x9e37_79b9_7f4a_7c15);
     let mut killed = 0;
     let mut restored = 0;
     while killed < 20 {
-        let mut child = millrace()
-            .args(["run", sql.to_str().unwrap()])
+        let parallelism = if has_checkpoint() {
+            rescales.pop()
+        } else {
+            None
+        };
+        let mut command = millrace();
+        command.args(["run", sql.to_str().unwrap()]);
+        if let Some(p) = parallelism {
+            command.args(["--set", &format!("parallelism={p}")]);
+        }
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let mut first_line = String::new();
+        if let Some(p) = parallelism {
+            // The run says where it starts before it reads anything.
+            let mut stderr = BufReader::new(child.stderr.take().unwrap());
+            stderr.read_line(&mut first_line).unwrap();
+            assert!(
+                first_line.starts_with("restored checkpoint")
+                    && !first_line.contains("end of the input"),
+                "at parallelism {p}: {first_line}"
+            );
+            rescaled.push(p);
+            restored += 1;
+        }
         // Anywhere in the first quarter of a whole run, startup included:
         // each run gets a little further than the one before.
         std::thread::sleep(moments.next_below(full / 4));
@@ -140,8 +176,12 @@ fn killed_twenty_times_the_committed_output_equals_a_run_without_failures() {
             Some(status) => {
                 // Finished before the kill: the next run restores the
                 // final checkpoint and has nothing left to do.
-                let stderr = child.wait_with_output().unwrap().stderr;
-                assert!(status.success(), "{}", String::from_utf8_lossy(&stderr));
+                let output = child.wait_with_output().unwrap();
+                assert!(
+                    status.success(),
+                    "{first_line}{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
             }
             None => {
                 child.kill().unwrap(); // SIGKILL
@@ -156,7 +196,8 @@ fn killed_twenty_times_the_committed_output_equals_a_run_without_failures() {
     }
     run_to_end(&sql);
     eprintln!("clean run {full:?}; {killed} kills, {restored} of them mid-way after a restore");
-    assert!(restored > 0, "no run restored a checkpoint");
+    assert!(restored > 2, "only {restored} runs restored a checkpoint");
+    assert_eq!(rescaled, vec![1, 3], "the runs at other parallelisms");
     let got = outputs(&out);
     for ((name, want), have) in SINKS.iter().zip(&expected).zip(&got) {
         assert_eq!(
