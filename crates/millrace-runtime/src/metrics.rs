@@ -102,7 +102,7 @@ impl NodeMetrics {
         t.dead_lettered += s.dead_lettered;
     }
 
-    fn summary(&self) -> OperatorSummary {
+    pub(crate) fn summary(&self) -> OperatorSummary {
         let instances = self.instances.lock().unwrap_or_else(|e| e.into_inner());
         let mut s = OperatorSummary {
             name: self.name.clone(),

@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, mpsc};
 
-use millrace_core::state::scalar;
 use millrace_core::time::now_ns;
 use millrace_core::{Error, OperatorId, Result, SinkCommitter};
 
@@ -22,7 +21,7 @@ use crate::batching::{BatchController, BatchPolicy};
 use crate::channel::Channel;
 use crate::checkpoint::{
     Ack, Barriers, CheckpointConfig, CheckpointStats, CheckpointStore, Coordinator, Restored, Role,
-    TaskCheckpoint,
+    TaskCheckpoint, late_rows,
 };
 use crate::coalesce::ExchangeBatching;
 use crate::exchange::key_indices;
@@ -232,13 +231,7 @@ fn written(graph: &Graph, nodes: &[Arc<NodeMetrics>], staging: &[usize]) -> Opti
         .enumerate()
         .filter(|(_, node)| matches!(node.op, NodeOp::Sink(_)))
         .filter_map(|(n, node)| {
-            let rows: u64 = nodes[n]
-                .instances
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .map(|m| m.rows_in.load(Relaxed))
-                .sum();
+            let rows = nodes[n].summary().rows_in;
             (rows > 0).then(|| {
                 if staging.contains(&n) {
                     format!(
@@ -616,12 +609,8 @@ impl TaskBuilder<'_> {
                     let m = metrics(n);
                     if let Some(c) = self.checkpoints {
                         let counters = c.restored.snapshot(Role::Counters, &graph.node_id(n), i);
-                        if let Ok(table) = counters.table("counters") {
-                            let late = scalar(table, "late_rows")
-                                .map_err(|e| e.in_operator(&node.name))?
-                                .unwrap_or(0);
-                            m.late_rows.store(late.max(0) as u64, Relaxed);
-                        }
+                        let late = late_rows(&counters).map_err(|e| e.in_operator(&node.name))?;
+                        m.late_rows.store(late, Relaxed);
                     }
                     m
                 },

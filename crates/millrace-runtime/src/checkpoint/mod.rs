@@ -18,6 +18,7 @@
 
 mod coordinator;
 mod restore;
+mod runtime_state;
 mod store;
 
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ use millrace_core::{Epoch, Snapshot};
 pub use coordinator::CheckpointStats;
 pub(crate) use coordinator::Coordinator;
 pub(crate) use restore::Restored;
+pub(crate) use runtime_state::{SourceProgress, counters, late_rows};
 pub use store::{Checkpoint, CheckpointStore};
 pub(crate) use store::{Owner, Role};
 

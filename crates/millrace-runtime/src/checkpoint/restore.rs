@@ -1,43 +1,11 @@
 //! Choosing the checkpoint a run starts from, and checking that this plan
 //! can continue it.
 
-use millrace_core::state::{scalar, scalars};
 use millrace_core::{Epoch, Error, OperatorId, Result, Snapshot};
 
 use super::store::{Checkpoint, CheckpointStore, Owner, Role};
-use super::{CheckpointConfig, StartFrom};
+use super::{CheckpointConfig, SourceProgress, StartFrom, counters, late_rows};
 use crate::graph::{Graph, NodeOp};
-
-/// The least progress among old source instances (`SourceHead::snapshot`'s
-/// `progress` table); empty when none had any.
-fn min_progress(old: &[Snapshot]) -> Result<Snapshot> {
-    let mut least: Option<(i64, i64)> = None;
-    for snapshot in old.iter().filter(|s| !s.is_empty()) {
-        let table = snapshot.table("progress")?;
-        let value = |name| scalar(table, name).map(|v| v.unwrap_or(i64::MIN));
-        let (max_event_time, watermark) = (value("max_event_time")?, value("watermark")?);
-        least = Some(match least {
-            None => (max_event_time, watermark),
-            Some((m, w)) => (m.min(max_event_time), w.min(watermark)),
-        });
-    }
-    Ok(match least {
-        None => Snapshot::none(),
-        Some((m, w)) => Snapshot::none().with(
-            "progress",
-            scalars(&[("max_event_time", Some(m)), ("watermark", Some(w))]),
-        ),
-    })
-}
-
-/// The late rows the old instances of an operator had counted.
-fn late_rows(old: &[Snapshot]) -> Result<i64> {
-    let mut sum = 0;
-    for snapshot in old.iter().filter(|s| !s.is_empty()) {
-        sum += scalar(snapshot.table("counters")?, "late_rows")?.unwrap_or(0);
-    }
-    Ok(sum)
-}
 
 /// The checkpoint a run continues, if any.
 pub(crate) struct Restored {
@@ -147,7 +115,13 @@ impl Restored {
                             .map(|s| (Role::Position, s))
                             .enumerate(),
                     );
-                    let progress = min_progress(&take(Role::Progress))?;
+                    let mut least: Option<SourceProgress> = None;
+                    for old in take(Role::Progress) {
+                        if let Some(p) = SourceProgress::from_snapshot(&old)? {
+                            least = Some(least.map_or(p, |l| l.min(p)));
+                        }
+                    }
+                    let progress = least.map(SourceProgress::to_snapshot).unwrap_or_default();
                     put.extend((0..now).map(|i| (i, (Role::Progress, progress.clone()))));
                 }
                 NodeOp::Operator(factory) => {
@@ -160,14 +134,11 @@ impl Restored {
                             .map(|s| (Role::Operator, s))
                             .enumerate(),
                     );
-                    let late = late_rows(&take(Role::Counters))?;
-                    if late > 0 {
-                        let counters = scalars(&[("late_rows", Some(late))]);
-                        put.push((
-                            0,
-                            (Role::Counters, Snapshot::none().with("counters", counters)),
-                        ));
+                    let mut late = 0;
+                    for old in take(Role::Counters) {
+                        late += late_rows(&old)?;
                     }
+                    put.push((0, (Role::Counters, counters(late))));
                 }
                 NodeOp::Late { .. } | NodeOp::Sink(_) => {}
             }

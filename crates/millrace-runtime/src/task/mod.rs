@@ -18,11 +18,10 @@ mod stage;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use millrace_core::state::scalars;
 use millrace_core::time::now_ns;
 use millrace_core::{BarrierId, Message, OperatorId, Result, Snapshot};
 
-use crate::checkpoint::{Ack, Owner, Role, SinkToken, TaskCheckpoint};
+use crate::checkpoint::{Ack, Owner, Role, SinkToken, TaskCheckpoint, counters};
 use crate::gate::{GateEvent, InputGate};
 use crate::metrics::TaskTimes;
 use crate::output::OutputRouter;
@@ -228,13 +227,9 @@ impl DataflowTask {
                     {
                         snapshots.push((owner(Role::Operator), snapshot));
                     }
-                    let late = op.metrics.late_rows.load(Relaxed);
-                    if late > 0 {
-                        let counters = scalars(&[("late_rows", Some(late as i64))]);
-                        snapshots.push((
-                            owner(Role::Counters),
-                            Snapshot::none().with("counters", counters),
-                        ));
+                    let counters = counters(op.metrics.late_rows.load(Relaxed));
+                    if !counters.is_empty() {
+                        snapshots.push((owner(Role::Counters), counters));
                     }
                 }
                 StageWork::Sink(sink) => {

@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use arrow::array::Array;
-use millrace_core::state::{scalar, scalars};
 use millrace_core::time::{event_times_ms, now_ns};
 use millrace_core::{
     BarrierId, Error, Message, Result, Snapshot, SourcePoll, SourceReader, Watermark,
@@ -20,7 +19,7 @@ use millrace_core::{
 
 use crate::alignment::SourceAlignment;
 use crate::batching::BatchController;
-use crate::checkpoint::Barriers;
+use crate::checkpoint::{Barriers, SourceProgress};
 use crate::metrics::{NodeMetrics, OperatorMetrics};
 use crate::worker::StopHandle;
 
@@ -96,11 +95,11 @@ impl SourceHead {
                 self.name
             ))
         })?;
-        let progress = scalars(&[
-            ("max_event_time", Some(self.max_event_time)),
-            ("watermark", Some(self.last_watermark)),
-        ]);
-        Ok((position, Snapshot::none().with("progress", progress)))
+        let progress = SourceProgress {
+            max_event_time: self.max_event_time,
+            watermark: self.last_watermark,
+        };
+        Ok((position, progress.to_snapshot()))
     }
 
     /// Continues from `position` and `progress` (what [`Self::snapshot`]
@@ -120,17 +119,14 @@ impl SourceHead {
             )));
         }
         self.reader.seek(position)?;
-        let progress = progress.table("progress")?;
-        let value = |name| {
-            scalar(progress, name)?.ok_or_else(|| {
-                Error::Other(format!(
-                    "source {}: progress value '{name}' is null",
-                    self.name
-                ))
-            })
-        };
-        self.max_event_time = value("max_event_time")?;
-        self.last_watermark = value("watermark")?;
+        let progress = SourceProgress::from_snapshot(progress)?.ok_or_else(|| {
+            Error::Other(format!(
+                "the checkpoint holds no progress for source {}",
+                self.name
+            ))
+        })?;
+        self.max_event_time = progress.max_event_time;
+        self.last_watermark = progress.watermark;
         self.publish(self.last_watermark);
         Ok(())
     }

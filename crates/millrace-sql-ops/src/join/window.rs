@@ -1367,8 +1367,9 @@ mod tests {
     /// Every kind, tumbling and hopping windows, parallelism 1 and 2: a
     /// snapshot at any step, restored, changes nothing (the outer kinds pad
     /// rows of windows open at the cut when they fire after it).
-    #[test]
-    fn state_round_trips_through_a_snapshot_at_every_step() {
+    /// Every join kind over tumbling windows of 10 ms, and over hopping
+    /// windows of 20 ms every 10 ms, each with a name for messages.
+    fn every_join() -> Vec<(String, WindowJoinFactory)> {
         let (left, right) = sides();
         let hop = |s: &SchemaRef| WindowAssign::Time {
             time: col("ts", s).unwrap(),
@@ -1377,6 +1378,7 @@ mod tests {
                 slide_ms: 10,
             },
         };
+        let mut joins = Vec::new();
         for kind in [
             JoinKind::Inner,
             JoinKind::Left,
@@ -1390,13 +1392,22 @@ mod tests {
                     spec.right_window = hop(&right);
                 }
                 let factory = WindowJoinFactory::new(spec).unwrap();
-                for parallelism in [1, 2] {
-                    let steps = join_round_trip_steps([&left, &right], parallelism);
-                    let (rows, late) = assert_round_trips_at_every_cut(&factory, &steps);
-                    let what = format!("{kind}, hopping {hopping}, parallelism {parallelism}");
-                    assert!(rows >= 20, "{what}: {rows} rows");
-                    assert!(late >= 10, "{what}: {late} late rows");
-                }
+                joins.push((format!("{kind}, hopping {hopping}"), factory));
+            }
+        }
+        joins
+    }
+
+    #[test]
+    fn state_round_trips_through_a_snapshot_at_every_step() {
+        let (left, right) = sides();
+        for (name, factory) in every_join() {
+            for parallelism in [1, 2] {
+                let steps = join_round_trip_steps([&left, &right], parallelism);
+                let (rows, late) = assert_round_trips_at_every_cut(&factory, &steps);
+                let what = format!("{name}, parallelism {parallelism}");
+                assert!(rows >= 20, "{what}: {rows} rows");
+                assert!(late >= 10, "{what}: {late} late rows");
             }
         }
     }
@@ -1516,32 +1527,12 @@ mod tests {
     #[test]
     fn state_rescales_by_key_group_at_every_step() {
         let (left, right) = sides();
-        let hop = |s: &SchemaRef| WindowAssign::Time {
-            time: col("ts", s).unwrap(),
-            kind: WindowKind::Hop {
-                size_ms: 20,
-                slide_ms: 10,
-            },
-        };
         let steps = join_round_trip_steps([&left, &right], 1).remove(0);
-        for kind in [
-            JoinKind::Inner,
-            JoinKind::Left,
-            JoinKind::Right,
-            JoinKind::Full,
-        ] {
-            for hopping in [false, true] {
-                let mut spec = spec(kind);
-                if hopping {
-                    spec.left_window = hop(&left);
-                    spec.right_window = hop(&right);
-                }
-                let factory = WindowJoinFactory::new(spec).unwrap();
-                let ran = assert_rescales(&factory, &steps, &[&["k"], &["k"]], RESCALES);
-                let what = format!("{kind}, hopping {hopping}: {ran:?}");
-                assert!(ran.rows > 500 && ran.late_rows > 0, "{what}");
-                assert!(ran.state_rows > 500, "{what}");
-            }
+        for (name, factory) in every_join() {
+            let ran = assert_rescales(&factory, &steps, &[&["k"], &["k"]], RESCALES);
+            let what = format!("{name}: {ran:?}");
+            assert!(ran.rows > 500 && ran.late_rows > 0, "{what}");
+            assert!(ran.state_rows > 500, "{what}");
         }
     }
 

@@ -96,11 +96,11 @@ pub struct BenchOptions {
     /// The aim for each throughput run, and the length of each run of the
     /// sustained-rate search.
     pub seconds: f64,
-    /// Length of each latency run. Longer than `seconds`: a p99 needs at
-    /// least a hundred results behind it, and a query measured on window
-    /// results gives few a second; and a host stall near saturation leaves
-    /// a backlog that a short run cannot average out (docs/benchmarks.md,
-    /// "The machine's own tails").
+    /// Length of each latency run. Longer than `seconds`: a p99 means
+    /// something only over many results, a query measured on its window
+    /// results yields few per second, and a backlog left by a host stall
+    /// must weigh little in a run (evidence: docs/benchmarks.md, "The
+    /// machine's own tails").
     pub latency_seconds: f64,
     /// Runs of every measurement (throughput, and each policy at each
     /// load), in rounds that take every policy in turn; tables show the
