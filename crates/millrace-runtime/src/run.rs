@@ -563,6 +563,7 @@ impl TaskBuilder<'_> {
             last_watermark: i64::MIN,
             last_data_ns: now_ns(),
             idle_declared: false,
+            announce_restored: false,
             rows_since_barrier: 0,
             next_barrier: self.barriers.requested() + 1,
             barriers: self.barriers.clone(),

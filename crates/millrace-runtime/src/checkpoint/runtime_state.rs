@@ -1,7 +1,8 @@
 //! The runtime's own per-instance state in a checkpoint, beside what
 //! sources and operators hand over: a source instance's progress (the
-//! largest event time it has seen, its watermark) and an operator
-//! instance's late-row counter. Written and read only here.
+//! largest event time it has seen, its watermark, whether it had declared
+//! itself idle) and an operator instance's late-row counter. Written and
+//! read only here.
 
 use millrace_core::state::{scalar, scalars};
 use millrace_core::{Error, Result, Snapshot};
@@ -14,6 +15,10 @@ const COUNTERS: &str = "counters";
 pub(crate) struct SourceProgress {
     pub max_event_time: i64,
     pub watermark: i64,
+    /// The instance had told downstream it was idle (no data for its idle
+    /// timeout); restored, it says so again at once instead of holding
+    /// every downstream watermark back for another timeout.
+    pub idle: bool,
 }
 
 impl SourceProgress {
@@ -23,6 +28,7 @@ impl SourceProgress {
             scalars(&[
                 ("max_event_time", Some(self.max_event_time)),
                 ("watermark", Some(self.watermark)),
+                ("idle", Some(i64::from(self.idle))),
             ]),
         )
     }
@@ -40,15 +46,18 @@ impl SourceProgress {
         Ok(Some(SourceProgress {
             max_event_time: value("max_event_time")?,
             watermark: value("watermark")?,
+            idle: value("idle")? != 0,
         }))
     }
 
     /// The least of two: what a source instance that takes over from both
-    /// may assume without declaring late a row either would have let in.
+    /// may assume without declaring late a row either would have let in
+    /// (idle only if both were).
     pub(crate) fn min(self, other: Self) -> Self {
         SourceProgress {
             max_event_time: self.max_event_time.min(other.max_event_time),
             watermark: self.watermark.min(other.watermark),
+            idle: self.idle && other.idle,
         }
     }
 }
@@ -80,6 +89,7 @@ mod tests {
         let p = SourceProgress {
             max_event_time: 9,
             watermark: 5,
+            idle: true,
         };
         assert_eq!(
             SourceProgress::from_snapshot(&p.to_snapshot()).unwrap(),
@@ -92,12 +102,14 @@ mod tests {
         let q = SourceProgress {
             max_event_time: 7,
             watermark: 6,
+            idle: false,
         };
         assert_eq!(
             p.min(q),
             SourceProgress {
                 max_event_time: 7,
-                watermark: 5
+                watermark: 5,
+                idle: false,
             }
         );
         assert_eq!(late_rows(&counters(42)).unwrap(), 42);

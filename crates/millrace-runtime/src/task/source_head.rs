@@ -52,6 +52,10 @@ pub struct SourceHead {
     pub last_watermark: i64,
     pub last_data_ns: i64,
     pub idle_declared: bool,
+    /// Restored from a checkpoint and not yet said downstream: the first
+    /// step sends the restored watermark (and `Idle`, if it was idle), so
+    /// the fresh input gates below learn where this instance stood.
+    pub announce_restored: bool,
     pub rows_since_barrier: u64,
     pub next_barrier: BarrierId,
     /// The barriers the run asks for. Every instance injects each one at
@@ -98,6 +102,7 @@ impl SourceHead {
         let progress = SourceProgress {
             max_event_time: self.max_event_time,
             watermark: self.last_watermark,
+            idle: self.idle_declared,
         };
         Ok((position, progress.to_snapshot()))
     }
@@ -127,6 +132,8 @@ impl SourceHead {
         })?;
         self.max_event_time = progress.max_event_time;
         self.last_watermark = progress.watermark;
+        self.idle_declared = progress.idle;
+        self.announce_restored = true;
         self.publish(self.last_watermark);
         Ok(())
     }
@@ -143,6 +150,22 @@ impl SourceHead {
         }
         if self.next_barrier <= self.barriers.requested() {
             self.inject_barrier(out);
+            return Ok(None);
+        }
+        if self.announce_restored {
+            self.announce_restored = false;
+            if self.last_watermark > i64::MIN {
+                out.push((
+                    0,
+                    Message::Watermark(Watermark {
+                        time_ms: self.last_watermark,
+                        entered_ns: now_ns(),
+                    }),
+                ));
+            }
+            if self.idle_declared {
+                out.push((0, Message::Idle));
+            }
             return Ok(None);
         }
         if self.stop.is_stopped() {
@@ -260,6 +283,102 @@ impl SourceHead {
                 out.push((0, Message::End));
                 Ok(None)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batching::BatchPolicy;
+    use crate::metrics::{NodeKind, TaskTimes};
+
+    /// A reader that never has data: what a quiet source looks like.
+    struct Quiet;
+
+    impl SourceReader for Quiet {
+        fn poll_batch(&mut self, _max_rows: usize) -> Result<SourcePoll> {
+            Ok(SourcePoll::Pending { wake_at_ns: None })
+        }
+        fn position(&self) -> Result<Option<Snapshot>> {
+            Ok(Some(Snapshot::none().with(
+                "at",
+                millrace_core::state::scalars(&[("row", Some(0))]),
+            )))
+        }
+        fn seek(&mut self, _position: &Snapshot) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn quiet_head() -> SourceHead {
+        SourceHead {
+            name: "quiet".into(),
+            reader: Box::new(Quiet),
+            node: Arc::new(NodeMetrics::new("quiet".into(), NodeKind::Source, 1)),
+            metrics: Arc::new(OperatorMetrics::new(0, Arc::new(TaskTimes::default()))),
+            columns: 1,
+            event_time: Some((0, "ts".into(), 0, Some(Duration::from_secs(3600)))),
+            batching: BatchController::new(BatchPolicy::Fixed(8), now_ns()),
+            resume_at_ns: None,
+            pressure_ns: 0,
+            barrier_every_rows: None,
+            max_event_time: i64::MIN,
+            last_watermark: i64::MIN,
+            last_data_ns: now_ns(),
+            idle_declared: false,
+            announce_restored: false,
+            rows_since_barrier: 0,
+            next_barrier: 1,
+            barriers: Arc::new(Barriers::starting_after(0)),
+            checkpointing: true,
+            exhausted: false,
+            stop: StopHandle::default(),
+            alignment: None,
+        }
+    }
+
+    fn names(out: &[(usize, Message)]) -> Vec<String> {
+        out.iter()
+            .map(|(_, m)| match m {
+                Message::Watermark(w) => format!("watermark {}", w.time_ms),
+                Message::Idle => "idle".into(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    /// An instance idle at the checkpoint says so again as soon as it is
+    /// restored, after its watermark: downstream does not wait another
+    /// idle timeout (an hour here) to learn it.
+    #[test]
+    fn restored_instance_announces_its_watermark_and_idleness_first() {
+        for idle in [true, false] {
+            let mut before = quiet_head();
+            before.max_event_time = 5_000;
+            before.last_watermark = 5_000;
+            before.idle_declared = idle;
+            let (position, progress) = before.snapshot().unwrap();
+
+            let mut head = quiet_head();
+            head.restore(&position, &progress, 7).unwrap();
+            let mut out = Vec::new();
+            let mut clock = now_ns();
+            head.step(&mut out, &mut clock).unwrap();
+            let mut expected = vec!["watermark 5000".to_string()];
+            if idle {
+                expected.push("idle".into());
+            }
+            assert_eq!(names(&out), expected, "idle {idle}");
+            assert_eq!(head.next_barrier, 8);
+
+            // Once said, not again: the quiet reader is only polled.
+            out.clear();
+            head.step(&mut out, &mut clock).unwrap();
+            assert!(out.is_empty(), "{:?}", names(&out));
+            let (_, again) = head.snapshot().unwrap();
+            let again = SourceProgress::from_snapshot(&again).unwrap().unwrap();
+            assert_eq!(again.idle, idle);
         }
     }
 }
