@@ -98,13 +98,7 @@ impl SourceFactory for ProcessingTime {
             if let Some(ms) = scalar(stamps, "last_ms")? {
                 last_ms = Some(last_ms.map_or(ms, |m| m.max(ms)));
             }
-            let wrapped = position
-                .tables()
-                .filter(|(name, _)| *name != STAMP_TABLE)
-                .fold(Snapshot::none(), |s, (name, table)| {
-                    s.with(name, table.clone())
-                });
-            inner.push(wrapped);
+            inner.push(position.clone().without(STAMP_TABLE));
         }
         let stamp = scalars(&[("last_ms", last_ms)]);
         Ok(self

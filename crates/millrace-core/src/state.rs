@@ -60,10 +60,11 @@
 //! [`SourceFactory::rescale`]: crate::SourceFactory::rescale
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use crate::{Error, Result};
@@ -77,9 +78,24 @@ pub type Epoch = crate::BarrierId;
 /// Table names are the component's own (`"windows"`, `"progress"`…); the
 /// component that wrote them is the only one that reads them. An empty
 /// snapshot ([`Snapshot::none`]) says "nothing to keep".
+///
+/// A table may be handed over as the batches the component already keeps
+/// ([`Snapshot::with_chunks`]): taking a snapshot then copies nothing, and
+/// a checkpoint writes a batch it wrote before only once (batches are
+/// immutable, so one the component still holds is unchanged). Readers see
+/// one batch per table ([`Snapshot::table`]).
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    tables: Vec<(String, RecordBatch)>,
+    tables: Vec<(String, Table)>,
+}
+
+/// One table: its chunks, in order, all of `schema`, and all of them as one
+/// batch, made on the first read.
+#[derive(Clone, Debug)]
+struct Table {
+    schema: SchemaRef,
+    chunks: Vec<RecordBatch>,
+    whole: OnceLock<RecordBatch>,
 }
 
 impl Snapshot {
@@ -94,37 +110,93 @@ impl Snapshot {
     }
 
     /// Adds table `name` (replacing one of that name).
-    pub fn with(mut self, name: impl Into<String>, batch: RecordBatch) -> Self {
+    pub fn with(self, name: impl Into<String>, batch: RecordBatch) -> Self {
+        let whole = OnceLock::from(batch.clone());
+        self.with_table(
+            name.into(),
+            Table {
+                schema: batch.schema(),
+                chunks: vec![batch],
+                whole,
+            },
+        )
+    }
+
+    /// Adds table `name` (replacing one of that name) made of `chunks`, in
+    /// order, each with the columns of `schema` (a chunk whose schema says
+    /// otherwise is given `schema`, or refused if its columns do not fit);
+    /// rows-less chunks are left out.
+    pub fn with_chunks<'a>(
+        self,
+        name: impl Into<String>,
+        schema: &SchemaRef,
+        chunks: impl IntoIterator<Item = &'a RecordBatch>,
+    ) -> Result<Self> {
         let name = name.into();
+        let mut kept = Vec::new();
+        for chunk in chunks.into_iter().filter(|c| c.num_rows() > 0) {
+            if chunk.schema_ref().fields() == schema.fields() {
+                kept.push(chunk.clone());
+                continue;
+            }
+            let fitted = RecordBatch::try_new(schema.clone(), chunk.columns().to_vec())
+                .map_err(|e| Error::Other(format!("snapshot table '{name}': {e}")))?;
+            kept.push(fitted);
+        }
+        Ok(self.with_table(
+            name,
+            Table {
+                schema: schema.clone(),
+                chunks: kept,
+                whole: OnceLock::new(),
+            },
+        ))
+    }
+
+    fn with_table(mut self, name: String, table: Table) -> Self {
         self.tables.retain(|(n, _)| *n != name);
-        self.tables.push((name, batch));
+        self.tables.push((name, table));
         self
     }
 
-    /// The tables, in the order they were added.
-    pub fn tables(&self) -> impl Iterator<Item = (&str, &RecordBatch)> {
-        self.tables.iter().map(|(n, b)| (n.as_str(), b))
+    /// The snapshot without table `name`.
+    pub fn without(mut self, name: &str) -> Self {
+        self.tables.retain(|(n, _)| n != name);
+        self
     }
 
-    /// Table `name`, or an error naming what is missing: a snapshot that
-    /// lacks a part its reader needs is corrupt, never "empty".
-    pub fn table(&self, name: &str) -> Result<&RecordBatch> {
+    /// The tables, in the order they were added: name, schema and chunks.
+    pub fn tables(&self) -> impl Iterator<Item = (&str, &SchemaRef, &[RecordBatch])> {
         self.tables
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, b)| b)
-            .ok_or_else(|| {
-                let found: Vec<&str> = self.tables.iter().map(|(n, _)| n.as_str()).collect();
-                Error::Other(format!(
-                    "snapshot has no table '{name}' (tables: [{}])",
-                    found.join(", ")
-                ))
-            })
+            .map(|(n, t)| (n.as_str(), &t.schema, t.chunks.as_slice()))
+    }
+
+    /// Table `name` as one batch, or an error naming what is missing: a
+    /// snapshot that lacks a part its reader needs is corrupt, never
+    /// "empty".
+    pub fn table(&self, name: &str) -> Result<&RecordBatch> {
+        let Some((_, table)) = self.tables.iter().find(|(n, _)| n == name) else {
+            let found: Vec<&str> = self.tables.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(Error::Other(format!(
+                "snapshot has no table '{name}' (tables: [{}])",
+                found.join(", ")
+            )));
+        };
+        if let Some(whole) = table.whole.get() {
+            return Ok(whole);
+        }
+        let whole = concat_batches(&table.schema, &table.chunks)?;
+        Ok(table.whole.get_or_init(|| whole))
     }
 
     /// Rows in all tables (for tests and summaries).
     pub fn rows(&self) -> usize {
-        self.tables.iter().map(|(_, b)| b.num_rows()).sum()
+        self.tables
+            .iter()
+            .flat_map(|(_, t)| &t.chunks)
+            .map(RecordBatch::num_rows)
+            .sum()
     }
 }
 

@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
+use millrace_core::time::now_ns;
 use millrace_core::{BarrierId, Message, Watermark};
 
 use crate::channel::Channel;
@@ -68,6 +69,10 @@ pub struct InputGate {
     next: usize,
     watermark: i64,
     aligning: Option<BarrierId>,
+    /// When the barrier being aligned first arrived on a channel.
+    aligning_since_ns: i64,
+    /// Time channels were held back by alignments, not yet taken.
+    held_ns: u64,
     idle_forwarded: bool,
     ended: bool,
     /// Events decided but not yet handed out (one message can complete both
@@ -87,6 +92,8 @@ impl InputGate {
             next: 0,
             watermark: i64::MIN,
             aligning: None,
+            aligning_since_ns: 0,
+            held_ns: 0,
             idle_forwarded: false,
             ended: false,
             ready: VecDeque::new(),
@@ -169,6 +176,9 @@ impl InputGate {
             }
             Message::Barrier(id) => {
                 self.channels[c].blocked = true;
+                if self.aligning.is_none() {
+                    self.aligning_since_ns = now_ns();
+                }
                 self.aligning = Some(id);
                 self.try_release_barrier();
             }
@@ -205,6 +215,7 @@ impl InputGate {
                 ch.blocked = false;
             }
             self.aligning = None;
+            self.held_ns += (now_ns() - self.aligning_since_ns).max(0) as u64;
             self.ready.push_back(GateEvent::Barrier(id));
         }
     }
@@ -230,6 +241,12 @@ impl InputGate {
                 entered_ns: closed_by.unwrap_or(min.watermark_entered),
             }));
         }
+    }
+
+    /// Time channels were held back by barrier alignment (from a barrier's
+    /// first arrival to its release) since the last call.
+    pub fn take_held_ns(&mut self) -> u64 {
+        std::mem::take(&mut self.held_ns)
     }
 
     /// Tells channel `channel`'s producer what its data message of `rows`

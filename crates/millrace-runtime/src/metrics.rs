@@ -22,6 +22,9 @@ pub struct TaskTimes {
     pub ended_ns: AtomicI64,
     pub busy_ns: AtomicU64,
     pub backpressured_ns: AtomicU64,
+    /// Time some of its inputs were held back aligning barriers (the rest
+    /// may have been read meanwhile: this overlaps busy and idle time).
+    pub aligning_ns: AtomicU64,
 }
 
 /// Counters of one operator instance (sources and sinks included).
@@ -114,6 +117,7 @@ impl NodeMetrics {
             busy_ns: 0,
             task_busy_ns: 0,
             backpressured_ns: 0,
+            aligning_ns: 0,
             wall_ns: 0,
             source_stats: *self.source_stats.lock().unwrap_or_else(|e| e.into_inner()),
             state: None,
@@ -125,6 +129,7 @@ impl NodeMetrics {
             s.busy_ns += m.busy_ns.load(Relaxed);
             s.task_busy_ns += m.task.busy_ns.load(Relaxed);
             s.backpressured_ns += m.task.backpressured_ns.load(Relaxed);
+            s.aligning_ns += m.task.aligning_ns.load(Relaxed);
             let (start, end) = (
                 m.task.started_ns.load(Relaxed),
                 m.task.ended_ns.load(Relaxed),
@@ -179,6 +184,8 @@ pub struct OperatorSummary {
     /// chain, receiving and partitioning), summed over instances.
     pub task_busy_ns: u64,
     pub backpressured_ns: u64,
+    /// Time inputs were held back aligning barriers, summed over instances.
+    pub aligning_ns: u64,
     pub wall_ns: u64,
     pub source_stats: SourceStats,
     /// Peak state summed over instances (each instance's own peak), for
@@ -199,6 +206,9 @@ impl OperatorSummary {
     }
     pub fn backpressured_pct(&self) -> f64 {
         self.pct(self.backpressured_ns)
+    }
+    pub fn aligning_pct(&self) -> f64 {
+        self.pct(self.aligning_ns)
     }
     /// Share of its task's life with nothing to do: neither working (on
     /// this operator or anything else in its task) nor backpressured.
@@ -396,6 +406,9 @@ impl fmt::Display for RunSummary {
             let mut notes = Vec::new();
             if o.late_rows > 0 {
                 notes.push(format!("late rows {}", o.late_rows));
+            }
+            if o.aligning_ns > 0 {
+                notes.push(format!("inputs held aligning {:.1}%", o.aligning_pct()));
             }
             if o.source_stats.skipped > 0 {
                 notes.push(format!("skipped {}", o.source_stats.skipped));

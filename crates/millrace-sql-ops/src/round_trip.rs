@@ -327,20 +327,23 @@ pub(crate) fn route(steps: &[Step], keys: &[&[&str]], parallelism: usize) -> Vec
     routed
 }
 
-/// `snapshot` written as a checkpoint stores it (each table an Arrow IPC
-/// stream of one batch) and read back.
+/// `snapshot` written as a checkpoint stores it (each chunk of a table an
+/// Arrow IPC stream of one batch) and read back.
 pub(crate) fn through_ipc(snapshot: &Snapshot) -> Snapshot {
     let mut read = Snapshot::none();
-    for (name, table) in snapshot.tables() {
-        let mut bytes = Vec::new();
-        let mut writer = StreamWriter::try_new(&mut bytes, &table.schema()).unwrap();
-        writer.write(table).unwrap();
-        writer.finish().unwrap();
-        drop(writer);
-        let mut reader = StreamReader::try_new(bytes.as_slice(), None).unwrap();
-        let batch = reader.next().expect("one batch").unwrap();
-        assert!(reader.next().is_none(), "table '{name}': one batch");
-        read = read.with(name, batch);
+    for (name, schema, chunks) in snapshot.tables() {
+        let mut back = Vec::new();
+        for chunk in chunks {
+            let mut bytes = Vec::new();
+            let mut writer = StreamWriter::try_new(&mut bytes, &chunk.schema()).unwrap();
+            writer.write(chunk).unwrap();
+            writer.finish().unwrap();
+            drop(writer);
+            let mut reader = StreamReader::try_new(bytes.as_slice(), None).unwrap();
+            back.push(reader.next().expect("one batch").unwrap());
+            assert!(reader.next().is_none(), "table '{name}': one batch");
+        }
+        read = read.with_chunks(name, schema, &back).unwrap();
     }
     read
 }

@@ -4,8 +4,10 @@
 //! (counts that cut the rows back into windows, batches or partitions, in
 //! order; flags per row).
 //!
-//! Writing: [`rows_table`] puts an operator's live rows together,
-//! [`Columns`] builds the tables of counts and flags. Reading: a
+//! Writing: an operator hands over the batches it keeps as they are
+//! (`Snapshot::with_chunks`: no copy on the worker, and a checkpoint
+//! writes a batch it already holds only once); [`Columns`] builds the
+//! tables of counts and flags. Reading: a
 //! [`Reader`] finds the tables, checks them against the plan, and names the
 //! operator and the table in every error, so a snapshot of another plan is
 //! refused with a reason instead of being misread.
@@ -13,19 +15,10 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, UInt64Array};
-use arrow::compute::{concat_batches, take_record_batch};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::{DataType, Field, Fields, Int64Type, Schema, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use millrace_core::{Error, Result, Snapshot};
-
-/// `batches` (each with the columns of `schema`) as one table of `schema`;
-/// no batches give a table without rows.
-pub(crate) fn rows_table<'a>(
-    schema: &SchemaRef,
-    batches: impl IntoIterator<Item = &'a RecordBatch>,
-) -> Result<RecordBatch> {
-    Ok(concat_batches(schema, batches)?)
-}
 
 /// A table of named columns of equal length, built column by column.
 #[derive(Default)]
@@ -238,11 +231,12 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
         let v: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
         let batch = RecordBatch::try_new(schema.clone(), vec![v]).unwrap();
-        let rows = rows_table(&schema, [&batch.slice(0, 1), &batch.slice(1, 2)]).unwrap();
-        assert_eq!(rows, batch);
         let snapshot = Snapshot::none()
             .with("parts", counts)
-            .with("rows", rows.clone());
+            .with_chunks("rows", &schema, &[batch.slice(0, 1), batch.slice(1, 2)])
+            .unwrap();
+        let rows = snapshot.table("rows").unwrap().clone();
+        assert_eq!(rows, batch);
         let reader = Reader::new("test op", &snapshot);
 
         let parts = reader.table("parts").unwrap();

@@ -28,6 +28,7 @@ pub fn summary_json(s: &RunSummary) -> Value {
                 "busy_pct": o.busy_pct(),
                 "idle_pct": o.idle_pct(),
                 "backpressured_pct": o.backpressured_pct(),
+                "aligning_pct": o.aligning_pct(),
                 "skipped": o.source_stats.skipped,
                 "dead_lettered": o.source_stats.dead_lettered,
                 "state": o.state.map(|st| json!({
@@ -64,6 +65,7 @@ pub fn summary_json(s: &RunSummary) -> Value {
                 "failed": c.failed.load(Relaxed),
                 "latest": c.latest.load(Relaxed),
                 "latest_bytes": c.latest_bytes.load(Relaxed),
+                "written_bytes": c.written_bytes.load(Relaxed),
                 "duration_us": {
                     "p50": duration.value_at_quantile(0.5),
                     "p99": duration.value_at_quantile(0.99),

@@ -37,6 +37,9 @@ pub struct CheckpointStats {
     pub latest: AtomicU64,
     /// Bytes of state in the latest complete checkpoint.
     pub latest_bytes: AtomicU64,
+    /// Bytes written by all checkpoints of the run (a checkpoint writes
+    /// only the state its predecessor does not hold: `store.rs`).
+    pub written_bytes: AtomicU64,
     /// From the start of each complete checkpoint to its sinks' commit, µs.
     pub duration_us: Mutex<Histogram<u64>>,
     /// From each row's entry (its scheduled time, for a generator) to the
@@ -54,6 +57,7 @@ impl Default for CheckpointStats {
             failed: AtomicU64::new(0),
             latest: AtomicU64::new(0),
             latest_bytes: AtomicU64::new(0),
+            written_bytes: AtomicU64::new(0),
             duration_us: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
             ),
@@ -68,10 +72,12 @@ impl std::fmt::Display for CheckpointStats {
         let d = self.duration_us.lock().unwrap_or_else(|e| e.into_inner());
         write!(
             f,
-            "{} complete (latest {}, {} bytes), {} aborted, {} failed; duration p50 {} µs p99 {} µs",
+            "{} complete (latest {}, {} bytes; {} bytes written in all), {} aborted, {} failed; \
+             duration p50 {} µs p99 {} µs",
             self.completed.load(Relaxed),
             self.latest.load(Relaxed),
             self.latest_bytes.load(Relaxed),
+            self.written_bytes.load(Relaxed),
             self.aborted.load(Relaxed),
             self.failed.load(Relaxed),
             d.value_at_quantile(0.5),
@@ -359,7 +365,7 @@ impl Coordinator {
             };
             state.snapshots.insert(owner, p.clone());
         }
-        let bytes = match self.store.write(
+        let size = match self.store.write(
             epoch,
             &self.fingerprint,
             &self.parallelism,
@@ -391,7 +397,8 @@ impl Coordinator {
         drop(latency);
         self.stats.completed.fetch_add(1, Relaxed);
         self.stats.latest.store(epoch, Relaxed);
-        self.stats.latest_bytes.store(bytes, Relaxed);
+        self.stats.latest_bytes.store(size.state, Relaxed);
+        self.stats.written_bytes.fetch_add(size.written, Relaxed);
         let us = started.elapsed().as_micros().max(1) as u64;
         self.stats
             .duration_us

@@ -6,21 +6,35 @@
 //! <dir>/chk-00000000000000000041/MANIFEST.json  written last (atomic rename)
 //! ```
 //!
-//! A part is one table of one component's snapshot, as an Arrow IPC stream
-//! with its CRC-32 in the manifest. The manifest names the pipeline's
-//! fingerprint, the epoch and every part (offset, length, checksum), so a
-//! checkpoint is complete exactly when its manifest exists: a directory
-//! without one is an interrupted write, removed before a run starts. Any
-//! part that does not read back as written is an error naming the file and
-//! the part, never a silent fresh start.
+//! A part is one chunk of one table of one component's snapshot
+//! (`Snapshot::with_chunks`), as an Arrow IPC stream with its CRC-32 in the
+//! manifest. The manifest names the pipeline's fingerprint, the epoch and
+//! every part (the checkpoint whose state file holds it, offset, length,
+//! checksum), so a checkpoint is complete exactly when its manifest exists.
+//! Any part that does not read back as written is an error naming the file
+//! and the part, never a silent fresh start.
 //!
-//! Each checkpoint holds its whole state (no file is shared between two
-//! checkpoints), so retention deletes whole directories, oldest first.
+//! **Incremental.** A chunk that the previous checkpoint of this run wrote,
+//! and that a component still holds unchanged (the same Arrow arrays:
+//! batches are immutable), is not written again: the new manifest points
+//! at the older state file. So a window join that buffers ten seconds of
+//! rows writes, at each checkpoint, only the rows that arrived since the
+//! last one. A state file whose parts are mostly no longer referenced
+//! (less than half of its bytes) has its live parts written again, so disk
+//! use stays within about twice the state.
+//!
+//! **Deletion.** Retention removes the manifests of all but the newest N
+//! complete checkpoints, then every directory whose state file no retained
+//! manifest references. A directory without a manifest that no complete
+//! manifest references is an interrupted write (or an interrupted
+//! deletion), removed before a run starts.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use arrow::record_batch::RecordBatch;
 use arrow_ipc::reader::StreamReader;
@@ -28,8 +42,9 @@ use arrow_ipc::writer::StreamWriter;
 use millrace_core::{Epoch, Error, OperatorId, PlanFingerprint, Result, Snapshot};
 use serde_json::{Value, json};
 
-/// What a manifest's `format` says; a reader refuses any other.
-const FORMAT: u64 = 1;
+/// What a manifest's `format` says; a reader refuses any other (format 1,
+/// without shared parts, is read too).
+const FORMAT: u64 = 2;
 const MANIFEST: &str = "MANIFEST.json";
 const STATE: &str = "state.arrows";
 const PREFIX: &str = "chk-";
@@ -99,13 +114,60 @@ pub struct Checkpoint {
     /// Taken when every source had ended (nothing follows it).
     pub finished: bool,
     pub state: CheckpointState,
-    /// Bytes of the state file.
+    /// Bytes of state (all its parts, wherever they lie).
     pub bytes: u64,
+}
+
+/// What writing a checkpoint cost and holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteSize {
+    /// Bytes of all its parts, the ones it shares with older checkpoints
+    /// included.
+    pub state: u64,
+    /// Bytes it wrote: its own state file.
+    pub written: u64,
+}
+
+/// Where a part lies: in the state file of checkpoint `file`.
+#[derive(Clone, Copy, Debug)]
+struct PartAt {
+    file: Epoch,
+    offset: u64,
+    len: u64,
+    crc: u32,
+}
+
+/// A chunk's identity: its arrays' addresses and its rows. Only compared
+/// while [`Written`] holds the chunk (so none of those addresses can be
+/// reused by other data meanwhile); a match is reused only if the schemas
+/// agree too (one array may be kept under two names).
+type ChunkKey = (Vec<usize>, usize);
+
+fn chunk_key(chunk: &RecordBatch) -> ChunkKey {
+    (
+        chunk
+            .columns()
+            .iter()
+            .map(|c| Arc::as_ptr(c) as *const () as usize)
+            .collect(),
+        chunk.num_rows(),
+    )
+}
+
+/// The parts of the last checkpoint this store wrote, by chunk identity,
+/// with the chunks themselves, and the size of each state file they lie in.
+#[derive(Default)]
+struct Written {
+    parts: HashMap<ChunkKey, (RecordBatch, PartAt)>,
+    file_bytes: HashMap<Epoch, u64>,
 }
 
 /// The checkpoints of one pipeline, in one directory.
 pub struct CheckpointStore {
     dir: PathBuf,
+    /// What the next checkpoint may point at instead of writing again
+    /// (empty at first: a run's first checkpoint writes everything).
+    written: Mutex<Written>,
 }
 
 impl CheckpointStore {
@@ -114,6 +176,7 @@ impl CheckpointStore {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         Ok(CheckpointStore {
             dir: dir.to_path_buf(),
+            written: Mutex::new(Written::default()),
         })
     }
 
@@ -140,15 +203,39 @@ impl CheckpointStore {
         }
     }
 
-    /// Removes interrupted writes: checkpoint directories without a
-    /// manifest. Only while no run writes here (under [`Self::lock`]).
+    /// Removes interrupted writes and deletions: checkpoint directories
+    /// without a manifest whose state file no complete checkpoint
+    /// references. Only while no run writes here (under [`Self::lock`]).
     pub(crate) fn remove_incomplete(&self) -> Result<()> {
-        for (_, path) in self.entries()? {
-            if !path.join(MANIFEST).exists() {
+        let referenced = self.referenced(&self.complete()?)?;
+        for (epoch, path) in self.entries()? {
+            if !path.join(MANIFEST).exists() && !referenced.contains(&epoch) {
                 fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
             }
         }
         Ok(())
+    }
+
+    /// The checkpoints whose state files the manifests of `epochs` name.
+    fn referenced(&self, epochs: &[Epoch]) -> Result<BTreeSet<Epoch>> {
+        let mut files = BTreeSet::new();
+        for &epoch in epochs {
+            let path = self.path_of(epoch).join(MANIFEST);
+            let text = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            let manifest: Value = serde_json::from_slice(&text).map_err(|e| {
+                Error::Other(format!(
+                    "checkpoint {}: not a readable manifest ({e})",
+                    path.display()
+                ))
+            })?;
+            files.insert(epoch);
+            for part in manifest["parts"].as_array().into_iter().flatten() {
+                if let Some(file) = part["file"].as_u64() {
+                    files.insert(file);
+                }
+            }
+        }
+        Ok(files)
     }
 
     pub fn dir(&self) -> &Path {
@@ -193,9 +280,9 @@ impl CheckpointStore {
         self.dir.join(format!("{PREFIX}{epoch:020}"))
     }
 
-    /// Writes checkpoint `epoch` durably: the state file, then the
-    /// manifest by atomic rename, each fsynced, then the directory entry.
-    /// Returns the bytes written.
+    /// Writes checkpoint `epoch` durably: the state file (the parts no
+    /// earlier checkpoint of this run holds), then the manifest by atomic
+    /// rename, each fsynced, then the directory entry.
     pub fn write(
         &self,
         epoch: Epoch,
@@ -203,26 +290,79 @@ impl CheckpointStore {
         parallelism: &BTreeMap<OperatorId, usize>,
         finished: bool,
         state: &CheckpointState,
-    ) -> Result<u64> {
+    ) -> Result<WriteSize> {
         let dir = self.path_of(epoch);
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let mut previous = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        // Every part in manifest order; an empty table is one chunk without
+        // rows, so that its schema is kept.
+        let mut chunks = Vec::new();
+        for (owner, snapshot) in &state.snapshots {
+            for (table, schema, table_chunks) in snapshot.tables() {
+                if table_chunks.is_empty() {
+                    chunks.push((owner, table, RecordBatch::new_empty(schema.clone())));
+                }
+                for chunk in table_chunks {
+                    chunks.push((owner, table, chunk.clone()));
+                }
+            }
+        }
+        // Parts the previous checkpoint wrote and that are still held
+        // unchanged, unless most of their file is no longer referenced.
+        let mut reused: Vec<Option<PartAt>> = chunks
+            .iter()
+            .map(|(_, _, chunk)| {
+                let (held, at) = previous.parts.get(&chunk_key(chunk))?;
+                (held.schema_ref() == chunk.schema_ref()).then_some(*at)
+            })
+            .collect();
+        let mut live: HashMap<Epoch, u64> = HashMap::new();
+        for at in reused.iter().flatten() {
+            *live.entry(at.file).or_default() += at.len;
+        }
+        for at in &mut reused {
+            if let Some(a) = at
+                && live[&a.file] * 2 < previous.file_bytes.get(&a.file).copied().unwrap_or(0)
+            {
+                *at = None;
+            }
+        }
         let mut data = Vec::new();
         let mut parts = Vec::new();
-        for (owner, snapshot) in &state.snapshots {
-            for (table, batch) in snapshot.tables() {
-                let offset = data.len();
-                encode(batch, &mut data)?;
-                let len = data.len() - offset;
-                parts.push(json!({
-                    "role": owner.role.as_str(),
-                    "node": owner.node.as_str(),
-                    "instance": owner.instance,
-                    "table": table,
-                    "offset": offset,
-                    "len": len,
-                    "crc32": crc32fast::hash(&data[offset..]),
-                }));
+        let mut next = Written::default();
+        let mut state_bytes = 0;
+        for ((owner, table, chunk), reused) in chunks.into_iter().zip(reused) {
+            let at = match reused {
+                Some(at) => at,
+                None => {
+                    let offset = data.len();
+                    encode(&chunk, &mut data)?;
+                    PartAt {
+                        file: epoch,
+                        offset: offset as u64,
+                        len: (data.len() - offset) as u64,
+                        crc: crc32fast::hash(&data[offset..]),
+                    }
+                }
+            };
+            state_bytes += at.len;
+            let mut part = json!({
+                "role": owner.role.as_str(),
+                "node": owner.node.as_str(),
+                "instance": owner.instance,
+                "table": table,
+                "offset": at.offset,
+                "len": at.len,
+                "crc32": at.crc,
+            });
+            if at.file != epoch {
+                part["file"] = json!(at.file);
             }
+            parts.push(part);
+            if let Some(bytes) = previous.file_bytes.get(&at.file) {
+                next.file_bytes.insert(at.file, *bytes);
+            }
+            next.parts.insert(chunk_key(&chunk), (chunk, at));
         }
         let state_path = dir.join(STATE);
         write_synced(&state_path, &data)?;
@@ -247,7 +387,13 @@ impl CheckpointStore {
         fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
         sync_dir(&dir)?;
         sync_dir(&self.dir)?;
-        Ok(data.len() as u64)
+        // Only a complete checkpoint's parts may be pointed at.
+        next.file_bytes.insert(epoch, data.len() as u64);
+        *previous = next;
+        Ok(WriteSize {
+            state: state_bytes,
+            written: data.len() as u64,
+        })
     }
 
     /// Checkpoint `epoch`, read back and verified; an error names the file
@@ -267,10 +413,10 @@ impl CheckpointStore {
                 .ok_or_else(|| corrupt(&manifest_path, format!("the manifest has no '{name}'")))
         };
         let format = field("format")?.as_u64();
-        if format != Some(FORMAT) {
+        if !matches!(format, Some(1..=FORMAT)) {
             return Err(corrupt(
                 &manifest_path,
-                format!("format {format:?}, this build reads format {FORMAT}"),
+                format!("format {format:?}, this build reads formats 1 to {FORMAT}"),
             ));
         }
         let bad = |what: &str| corrupt(&manifest_path, format!("malformed {what}"));
@@ -302,20 +448,22 @@ impl CheckpointStore {
             fingerprint.operators.push((id, hash));
         }
         let state_path = dir.join(STATE);
-        let mut data = Vec::new();
-        File::open(&state_path)
-            .and_then(|mut f| f.read_to_end(&mut data))
-            .map_err(|e| Error::io(&state_path, e))?;
+        let own = read_file(&state_path)?;
         let expected = field("state")?["bytes"]
             .as_u64()
             .ok_or_else(|| bad("state"))?;
-        if data.len() as u64 != expected {
+        if own.len() as u64 != expected {
             return Err(corrupt(
                 &state_path,
-                format!("{} bytes, the manifest says {expected}", data.len()),
+                format!("{} bytes, the manifest says {expected}", own.len()),
             ));
         }
-        let mut state = CheckpointState::default();
+        // The state files this checkpoint's parts lie in, each read once.
+        let mut files: HashMap<Epoch, (PathBuf, Vec<u8>)> = HashMap::new();
+        files.insert(epoch, (state_path, own));
+        let mut tables: BTreeMap<(Owner, String), Vec<RecordBatch>> = BTreeMap::new();
+        let mut order = Vec::new();
+        let mut bytes_read = 0;
         for part in field("parts")?.as_array().ok_or_else(|| bad("parts"))? {
             let role = part["role"]
                 .as_str()
@@ -329,22 +477,55 @@ impl CheckpointStore {
             let offset = part["offset"].as_u64().ok_or_else(|| bad("part offset"))? as usize;
             let len = part["len"].as_u64().ok_or_else(|| bad("part length"))? as usize;
             let crc = part["crc32"].as_u64().ok_or_else(|| bad("part checksum"))?;
+            let file = match &part["file"] {
+                Value::Null => epoch,
+                other => other.as_u64().ok_or_else(|| bad("part file"))?,
+            };
+            let (path, data) = match files.entry(file) {
+                Entry::Occupied(held) => held.into_mut(),
+                Entry::Vacant(slot) => {
+                    let path = self.path_of(file).join(STATE);
+                    let data = read_file(&path).map_err(|e| {
+                        corrupt(
+                            &manifest_path,
+                            format!("a part's state file is missing: {e}"),
+                        )
+                    })?;
+                    slot.insert((path, data))
+                }
+            };
+            let (path, data) = (&*path, &*data);
             let what = format!("part {table} of {} {node}#{instance}", role.as_str());
             let bytes = offset
                 .checked_add(len)
                 .and_then(|end| data.get(offset..end))
-                .ok_or_else(|| corrupt(&state_path, format!("{what} lies past the end")))?;
+                .ok_or_else(|| corrupt(path, format!("{what} lies past the end")))?;
             if u64::from(crc32fast::hash(bytes)) != crc {
-                return Err(corrupt(&state_path, format!("{what}: checksum mismatch")));
+                return Err(corrupt(path, format!("{what}: checksum mismatch")));
             }
-            let batch = decode(bytes).map_err(|e| corrupt(&state_path, format!("{what}: {e}")))?;
+            let batch = decode(bytes).map_err(|e| corrupt(path, format!("{what}: {e}")))?;
+            bytes_read += len as u64;
             let owner = Owner {
                 role,
                 node,
                 instance,
             };
+            let key = (owner, table.to_string());
+            if !tables.contains_key(&key) {
+                order.push(key.clone());
+            }
+            tables.entry(key).or_default().push(batch);
+        }
+        let mut state = CheckpointState::default();
+        for key in order {
+            let chunks = tables.remove(&key).unwrap_or_default();
+            let (owner, table) = key;
+            let schema = chunks[0].schema();
             let snapshot = state.snapshots.remove(&owner).unwrap_or_default();
-            state.snapshots.insert(owner, snapshot.with(table, batch));
+            let snapshot = snapshot
+                .with_chunks(table.as_str(), &schema, &chunks)
+                .map_err(|e| corrupt(&manifest_path, e.to_string()))?;
+            state.snapshots.insert(owner, snapshot);
         }
         Ok(Checkpoint {
             epoch,
@@ -353,21 +534,32 @@ impl CheckpointStore {
             parallelism,
             finished,
             state,
-            bytes: data.len() as u64,
+            bytes: bytes_read,
         })
     }
 
-    /// Deletes the oldest complete checkpoints beyond the newest `keep`.
+    /// Keeps the newest `keep` complete checkpoints: deletes the manifests
+    /// of older ones, then every checkpoint directory that no kept
+    /// manifest references (a kept checkpoint may hold parts in an older
+    /// one's state file).
     pub fn retain(&self, keep: usize) -> Result<()> {
         let complete = self.complete()?;
-        let drop = complete.len().saturating_sub(keep.max(1));
-        for epoch in &complete[..drop] {
-            let path = self.path_of(*epoch);
-            // The manifest first: a crash mid-delete leaves an incomplete
-            // directory, which `open` removes, never a complete-looking one
-            // with parts missing.
-            fs::remove_file(path.join(MANIFEST)).map_err(|e| Error::io(&path, e))?;
-            fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        let kept = &complete[complete.len().saturating_sub(keep.max(1))..];
+        let referenced = self.referenced(kept)?;
+        for (epoch, path) in self.entries()? {
+            if kept.contains(&epoch) {
+                continue;
+            }
+            // The manifest first: a crash mid-delete leaves a directory
+            // without one, which the next run removes unless it is
+            // referenced, never a complete-looking one with parts missing.
+            let manifest = path.join(MANIFEST);
+            if manifest.exists() {
+                fs::remove_file(&manifest).map_err(|e| Error::io(&manifest, e))?;
+            }
+            if !referenced.contains(&epoch) {
+                fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+            }
         }
         Ok(())
     }
@@ -389,6 +581,14 @@ fn decode(bytes: &[u8]) -> Result<RecordBatch> {
         return Err(Error::Other("more than one record batch".into()));
     }
     Ok(batch)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut data))
+        .map_err(|e| Error::io(path, e))?;
+    Ok(data)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -526,5 +726,147 @@ mod tests {
         fs::write(store.path_of(1).join(MANIFEST), b"{\"format\": 1,").unwrap();
         let err = store.read(1).unwrap_err().to_string();
         assert!(err.contains("MANIFEST.json"), "{err}");
+    }
+
+    fn rows(from: i64, n: i64) -> RecordBatch {
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("v", arrow::datatypes::DataType::Int64, false),
+        ]));
+        let values = arrow::array::Int64Array::from_iter_values(from..from + n);
+        RecordBatch::try_new(schema, vec![Arc::new(values)]).unwrap()
+    }
+
+    fn chunked(chunks: &[RecordBatch]) -> CheckpointState {
+        let mut state = CheckpointState::default();
+        state.snapshots.insert(
+            Owner {
+                role: Role::Operator,
+                node: OperatorId::new(1, "window"),
+                instance: 0,
+            },
+            Snapshot::none()
+                .with_chunks("rows", &chunks[0].schema(), chunks)
+                .unwrap(),
+        );
+        state
+    }
+
+    fn values(store: &CheckpointStore, epoch: Epoch) -> Vec<i64> {
+        let chk = store.read(epoch).unwrap();
+        let snap = chk.state.snapshots.values().next().unwrap();
+        let table = snap.table("rows").unwrap();
+        table
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap()
+            .values()
+            .to_vec()
+    }
+
+    fn manifest_refs(store: &CheckpointStore, epoch: Epoch) -> BTreeSet<Epoch> {
+        store.referenced(&[epoch]).unwrap()
+    }
+
+    /// A chunk still held unchanged is written once; later checkpoints
+    /// point at it, and the file holding it outlives its own checkpoint
+    /// while they do.
+    #[test]
+    fn held_chunks_are_written_once_and_their_file_kept_while_referenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let (a, b, c, d) = (
+            rows(0, 1000),
+            rows(1000, 1000),
+            rows(2000, 10),
+            rows(3000, 10),
+        );
+        let w = |epoch, chunks: &[RecordBatch]| {
+            store
+                .write(epoch, &fingerprint(), &par(), false, &chunked(chunks))
+                .unwrap()
+        };
+        let first = w(1, &[a.clone(), b.clone()]);
+        assert_eq!(first.written, first.state);
+        let second = w(2, &[a.clone(), b.clone(), c.clone()]);
+        assert!(second.written * 10 < second.state, "{second:?}");
+        assert_eq!(manifest_refs(&store, 2), BTreeSet::from([1, 2]));
+        // The same values in other arrays are other data: written again.
+        let third = w(3, &[rows(0, 1000), b.clone(), c.clone()]);
+        assert!(third.written > 8000 && third.written < 9000, "{third:?}");
+        assert_eq!(values(&store, 2), (0..2010).collect::<Vec<_>>());
+
+        store.retain(1).unwrap();
+        assert_eq!(store.complete().unwrap(), vec![3]);
+        assert!(store.path_of(1).exists() && store.path_of(2).exists());
+        store.remove_incomplete().unwrap();
+        assert!(store.path_of(1).exists(), "chk-1 holds b, which 3 needs");
+        let expected: Vec<i64> = (0..2010).collect();
+        assert_eq!(values(&store, 3), expected);
+
+        // Once nothing kept points at a file, its directory goes.
+        w(4, &[c.clone(), d.clone()]);
+        store.retain(1).unwrap();
+        assert!(!store.path_of(1).exists());
+        assert!(store.path_of(2).exists(), "chk-2 holds c");
+        assert!(!store.path_of(3).exists());
+        let expected: Vec<i64> = (2000..2010).chain(3000..3010).collect();
+        assert_eq!(values(&store, 4), expected);
+
+        // A run starting over writes everything again.
+        let again = CheckpointStore::open(dir.path()).unwrap();
+        let fresh = again
+            .write(5, &fingerprint(), &par(), false, &chunked(&[c, d]))
+            .unwrap();
+        assert_eq!(fresh.written, fresh.state);
+    }
+
+    /// A file whose parts are mostly unreferenced has its live parts
+    /// written again, so old files do not pin dead state.
+    #[test]
+    fn live_parts_of_a_mostly_dead_file_are_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let (big, small) = (rows(0, 10_000), rows(10_000, 10));
+        let w = |epoch, chunks: &[RecordBatch]| {
+            store
+                .write(epoch, &fingerprint(), &par(), false, &chunked(chunks))
+                .unwrap()
+        };
+        w(1, &[big, small.clone()]);
+        let second = w(2, &[small]);
+        assert_eq!(second.written, second.state);
+        assert_eq!(manifest_refs(&store, 2), BTreeSet::from([2]));
+        store.retain(1).unwrap();
+        assert!(!store.path_of(1).exists());
+        assert_eq!(values(&store, 2), (10_000..10_010).collect::<Vec<_>>());
+    }
+
+    /// A part in another checkpoint's file that is gone is an error naming
+    /// the manifest and the missing file.
+    #[test]
+    fn a_missing_shared_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let a = rows(0, 1000);
+        for epoch in 1..=2 {
+            store
+                .write(
+                    epoch,
+                    &fingerprint(),
+                    &par(),
+                    false,
+                    &chunked(std::slice::from_ref(&a)),
+                )
+                .unwrap();
+        }
+        fs::remove_dir_all(store.path_of(1)).unwrap();
+        let err = store.read(2).unwrap_err().to_string();
+        assert!(
+            err.contains("MANIFEST.json")
+                && err.contains("missing")
+                && err.contains("chk-00000000000000000001"),
+            "{err}"
+        );
     }
 }

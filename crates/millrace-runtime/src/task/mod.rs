@@ -484,7 +484,11 @@ impl Task for DataflowTask {
                             (input, Message::Data(batch))
                         }
                         GateEvent::Watermark(wm) => (0, Message::Watermark(wm)),
-                        GateEvent::Barrier(id) => (0, Message::Barrier(id)),
+                        GateEvent::Barrier(id) => {
+                            let held = gate.take_held_ns();
+                            self.times.aligning_ns.fetch_add(held, Relaxed);
+                            (0, Message::Barrier(id))
+                        }
                         GateEvent::Idle => (0, Message::Idle),
                         GateEvent::End => (0, Message::End),
                     }),

@@ -42,7 +42,7 @@ use millrace_core::{Error, Result, Snapshot};
 
 use super::held::HeldRows;
 use super::{Cand, Chunk, Partition, TopNOperator, WindowTop, encode};
-use crate::snapshot::{Columns, Reader, Table, rows_table};
+use crate::snapshot::{Columns, Reader, Table};
 
 pub(super) const PROGRESS: &str = "progress";
 const ROWS: &str = "rows";
@@ -116,7 +116,7 @@ pub(super) fn write_state(
                 })
                 .collect::<Result<Vec<i64>>>()?;
             Snapshot::none()
-                .with(ROWS, rows_table(schema, windows.iter().map(|w| &w.rows))?)
+                .with_chunks(ROWS, schema, windows.iter().map(|w| &w.rows))?
                 .with(PARTITIONS, table.finish()?)
                 .with(CANDIDATES, Columns::new().int64("seq", seqs).finish()?)
         }
@@ -134,10 +134,7 @@ pub(super) fn write_state(
                 .int64("kept", windows.iter().map(|w| w.kept as i64).collect())
                 .finish()?;
             Snapshot::none()
-                .with(
-                    ROWS,
-                    rows_table(schema, windows.iter().flat_map(|w| &w.rows))?,
-                )
+                .with_chunks(ROWS, schema, windows.iter().flat_map(|w| &w.rows))?
                 .with(WINDOWS, table)
         }
     };

@@ -34,7 +34,7 @@ use millrace_core::state::scalars;
 use millrace_core::{Error, Result, Snapshot};
 
 use super::{Buffered, IntervalJoinOperator};
-use crate::snapshot::{Columns, Reader, rows_table};
+use crate::snapshot::{Columns, Reader};
 
 pub(super) const PROGRESS: &str = "progress";
 /// Per input (0 = left, 1 = right): its rows table and its state table.
@@ -67,8 +67,9 @@ pub(super) fn write_state(
             .int64("batch", ordinals)
             .bool("matched", matched)
             .finish()?;
-        let rows = rows_table(schemas[input], batches.iter().map(|b| &b.rows))?;
-        snapshot = snapshot.with(rows_name, rows).with(state_name, state);
+        snapshot = snapshot
+            .with_chunks(rows_name, schemas[input], batches.iter().map(|b| &b.rows))?
+            .with(state_name, state);
     }
     Ok(snapshot.with(PROGRESS, progress))
 }

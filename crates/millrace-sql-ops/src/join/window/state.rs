@@ -27,7 +27,7 @@ use millrace_core::state::scalars;
 use millrace_core::{Result, Snapshot};
 
 use super::{KeptKeys, WindowJoinOperator, WindowRows};
-use crate::snapshot::{Columns, Reader, rows_table};
+use crate::snapshot::{Columns, Reader};
 
 pub(super) const PROGRESS: &str = "progress";
 const WINDOWS: &str = "windows";
@@ -61,7 +61,7 @@ pub(super) fn write_state(
     let mut snapshot = Snapshot::none().with(WINDOWS, table);
     for (input, (name, _)) in SIDES.into_iter().enumerate() {
         let batches = windows.iter().flat_map(|w| &w.sides[input]);
-        snapshot = snapshot.with(name, rows_table(schemas[input], batches)?);
+        snapshot = snapshot.with_chunks(name, schemas[input], batches)?;
     }
     Ok(snapshot.with(PROGRESS, progress))
 }
