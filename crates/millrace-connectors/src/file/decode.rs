@@ -26,6 +26,12 @@ use super::FileFormat;
 /// flushed in several pieces and concatenated.
 const BULK_BATCH: usize = 4096;
 
+/// The deepest nesting of JSON arrays and objects a record may have (as
+/// serde_json's default). Deeper records are bad records, found before any
+/// decoder sees them: arrow-json recurses once per level on some paths, and
+/// a hostile line of a few hundred KB would overflow a worker's stack.
+pub const MAX_JSON_DEPTH: usize = 128;
+
 /// The outcome of decoding one chunk.
 pub(crate) struct Decoded {
     /// The good rows, in line order, with the declared schema (`None` if none).
@@ -141,7 +147,12 @@ impl ChunkDecoder {
                 bad: Vec::new(),
             });
         }
-        if let Some(batch) = self.decode_bulk(data, records)? {
+        let json = matches!(self.format, FileFormat::Json);
+        let too_deep = |&(start, end): &(usize, usize)| {
+            json && nests_deeper_than(&data[start..end], MAX_JSON_DEPTH)
+        };
+        let any_too_deep = records.iter().any(too_deep);
+        if !any_too_deep && let Some(batch) = self.decode_bulk(data, records)? {
             let violations = self.null_violations(&batch);
             if violations.is_empty() {
                 return Ok(Decoded {
@@ -164,6 +175,16 @@ impl ChunkDecoder {
         let mut good = Vec::with_capacity(records.len());
         let mut bad = Vec::new();
         for (i, &(start, end)) in records.iter().enumerate() {
+            if any_too_deep && too_deep(&(start, end)) {
+                bad.push((
+                    i,
+                    format!(
+                        "invalid JSON record: arrays and objects nested deeper than \
+                         {MAX_JSON_DEPTH} levels"
+                    ),
+                ));
+                continue;
+            }
             match self.decode_one(&data[start..=end]) {
                 Ok(row) => match self.null_violations(&row).into_iter().next() {
                     Some((_, reason)) => bad.push((i, reason)),
@@ -445,6 +466,41 @@ pub(crate) fn arrow_reason(e: &ArrowError) -> String {
 
 /// A JSON decode error in the words of the schema: a column name where
 /// arrow-json says "field", and "invalid JSON record" for syntax errors.
+/// Whether JSON `text` nests arrays and objects more than `max` deep
+/// (brackets inside strings do not count). Most lines are rejected by a
+/// count of opening brackets, which vectorizes; only lines with more than
+/// `max` of them are walked.
+fn nests_deeper_than(text: &[u8], max: usize) -> bool {
+    let openings = text.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    if openings <= max {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in text {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 fn json_reason(e: &ArrowError) -> String {
     let msg = arrow_reason(e);
     match msg.strip_prefix("whilst decoding field '") {

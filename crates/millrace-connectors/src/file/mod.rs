@@ -51,6 +51,7 @@
 
 mod dead_letter;
 mod decode;
+pub use decode::MAX_JSON_DEPTH;
 mod lines;
 mod position;
 mod reader;

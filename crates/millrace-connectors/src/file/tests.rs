@@ -1144,3 +1144,53 @@ fn rescales_refuse_positions_that_do_not_cover_the_files() {
     let err = other.rescale(&positions, 3).unwrap_err().to_string();
     assert!(err.contains("b.jsonl") && err.contains("a.jsonl"), "{err}");
 }
+
+/// Arrays and objects nested up to [`super::MAX_JSON_DEPTH`] levels decode as
+/// any value does (here a wrong type for `name`: a bad record naming the
+/// column); deeper is a bad record saying so, found before any decoder
+/// recurses, at depths that used to overflow the stack. Brackets inside
+/// strings do not count.
+#[test]
+fn deeply_nested_json_is_a_bad_record_never_a_crash() {
+    use super::MAX_JSON_DEPTH;
+    let nest = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let lines = [
+        r#"{"id":1,"ts":1000}"#.to_string(),
+        format!(r#"{{"id":2,"name":{},"ts":2000}}"#, nest(MAX_JSON_DEPTH - 1)),
+        format!(r#"{{"id":3,"name":{},"ts":3000}}"#, nest(MAX_JSON_DEPTH)),
+        nest(100_000),
+        format!(r#"{{"id":4,"name":{},"ts":4000}}"#, nest(100_000)),
+        r#"{"id":5,"ts":5000}"#.to_string(),
+        format!(r#"{{"id":6,"name":"{}","ts":6000}}"#, "[{".repeat(1000)),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(&dir, "deep.jsonl", lines.join("\n").as_bytes());
+    let source = || {
+        FileSource::json(&path, json_schema())
+            .with_event_time(EventTime::new("ts", 0))
+            .with_max_line_bytes(1 << 20)
+    };
+    for max_rows in [1, 100] {
+        let out = drain(&source().with_on_error(OnError::Skip), 0, 1, max_rows).expect("skip");
+        assert_eq!(ids(&out.batches), [1, 5, 6]);
+        assert_eq!(out.stats.skipped, 4);
+    }
+    // Each bad line alone among the good ones: `fail` names it and why.
+    for (bad, too_deep) in [(1, false), (2, true), (3, true), (4, true)] {
+        let kept: Vec<&str> = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| [0, 5, 6, bad].contains(i))
+            .map(|(_, l)| l.as_str())
+            .collect();
+        let path = write(&dir, &format!("deep-{bad}.jsonl"), kept.join("\n").as_bytes());
+        let source = FileSource::json(&path, json_schema()).with_max_line_bytes(1 << 20);
+        let (_, line, reason) = expect_bad_record(drain(&source, 0, 1, 100));
+        assert_eq!(line, 2, "{reason}");
+        let says_depth = reason.contains(&format!("nested deeper than {MAX_JSON_DEPTH} levels"));
+        assert_eq!(says_depth, too_deep, "line {}: {reason}", bad + 1);
+        if !too_deep {
+            assert!(reason.contains("'name'"), "{reason}");
+        }
+    }
+}
