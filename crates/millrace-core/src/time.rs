@@ -21,6 +21,54 @@ fn anchor() -> Instant {
     *ANCHOR.get_or_init(Instant::now)
 }
 
+/// The least and greatest timestamps of `unit` the engine supports: those
+/// that nanoseconds in an i64 can also hold (1677-09-21T00:12:43.145224192
+/// to 2262-04-11T23:47:16.854775807), so that any of them converts to any
+/// unit and is written back as a date. A source rejects others as bad
+/// records; a sink refuses to write them.
+pub fn timestamp_bounds(unit: TimeUnit) -> (i64, i64) {
+    let per_ns = match unit {
+        TimeUnit::Second => 1_000_000_000,
+        TimeUnit::Millisecond => 1_000_000,
+        TimeUnit::Microsecond => 1_000,
+        TimeUnit::Nanosecond => 1,
+    };
+    // Rounded towards zero, so both bounds convert to nanoseconds.
+    (i64::MIN / per_ns + 1, i64::MAX / per_ns)
+}
+
+/// A value of `column`, or of a timestamp nested in it (struct fields, list
+/// items), outside [`timestamp_bounds`]: the path to it below the column
+/// (`""`, `".end"`) and the value; `None` when every value is supported.
+pub fn unsupported_timestamp(column: &dyn Array) -> Option<(String, i64)> {
+    match column.data_type() {
+        DataType::Timestamp(unit, _) => {
+            let (lo, hi) = timestamp_bounds(*unit);
+            let data = column.to_data();
+            // Every timestamp unit is an i64; `buffer` starts at the offset.
+            let values = &data.buffer::<i64>(0)[..data.len()];
+            if !values.iter().any(|v| *v < lo || *v > hi) {
+                return None;
+            }
+            values
+                .iter()
+                .enumerate()
+                .find(|(row, v)| (**v < lo || **v > hi) && column.is_valid(*row))
+                .map(|(_, v)| (String::new(), *v))
+        }
+        DataType::Struct(fields) => {
+            let columns = column.as_struct().columns();
+            fields.iter().zip(columns).find_map(|(f, c)| {
+                unsupported_timestamp(c.as_ref())
+                    .map(|(path, v)| (format!(".{}{path}", f.name()), v))
+            })
+        }
+        DataType::List(_) => unsupported_timestamp(column.as_list::<i32>().values().as_ref()),
+        DataType::LargeList(_) => unsupported_timestamp(column.as_list::<i64>().values().as_ref()),
+        _ => None,
+    }
+}
+
 /// Nanoseconds since the first call in this process (monotonic).
 #[inline]
 pub fn now_ns() -> i64 {

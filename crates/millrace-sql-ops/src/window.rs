@@ -332,11 +332,17 @@ impl WindowAssign {
                 if min < watermark {
                     return Ok(None);
                 }
-                let start = min - min.rem_euclid(*size_ms);
-                if max >= start + size_ms {
+                // Outside representable time: `assign` says so.
+                let Some((start, end)) = min
+                    .checked_sub(min.rem_euclid(*size_ms))
+                    .and_then(|start| Some((start, start.checked_add(*size_ms)?)))
+                else {
+                    return Ok(None);
+                };
+                if max >= end {
                     return Ok(None);
                 }
-                (start, start + size_ms)
+                (start, end)
             }
             WindowAssign::Time { .. } => return Ok(None),
             WindowAssign::Column { .. } => match self.single_window(batch)? {
@@ -377,14 +383,24 @@ impl WindowAssign {
                     }
                     // Latest window start at or before ts, then earlier ones
                     // while the window still covers ts.
-                    let mut start = ts - ts.rem_euclid(slide);
-                    while start > ts - size {
+                    let no_window = || {
+                        Error::Other(format!(
+                            "event time {ts} ms has no window of {size} ms: it would begin or \
+                             end outside the representable times"
+                        ))
+                    };
+                    let mut start = ts.checked_sub(ts.rem_euclid(slide)).ok_or_else(no_window)?;
+                    while start > ts.saturating_sub(size) {
+                        let end = start.checked_add(size).ok_or_else(no_window)?;
                         out.push(Assignment {
                             row: row as u32,
                             start,
-                            end: start + size,
+                            end,
                         });
-                        start -= slide;
+                        match start.checked_sub(slide) {
+                            Some(earlier) => start = earlier,
+                            None => break,
+                        }
                     }
                 }
             }
@@ -513,6 +529,31 @@ mod tests {
         let b = RecordBatch::try_new(schema, vec![window_array(vec![0, 0], vec![10, 10])]).unwrap();
         assert_eq!(carried.whole_batch_window(&b, 9).unwrap(), Some((0, 10)));
         assert_eq!(carried.whole_batch_window(&b, 10).unwrap(), None, "late");
+    }
+
+    /// An event time whose window would end past i64 is an error naming
+    /// it, never an overflow; the whole-batch shortcut leaves it to assign.
+    #[test]
+    fn windows_past_the_end_of_time_are_an_error_not_an_overflow() {
+        for kind in [
+            WindowKind::Tumble { size_ms: 10_000 },
+            WindowKind::Hop {
+                slide_ms: 5_000,
+                size_ms: 10_000,
+            },
+        ] {
+            let assign = time(kind);
+            let b = batch(vec![i64::MAX - 5, i64::MAX - 4]);
+            assert_eq!(assign.whole_batch_window(&b, 0).unwrap(), None);
+            let (mut out, mut late) = (Vec::new(), Vec::new());
+            let err = assign.assign(&b, 0, &mut out, &mut late).unwrap_err();
+            assert!(err.to_string().contains("has no window"), "{err}");
+            let (mut out, mut late) = (Vec::new(), Vec::new());
+            let err = assign
+                .assign(&batch(vec![i64::MIN + 5]), i64::MIN, &mut out, &mut late)
+                .unwrap_err();
+            assert!(err.to_string().contains("has no window"), "{err}");
+        }
     }
 
     #[test]

@@ -10,14 +10,18 @@
 //!
 //! Columns are decoded as nullable and checked afterwards, so a missing value
 //! in a non-nullable or event-time column is reported against its row and
-//! column rather than as an error for the whole chunk.
+//! column rather than as an error for the whole chunk. So is a timestamp
+//! outside the range every unit can represent (nanoseconds since 1970 in an
+//! i64: 1677-09-21 to 2262-04-11), which could not be converted, compared
+//! in another unit or written back as a date.
 
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow::compute::{concat_batches, filter_record_batch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
+use millrace_core::time::timestamp_bounds;
 use millrace_core::{Error, Result};
 
 use super::FileFormat;
@@ -87,6 +91,9 @@ pub(crate) struct ChunkDecoder {
     relaxed: SchemaRef,
     /// Columns that must not be null, with the reason given when one is.
     checks: Vec<(usize, String)>,
+    /// Timestamp columns with the least and greatest value allowed, in
+    /// their unit (`millrace_core::time::timestamp_bounds`).
+    ranges: Vec<(usize, i64, i64)>,
     /// Fast-path decoder; dropped after an error since its state is then unknown.
     bulk: Option<Inner>,
     /// Slow-path decoder for one line at a time (small, cheap to rebuild).
@@ -122,11 +129,29 @@ impl ChunkDecoder {
                 }
             })
             .collect();
+        let ranges = declared
+            .fields()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| match f.data_type() {
+                DataType::Timestamp(unit, _) => {
+                    let (lo, hi) = timestamp_bounds(*unit);
+                    Some((i, lo, hi))
+                }
+                // An event time of BIGINT milliseconds.
+                DataType::Int64 if Some(f.name().as_str()) == event_time => {
+                    let (lo, hi) = timestamp_bounds(TimeUnit::Millisecond);
+                    Some((i, lo, hi))
+                }
+                _ => None,
+            })
+            .collect();
         let mut this = ChunkDecoder {
             format,
             declared,
             relaxed,
             checks,
+            ranges,
             bulk: None,
             single: None,
         };
@@ -153,7 +178,7 @@ impl ChunkDecoder {
         };
         let any_too_deep = records.iter().any(too_deep);
         if !any_too_deep && let Some(batch) = self.decode_bulk(data, records)? {
-            let violations = self.null_violations(&batch);
+            let violations = self.violations(&batch);
             if violations.is_empty() {
                 return Ok(Decoded {
                     batch: Some(self.to_declared(&batch)?),
@@ -186,7 +211,7 @@ impl ChunkDecoder {
                 continue;
             }
             match self.decode_one(&data[start..=end]) {
-                Ok(row) => match self.null_violations(&row).into_iter().next() {
+                Ok(row) => match self.violations(&row).into_iter().next() {
                     Some((_, reason)) => bad.push((i, reason)),
                     None => good.push(row),
                 },
@@ -297,10 +322,11 @@ impl ChunkDecoder {
         scrub_line_refs(&arrow_reason(typed))
     }
 
-    /// Rows that hold a null where the declared schema forbids one, with the
-    /// reason for the first offending column of each, in row order.
-    fn null_violations(&self, batch: &RecordBatch) -> Vec<(usize, String)> {
-        let mut reasons: Option<Vec<Option<&str>>> = None;
+    /// Rows that hold a null where the declared schema forbids one, or a
+    /// timestamp out of range, with the reason for the first offending
+    /// column of each, in row order.
+    fn violations(&self, batch: &RecordBatch) -> Vec<(usize, String)> {
+        let mut reasons: Option<Vec<Option<String>>> = None;
         for (col, reason) in &self.checks {
             let Some(nulls) = batch.column(*col).logical_nulls() else {
                 continue;
@@ -315,7 +341,28 @@ impl ChunkDecoder {
                 .filter(|(_, valid)| !valid)
                 .map(|(r, _)| r)
             {
-                slots[row].get_or_insert(reason.as_str());
+                slots[row].get_or_insert_with(|| reason.clone());
+            }
+        }
+        for &(col, lo, hi) in &self.ranges {
+            let column = batch.column(col);
+            let data = column.to_data();
+            // Every timestamp unit is an i64; `buffer` starts at the offset.
+            let values = &data.buffer::<i64>(0)[..data.len()];
+            if !values.iter().any(|v| *v < lo || *v > hi) {
+                continue;
+            }
+            let slots = reasons.get_or_insert_with(|| vec![None; batch.num_rows()]);
+            for (row, v) in values.iter().enumerate() {
+                if (*v < lo || *v > hi) && column.is_valid(row) {
+                    slots[row].get_or_insert_with(|| {
+                        format!(
+                            "column '{}': {v} is outside the supported timestamps \
+                             ({lo} to {hi} in its unit: 1677-09-21 to 2262-04-11)",
+                            self.declared.field(col).name()
+                        )
+                    });
+                }
             }
         }
         reasons
@@ -323,7 +370,7 @@ impl ChunkDecoder {
                 slots
                     .into_iter()
                     .enumerate()
-                    .filter_map(|(row, r)| r.map(|r| (row, r.to_string())))
+                    .filter_map(|(row, r)| r.map(|r| (row, r)))
                     .collect()
             })
             .unwrap_or_default()

@@ -1156,7 +1156,10 @@ fn deeply_nested_json_is_a_bad_record_never_a_crash() {
     let nest = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
     let lines = [
         r#"{"id":1,"ts":1000}"#.to_string(),
-        format!(r#"{{"id":2,"name":{},"ts":2000}}"#, nest(MAX_JSON_DEPTH - 1)),
+        format!(
+            r#"{{"id":2,"name":{},"ts":2000}}"#,
+            nest(MAX_JSON_DEPTH - 1)
+        ),
         format!(r#"{{"id":3,"name":{},"ts":3000}}"#, nest(MAX_JSON_DEPTH)),
         nest(100_000),
         format!(r#"{{"id":4,"name":{},"ts":4000}}"#, nest(100_000)),
@@ -1183,7 +1186,11 @@ fn deeply_nested_json_is_a_bad_record_never_a_crash() {
             .filter(|(i, _)| [0, 5, 6, bad].contains(i))
             .map(|(_, l)| l.as_str())
             .collect();
-        let path = write(&dir, &format!("deep-{bad}.jsonl"), kept.join("\n").as_bytes());
+        let path = write(
+            &dir,
+            &format!("deep-{bad}.jsonl"),
+            kept.join("\n").as_bytes(),
+        );
         let source = FileSource::json(&path, json_schema()).with_max_line_bytes(1 << 20);
         let (_, line, reason) = expect_bad_record(drain(&source, 0, 1, 100));
         assert_eq!(line, 2, "{reason}");
@@ -1193,4 +1200,60 @@ fn deeply_nested_json_is_a_bad_record_never_a_crash() {
             assert!(reason.contains("'name'"), "{reason}");
         }
     }
+}
+
+/// A timestamp outside the supported range (1677-09-21 to 2262-04-11), and
+/// a BIGINT event time of milliseconds outside it, are bad records naming
+/// the column: never error text in a field, never a window past the end of
+/// time.
+#[test]
+fn unsupported_timestamps_are_bad_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lines = [
+        r#"{"id":1,"ts":1700000000000}"#,
+        r#"{"id":2,"ts":9000000000000000000}"#,
+        r#"{"id":3,"ts":-9000000000000000000}"#,
+        r#"{"id":4,"ts":9223372036854}"#,
+        r#"{"id":5,"ts":9223372036855}"#,
+    ];
+    let path = write(&dir, "ts.jsonl", lines.join("\n").as_bytes());
+    let out = drain(
+        &FileSource::json(&path, json_schema()).with_on_error(OnError::Skip),
+        0,
+        1,
+        100,
+    )
+    .expect("skip");
+    assert_eq!(ids(&out.batches), [1, 4]);
+    assert_eq!(out.stats.skipped, 3);
+    let path = write(
+        &dir,
+        "one.jsonl",
+        [lines[0], lines[1]].join("\n").as_bytes(),
+    );
+    let (_, line, reason) =
+        expect_bad_record(drain(&FileSource::json(&path, json_schema()), 0, 1, 100));
+    assert_eq!(line, 2);
+    assert!(
+        reason.contains("column 'ts'") && reason.contains("outside the supported timestamps"),
+        "{reason}"
+    );
+
+    // A BIGINT event time (milliseconds) is held to the same range.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("ts", DataType::Int64, true),
+    ]));
+    let path = write(&dir, "ms.jsonl", lines.join("\n").as_bytes());
+    let source = || FileSource::json(&path, schema.clone()).with_on_error(OnError::Skip);
+    let with_time = source().with_event_time(EventTime::new("ts", 0));
+    assert_eq!(
+        ids(&drain(&with_time, 0, 1, 100).expect("skip").batches),
+        [1, 4]
+    );
+    // Not an event time: any BIGINT is a BIGINT.
+    assert_eq!(
+        ids(&drain(&source(), 0, 1, 100).expect("skip").batches),
+        [1, 2, 3, 4, 5]
+    );
 }

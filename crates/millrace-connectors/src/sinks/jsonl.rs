@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use arrow::datatypes::SchemaRef;
 use arrow::json::LineDelimitedWriter;
 use arrow::record_batch::RecordBatch;
+use millrace_core::time::unsupported_timestamp;
 use millrace_core::{Error, Result, SinkCommitter, SinkFactory, SinkWriter};
 
 use super::JsonLinesCommitter;
@@ -56,7 +57,18 @@ impl JsonLinesSink {
 /// Appends `batch` to `out` as JSON lines, one object per row, each line
 /// ended by `\n`. Both forms of the sink encode through here, so they write
 /// the same bytes for the same rows.
+/// A timestamp outside the supported range is refused, naming its column
+/// and value: arrow-json would write error text in its place.
 pub(super) fn encode_json_lines(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+    for (field, column) in batch.schema_ref().fields().iter().zip(batch.columns()) {
+        if let Some((path, value)) = unsupported_timestamp(column.as_ref()) {
+            return Err(Error::Other(format!(
+                "column '{}{path}' holds the timestamp {value}, outside those that can be \
+                 written (1677-09-21 to 2262-04-11)",
+                field.name(),
+            )));
+        }
+    }
     let mut encoder = LineDelimitedWriter::new(out);
     encoder.write(batch)?;
     encoder.finish()?;
@@ -143,6 +155,59 @@ mod tests {
         ];
         assert_eq!(text.lines().collect::<Vec<_>>(), expected);
         assert!(text.ends_with('\n'));
+    }
+
+    /// arrow-json writes error text in place of a timestamp it cannot format;
+    /// the sink refuses the batch instead, naming the column (a struct's
+    /// field too) and the value.
+    #[test]
+    fn an_unsupported_timestamp_is_refused_never_written_as_text() {
+        use arrow::array::{Array, ArrayRef, StructArray, TimestampMillisecondArray};
+        use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+        let ms = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let start: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![
+            0,
+            9_000_000_000_000_000_000,
+        ]));
+        let window = StructArray::from(vec![(
+            Arc::new(Field::new("start", ms.clone(), true)),
+            start.clone(),
+        )]);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("ts", ms, true),
+            Field::new("window", window.data_type().clone(), true),
+        ]));
+        let ok = RecordBatch::try_new(
+            schema.clone(),
+            vec![start.slice(0, 1), Arc::new(window.slice(0, 1))],
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        encode_json_lines(&ok, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"ts\":\"1970-01-01T00:00:00\",\"window\":{\"start\":\"1970-01-01T00:00:00\"}}\n"
+        );
+        let bad_window = RecordBatch::try_new(
+            schema.clone(),
+            vec![start.slice(0, 1).clone(), Arc::new(window.slice(1, 1))],
+        );
+        let err = encode_json_lines(&bad_window.unwrap(), &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'window.start'") && err.contains("9000000000000000000"),
+            "{err}"
+        );
+        let bad_ts = RecordBatch::try_new(
+            schema,
+            vec![start.slice(1, 1), Arc::new(window.slice(0, 1))],
+        )
+        .unwrap();
+        let err = encode_json_lines(&bad_ts, &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'ts'") && !err.contains("ERROR"), "{err}");
     }
 
     #[test]
