@@ -407,6 +407,16 @@ fn file(
     if let Some(n) = opts.number::<usize>("max_line_bytes")? {
         source = source.with_max_line_bytes(n);
     }
+    let max_future = match opts.take("max_future") {
+        None => Some(millrace_connectors::file::DEFAULT_MAX_FUTURE),
+        Some(v) if v.eq_ignore_ascii_case("none") => None,
+        Some(v) => {
+            let ms = duration_text_ms(&v, None)
+                .map_err(|e| opts.err(format!("option 'max_future': {e} (or 'none')")))?;
+            Some(std::time::Duration::from_millis(ms.max(0) as u64))
+        }
+    };
+    source = source.with_max_future(max_future);
     if let Some(w) = &decl.watermark {
         source = source.with_event_time(EventTime::new(&w.column, w.max_out_of_orderness_ms));
     }

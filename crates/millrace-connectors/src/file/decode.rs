@@ -16,6 +16,7 @@
 //! in another unit or written back as a date.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow::compute::{concat_batches, filter_record_batch};
@@ -94,6 +95,11 @@ pub(crate) struct ChunkDecoder {
     /// Timestamp columns with the least and greatest value allowed, in
     /// their unit (`millrace_core::time::timestamp_bounds`).
     ranges: Vec<(usize, i64, i64)>,
+    /// The event-time column, its units per millisecond (`Int64`: 1) and
+    /// how far ahead of the wall clock its values may be, when bounded.
+    future: Option<(usize, i64, Duration)>,
+    /// The event-time column and its units per millisecond.
+    event_time: Option<(usize, i64)>,
     /// Fast-path decoder; dropped after an error since its state is then unknown.
     bulk: Option<Inner>,
     /// Slow-path decoder for one line at a time (small, cheap to rebuild).
@@ -146,17 +152,39 @@ impl ChunkDecoder {
                 _ => None,
             })
             .collect();
+        let event_time = event_time.and_then(|name| {
+            let (i, f) = declared.fields().find(name)?;
+            let per_ms = match f.data_type() {
+                DataType::Timestamp(TimeUnit::Second, _) => 0,
+                DataType::Timestamp(TimeUnit::Microsecond, _) => 1_000,
+                DataType::Timestamp(TimeUnit::Nanosecond, _) => 1_000_000,
+                _ => 1,
+            };
+            Some((i, per_ms))
+        });
         let mut this = ChunkDecoder {
             format,
             declared,
             relaxed,
             checks,
             ranges,
+            future: None,
+            event_time,
             bulk: None,
             single: None,
         };
         this.bulk = Some(this.build(BULK_BATCH)?);
         Ok(this)
+    }
+
+    /// Event times more than `bound` ahead of the wall clock become bad
+    /// records (`None`: any is accepted).
+    pub(crate) fn with_max_future(mut self, bound: Option<Duration>) -> Self {
+        self.future = match (self.event_time, bound) {
+            (Some((col, per_ms)), Some(bound)) => Some((col, per_ms, bound)),
+            _ => None,
+        };
+        self
     }
 
     fn build(&self, batch_size: usize) -> Result<Inner> {
@@ -365,6 +393,41 @@ impl ChunkDecoder {
                 }
             }
         }
+        if let Some((col, per_ms, bound)) = self.future {
+            let wall_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let limit_ms = wall_ms.saturating_add(bound.as_millis().min(i64::MAX as u128) as i64);
+            // In the column's unit (`per_ms` 0: seconds).
+            let limit = match per_ms {
+                0 => limit_ms / 1000,
+                n => limit_ms.saturating_mul(n),
+            };
+            let to_ms = |v: i64| match per_ms {
+                0 => v.saturating_mul(1000),
+                n => v / n,
+            };
+            let column = batch.column(col);
+            let data = column.to_data();
+            let values = &data.buffer::<i64>(0)[..data.len()];
+            if values.iter().any(|v| *v > limit) {
+                let slots = reasons.get_or_insert_with(|| vec![None; batch.num_rows()]);
+                for (row, v) in values.iter().enumerate() {
+                    if *v > limit && column.is_valid(row) {
+                        slots[row].get_or_insert_with(|| {
+                            let ahead_ms = to_ms(*v).saturating_sub(wall_ms);
+                            format!(
+                                "event-time column '{}': {v} is {} ahead of the wall clock, \
+                                 more than max_future ({})",
+                                self.declared.field(col).name(),
+                                show_span_ms(ahead_ms),
+                                show_span_ms(bound.as_millis() as i64)
+                            )
+                        });
+                    }
+                }
+            }
+        }
         reasons
             .map(|slots| {
                 slots
@@ -392,6 +455,22 @@ impl ChunkDecoder {
         }
         self.to_declared(batch).map(Some)
     }
+}
+
+/// A span of milliseconds in the largest whole unit that reads well.
+fn show_span_ms(ms: i64) -> String {
+    const UNITS: [(i64, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "min"),
+        (1000, "s"),
+    ];
+    for (size, unit) in UNITS {
+        if ms >= size {
+            return format!("{:.1} {unit}", ms as f64 / size as f64);
+        }
+    }
+    format!("{ms} ms")
 }
 
 /// `schema` with every top-level field nullable (nested fields unchanged).

@@ -61,6 +61,7 @@ mod tests;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use millrace_core::batch::ENTERED_COLUMN;
@@ -97,6 +98,9 @@ pub enum OnError {
 /// Default limit on the length of one line.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 
+/// Default bound on how far an event time may be ahead of the wall clock.
+pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(24 * 3600);
+
 /// A bounded source reading newline-delimited JSON or CSV files.
 pub struct FileSource {
     paths: Vec<PathBuf>,
@@ -105,6 +109,7 @@ pub struct FileSource {
     event_time: Option<EventTime>,
     on_error: OnError,
     max_line_bytes: usize,
+    max_future: Option<Duration>,
     /// Shared by every instance, so their dead letters go through one writer.
     dead_letter: Option<Arc<DeadLetter>>,
 }
@@ -118,6 +123,7 @@ impl FileSource {
             event_time: None,
             on_error: OnError::Fail,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_future: Some(DEFAULT_MAX_FUTURE),
             dead_letter: None,
         }
     }
@@ -160,6 +166,15 @@ impl FileSource {
     /// Longest accepted line in bytes (default 1 MiB); longer lines are bad records.
     pub fn with_max_line_bytes(mut self, n: usize) -> Self {
         self.max_line_bytes = n;
+        self
+    }
+
+    /// How far ahead of the wall clock an event time may be (default
+    /// [`DEFAULT_MAX_FUTURE`]); rows further ahead are bad records, so one
+    /// absurd time cannot push the watermark past every row that follows.
+    /// `None` accepts any (synthetic time). Old times are never refused.
+    pub fn with_max_future(mut self, bound: Option<Duration>) -> Self {
+        self.max_future = bound;
         self
     }
 
@@ -257,6 +272,7 @@ impl FileSource {
             format: self.format.clone(),
             schema: self.schema.clone(),
             event_time_column: self.event_time.as_ref().map(|et| et.column.clone()),
+            max_future: self.max_future,
             policy: match (&self.on_error, &self.dead_letter) {
                 (OnError::Fail, _) => Policy::Fail,
                 (OnError::Skip, _) => Policy::Skip,

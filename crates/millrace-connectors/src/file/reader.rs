@@ -30,6 +30,7 @@ use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use millrace_core::batch::attach_entered_now;
@@ -66,6 +67,8 @@ pub(crate) struct Config {
     pub format: FileFormat,
     pub schema: arrow::datatypes::SchemaRef,
     pub event_time_column: Option<String>,
+    /// Event times further ahead of the wall clock than this are bad records.
+    pub max_future: Option<Duration>,
     pub policy: Policy,
     pub max_line_bytes: usize,
 }
@@ -125,7 +128,8 @@ impl FileReader {
             config.format.clone(),
             config.schema.clone(),
             config.event_time_column.as_deref(),
-        )?;
+        )?
+        .with_max_future(config.max_future);
         Ok(FileReader {
             config,
             instance,

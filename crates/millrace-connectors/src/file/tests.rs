@@ -1257,3 +1257,45 @@ fn unsupported_timestamps_are_bad_records() {
         [1, 2, 3, 4, 5]
     );
 }
+
+/// Event times more than `max_future` ahead of the wall clock are bad
+/// records; old times never are; `None` accepts any.
+#[test]
+fn event_times_far_ahead_of_the_wall_clock_are_bad_records() {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    const HOUR: i64 = 3_600_000;
+    let lines = [
+        format!(r#"{{"id":1,"ts":{}}}"#, now_ms),
+        format!(r#"{{"id":2,"ts":{}}}"#, now_ms + 30 * 24 * HOUR),
+        format!(r#"{{"id":3,"ts":{}}}"#, now_ms + HOUR),
+        r#"{"id":4,"ts":978307200000}"#.to_string(),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(&dir, "future.jsonl", lines.join("\n").as_bytes());
+    let source = || FileSource::json(&path, json_schema()).with_event_time(EventTime::new("ts", 0));
+    let (_, line, reason) = expect_bad_record(drain(&source(), 0, 1, 100));
+    assert_eq!(line, 2);
+    assert!(
+        reason.contains("event-time column 'ts'")
+            && reason.contains("ahead of the wall clock")
+            && reason.contains("max_future (1.0 d)"),
+        "{reason}"
+    );
+    let skipped = drain(&source().with_on_error(OnError::Skip), 0, 1, 100).expect("skip");
+    assert_eq!(ids(&skipped.batches), [1, 3, 4]);
+    let tight = source()
+        .with_max_future(Some(std::time::Duration::from_secs(60)))
+        .with_on_error(OnError::Skip);
+    assert_eq!(
+        ids(&drain(&tight, 0, 1, 100).expect("skip").batches),
+        [1, 4]
+    );
+    let any = source().with_max_future(None);
+    assert_eq!(
+        ids(&drain(&any, 0, 1, 100).expect("no bound").batches),
+        [1, 2, 3, 4]
+    );
+}
