@@ -358,20 +358,42 @@ impl FileReader {
     }
 }
 
-/// Opens `path` for streaming; a directory is refused here rather than at the first read.
+/// Opens `path` for streaming. Only a regular file is accepted: a
+/// directory, a named pipe, a device or a socket is refused by what it is
+/// (a file source resumes from byte offsets, which a stream does not have).
+/// The path is opened once and without blocking, so a pipe without a
+/// writer is refused at once instead of hanging the run.
 pub(crate) fn open(path: &Path) -> Result<File> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-    if meta.is_dir() {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(
-                std::io::ErrorKind::IsADirectory,
-                "is a directory, not a file",
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let kind = file.metadata().map_err(|e| Error::io(path, e))?.file_type();
+    let what = if kind.is_file() {
+        return Ok(file);
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    };
+    Err(Error::io(
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "is {what}, not a regular file: the file source reads regular files \
+                 (write the stream to a file first)"
             ),
-        ));
-    }
-    Ok(file)
+        ),
+    ))
 }
 
 impl SourceReader for FileReader {

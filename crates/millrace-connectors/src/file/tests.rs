@@ -1246,7 +1246,10 @@ fn unsupported_timestamps_are_bad_records() {
     ]));
     let path = write(&dir, "ms.jsonl", lines.join("\n").as_bytes());
     let source = || FileSource::json(&path, schema.clone()).with_on_error(OnError::Skip);
-    let with_time = source().with_event_time(EventTime::new("ts", 0));
+    // (Beyond the wall clock too: the range is checked without max_future.)
+    let with_time = source()
+        .with_event_time(EventTime::new("ts", 0))
+        .with_max_future(None);
     assert_eq!(
         ids(&drain(&with_time, 0, 1, 100).expect("skip").batches),
         [1, 4]
@@ -1298,4 +1301,36 @@ fn event_times_far_ahead_of_the_wall_clock_are_bad_records() {
         ids(&drain(&any, 0, 1, 100).expect("no bound").batches),
         [1, 2, 3, 4]
     );
+}
+
+/// A named pipe or a device as `path` is refused by what it is, at once:
+/// opening a pipe that has no writer used to block the run forever.
+#[test]
+fn special_files_are_refused_without_blocking() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("pipe");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let cases = [
+        (fifo, "a named pipe (FIFO)"),
+        (PathBuf::from("/dev/null"), "a device"),
+        (dir.path().to_path_buf(), "a directory"),
+    ];
+    for (path, what) in cases {
+        // A watchdog, not a timing assertion: a regression would otherwise
+        // hang the suite instead of failing it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let source = FileSource::json(&path, json_schema());
+        std::thread::spawn(move || {
+            let _ = tx.send(source.create(0, 1).map(|_| ()).unwrap_err().to_string());
+        });
+        let err = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("opening {} blocked", path.display()));
+        assert!(
+            err.contains(what) && err.contains("not a regular file"),
+            "{}: {err}",
+            path.display()
+        );
+    }
 }
