@@ -18,7 +18,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, RecordBatchOptions};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, make_array};
+use arrow::buffer::Buffer;
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -26,6 +27,7 @@ use millrace_core::time::timestamp_bounds;
 use millrace_core::{Error, Result};
 
 use super::FileFormat;
+use super::shape::JsonShape;
 
 /// Rows decoded per Arrow batch on the fast path; a chunk larger than this is
 /// flushed in several pieces and concatenated.
@@ -100,6 +102,10 @@ pub(crate) struct ChunkDecoder {
     future: Option<(usize, i64, Duration)>,
     /// The event-time column and its units per millisecond.
     event_time: Option<(usize, i64)>,
+    /// The JSON records' value rules (`shape.rs`); `None` for CSV.
+    shape: Option<JsonShape>,
+    /// Scratch for `shape`.
+    seen: Vec<bool>,
     /// Fast-path decoder; dropped after an error since its state is then unknown.
     bulk: Option<Inner>,
     /// Slow-path decoder for one line at a time (small, cheap to rebuild).
@@ -162,6 +168,7 @@ impl ChunkDecoder {
             };
             Some((i, per_ms))
         });
+        let shape = matches!(format, FileFormat::Json).then(|| JsonShape::new(&declared));
         let mut this = ChunkDecoder {
             format,
             declared,
@@ -170,6 +177,8 @@ impl ChunkDecoder {
             ranges,
             future: None,
             event_time,
+            shape,
+            seen: Vec::new(),
             bulk: None,
             single: None,
         };
@@ -200,12 +209,28 @@ impl ChunkDecoder {
                 bad: Vec::new(),
             });
         }
-        let json = matches!(self.format, FileFormat::Json);
-        let too_deep = |&(start, end): &(usize, usize)| {
-            json && nests_deeper_than(&data[start..end], MAX_JSON_DEPTH)
+        // What must be refused before a decoder sees it (JSON only): too
+        // deep, or values arrow-json would bend (`shape.rs`). Per record,
+        // the reason, or the timestamp columns it gave as numbers.
+        let mut early: Vec<Result<u64, String>> = Vec::new();
+        if let Some(shape) = &self.shape {
+            early.reserve(records.len());
+            for &(start, end) in records {
+                early.push(shape.check(&data[start..end], &mut self.seen, MAX_JSON_DEPTH));
+            }
+        }
+        let numbers = |i: usize| {
+            early
+                .get(i)
+                .and_then(|r| r.as_ref().ok())
+                .copied()
+                .unwrap_or(0)
         };
-        let any_too_deep = records.iter().any(too_deep);
-        if !any_too_deep && let Some(batch) = self.decode_bulk(data, records)? {
+        if early.iter().all(Result::is_ok)
+            && let Some(batch) = self.decode_bulk(data, records)?
+        {
+            let masks: Vec<u64> = (0..records.len()).map(numbers).collect();
+            let batch = self.numbers_as_ms(batch, &masks)?;
             let violations = self.violations(&batch);
             if violations.is_empty() {
                 return Ok(Decoded {
@@ -228,17 +253,15 @@ impl ChunkDecoder {
         let mut good = Vec::with_capacity(records.len());
         let mut bad = Vec::new();
         for (i, &(start, end)) in records.iter().enumerate() {
-            if any_too_deep && too_deep(&(start, end)) {
-                bad.push((
-                    i,
-                    format!(
-                        "invalid JSON record: arrays and objects nested deeper than \
-                         {MAX_JSON_DEPTH} levels"
-                    ),
-                ));
+            if let Some(Err(reason)) = early.get(i) {
+                bad.push((i, reason.clone()));
                 continue;
             }
-            match self.decode_one(&data[start..=end]) {
+            let row = self.decode_one(&data[start..=end]).and_then(|row| {
+                self.numbers_as_ms(row, &[numbers(i)])
+                    .map_err(|e| e.to_string())
+            });
+            match row {
                 Ok(row) => match self.violations(&row).into_iter().next() {
                     Some((_, reason)) => bad.push((i, reason)),
                     None => good.push(row),
@@ -254,6 +277,56 @@ impl ChunkDecoder {
             }
         };
         Ok(Decoded { batch, bad })
+    }
+
+    /// Reads the numbers given for timestamp columns (bit `b` of row `r`'s
+    /// mask: column `b` of the shape's timestamp columns) as milliseconds,
+    /// whatever the column's unit: arrow-json took them in the column's
+    /// unit. Out-of-range products saturate, and the range check refuses
+    /// them.
+    fn numbers_as_ms(&self, batch: RecordBatch, masks: &[u64]) -> Result<RecordBatch> {
+        let Some(shape) = &self.shape else {
+            return Ok(batch);
+        };
+        let any = masks.iter().fold(0, |a, m| a | m);
+        if any == 0 {
+            return Ok(batch);
+        }
+        let mut columns = batch.columns().to_vec();
+        for (bit, &col) in shape.timestamp_columns().iter().enumerate() {
+            if any & (1 << bit) == 0 {
+                continue;
+            }
+            let DataType::Timestamp(unit, _) = columns[col].data_type().clone() else {
+                continue;
+            };
+            let scale = |v: i64| match unit {
+                TimeUnit::Second => v.div_euclid(1000),
+                TimeUnit::Millisecond => v,
+                TimeUnit::Microsecond => v.saturating_mul(1000),
+                TimeUnit::Nanosecond => v.saturating_mul(1_000_000),
+            };
+            if unit == TimeUnit::Millisecond {
+                continue;
+            }
+            let data = columns[col].to_data();
+            let values: Vec<i64> = data.buffer::<i64>(0)[..data.len()]
+                .iter()
+                .zip(masks)
+                .map(|(&v, m)| if m & (1 << bit) != 0 { scale(v) } else { v })
+                .collect();
+            let scaled = data
+                .into_builder()
+                .offset(0)
+                .buffers(vec![Buffer::from_vec(values)])
+                .build()?;
+            columns[col] = make_array(scaled);
+        }
+        Ok(RecordBatch::try_new_with_options(
+            batch.schema(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )?)
     }
 
     /// The whole chunk in one decoder, or `None` if any line did not decode to
@@ -592,41 +665,6 @@ pub(crate) fn arrow_reason(e: &ArrowError) -> String {
 
 /// A JSON decode error in the words of the schema: a column name where
 /// arrow-json says "field", and "invalid JSON record" for syntax errors.
-/// Whether JSON `text` nests arrays and objects more than `max` deep
-/// (brackets inside strings do not count). Most lines are rejected by a
-/// count of opening brackets, which vectorizes; only lines with more than
-/// `max` of them are walked.
-fn nests_deeper_than(text: &[u8], max: usize) -> bool {
-    let openings = text.iter().filter(|&&b| b == b'[' || b == b'{').count();
-    if openings <= max {
-        return false;
-    }
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in text {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return true;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
-}
-
 fn json_reason(e: &ArrowError) -> String {
     let msg = arrow_reason(e);
     match msg.strip_prefix("whilst decoding field '") {

@@ -54,6 +54,8 @@ mod decode;
 pub use decode::MAX_JSON_DEPTH;
 mod lines;
 mod position;
+mod shape;
+pub use shape::TIMESTAMP_NUMBER_UNIT;
 mod reader;
 #[cfg(test)]
 mod tests;

@@ -384,7 +384,7 @@ fn bad_json_lines() -> Vec<(String, Option<&'static str>)> {
         ("".into(), None),
         (
             r#"{"id":3,"name":"c","price":"cheap","ts":3000}"#.into(),
-            Some("column 'price': failed to parse \"cheap\" as Float64"),
+            Some("column 'price': the string \"cheap\" where a DOUBLE number is expected"),
         ),
         (
             r#"{"name":"d","price":4.0,"ts":4000}"#.into(),
@@ -1331,6 +1331,59 @@ fn special_files_are_refused_without_blocking() {
             err.contains(what) && err.contains("not a regular file"),
             "{}: {err}",
             path.display()
+        );
+    }
+}
+
+/// Values arrow-json would bend (fractions and out-of-range numbers for
+/// integers, strings for numbers, NaN and overflow for floats, a key given
+/// twice) are bad records naming the column; a number for a timestamp is
+/// milliseconds since the epoch whatever the column's precision.
+#[test]
+fn bent_json_values_are_bad_records_and_timestamp_numbers_are_ms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lines = [
+        r#"{"id":1,"price":1.5,"ts":1000}"#,
+        r#"{"id":-9223372036854775809,"ts":1000}"#,
+        r#"{"id":1.5,"ts":1000}"#,
+        r#"{"id":"42","ts":1000}"#,
+        r#"{"id":5,"price":"NaN","ts":1000}"#,
+        r#"{"id":6,"price":1e400,"ts":1000}"#,
+        r#"{"id":7,"id":8,"ts":1000}"#,
+        r#"{"id":9,"ts":"1970-01-01T00:00:02"}"#,
+    ];
+    let path = write(&dir, "bent.jsonl", lines.join("\n").as_bytes());
+    let out = drain(
+        &FileSource::json(&path, json_schema()).with_on_error(OnError::Skip),
+        0,
+        1,
+        100,
+    )
+    .expect("skip");
+    assert_eq!(ids(&out.batches), [1, 9]);
+    assert_eq!(out.stats.skipped, 6);
+
+    for unit in [
+        TimeUnit::Second,
+        TimeUnit::Millisecond,
+        TimeUnit::Microsecond,
+        TimeUnit::Nanosecond,
+    ] {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("ts", DataType::Timestamp(unit, None), true),
+        ]));
+        let path = write(
+            &dir,
+            "ms.jsonl",
+            b"{\"id\":1,\"ts\":1700000000000}\n{\"id\":2,\"ts\":\"2023-11-14T22:13:20\"}\n",
+        );
+        let out = drain(&FileSource::json(&path, schema), 0, 1, 100).expect("good");
+        let text = table(&out.batches);
+        assert_eq!(
+            text.matches("2023-11-14T22:13:20").count(),
+            2,
+            "{unit:?}: {text}"
         );
     }
 }
