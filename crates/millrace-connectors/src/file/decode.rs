@@ -627,8 +627,13 @@ fn single_into(decoder: &mut Inner, line: &[u8]) -> Result<RecordBatch, SingleEr
             }
         })),
         _ => Err(SingleError::Reason(
-            "more than one JSON record on the line (expected exactly one object per line)"
-                .to_string(),
+            match decoder {
+                Inner::Json(_) => {
+                    "more than one JSON record on the line (expected exactly one object per line)"
+                }
+                Inner::Csv(_) => "more than one CSV record on the line (expected exactly one)",
+            }
+            .to_string(),
         )),
     }
 }

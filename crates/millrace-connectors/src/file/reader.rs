@@ -283,12 +283,17 @@ impl FileReader {
     /// Applies the error policy to the chunk's bad records, in line order.
     fn handle_bad(&mut self, path: &Path, bad: &[(usize, String)]) -> Result<()> {
         let limit = self.config.max_line_bytes;
+        // Only a dead letter carries raw text, cut to the limit.
+        let truncated = match self.config.policy {
+            Policy::DeadLetter(_) => " (raw text truncated to the limit)",
+            _ => "",
+        };
         let oversize_reasons: Vec<String> = self
             .oversize
             .iter()
             .map(|o| {
                 format!(
-                    "line is {} bytes, limit {limit} (raw text truncated to the limit)",
+                    "line is {} bytes, longer than max_line_bytes {limit}{truncated}",
                     o.len
                 )
             })

@@ -394,7 +394,7 @@ fn bad_json_lines() -> Vec<(String, Option<&'static str>)> {
             r#"{"id":5,"name":"e","price":5.0,"ts":null}"#.into(),
             Some("event-time column 'ts'"),
         ),
-        (long_json_line(), Some("limit 80")),
+        (long_json_line(), Some("longer than max_line_bytes 80")),
         (r#"{"id":7,"name":"g","price":7.0,"ts":7000}"#.into(), None),
         (
             r#"{"id":8,"ts":8000}{"id":9,"ts":9000}"#.into(),
@@ -432,7 +432,7 @@ fn bad_csv_lines() -> Vec<(String, Option<&'static str>)> {
         ("8,h,8.0,8000,extra".into(), Some("number of fields")),
         (
             format!("9,{},9.0,9000", "y".repeat(100)),
-            Some("line is 111 bytes, limit 80"),
+            Some("line is 111 bytes, longer than max_line_bytes 80"),
         ),
         (
             "x10,j,10.0,10000".into(),
@@ -732,7 +732,10 @@ fn a_huge_line_does_not_need_to_fit_in_memory() {
     assert_eq!(letters[0]["raw"].as_str().map(str::len), Some(1024));
     let reason = letters[0]["reason"].as_str().expect("reason");
     assert!(
-        reason.starts_with(&format!("line is {} bytes, limit 1024", 8 << 20)),
+        reason.starts_with(&format!(
+            "line is {} bytes, longer than max_line_bytes 1024",
+            8 << 20
+        )),
         "{reason}"
     );
 }
@@ -1386,4 +1389,25 @@ fn bent_json_values_are_bad_records_and_timestamp_numbers_are_ms() {
             "{unit:?}: {text}"
         );
     }
+}
+
+/// Messages name the real cause and no more: under `fail` an oversize line
+/// is not said to be truncated (only a dead letter carries raw text).
+#[test]
+fn an_oversize_line_under_fail_is_not_said_to_be_truncated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        &dir,
+        "long.jsonl",
+        format!("{}\n", long_json_line()).as_bytes(),
+    );
+    let (_, line, reason) = expect_bad_record(drain(&json_source(&path), 0, 1, 10));
+    assert_eq!(line, 1);
+    assert_eq!(
+        reason,
+        format!(
+            "line is {} bytes, longer than max_line_bytes 80",
+            long_json_line().len()
+        )
+    );
 }
