@@ -7,6 +7,7 @@
 pub mod allocator;
 pub mod bench;
 pub mod demo;
+pub mod fuzzing;
 pub mod generate;
 pub mod summary_json;
 

@@ -7,5 +7,6 @@ mod chaos;
 mod checkpoints;
 mod cli;
 mod common;
+mod fuzz_seeds;
 mod runtime;
 mod windows;
