@@ -106,6 +106,9 @@ pub(crate) struct ChunkDecoder {
     shape: Option<JsonShape>,
     /// Scratch for `shape`.
     seen: Vec<bool>,
+    /// (CSV) The last line ended inside a quoted field: the lines up to the
+    /// one that closes it are not records of their own.
+    in_quoted_field: bool,
     /// Fast-path decoder; dropped after an error since its state is then unknown.
     bulk: Option<Inner>,
     /// Slow-path decoder for one line at a time (small, cheap to rebuild).
@@ -179,11 +182,17 @@ impl ChunkDecoder {
             event_time,
             shape,
             seen: Vec::new(),
+            in_quoted_field: false,
             bulk: None,
             single: None,
         };
         this.bulk = Some(this.build(BULK_BATCH)?);
         Ok(this)
+    }
+
+    /// A new file begins: nothing carries over from the last one.
+    pub(crate) fn start_file(&mut self) {
+        self.in_quoted_field = false;
     }
 
     /// Event times more than `bound` ahead of the wall clock become bad
@@ -212,11 +221,29 @@ impl ChunkDecoder {
         // What must be refused before a decoder sees it (JSON only): too
         // deep, or values arrow-json would bend (`shape.rs`). Per record,
         // the reason, or the timestamp columns it gave as numbers.
+        // (CSV) the lines that continue a quoted field opened on an earlier
+        // line: that line is refused as unterminated, and these with it.
         let mut early: Vec<Result<u64, String>> = Vec::new();
         if let Some(shape) = &self.shape {
             early.reserve(records.len());
             for &(start, end) in records {
                 early.push(shape.check(&data[start..end], &mut self.seen, MAX_JSON_DEPTH));
+            }
+        } else if let FileFormat::Csv { delimiter, .. } = self.format {
+            early.reserve(records.len());
+            for &(start, end) in records {
+                let continues = self.in_quoted_field;
+                self.in_quoted_field =
+                    ends_in_quoted_field(&data[start..end], delimiter, continues);
+                early.push(if continues {
+                    Err(
+                        "continues a quoted field from the line before (a quoted field may not \
+                         span lines)"
+                            .to_string(),
+                    )
+                } else {
+                    Ok(0)
+                });
             }
         }
         let numbers = |i: usize| {
@@ -670,6 +697,31 @@ pub(crate) fn arrow_reason(e: &ArrowError) -> String {
 
 /// A JSON decode error in the words of the schema: a column name where
 /// arrow-json says "field", and "invalid JSON record" for syntax errors.
+/// Whether a CSV line ends inside a quoted field (`starts_inside`: it
+/// began inside one). A quote opens a field only at its start; inside one,
+/// `""` is a quote and a single `"` closes it.
+fn ends_in_quoted_field(line: &[u8], delimiter: u8, starts_inside: bool) -> bool {
+    let (mut inside, mut field_start) = (starts_inside, !starts_inside);
+    let mut i = 0;
+    while i < line.len() {
+        let b = line[i];
+        if inside {
+            if b == b'"' {
+                if line.get(i + 1) == Some(&b'"') {
+                    i += 1;
+                } else {
+                    inside = false;
+                }
+            }
+        } else if b == b'"' && field_start {
+            inside = true;
+        }
+        field_start = !inside && b == delimiter;
+        i += 1;
+    }
+    inside
+}
+
 fn json_reason(e: &ArrowError) -> String {
     let msg = arrow_reason(e);
     match msg.strip_prefix("whilst decoding field '") {

@@ -476,6 +476,7 @@ impl FileReader {
                     return Ok(SourcePoll::Exhausted);
                 };
                 self.current = Some(self.open_at(self.next_file, offset, line)?);
+                self.decoder.start_file();
                 self.next_file += 1;
             }
             self.read_chunk(max_rows)?;

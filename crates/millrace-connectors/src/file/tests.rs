@@ -423,10 +423,9 @@ fn bad_csv_lines() -> Vec<(String, Option<&'static str>)> {
         ),
         (",d,4.0,4000".into(), Some("non-nullable column 'id'")),
         ("5,e,5.0,".into(), Some("event-time column 'ts'")),
-        (
-            "6,\"unterminated,6.0,6000".into(),
-            Some("unterminated quoted field"),
-        ),
+        // (A quote left open swallows the lines after it: see
+        // `csv_lines_continuing_a_quoted_field_are_not_rows`.)
+        ("6,f,6.0,x6000".into(), Some("column 'ts'")),
         ("".into(), None),
         ("7,g,7.0,7000".into(), None),
         ("8,h,8.0,8000,extra".into(), Some("number of fields")),
@@ -1409,5 +1408,52 @@ fn an_oversize_line_under_fail_is_not_said_to_be_truncated() {
             "line is {} bytes, longer than max_line_bytes 80",
             long_json_line().len()
         )
+    );
+}
+
+/// A quoted CSV field that spans lines is one bad record's lines, every one
+/// refused: the continuation lines are never rows of their own. A quote
+/// inside an unquoted field opens nothing; `""` inside a quoted one is a
+/// quote.
+#[test]
+fn csv_lines_continuing_a_quoted_field_are_not_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = "id,name,price,ts\n\
+                1,plain,1.0,1000\n\
+                2,\"spans\n\
+                3,two lines\",2.0,2000\n\
+                4,\"say \"\"hi\"\"\",4.0,4000\n\
+                5,\"three\n\
+                6,bogus,6.0,6000\n\
+                7,lines\",7.0,7000\n\
+                8,a\"b,8.0,8000\n\
+                9,last,9.0,9000\n";
+    let path = write(&dir, "quoted.csv", text.as_bytes());
+    for max_rows in [1, 100] {
+        let out = drain(
+            &csv_source(&path).with_on_error(OnError::Skip),
+            0,
+            1,
+            max_rows,
+        )
+        .expect("skip");
+        assert_eq!(ids(&out.batches), [1, 4, 8, 9], "max_rows {max_rows}");
+        assert_eq!(out.stats.skipped, 5);
+    }
+    let dead = dir.path().join("dead.jsonl");
+    let source = csv_source(&path).with_on_error(OnError::DeadLetter(dead.clone()));
+    drain(&source, 0, 1, 100).expect("dead letters");
+    let letters = read_dead_letters(&dead);
+    let lines: Vec<i64> = letters
+        .iter()
+        .map(|l| l["line"].as_i64().unwrap())
+        .collect();
+    assert_eq!(lines, [3, 4, 6, 7, 8]);
+    assert!(
+        letters[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("continues a quoted field"),
+        "{letters:?}"
     );
 }
