@@ -27,7 +27,7 @@ use millrace_core::time::timestamp_bounds;
 use millrace_core::{Error, Result};
 
 use super::FileFormat;
-use super::shape::JsonShape;
+use super::shape::{JsonShape, date_only, is_date_only};
 
 /// Rows decoded per Arrow batch on the fast path; a chunk larger than this is
 /// flushed in several pieces and concatenated.
@@ -102,6 +102,8 @@ pub(crate) struct ChunkDecoder {
     future: Option<(usize, i64, Duration)>,
     /// The event-time column and its units per millisecond.
     event_time: Option<(usize, i64)>,
+    /// The timestamp columns.
+    timestamp_columns: Vec<usize>,
     /// The JSON records' value rules (`shape.rs`); `None` for CSV.
     shape: Option<JsonShape>,
     /// Scratch for `shape`.
@@ -172,6 +174,13 @@ impl ChunkDecoder {
             Some((i, per_ms))
         });
         let shape = matches!(format, FileFormat::Json).then(|| JsonShape::new(&declared));
+        let timestamp_columns = declared
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| matches!(f.data_type(), DataType::Timestamp(..)))
+            .map(|(i, _)| i)
+            .collect();
         let mut this = ChunkDecoder {
             format,
             declared,
@@ -180,6 +189,7 @@ impl ChunkDecoder {
             ranges,
             future: None,
             event_time,
+            timestamp_columns,
             shape,
             seen: Vec::new(),
             in_quoted_field: false,
@@ -188,6 +198,35 @@ impl ChunkDecoder {
         };
         this.bulk = Some(this.build(BULK_BATCH)?);
         Ok(this)
+    }
+
+    /// (CSV) A timestamp column holding a date alone, so that a line cut
+    /// short right after a date is not read as midnight.
+    fn csv_date_only(&self, line: &[u8], delimiter: u8) -> Option<String> {
+        if self.timestamp_columns.is_empty() {
+            return None;
+        }
+        let (mut column, mut start, mut inside) = (0, 0, false);
+        for i in 0..=line.len() {
+            match line.get(i) {
+                Some(b'"') => inside = !inside,
+                Some(&b) if b != delimiter || inside => {}
+                _ => {
+                    let field = line[start..i].trim_ascii();
+                    let field = field
+                        .strip_prefix(b"\"")
+                        .and_then(|f| f.strip_suffix(b"\""))
+                        .unwrap_or(field);
+                    if self.timestamp_columns.contains(&column) && is_date_only(field) {
+                        let name = self.declared.field(column).name();
+                        return Some(date_only(name, &String::from_utf8_lossy(field)));
+                    }
+                    column += 1;
+                    start = i + 1;
+                }
+            }
+        }
+        None
     }
 
     /// A new file begins: nothing carries over from the last one.
@@ -232,9 +271,9 @@ impl ChunkDecoder {
         } else if let FileFormat::Csv { delimiter, .. } = self.format {
             early.reserve(records.len());
             for &(start, end) in records {
+                let line = &data[start..end];
                 let continues = self.in_quoted_field;
-                self.in_quoted_field =
-                    ends_in_quoted_field(&data[start..end], delimiter, continues);
+                self.in_quoted_field = ends_in_quoted_field(line, delimiter, continues);
                 early.push(if continues {
                     Err(
                         "continues a quoted field from the line before (a quoted field may not \
@@ -242,7 +281,7 @@ impl ChunkDecoder {
                             .to_string(),
                     )
                 } else {
-                    Ok(0)
+                    self.csv_date_only(line, delimiter).map_or(Ok(0), Err)
                 });
             }
         }

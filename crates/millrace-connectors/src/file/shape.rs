@@ -294,6 +294,9 @@ fn check_value(name: &str, expect: Expect, value: &[u8]) -> Result<bool, String>
                 )),
             }
         }
+        Expect::Timestamp { .. } if is_string && is_date_only(&value[1..value.len() - 1]) => {
+            Err(date_only(name, &shown()))
+        }
         Expect::Timestamp { .. } if is_number => {
             if fraction() {
                 return Err(format!(
@@ -311,6 +314,25 @@ fn check_value(name: &str, expect: Expect, value: &[u8]) -> Result<bool, String>
         }
         _ => Ok(false),
     }
+}
+
+/// Whether a timestamp's text is a date alone (`2024-01-01`): arrow reads
+/// it as midnight, which hides a line cut short after its date.
+pub(crate) fn is_date_only(text: &[u8]) -> bool {
+    let text = text.trim_ascii();
+    text.len() == 10
+        && text.iter().enumerate().all(|(i, b)| match i {
+            4 | 7 => *b == b'-',
+            _ => b.is_ascii_digit(),
+        })
+}
+
+/// The reason a date alone is refused for timestamp column `name`.
+pub(crate) fn date_only(name: &str, shown: &str) -> String {
+    format!(
+        "column '{name}': {shown} is a date without a time of day (write \
+         {shown}T00:00:00 for midnight)"
+    )
 }
 
 /// An optionally negative run of digits as a number; `None` if it is not

@@ -1457,3 +1457,51 @@ fn csv_lines_continuing_a_quoted_field_are_not_rows() {
         "{letters:?}"
     );
 }
+
+/// A date alone for a timestamp column is refused: arrow reads it as
+/// midnight, so a line cut short right after its date (the torn tail of a
+/// file being written) would pass as a record.
+#[test]
+fn a_date_without_a_time_is_not_read_as_midnight() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("price", DataType::Float64, true),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+    ]));
+    let csv = write(
+        &dir,
+        "dates.csv",
+        b"id,name,price,ts\n1,a,1.0,2024-01-01T00:00:00\n2,b,2.0,2024-01-01\n\
+          3,\"c, d\",3.0,\"2024-01-02\"\n4,2024-01-01,4.0,2024-01-01T00:00:00Z\n",
+    );
+    let json = write(
+        &dir,
+        "dates.jsonl",
+        b"{\"id\":1,\"ts\":\"2024-01-01T00:00:00\"}\n{\"id\":2,\"ts\":\"2024-01-01\"}\n\
+          {\"id\":4,\"name\":\"2024-01-01\",\"ts\":\"2024-01-01 00:00:00\"}\n",
+    );
+    for source in [
+        FileSource::csv(&csv, schema.clone(), true),
+        FileSource::json(&json, schema.clone()),
+    ] {
+        let dead = dir.path().join("dead.jsonl");
+        let _ = std::fs::remove_file(&dead);
+        let out = drain(
+            &source.with_on_error(OnError::DeadLetter(dead.clone())),
+            0,
+            1,
+            100,
+        )
+        .expect("dead letters");
+        assert_eq!(ids(&out.batches), [1, 4]);
+        for letter in read_dead_letters(&dead) {
+            let reason = letter["reason"].as_str().unwrap();
+            assert!(
+                reason.contains("column 'ts'") && reason.contains("a date without a time of day"),
+                "{reason}"
+            );
+        }
+    }
+}
