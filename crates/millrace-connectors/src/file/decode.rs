@@ -173,7 +173,10 @@ impl ChunkDecoder {
             };
             Some((i, per_ms))
         });
-        let shape = matches!(format, FileFormat::Json).then(|| JsonShape::new(&declared));
+        let shape = match format {
+            FileFormat::Json => Some(JsonShape::new(&declared).map_err(Error::plan)?),
+            FileFormat::Csv { .. } => None,
+        };
         let timestamp_columns = declared
             .fields()
             .iter()
@@ -206,10 +209,15 @@ impl ChunkDecoder {
         if self.timestamp_columns.is_empty() {
             return None;
         }
+        // Quotes as arrow-csv reads them (`ends_in_quoted_field`): one
+        // opens a field only at its start; inside, `""` is a quote.
         let (mut column, mut start, mut inside) = (0, 0, false);
-        for i in 0..=line.len() {
+        let mut i = 0;
+        while i <= line.len() {
             match line.get(i) {
-                Some(b'"') => inside = !inside,
+                Some(b'"') if inside && line.get(i + 1) == Some(&b'"') => i += 1,
+                Some(b'"') if inside => inside = false,
+                Some(b'"') if i == start => inside = true,
                 Some(&b) if b != delimiter || inside => {}
                 _ => {
                     let field = line[start..i].trim_ascii();
@@ -225,6 +233,7 @@ impl ChunkDecoder {
                     start = i + 1;
                 }
             }
+            i += 1;
         }
         None
     }

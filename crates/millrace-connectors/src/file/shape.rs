@@ -47,7 +47,9 @@ pub(crate) struct JsonShape {
 }
 
 impl JsonShape {
-    pub(crate) fn new(schema: &SchemaRef) -> Self {
+    /// The rules for `schema`; an error if it has more timestamp columns
+    /// than a check's mask holds (64).
+    pub(crate) fn new(schema: &SchemaRef) -> Result<Self, String> {
         let mut timestamps = Vec::new();
         let columns = schema
             .fields()
@@ -71,7 +73,7 @@ impl JsonShape {
                         max: f64::MAX,
                         sql: "DOUBLE",
                     },
-                    DataType::Timestamp(..) if timestamps.len() < 64 => {
+                    DataType::Timestamp(..) => {
                         timestamps.push(i);
                         Expect::Timestamp {
                             bit: timestamps.len() as u32 - 1,
@@ -82,10 +84,16 @@ impl JsonShape {
                 (f.name().as_bytes().to_vec(), f.name().clone(), expect)
             })
             .collect();
-        JsonShape {
+        if timestamps.len() > 64 {
+            return Err(format!(
+                "{} TIMESTAMP columns: a JSON table may have at most 64",
+                timestamps.len()
+            ));
+        }
+        Ok(JsonShape {
             columns,
             timestamps,
-        }
+        })
     }
 
     /// The timestamp columns, in the order of a check's mask bits.
@@ -94,25 +102,17 @@ impl JsonShape {
     }
 
     /// Checks one record; on success, the mask of timestamp columns given
-    /// as numbers. `seen` is scratch space (one flag per column). Records
-    /// nested deeper than `max_depth` are refused here too, whether the
-    /// walk reads them or stops early on malformed input.
+    /// as numbers. `seen` is scratch space (one flag per column). Only a
+    /// record that is exactly one JSON object, nested at most `max_depth`
+    /// deep, reaches a decoder: arrow-json also takes objects without
+    /// commas between members, or with text after them, and recurses on
+    /// the latter's errors.
     pub(crate) fn check(
         &self,
         record: &[u8],
         seen: &mut Vec<bool>,
         max_depth: usize,
     ) -> Result<u64, String> {
-        match self.walk(record, seen, max_depth) {
-            Walk::Done(numbers) => Ok(numbers),
-            Walk::Refused(reason) => Err(reason),
-            Walk::TooDeep => Err(too_deep(max_depth)),
-            Walk::Stopped(_) if nests_deeper_than(record, max_depth) => Err(too_deep(max_depth)),
-            Walk::Stopped(numbers) => Ok(numbers),
-        }
-    }
-
-    fn walk(&self, record: &[u8], seen: &mut Vec<bool>, max_depth: usize) -> Walk {
         seen.clear();
         seen.resize(self.columns.len(), false);
         let mut numbers = 0u64;
@@ -120,56 +120,62 @@ impl JsonShape {
         let mut at = Cursor { text: record, i: 0 };
         at.skip_ws();
         if !at.eat(b'{') {
-            return Walk::Stopped(0);
+            return Err("invalid JSON record: a record must be one JSON object".into());
         }
-        loop {
+        at.skip_ws();
+        let mut closed = at.eat(b'}');
+        while !closed {
             at.skip_ws();
-            if at.eat(b'}') {
-                return Walk::Done(numbers);
-            }
             if at.peek() != Some(b'"') {
-                return Walk::Stopped(numbers);
+                return Err(at.unexpected("a key"));
             }
             let Some(key) = at.string() else {
-                return Walk::Stopped(numbers);
+                return Err(incomplete());
             };
             at.skip_ws();
             if !at.eat(b':') {
-                return Walk::Stopped(numbers);
+                return Err(at.unexpected("':'"));
             }
             at.skip_ws();
             // The record's object is one level.
             let value = match at.value(max_depth.saturating_sub(1)) {
                 Ok(Some(v)) => v,
-                Ok(None) => return Walk::Stopped(numbers),
-                Err(()) => return Walk::TooDeep,
+                Ok(None) => return Err(incomplete()),
+                Err(()) => {
+                    return Err(format!(
+                        "invalid JSON record: arrays and objects nested deeper than \
+                         {max_depth} levels"
+                    ));
+                }
             };
             // Producers write keys in one order: try the column after the
             // last one found first.
-            let hint = next_hint;
-            if let Some(c) = self.column_of(key, hint) {
+            if let Some(c) = self.column_of(key, next_hint) {
                 next_hint = c + 1;
                 let (_, name, expect) = &self.columns[c];
                 if std::mem::replace(&mut seen[c], true) {
-                    return Walk::Refused(format!("key '{name}' appears twice in the record"));
+                    return Err(format!("key '{name}' appears twice in the record"));
                 }
-                match check_value(name, *expect, value) {
-                    Ok(true) => {
-                        if let Expect::Timestamp { bit } = expect {
-                            numbers |= 1 << bit;
-                        }
-                    }
-                    Ok(false) => {}
-                    Err(reason) => return Walk::Refused(reason),
+                if check_value(name, *expect, value)?
+                    && let Expect::Timestamp { bit } = expect
+                {
+                    numbers |= 1 << bit;
                 }
             }
             at.skip_ws();
-            if at.eat(b'}') {
-                return Walk::Done(numbers);
+            closed = at.eat(b'}');
+            if !closed && !at.eat(b',') {
+                return Err(at.unexpected("',' or '}'"));
             }
-            if !at.eat(b',') {
-                return Walk::Stopped(numbers);
-            }
+        }
+        at.skip_ws();
+        match at.peek() {
+            None => Ok(numbers),
+            Some(b'{') => Err(
+                "more than one JSON record on the line (expected exactly one object per line)"
+                    .into(),
+            ),
+            Some(_) => Err(at.unexpected("the end of the line")),
         }
     }
 
@@ -188,55 +194,8 @@ impl JsonShape {
     }
 }
 
-/// How a walk over one record ended.
-enum Walk {
-    /// The whole object was read; the timestamp columns given as numbers.
-    Done(u64),
-    /// A value that must be refused, and why.
-    Refused(String),
-    /// Nested deeper than allowed.
-    TooDeep,
-    /// Malformed (left to the decoder); the rest was not read.
-    Stopped(u64),
-}
-
-fn too_deep(max_depth: usize) -> String {
-    format!("invalid JSON record: arrays and objects nested deeper than {max_depth} levels")
-}
-
-/// Whether JSON `text` nests arrays and objects more than `max` deep
-/// (brackets inside strings do not count). Most texts are rejected by a
-/// count of opening brackets, which vectorizes; only those with more than
-/// `max` of them are walked.
-pub(crate) fn nests_deeper_than(text: &[u8], max: usize) -> bool {
-    let openings = text.iter().filter(|&&b| b == b'[' || b == b'{').count();
-    if openings <= max {
-        return false;
-    }
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in text {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return true;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
+fn incomplete() -> String {
+    "incomplete JSON record (each record must be one complete object on one line)".into()
 }
 
 fn int(min: i128, max: i128, sql: &'static str) -> Expect {
@@ -368,6 +327,18 @@ impl<'a> Cursor<'a> {
         hit
     }
 
+    /// Why the record is refused where the cursor stands.
+    fn unexpected(&self, wanted: &str) -> String {
+        match self.peek() {
+            None => incomplete(),
+            Some(b) => format!(
+                "invalid JSON record: {wanted} expected at byte {}, found {:?}",
+                self.i + 1,
+                char::from(b)
+            ),
+        }
+    }
+
     fn skip_ws(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
             self.i += 1;
@@ -430,9 +401,22 @@ impl<'a> Cursor<'a> {
                 }
             }
             Some(_) => {
+                // A scalar ends where a separator, a bracket, a quote or a
+                // colon begins (the last two only follow it in bad JSON).
                 while !matches!(
                     self.peek(),
-                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n')
+                    None | Some(
+                        b',' | b'}'
+                            | b']'
+                            | b'{'
+                            | b'['
+                            | b'"'
+                            | b':'
+                            | b' '
+                            | b'\t'
+                            | b'\r'
+                            | b'\n'
+                    )
                 ) {
                     self.i += 1;
                 }
@@ -458,6 +442,7 @@ mod tests {
             Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
             Field::new("name", DataType::Utf8, true),
         ])))
+        .unwrap()
     }
 
     fn check(record: &str) -> Result<u64, String> {
@@ -500,6 +485,43 @@ mod tests {
         }
     }
 
+    /// Only exactly one JSON object passes: arrow-json would also take
+    /// members without commas (and so values these rules never saw), or
+    /// text after the object (whose error it formats recursively).
+    #[test]
+    fn anything_but_one_json_object_is_refused() {
+        let deep = format!(
+            r#"{{"id":1}}{}{}"#,
+            "[".repeat(300_000),
+            "]".repeat(300_000)
+        );
+        for (record, says) in [
+            (
+                r#"{"name":"x" "ts":1700000000000}"#,
+                "',' or '}' expected at byte 13",
+            ),
+            (r#"{"x":1"id":1.5}"#, "',' or '}' expected"),
+            (r#"{,"id":1}"#, "a key expected"),
+            (r#"{"id":1,}"#, "a key expected"),
+            (r#"{"id" 3}"#, "':' expected"),
+            (r#"{"id":3"#, "incomplete JSON record"),
+            (r#"{"name": "unterminated"#, "incomplete JSON record"),
+            (r#"{"a": [[[["#, "incomplete JSON record"),
+            ("{", "incomplete JSON record"),
+            (r#"{"id":8}{"id":9}"#, "more than one JSON record"),
+            (deep.as_str(), "the end of the line expected"),
+            ("[1, 2]", "a record must be one JSON object"),
+            ("not json", "a record must be one JSON object"),
+        ] {
+            let err = check(record).unwrap_err();
+            assert!(
+                err.contains(says),
+                "{}: {err}",
+                &record[..record.len().min(40)]
+            );
+        }
+    }
+
     #[test]
     fn good_records_pass_and_timestamp_numbers_are_noted() {
         for (record, mask) in [
@@ -514,14 +536,7 @@ mod tests {
                 0,
             ),
             (r#" { "id" : 3 , "ts" : 5 } "#, 1),
-            // Malformed: left to the decoder, never a panic.
-            (r#"{"id": 3"#, 0),
-            (r#"{"id" 3}"#, 0),
-            (r#"[1, 2]"#, 0),
-            (r#"{"name": "unterminated"#, 0),
-            ("", 0),
-            ("{", 0),
-            (r#"{"a": [[[["#, 0),
+            ("{}", 0),
         ] {
             assert_eq!(check(record), Ok(mask), "{record}");
         }
