@@ -254,8 +254,10 @@ impl Pipeline {
     ///
     /// With checkpoints and a restart strategy, a run that fails after it
     /// started with an error that may pass ([`Error::is_transient`]) is
-    /// started again from its latest checkpoint, as the strategy allows;
-    /// the summary counts the restarts.
+    /// started again, as the strategy allows: from its latest checkpoint
+    /// once it took one, else from where it started (a `--fresh` run or
+    /// one from an older checkpoint never falls back on checkpoints it
+    /// chose not to use); the summary counts the restarts.
     pub fn run(self) -> Result<RunSummary> {
         self.config().validate()?;
         // Streams may outlive the pipeline; they keep an empty graph.
@@ -266,8 +268,8 @@ impl Pipeline {
         });
         let mut restarts = 0;
         loop {
-            let mut started = false;
-            let error = match crate::run::run(&graph, self.stop.clone(), &mut started) {
+            let mut attempt = crate::run::Attempt::default();
+            let error = match crate::run::run(&graph, self.stop.clone(), &mut attempt) {
                 Ok(mut summary) => {
                     summary.restarts = restarts;
                     return Ok(summary);
@@ -278,8 +280,8 @@ impl Pipeline {
                 return Err(error);
             };
             let delay = checkpoint.restart.delay(restarts + 1);
-            let Some(delay) =
-                delay.filter(|_| started && error.is_transient() && !self.stop.is_stopped())
+            let Some(delay) = delay
+                .filter(|_| attempt.started && error.is_transient() && !self.stop.is_stopped())
             else {
                 if restarts == 0 {
                     return Err(error);
@@ -287,14 +289,16 @@ impl Pipeline {
                 return Err(Error::Other(format!("{error} (after {restarts} restarts)")));
             };
             restarts += 1;
+            checkpoint.start_from = checkpoint
+                .start_from
+                .clone()
+                .after_failure(attempt.checkpointed);
             if let Some(announce) = &checkpoint.announce {
                 announce(&format!(
-                    "restart {restarts} in {delay:?}, from the latest checkpoint, after: {error}"
+                    "restart {restarts} in {delay:?}, from {}, after: {error}",
+                    checkpoint.start_from
                 ));
             }
-            // Whatever the first run started from, a restart continues
-            // from where the failed one got to.
-            checkpoint.start_from = crate::checkpoint::StartFrom::Latest;
             std::thread::sleep(delay);
         }
     }

@@ -41,7 +41,17 @@ use crate::worker::{IdleStrategy, RunControl, StopHandle, Worker, WorkerWaker};
 ///
 /// `started` is set once the workers start: an error before that is in
 /// the pipeline or its checkpoint, and running again would not help.
-pub(crate) fn run(graph: &Graph, stop: StopHandle, started: &mut bool) -> Result<RunSummary> {
+/// How far one attempt at running a pipeline got, for the restart policy.
+#[derive(Debug, Default)]
+pub(crate) struct Attempt {
+    /// Its tasks started (errors before are not worth a restart).
+    pub started: bool,
+    /// It completed a checkpoint of its own (a restart then continues from
+    /// the latest; before, from where this attempt started).
+    pub checkpointed: bool,
+}
+
+pub(crate) fn run(graph: &Graph, stop: StopHandle, attempt: &mut Attempt) -> Result<RunSummary> {
     let plan = Plan::build(graph)?;
     let config = &graph.config;
     let max_par = plan.chains.iter().map(|c| c.parallelism).max().unwrap_or(1);
@@ -85,7 +95,7 @@ pub(crate) fn run(graph: &Graph, stop: StopHandle, started: &mut bool) -> Result
     let coordinator = checkpoints
         .map(|c| c.start(graph, task_count, stop, control.clone()))
         .transpose()?;
-    *started = true;
+    attempt.started = true;
     let elapsed = run_workers(
         config,
         per_worker,
@@ -99,6 +109,7 @@ pub(crate) fn run(graph: &Graph, stop: StopHandle, started: &mut bool) -> Result
             if handle.join().is_err() {
                 control.fail(Error::Panic("the checkpoint coordinator panicked".into()));
             }
+            attempt.checkpointed = stats.completed.load(std::sync::atomic::Ordering::Relaxed) > 0;
             Some(stats)
         }
         None => None,

@@ -47,6 +47,30 @@ pub enum StartFrom {
     Checkpoint(Epoch),
 }
 
+impl StartFrom {
+    /// Where a restart after a failed attempt starts: the latest checkpoint
+    /// once the attempt took one of its own (the latest is then its own),
+    /// else where the attempt started, so that a fresh run or one from an
+    /// older checkpoint never falls back on checkpoints it chose not to use.
+    pub(crate) fn after_failure(self, checkpointed: bool) -> StartFrom {
+        if checkpointed {
+            StartFrom::Latest
+        } else {
+            self
+        }
+    }
+}
+
+impl std::fmt::Display for StartFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartFrom::Latest => write!(f, "the latest checkpoint"),
+            StartFrom::Fresh => write!(f, "the start (fresh)"),
+            StartFrom::Checkpoint(epoch) => write!(f, "checkpoint {epoch}"),
+        }
+    }
+}
+
 /// How a pipeline checkpoints.
 #[derive(Debug, Clone)]
 pub struct CheckpointConfig {
@@ -151,6 +175,18 @@ impl CheckpointConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_restart_keeps_the_start_until_the_attempt_checkpointed() {
+        for start in [
+            StartFrom::Latest,
+            StartFrom::Fresh,
+            StartFrom::Checkpoint(3),
+        ] {
+            assert_eq!(start.clone().after_failure(true), StartFrom::Latest);
+            assert_eq!(start.clone().after_failure(false), start);
+        }
+    }
+
     use super::*;
 
     #[test]

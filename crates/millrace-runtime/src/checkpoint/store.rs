@@ -385,8 +385,12 @@ impl CheckpointStore {
         write_synced(&tmp, &text)?;
         let path = dir.join(MANIFEST);
         fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        sync_dir(&dir)?;
-        sync_dir(&self.dir)?;
+        if let Err(e) = sync_dir(&dir).and_then(|()| sync_dir(&self.dir)) {
+            // Not durable, so not complete: the run counts it as failed and
+            // commits its output later, and a restore must not find it.
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         // Only a complete checkpoint's parts may be pointed at.
         next.file_bytes.insert(epoch, data.len() as u64);
         *previous = next;
