@@ -289,6 +289,10 @@ impl ChunkDecoder {
                          span lines)"
                             .to_string(),
                     )
+                } else if std::str::from_utf8(line).is_err() {
+                    // arrow-csv can let a multi-byte sequence cut by a
+                    // delimiter into a string column unchecked.
+                    Err("invalid UTF-8".to_string())
                 } else {
                     self.csv_date_only(line, delimiter).map_or(Ok(0), Err)
                 });
