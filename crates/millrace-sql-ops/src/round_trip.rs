@@ -213,6 +213,25 @@ pub(crate) fn assert_rescales(
     assert_rescales_merged(factory, steps, keys, pairs, |batches| rows_of(&batches))
 }
 
+/// State whose operator's input is not partitioned (one instance holds it
+/// all) rescales only 1 → 1: `snapshot` alone gives one snapshot back, and
+/// `from` snapshots of it to `to` instances are refused with a message
+/// that contains `says`.
+pub(crate) fn assert_rescales_only_one_to_one(
+    factory: &dyn OperatorFactory,
+    snapshot: &Snapshot,
+    (from, to): (usize, usize),
+    says: &str,
+) {
+    let same = factory.rescale(std::slice::from_ref(snapshot), 1).unwrap();
+    assert_eq!(same.len(), 1);
+    let err = factory
+        .rescale(&vec![snapshot.clone(); from], to)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(says), "{err}");
+}
+
 /// [`assert_rescales`] for the partial phase of a two-phase operator: its
 /// input is forwarded from wherever it is (split here by `keys`; any split
 /// will do), and its rows are parts that `last`, its final phase, merges,

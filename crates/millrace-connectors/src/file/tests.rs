@@ -100,6 +100,17 @@ fn ids(batches: &[RecordBatch]) -> Vec<i64> {
         .collect()
 }
 
+/// Everything `path` gives as JSON of [`json_schema`] with bad records skipped.
+fn skip_json(path: &Path) -> Drained {
+    drain(
+        &FileSource::json(path, json_schema()).with_on_error(OnError::Skip),
+        0,
+        1,
+        100,
+    )
+    .expect("skip never fails")
+}
+
 fn expect_bad_record(result: Result<Drained, Error>) -> (PathBuf, u64, String) {
     match result {
         Err(Error::BadRecord { path, line, reason }) => (path, line, reason),
@@ -1222,13 +1233,7 @@ fn unsupported_timestamps_are_bad_records() {
         r#"{"id":5,"ts":9223372036855}"#,
     ];
     let path = write(&dir, "ts.jsonl", lines.join("\n").as_bytes());
-    let out = drain(
-        &FileSource::json(&path, json_schema()).with_on_error(OnError::Skip),
-        0,
-        1,
-        100,
-    )
-    .expect("skip");
+    let out = skip_json(&path);
     assert_eq!(ids(&out.batches), [1, 4]);
     assert_eq!(out.stats.skipped, 3);
     let path = write(
@@ -1358,13 +1363,7 @@ fn bent_json_values_are_bad_records_and_timestamp_numbers_are_ms() {
         r#"{"id":9,"ts":"1970-01-01T00:00:02"}"#,
     ];
     let path = write(&dir, "bent.jsonl", lines.join("\n").as_bytes());
-    let out = drain(
-        &FileSource::json(&path, json_schema()).with_on_error(OnError::Skip),
-        0,
-        1,
-        100,
-    )
-    .expect("skip");
+    let out = skip_json(&path);
     assert_eq!(ids(&out.batches), [1, 9]);
     assert_eq!(out.stats.skipped, 6);
 
@@ -1467,12 +1466,7 @@ fn csv_lines_continuing_a_quoted_field_are_not_rows() {
 #[test]
 fn a_date_without_a_time_is_not_read_as_midnight() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("name", DataType::Utf8, true),
-        Field::new("price", DataType::Float64, true),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
-    ]));
+    let schema = json_schema();
     let csv = write(
         &dir,
         "dates.csv",

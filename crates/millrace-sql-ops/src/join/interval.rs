@@ -611,7 +611,8 @@ mod tests {
         batch, entered, ints, join_round_trip_steps, joined, render, schema, strs, take, wm,
     };
     use crate::round_trip::{
-        Step, assert_rescales, assert_round_trip, assert_round_trips_at_every_cut,
+        Step, assert_rescales, assert_rescales_only_one_to_one, assert_round_trip,
+        assert_round_trips_at_every_cut,
     };
     use arrow::datatypes::DataType;
     use datafusion::logical_expr::Operator as Op;
@@ -1027,17 +1028,7 @@ mod tests {
         let mut op = keyless.operator().unwrap();
         send(&mut op, 0, &[(Some(1), 5, "a")], 1, &mut Emitter::new());
         let snapshot = op.snapshot().unwrap();
-        assert_eq!(
-            keyless
-                .rescale(std::slice::from_ref(&snapshot), 1)
-                .unwrap()
-                .len(),
-            1
-        );
-        let err = keyless.rescale(&[snapshot], 2).unwrap_err().to_string();
-        assert!(
-            err.contains("cannot be restored at another parallelism"),
-            "{err}"
-        );
+        let says = "cannot be restored at another parallelism";
+        assert_rescales_only_one_to_one(&keyless, &snapshot, (1, 2), says);
     }
 }

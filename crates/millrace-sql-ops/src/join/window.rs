@@ -848,7 +848,9 @@ mod tests {
         batch, carrying_windows, ints, join_round_trip_steps, joined, schema, strs, take, windows,
         with_window_column, wm,
     };
-    use crate::round_trip::{assert_rescales, assert_round_trips_at_every_cut};
+    use crate::round_trip::{
+        assert_rescales, assert_rescales_only_one_to_one, assert_round_trips_at_every_cut,
+    };
     use crate::window::{WindowKind, window_type};
     use arrow::array::AsArray;
     use arrow::datatypes::{DataType, Field};
@@ -1576,20 +1578,7 @@ mod tests {
         let mut op = keyless.create(0, 1).unwrap();
         send(op.as_mut(), 0, &[(Some(1), 5, "a")], &mut Emitter::new());
         let snapshot = op.snapshot().unwrap();
-        assert_eq!(
-            keyless
-                .rescale(std::slice::from_ref(&snapshot), 1)
-                .unwrap()
-                .len(),
-            1
-        );
-        let err = keyless
-            .rescale(&[snapshot.clone(), snapshot], 1)
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("cannot be restored at another parallelism"),
-            "{err}"
-        );
+        let says = "cannot be restored at another parallelism";
+        assert_rescales_only_one_to_one(&keyless, &snapshot, (2, 1), says);
     }
 }

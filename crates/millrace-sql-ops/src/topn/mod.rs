@@ -779,7 +779,8 @@ mod tests {
     use super::*;
     use crate::join::test_util::{batch, ints, schema, strs, take, windows, wm};
     use crate::round_trip::{
-        Step, assert_partial_rescales, assert_rescales, assert_round_trips_at_every_cut,
+        Step, assert_partial_rescales, assert_rescales, assert_rescales_only_one_to_one,
+        assert_round_trips_at_every_cut,
     };
     use crate::window::{WindowKind, window_type};
     use arrow::compute::SortOptions;
@@ -1582,17 +1583,7 @@ mod tests {
             }
         }
         let snapshot = op.snapshot().unwrap();
-        assert_eq!(
-            factory
-                .rescale(std::slice::from_ref(&snapshot), 1)
-                .unwrap()
-                .len(),
-            1
-        );
-        let err = factory.rescale(&[snapshot], 3).unwrap_err().to_string();
-        assert!(
-            err.contains("operator 'top-n' cannot be restored at another parallelism"),
-            "{err}"
-        );
+        let says = "operator 'top-n' cannot be restored at another parallelism";
+        assert_rescales_only_one_to_one(&factory, &snapshot, (1, 3), says);
     }
 }

@@ -28,7 +28,8 @@ use millrace_core::{
 use super::*;
 use crate::join::test_util::{carrying_windows, with_window_column};
 use crate::round_trip::{
-    Step, assert_partial_rescales, assert_rescales, assert_round_trip, render_with, route,
+    Step, assert_partial_rescales, assert_rescales, assert_rescales_only_one_to_one,
+    assert_round_trip, render_with, route,
 };
 use crate::window::{WindowAssign, WindowKind, is_window_type, window_array, window_bounds};
 
@@ -1232,14 +1233,8 @@ fn state_without_partitioned_input_only_rescales_one_to_one() {
     let mut restored = factory.restore(0, 1, &same[0]).unwrap();
     restored.on_end(&mut out).unwrap();
     assert_eq!(render(out.take_messages()), vec!["[0,10) 1 @1"]);
-    let err = factory
-        .rescale(&[snapshot.clone(), snapshot], 3)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("operator 'window_agg' cannot be restored at another parallelism"),
-        "{err}"
-    );
+    let says = "operator 'window_agg' cannot be restored at another parallelism";
+    assert_rescales_only_one_to_one(&factory, &snapshot, (2, 3), says);
     let fresh = factory.rescale(&[Snapshot::none(), Snapshot::none()], 3);
     assert!(fresh.unwrap().iter().all(Snapshot::is_empty));
 }
