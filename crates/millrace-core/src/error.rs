@@ -27,6 +27,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A message of a stream (a Kafka topic) that could not be read under
+    /// the `fail` policy: `input` names the stream, `at` the message
+    /// (`partition 2 offset 1041`).
+    #[error("{input} {at}: {reason}")]
+    BadMessage {
+        input: String,
+        at: String,
+        reason: String,
+    },
+
     /// A pipeline that cannot be built as declared (unknown column, wrong type...).
     #[error("invalid pipeline: {0}")]
     Plan(String),
@@ -81,7 +91,11 @@ impl Error {
         match self {
             Error::Io { .. } | Error::Other(_) => true,
             Error::Operator { cause, .. } | Error::Stopped { cause, .. } => cause.is_transient(),
-            Error::Arrow(_) | Error::BadRecord { .. } | Error::Plan(_) | Error::Panic(_) => false,
+            Error::Arrow(_)
+            | Error::BadRecord { .. }
+            | Error::BadMessage { .. }
+            | Error::Plan(_)
+            | Error::Panic(_) => false,
         }
     }
 

@@ -107,6 +107,20 @@ pub trait SourceReader: Send {
         SourceStats::default()
     }
 
+    /// For a reader that interleaves inputs each in its own event-time
+    /// order (a Kafka instance reading several partitions): the event time
+    /// every one of its inputs that is not idle has reached, i.e. the least
+    /// of their largest event times (`i64::MIN` while one of them has shown
+    /// none). The instance's watermark is this minus the bound, instead of
+    /// the largest event time of its batches, so a partition behind the
+    /// others keeps its rows on time. The runtime also asks while the
+    /// reader is pending: an input turning idle can advance it.
+    ///
+    /// `None` (the default): the reader's rows are one input.
+    fn event_time_reached(&self) -> Option<i64> {
+        None
+    }
+
     /// Where this reader is: enough for [`SourceReader::seek`] on a fresh
     /// reader of the same instance to continue with exactly the rows that
     /// would have come next (a generator's event count, a file and byte

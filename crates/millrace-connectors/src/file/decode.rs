@@ -111,6 +111,9 @@ pub(crate) struct ChunkDecoder {
     /// (CSV) The last line ended inside a quoted field: the lines up to the
     /// one that closes it are not records of their own.
     in_quoted_field: bool,
+    /// Each record is a message of its own (Kafka): a quoted field never
+    /// continues into the next one.
+    messages: bool,
     /// Fast-path decoder; dropped after an error since its state is then unknown.
     bulk: Option<Inner>,
     /// Slow-path decoder for one line at a time (small, cheap to rebuild).
@@ -196,6 +199,7 @@ impl ChunkDecoder {
             shape,
             seen: Vec::new(),
             in_quoted_field: false,
+            messages: false,
             bulk: None,
             single: None,
         };
@@ -236,6 +240,14 @@ impl ChunkDecoder {
             i += 1;
         }
         None
+    }
+
+    /// Records are whole messages, not lines of one file: nothing carries
+    /// over from one to the next (an unterminated quote is that record's
+    /// fault alone).
+    pub(crate) fn for_messages(mut self) -> Self {
+        self.messages = true;
+        self
     }
 
     /// A new file begins: nothing carries over from the last one.
@@ -281,7 +293,7 @@ impl ChunkDecoder {
             early.reserve(records.len());
             for &(start, end) in records {
                 let line = &data[start..end];
-                let continues = self.in_quoted_field;
+                let continues = self.in_quoted_field && !self.messages;
                 self.in_quoted_field = ends_in_quoted_field(line, delimiter, continues);
                 early.push(if continues {
                     Err(

@@ -49,8 +49,8 @@
 //! source.validate().expect("valid source");
 //! ```
 
-mod dead_letter;
 mod decode;
+pub(crate) use decode::ChunkDecoder;
 pub use decode::MAX_JSON_DEPTH;
 mod lines;
 mod position;
@@ -70,10 +70,10 @@ use millrace_core::batch::ENTERED_COLUMN;
 use millrace_core::time::is_event_time_type;
 use millrace_core::{Error, EventTime, Result, Snapshot, SourceFactory, SourceReader};
 
-use dead_letter::DeadLetter;
-use decode::ChunkDecoder;
+use crate::dead_letter::DeadLetter;
 use position::{FilePosition, files_of};
-use reader::{Config, FileReader, Policy};
+pub(crate) use reader::Policy;
+use reader::{Config, FileReader};
 
 /// How the lines of a file are encoded.
 #[derive(Debug, Clone)]
@@ -301,7 +301,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Types arrow-csv can parse (its reader rejects the rest at decode time).
-fn csv_supports(dt: &DataType) -> bool {
+pub(crate) fn csv_supports(dt: &DataType) -> bool {
     use DataType::*;
     match dt {
         Null

@@ -38,10 +38,10 @@ use millrace_core::time::now_ns;
 use millrace_core::{Error, Result, Snapshot, SourcePoll, SourceReader, SourceStats};
 
 use super::FileFormat;
-use super::dead_letter::{DeadLetter, DeadRecord};
 use super::decode::ChunkDecoder;
 use super::lines::LineReader;
 use super::position::{FilePosition, FileProgress, Progress};
+use crate::dead_letter::{DeadLetter, DeadRecord, Place};
 
 /// A chunk stops growing at about this many bytes even if `max_rows` is not reached.
 const CHUNK_BYTES: usize = 4 << 20;
@@ -298,13 +298,14 @@ impl FileReader {
                 )
             })
             .collect();
+        let source = path.to_string_lossy();
         let mut all: Vec<DeadRecord<'_>> = bad
             .iter()
             .map(|(i, reason)| {
                 let (start, end) = self.records[*i];
                 DeadRecord {
-                    source: path,
-                    line: self.record_lines[*i],
+                    source: &source,
+                    place: Place::Line(self.record_lines[*i]),
                     reason,
                     raw: &self.chunk[start..end],
                 }
@@ -314,8 +315,8 @@ impl FileReader {
                     .iter()
                     .zip(&oversize_reasons)
                     .map(|(o, reason)| DeadRecord {
-                        source: path,
-                        line: o.line,
+                        source: &source,
+                        place: Place::Line(o.line),
                         reason,
                         raw: &o.prefix,
                     }),
@@ -324,11 +325,16 @@ impl FileReader {
         if all.is_empty() {
             return Ok(());
         }
-        all.sort_by_key(|r| r.line);
+        all.sort_by_key(|r| r.place);
         match &self.config.policy {
             Policy::Fail => {
                 let first = &all[0];
-                let failure = (path.to_path_buf(), first.line, first.reason.to_string());
+                // A file's records are all placed by line.
+                let line = match first.place {
+                    Place::Line(line) => line,
+                    Place::Message { offset, .. } => offset as u64,
+                };
+                let failure = (path.to_path_buf(), line, first.reason.to_string());
                 self.failed = Some(failure);
                 Err(self.failure_error())
             }

@@ -59,7 +59,7 @@ impl JsonLinesSink {
 /// the same bytes for the same rows.
 /// A timestamp outside the supported range is refused, naming its column
 /// and value: arrow-json would write error text in its place.
-pub(super) fn encode_json_lines(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+pub(crate) fn encode_json_lines(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
     for (field, column) in batch.schema_ref().fields().iter().zip(batch.columns()) {
         if let Some((path, value)) = unsupported_timestamp(column.as_ref()) {
             return Err(Error::Other(format!(

@@ -82,6 +82,19 @@ impl SourceHead {
         }
     }
 
+    /// The watermark the event times read so far allow (the reader's
+    /// `event_time_reached` when it interleaves inputs, else the largest
+    /// event time seen), if later than the last one sent.
+    fn advanced_watermark(&self) -> Option<i64> {
+        let (_, _, bound, _) = self.event_time.as_ref()?;
+        let reached = self
+            .reader
+            .event_time_reached()
+            .unwrap_or(self.max_event_time);
+        let wm = reached.saturating_sub(*bound);
+        (wm > self.last_watermark).then_some(wm)
+    }
+
     fn inject_barrier(&mut self, out: &mut Vec<(usize, Message)>) {
         out.push((0, Message::Barrier(self.next_barrier)));
         self.next_barrier += 1;
@@ -224,13 +237,12 @@ impl SourceHead {
                 self.rows_since_barrier += rows as u64;
                 self.metrics.rows_out.fetch_add(rows as u64, Relaxed);
                 let watermark = match &self.event_time {
-                    Some((idx, col, bound, _)) => {
+                    Some((idx, col, _, _)) => {
                         let times = event_times_ms(batch.column(*idx), col)?;
                         if let Some(max) = times.iter().copied().max() {
                             self.max_event_time = self.max_event_time.max(max);
                         }
-                        let wm = self.max_event_time.saturating_sub(*bound);
-                        (wm > self.last_watermark).then_some(wm)
+                        self.advanced_watermark()
                     }
                     None => None,
                 };
@@ -261,6 +273,20 @@ impl SourceHead {
             SourcePoll::Pending { wake_at_ns } => {
                 // Caught up with its input: nobody should wait for it.
                 self.publish(i64::MAX);
+                // One of several inputs may have turned idle meanwhile.
+                if self.reader.event_time_reached().is_some()
+                    && let Some(wm) = self.advanced_watermark()
+                {
+                    self.last_watermark = wm;
+                    out.push((
+                        0,
+                        Message::Watermark(Watermark {
+                            time_ms: wm,
+                            entered_ns: now,
+                        }),
+                    ));
+                    return Ok(None);
+                }
                 // A reader without a timer is asked again within a millisecond.
                 let wake_at_ns = Some(wake_at_ns.unwrap_or(now + UNTIMED_SOURCE_RETRY_NS));
                 let idle_timeout = self.event_time.as_ref().and_then(|e| e.3);

@@ -1,4 +1,4 @@
-//! The dead-letter output of a file source: one JSON object per bad record.
+//! The dead-letter file of a source: one JSON object per bad record.
 //!
 //! Every instance of a source shares one writer, opened (in append mode, so
 //! earlier runs' records are kept) on first use. Each record is written as one
@@ -14,17 +14,27 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
 use millrace_core::{Error, Result};
 
 /// A bad record on its way to the dead-letter file.
 pub(crate) struct DeadRecord<'a> {
-    pub source: &'a Path,
-    pub line: u64,
+    /// The input: a file's path, a Kafka topic.
+    pub source: &'a str,
+    pub place: Place,
     pub reason: &'a str,
     pub raw: &'a [u8],
+}
+
+/// Where in its input a bad record was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Place {
+    /// A file's 1-based physical line.
+    Line(u64),
+    /// A Kafka message.
+    Message { partition: i32, offset: i64 },
 }
 
 pub(crate) struct DeadLetter {
@@ -83,14 +93,25 @@ impl DeadLetter {
     }
 }
 
-/// `{"source":…,"line":N,"reason":…,"raw":…}` plus a newline, keys in that
-/// order (a reader scanning the file by eye wants where before what).
+/// `{"source":…,"line":N,"reason":…,"raw":…}` (for a Kafka message
+/// `"partition":P,"offset":O` in place of the line) plus a newline, keys in
+/// that order (a reader scanning the file by eye wants where before what).
 fn encode(r: &DeadRecord<'_>, out: &mut String) {
     let text = |s: &str| serde_json::Value::String(s.to_string()).to_string();
     out.push_str("{\"source\":");
-    out.push_str(&text(&r.source.to_string_lossy()));
-    out.push_str(",\"line\":");
-    out.push_str(&r.line.to_string());
+    out.push_str(&text(r.source));
+    match r.place {
+        Place::Line(line) => {
+            out.push_str(",\"line\":");
+            out.push_str(&line.to_string());
+        }
+        Place::Message { partition, offset } => {
+            out.push_str(",\"partition\":");
+            out.push_str(&partition.to_string());
+            out.push_str(",\"offset\":");
+            out.push_str(&offset.to_string());
+        }
+    }
     out.push_str(",\"reason\":");
     out.push_str(&text(r.reason));
     out.push_str(",\"raw\":");
@@ -107,8 +128,8 @@ mod tests {
         let mut out = String::new();
         encode(
             &DeadRecord {
-                source: Path::new("/in/a.json"),
-                line: 7,
+                source: "/in/a.json",
+                place: Place::Line(7),
                 reason: "bad \"quote\"",
                 raw: b"{\"x\":\t\xff}",
             },
@@ -120,5 +141,23 @@ mod tests {
         );
         let parsed: serde_json::Value = serde_json::from_str(out.trim_end()).expect("valid JSON");
         assert_eq!(parsed["line"], 7);
+
+        out.clear();
+        encode(
+            &DeadRecord {
+                source: "orders",
+                place: Place::Message {
+                    partition: 3,
+                    offset: 41,
+                },
+                reason: "r",
+                raw: b"x",
+            },
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            "{\"source\":\"orders\",\"partition\":3,\"offset\":41,\"reason\":\"r\",\"raw\":\"x\"}\n"
+        );
     }
 }

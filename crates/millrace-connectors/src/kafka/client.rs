@@ -1,0 +1,153 @@
+//! Reaching a Kafka cluster: the bootstrap servers and the client options
+//! passed through to librdkafka, the clients built from them, and the
+//! admin calls the connectors need (partition count, topic creation).
+
+use std::time::Duration;
+
+use millrace_core::{Error, Result};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use super::block_on::block_on;
+
+/// How long a metadata or admin request may take before it is an error.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The cluster and the client settings every client of a table uses.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    bootstrap: String,
+    /// librdkafka settings as given (`fetch.min.bytes` = `1`), applied
+    /// last so they override the connector's defaults.
+    options: Vec<(String, String)>,
+}
+
+impl Connection {
+    pub fn new(bootstrap: impl Into<String>) -> Self {
+        Connection {
+            bootstrap: bootstrap.into(),
+            options: Vec::new(),
+        }
+    }
+
+    /// Adds a librdkafka setting (see librdkafka's CONFIGURATION.md).
+    pub fn with_option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// The user's value of a librdkafka setting, if given.
+    pub fn option(&self, key: &str) -> Option<&str> {
+        self.options
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A client configuration: `defaults`, then the user's options.
+    pub(crate) fn config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in defaults {
+            config.set(*k, *v);
+        }
+        for (k, v) in &self.options {
+            config.set(k, v);
+        }
+        config
+    }
+
+    /// A consumer for metadata and offset lookups.
+    pub(crate) fn lookup_consumer(&self) -> Result<BaseConsumer> {
+        self.config(&[("enable.auto.commit", "false")])
+            .create()
+            .map_err(|e| self.error("cannot create a client", e))
+    }
+
+    /// The number of partitions of `topic`; an error naming the topic if
+    /// it does not exist (topics are never created by reading them).
+    pub fn partitions(&self, topic: &str) -> Result<usize> {
+        let consumer = self.lookup_consumer()?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+            .map_err(|e| self.error(&format!("cannot read the metadata of topic '{topic}'"), e))?;
+        let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Err(self.missing(topic));
+        };
+        match t.error() {
+            None if !t.partitions().is_empty() => Ok(t.partitions().len()),
+            None => Err(self.missing(topic)),
+            Some(code)
+                if RDKafkaErrorCode::from(code) == RDKafkaErrorCode::UnknownTopicOrPartition =>
+            {
+                Err(self.missing(topic))
+            }
+            Some(code) => Err(Error::Other(format!(
+                "kafka {}: topic '{topic}': {}",
+                self.bootstrap,
+                RDKafkaErrorCode::from(code)
+            ))),
+        }
+    }
+
+    /// Creates `topic` with `partitions` partitions (replication 1 or the
+    /// broker's default when `replication` is `None`) and `configs`; an
+    /// existing topic is left as it is.
+    pub fn create_topic(
+        &self,
+        topic: &str,
+        partitions: usize,
+        replication: Option<i32>,
+        configs: &[(&str, &str)],
+    ) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self
+            .config(&[])
+            .create()
+            .map_err(|e| self.error("cannot create an admin client", e))?;
+        let replication = match replication {
+            Some(r) => TopicReplication::Fixed(r),
+            None => TopicReplication::Fixed(-1),
+        };
+        let mut new = NewTopic::new(topic, partitions as i32, replication);
+        for (k, v) in configs {
+            new = new.set(k, v);
+        }
+        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        let results = block_on(admin.create_topics([&new], &options))
+            .map_err(|e| self.error(&format!("cannot create topic '{topic}'"), e))?;
+        for result in results {
+            match result {
+                Ok(_) => {}
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(Error::Other(format!(
+                        "kafka {}: cannot create topic '{name}': {code}",
+                        self.bootstrap
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn missing(&self, topic: &str) -> Error {
+        Error::Other(format!(
+            "kafka {}: topic '{topic}' does not exist (create it first, e.g. \
+             scripts/services/kafka.sh topic-create {topic} 4)",
+            self.bootstrap
+        ))
+    }
+
+    /// An error naming the cluster, what was being done and Kafka's reason.
+    pub(crate) fn error(&self, doing: &str, e: KafkaError) -> Error {
+        Error::Other(format!("kafka {}: {doing}: {e}", self.bootstrap))
+    }
+}

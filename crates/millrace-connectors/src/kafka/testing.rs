@@ -1,0 +1,172 @@
+//! Talking to a broker outside a pipeline, for tests, benchmarks and the
+//! command line: finding the broker the project's script started, writing
+//! messages, and reading a topic whole.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use millrace_core::{Error, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::client::{Connection, REQUEST_TIMEOUT};
+use super::sink::{DeliveryCheck, flush};
+
+/// The broker to use: `$MILLRACE_KAFKA_BOOTSTRAP`, else the address
+/// `scripts/services/kafka.sh start` recorded in its state directory
+/// (`$MILLRACE_SERVICES_DIR`, default `/tmp/millrace-services`), if any.
+pub fn bootstrap_from_env() -> Option<String> {
+    if let Ok(b) = std::env::var("MILLRACE_KAFKA_BOOTSTRAP")
+        && !b.trim().is_empty()
+    {
+        return Some(b.trim().to_string());
+    }
+    let dir = std::env::var("MILLRACE_SERVICES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("/tmp/millrace-services"));
+    std::fs::read_to_string(dir.join("kafka").join("bootstrap"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// True if a broker answers at `bootstrap` within `timeout`.
+pub fn reachable(bootstrap: &str, timeout: Duration) -> bool {
+    let Ok(consumer) = Connection::new(bootstrap).lookup_consumer() else {
+        return false;
+    };
+    consumer.fetch_metadata(None, timeout).is_ok()
+}
+
+/// One message to write: partition (`None`: by key, or spread), key, value,
+/// timestamp (ms; `None`: now).
+pub struct Outgoing {
+    pub partition: Option<i32>,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub timestamp: Option<i64>,
+}
+
+/// Writes `messages` with an idempotent producer and waits until every one
+/// is acknowledged.
+pub fn produce(
+    connection: &Connection,
+    topic: &str,
+    messages: impl IntoIterator<Item = Outgoing>,
+) -> Result<()> {
+    let producer: ThreadedProducer<DeliveryCheck> = connection
+        .config(&[
+            ("enable.idempotence", "true"),
+            ("linger.ms", "5"),
+            ("partitioner", "murmur2_random"),
+        ])
+        .create_with_context(DeliveryCheck::default())
+        .map_err(|e| connection.error("cannot create a producer", e))?;
+    for m in messages {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(&m.value[..]);
+        if let Some(p) = m.partition {
+            record = record.partition(p);
+        }
+        if let Some(k) = &m.key {
+            record = record.key(&k[..]);
+        }
+        if let Some(ts) = m.timestamp {
+            record = record.timestamp(ts);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err((e, _)) => {
+                    return Err(connection.error(&format!("cannot produce to '{topic}'"), e));
+                }
+            }
+        }
+    }
+    flush(&producer, topic)
+}
+
+/// A message read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub timestamp: Option<i64>,
+}
+
+/// Every message of `topic` up to the end each partition has now, by
+/// partition then offset; `read_committed` leaves out aborted transactions
+/// (and waits for open ones to end).
+pub fn read_all(
+    connection: &Connection,
+    topic: &str,
+    read_committed: bool,
+) -> Result<Vec<Incoming>> {
+    let partitions = connection.partitions(topic)?;
+    let isolation = if read_committed {
+        "read_committed"
+    } else {
+        "read_uncommitted"
+    };
+    let consumer: BaseConsumer = connection
+        .config(&[
+            ("group.id", "millrace-read-all"),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "true"),
+            ("isolation.level", isolation),
+        ])
+        .create()
+        .map_err(|e| connection.error("cannot create a consumer", e))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut open = std::collections::HashSet::new();
+    for p in 0..partitions as i32 {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
+            .map_err(|e| connection.error(&format!("cannot read the offsets of '{topic}'"), e))?;
+        if high > low {
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))
+                .map_err(|e| connection.error("cannot name a partition", e))?;
+            open.insert(p);
+        }
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| connection.error(&format!("cannot read '{topic}'"), e))?;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !open.is_empty() {
+        if Instant::now() > deadline {
+            return Err(Error::Other(format!(
+                "reading topic '{topic}' did not reach its end within 120 s"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            Some(Err(KafkaError::MessageConsumption(_))) => {}
+            Some(Err(e)) => return Err(connection.error(&format!("cannot read '{topic}'"), e)),
+            Some(Ok(m)) => out.push(Incoming {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                timestamp: m.timestamp().to_millis(),
+            }),
+        }
+    }
+    out.sort_by_key(|m| (m.partition, m.offset));
+    Ok(out)
+}
