@@ -63,7 +63,22 @@ impl Table {
     /// else the connector's own (generators declare theirs).
     pub fn event_time(&self) -> Option<EventTime> {
         match &self.watermark {
-            Some(w) => Some(EventTime::new(&w.column, w.max_out_of_orderness_ms)),
+            Some(w) => {
+                let declared = EventTime::new(&w.column, w.max_out_of_orderness_ms);
+                // The connector's idle timeout (`idle_timeout` option), when
+                // it was told the same column.
+                let idle = self
+                    .connector
+                    .source
+                    .as_ref()
+                    .and_then(|s| s.event_time())
+                    .filter(|e| e.column == w.column)
+                    .map(|e| e.idle_timeout);
+                Some(match idle {
+                    Some(idle) => declared.with_idle_timeout(idle),
+                    None => declared,
+                })
+            }
             None => self.connector.source.as_ref().and_then(|s| s.event_time()),
         }
     }
@@ -183,6 +198,7 @@ pub fn resolve(decl: &TableDecl, declared: SchemaRef, line: u64) -> SqlResult<Ta
         "nexmark" => nexmark(&mut opts, &declared)?,
         "iot" => iot(&mut opts, &declared)?,
         "file" => file(&mut opts, decl, &declared)?,
+        "kafka" => kafka(&mut opts, decl, &declared)?,
         "console" => {
             let mut sink = ConsoleSink::new();
             if let Some(n) = opts.number::<usize>("max_rows")? {
@@ -193,7 +209,7 @@ pub fn resolve(decl: &TableDecl, declared: SchemaRef, line: u64) -> SqlResult<Ta
         "discard" | "blackhole" => (Connector::sink(DiscardSink::new()), declared),
         other => {
             return Err(opts.err(format!(
-                "unknown connector '{other}' (known: nexmark, iot, file, console, discard)"
+                "unknown connector '{other}' (known: nexmark, iot, file, kafka, console, discard)"
             )));
         }
     };
@@ -355,6 +371,35 @@ fn iot(opts: &mut Options, declared: &SchemaRef) -> SqlResult<(Connector, Schema
     Ok((Connector::source(source), schema))
 }
 
+/// The bad-record policy options shared by file and Kafka sources.
+fn on_error(opts: &mut Options) -> SqlResult<OnError> {
+    Ok(match opts.take("on_error").as_deref() {
+        None | Some("fail") => OnError::Fail,
+        Some("skip") => OnError::Skip,
+        Some("dead_letter") => OnError::DeadLetter(PathBuf::from(
+            opts.require("dead_letter_path", "bad.jsonl")?,
+        )),
+        Some(other) => {
+            return Err(opts.err(format!(
+                "on_error = '{other}' (use fail, skip or dead_letter)"
+            )));
+        }
+    })
+}
+
+/// `max_future`: a duration, or 'none'; the file source's default.
+fn max_future(opts: &mut Options) -> SqlResult<Option<std::time::Duration>> {
+    Ok(match opts.take("max_future") {
+        None => Some(millrace_connectors::file::DEFAULT_MAX_FUTURE),
+        Some(v) if v.eq_ignore_ascii_case("none") => None,
+        Some(v) => {
+            let ms = duration_text_ms(&v, None)
+                .map_err(|e| opts.err(format!("option 'max_future': {e} (or 'none')")))?;
+            Some(std::time::Duration::from_millis(ms.max(0) as u64))
+        }
+    })
+}
+
 fn file(
     opts: &mut Options,
     decl: &TableDecl,
@@ -391,31 +436,12 @@ fn file(
         "csv" => FileSource::csv(&path, declared.clone(), header),
         other => return Err(opts.err(format!("format '{other}' (use json or csv)"))),
     };
-    let policy = match opts.take("on_error").as_deref() {
-        None | Some("fail") => OnError::Fail,
-        Some("skip") => OnError::Skip,
-        Some("dead_letter") => OnError::DeadLetter(PathBuf::from(
-            opts.require("dead_letter_path", "bad.jsonl")?,
-        )),
-        Some(other) => {
-            return Err(opts.err(format!(
-                "on_error = '{other}' (use fail, skip or dead_letter)"
-            )));
-        }
-    };
+    let policy = on_error(opts)?;
     source = source.with_on_error(policy);
     if let Some(n) = opts.number::<usize>("max_line_bytes")? {
         source = source.with_max_line_bytes(n);
     }
-    let max_future = match opts.take("max_future") {
-        None => Some(millrace_connectors::file::DEFAULT_MAX_FUTURE),
-        Some(v) if v.eq_ignore_ascii_case("none") => None,
-        Some(v) => {
-            let ms = duration_text_ms(&v, None)
-                .map_err(|e| opts.err(format!("option 'max_future': {e} (or 'none')")))?;
-            Some(std::time::Duration::from_millis(ms.max(0) as u64))
-        }
-    };
+    let max_future = max_future(opts)?;
     source = source.with_max_future(max_future);
     if let Some(w) = &decl.watermark {
         source = source.with_event_time(EventTime::new(&w.column, w.max_out_of_orderness_ms));
@@ -425,4 +451,151 @@ fn file(
         sink,
     };
     Ok((connector, declared.clone()))
+}
+
+/// `connector = 'kafka'`: a topic, read when queried (which needs the value's
+/// columns declared) and written when INSERTed into.
+#[cfg(feature = "kafka")]
+fn kafka(
+    opts: &mut Options,
+    decl: &TableDecl,
+    declared: &SchemaRef,
+) -> SqlResult<(Connector, SchemaRef)> {
+    use millrace_connectors::kafka::{
+        Connection, Delivery, KafkaSink, KafkaSource, Metadata, StartFrom, StopAt, ValueFormat,
+    };
+    let topic = opts.require("topic", "events")?;
+    let bootstrap = opts.require("bootstrap_servers", "127.0.0.1:9092")?;
+    let mut connection = Connection::new(bootstrap);
+    // Client settings passed through to librdkafka, as Flink's `properties.*`.
+    let passed: Vec<String> = opts
+        .values
+        .keys()
+        .filter(|k| k.starts_with("kafka."))
+        .cloned()
+        .collect();
+    for key in passed {
+        let value = opts.take(&key).unwrap_or_default();
+        connection = connection.with_option(&key["kafka.".len()..], value);
+    }
+    let format = match opts
+        .take("format")
+        .as_deref()
+        .map(str::to_lowercase)
+        .as_deref()
+    {
+        None | Some("json") => ValueFormat::Json,
+        Some("csv") => {
+            let delimiter = match opts.take("delimiter") {
+                None => b',',
+                Some(d) if d.len() == 1 => d.as_bytes()[0],
+                Some(d) => return Err(opts.err(format!("delimiter = '{d}' (one character)"))),
+            };
+            ValueFormat::Csv { delimiter }
+        }
+        Some("raw") => ValueFormat::Raw,
+        Some(other) => return Err(opts.err(format!("format '{other}' (use json, csv or raw)"))),
+    };
+
+    let mut sink = KafkaSink::new(connection.clone(), &topic, format);
+    if let Some(key) = opts.take("key") {
+        sink = sink.with_key(key.to_lowercase());
+    }
+    sink = sink.with_delivery(match opts.take("delivery").as_deref() {
+        None | Some("at_least_once") => Delivery::AtLeastOnce,
+        Some("exactly_once") => Delivery::ExactlyOnce,
+        Some(other) => {
+            return Err(opts.err(format!(
+                "delivery = '{other}' (use at_least_once or exactly_once)"
+            )));
+        }
+    });
+    if let Some(ms) = opts.duration_ms("linger")? {
+        sink = sink.with_linger(std::time::Duration::from_millis(ms.max(0) as u64));
+    }
+    if let Some(id) = opts.take("transactional_id") {
+        sink = sink.with_transactional_id(id);
+    }
+    if let Some(t) = opts.take("progress_topic") {
+        sink = sink.with_progress_topic(t);
+    }
+
+    let start = match opts.take("scan_startup").as_deref() {
+        None | Some("earliest") => StartFrom::Earliest,
+        Some("latest") => StartFrom::Latest,
+        Some("group") => StartFrom::Group,
+        Some("timestamp") => {
+            let ms = opts
+                .number::<i64>("scan_startup_timestamp")?
+                .ok_or_else(|| {
+                    opts.err(
+                        "scan_startup = 'timestamp' needs scan_startup_timestamp (ms since 1970)"
+                            .into(),
+                    )
+                })?;
+            StartFrom::Timestamp(ms)
+        }
+        Some(other) => {
+            return Err(opts.err(format!(
+                "scan_startup = '{other}' (use earliest, latest, group or timestamp)"
+            )));
+        }
+    };
+    let stop = match opts.take("scan_bounded").as_deref() {
+        None | Some("none") => StopAt::Never,
+        Some("latest") => StopAt::Latest,
+        Some(other) => {
+            return Err(opts.err(format!("scan_bounded = '{other}' (use none or latest)")));
+        }
+    };
+    let group = opts.take("group_id");
+    let metadata = match opts.take("metadata") {
+        None => Metadata::none(),
+        Some(m) => Metadata::parse(&m).map_err(|e| opts.err(format!("metadata: {e}")))?,
+    };
+    let policy = on_error(opts)?;
+    let max_future = max_future(opts)?;
+    // How long a partition without messages holds the watermark back ('0': forever).
+    let idle_timeout = opts.duration_ms("idle_timeout")?;
+    if declared.fields().is_empty() {
+        if !metadata.is_empty() {
+            return Err(opts.err(
+                "metadata columns come with a read table: declare the value's columns too".into(),
+            ));
+        }
+        return Ok((Connector::sink(sink), declared.clone()));
+    }
+    let mut source = KafkaSource::new(connection, &topic, format, declared.clone())
+        .with_metadata(metadata)
+        .with_start(start)
+        .with_stop(stop)
+        .with_on_error(policy)
+        .with_max_future(max_future);
+    if let Some(group) = group {
+        source = source.with_group_id(group);
+    }
+    if let Some(w) = &decl.watermark {
+        let mut et = EventTime::new(&w.column, w.max_out_of_orderness_ms);
+        if let Some(ms) = idle_timeout {
+            et =
+                et.with_idle_timeout((ms > 0).then(|| std::time::Duration::from_millis(ms as u64)));
+        }
+        source = source.with_event_time(et);
+    }
+    source.validate().map_err(|e| opts.err(e.to_string()))?;
+    let schema = source.schema();
+    let connector = Connector {
+        source: Some(Arc::new(source)),
+        sink: Some(Arc::new(sink)),
+    };
+    Ok((connector, schema))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn kafka(
+    opts: &mut Options,
+    _decl: &TableDecl,
+    _declared: &SchemaRef,
+) -> SqlResult<(Connector, SchemaRef)> {
+    Err(opts.err("this build has no Kafka connector (build with the 'kafka' feature)".into()))
 }

@@ -181,6 +181,8 @@ impl TransactionalCommitter {
                 ("enable.auto.commit", "false"),
                 ("enable.partition.eof", "true"),
                 ("isolation.level", "read_committed"),
+                // The end is found by an empty fetch: do not wait for data.
+                ("fetch.wait.max.ms", "10"),
             ])
             .create()
             .map_err(|e| self.error("cannot create a consumer of the progress topic", e))?;
@@ -201,7 +203,7 @@ impl TransactionalCommitter {
                     REQUEST_TIMEOUT.as_secs()
                 )));
             }
-            match consumer.poll(Duration::from_millis(100)) {
+            match consumer.poll(Duration::from_millis(10)) {
                 None => continue,
                 Some(Err(KafkaError::PartitionEOF(_))) => return Ok(last),
                 Some(Err(KafkaError::MessageConsumption(_))) => continue,

@@ -24,6 +24,12 @@ pub fn bootstrap_from_env() -> Option<String> {
     {
         return Some(b.trim().to_string());
     }
+    script_bootstrap()
+}
+
+/// The address `scripts/services/kafka.sh start` recorded for the broker
+/// it started, if any.
+pub fn script_bootstrap() -> Option<String> {
     let dir = std::env::var("MILLRACE_SERVICES_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from("/tmp/millrace-services"));
@@ -31,6 +37,38 @@ pub fn bootstrap_from_env() -> Option<String> {
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
+}
+
+/// The broker tests run against, or `None` (the test then returns early)
+/// after saying why on stderr. With `MILLRACE_REQUIRE_SERVICES=1` (as
+/// `.ci/run` sets) a missing broker is a panic instead: CI never passes
+/// without running the Kafka tests.
+pub fn broker() -> Option<Connection> {
+    let required = std::env::var("MILLRACE_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
+    let found = bootstrap_from_env().filter(|b| reachable(b, Duration::from_secs(10)));
+    match found {
+        Some(b) => Some(Connection::new(b)),
+        None if required => panic!(
+            "MILLRACE_REQUIRE_SERVICES=1 but no Kafka broker answers (set MILLRACE_KAFKA_BOOTSTRAP \
+             or run scripts/services/kafka.sh start)"
+        ),
+        None => {
+            eprintln!(
+                "skipping: no Kafka broker (start one with scripts/services/kafka.sh start, or \
+                 set MILLRACE_KAFKA_BOOTSTRAP)"
+            );
+            None
+        }
+    }
+}
+
+/// A topic name no other test or run uses.
+pub fn fresh_topic(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("test-{name}-{}-{nanos}", std::process::id())
 }
 
 /// True if a broker answers at `bootstrap` within `timeout`.

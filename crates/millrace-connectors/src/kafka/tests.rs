@@ -14,40 +14,10 @@ use millrace_core::{
     Error, EventTime, SinkCommitter, SinkFactory, Snapshot, SourceFactory, SourcePoll, SourceReader,
 };
 
-use super::testing::{Outgoing, bootstrap_from_env, produce, reachable, read_all};
+use super::testing::{Outgoing, broker, fresh_topic, produce, read_all};
 use super::{
     Connection, Delivery, KafkaSink, KafkaSource, Metadata, OnError, StartFrom, StopAt, ValueFormat,
 };
-
-/// The broker to test against, or `None` (the test then returns early)
-/// after saying why; a failure instead when services are required.
-pub(crate) fn broker() -> Option<Connection> {
-    let required = std::env::var("MILLRACE_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-    let found = bootstrap_from_env().filter(|b| reachable(b, Duration::from_secs(10)));
-    match found {
-        Some(b) => Some(Connection::new(b)),
-        None if required => panic!(
-            "MILLRACE_REQUIRE_SERVICES=1 but no Kafka broker answers (MILLRACE_KAFKA_BOOTSTRAP \
-             or scripts/services/kafka.sh start)"
-        ),
-        None => {
-            eprintln!(
-                "skipping: no Kafka broker (start one with scripts/services/kafka.sh start, or \
-                 set MILLRACE_KAFKA_BOOTSTRAP)"
-            );
-            None
-        }
-    }
-}
-
-/// A topic name no other test or run uses.
-pub(crate) fn fresh_topic(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("test-{name}-{}-{nanos}", std::process::id())
-}
 
 fn value_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![

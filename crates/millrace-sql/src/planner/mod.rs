@@ -217,11 +217,10 @@ impl<'a> StreamPlanner<'a> {
                     )));
                 };
                 let mut stream = self.pipeline.source_arc(factory);
-                if let Some(w) = &table.watermark {
-                    stream = stream.with_event_time(millrace_core::EventTime::new(
-                        &w.column,
-                        w.max_out_of_orderness_ms,
-                    ))?;
+                if table.watermark.is_some()
+                    && let Some(event_time) = table.event_time()
+                {
+                    stream = stream.with_event_time(event_time)?;
                 }
                 self.sources.insert(name.clone(), stream.clone());
                 stream

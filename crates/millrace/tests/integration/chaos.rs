@@ -4,15 +4,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::common::{Moments, millrace, run_to_end};
 
 const BIDS: &str = "400000";
 const SINKS: [&str; 3] = ["counts", "joined", "top"];
-
-fn millrace() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_millrace"))
-}
 
 /// The pipeline over `bids`, writing its three outputs into `out`.
 fn pipeline(bids: &Path, out: &Path, parallelism: usize) -> String {
@@ -67,35 +65,6 @@ fn outputs(out: &Path) -> Vec<Vec<String>> {
             lines
         })
         .collect()
-}
-
-/// Runs `sql` to its end; panics with its stderr on failure.
-fn run_to_end(sql: &Path) -> Duration {
-    let started = Instant::now();
-    let out = millrace()
-        .args(["run", sql.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    started.elapsed()
-}
-
-/// A small deterministic generator of kill delays.
-struct Moments(u64);
-
-impl Moments {
-    fn next_below(&mut self, bound: Duration) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        let nanos = bound.as_nanos().max(1) as u64;
-        Duration::from_nanos(self.0 % nanos)
-    }
 }
 
 fn write_pipeline(dir: &Path, name: &str, bids: &Path, parallelism: usize) -> (PathBuf, PathBuf) {

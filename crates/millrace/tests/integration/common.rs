@@ -2,6 +2,9 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimestampMillisecondType};
@@ -94,3 +97,37 @@ pub fn close(a: f64, b: f64) -> bool {
 }
 
 pub type Table<K, V> = BTreeMap<K, V>;
+
+/// The binary under test.
+pub fn millrace() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_millrace"))
+}
+
+/// Runs `sql` to its end; panics with its stderr on failure.
+pub fn run_to_end(sql: &Path) -> Duration {
+    let started = Instant::now();
+    let out = millrace()
+        .args(["run", sql.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    started.elapsed()
+}
+
+/// A small deterministic generator of kill delays.
+pub struct Moments(pub u64);
+
+impl Moments {
+    pub fn next_below(&mut self, bound: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let nanos = bound.as_nanos().max(1) as u64;
+        Duration::from_nanos(self.0 % nanos)
+    }
+}

@@ -8,5 +8,7 @@ mod checkpoints;
 mod cli;
 mod common;
 mod fuzz_seeds;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod runtime;
 mod windows;
