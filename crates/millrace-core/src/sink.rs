@@ -58,6 +58,14 @@ pub trait SinkFactory: Send + Sync {
         None
     }
 
+    /// This sink tuned for a pipeline whose latency target is `target`
+    /// (e.g. how long a producer lets rows wait to share a request);
+    /// `None` (the default): nothing to tune.
+    fn for_latency_target(&self, target: std::time::Duration) -> Option<Arc<dyn SinkFactory>> {
+        let _ = target;
+        None
+    }
+
     /// The exactly-once form of this sink (see the module doc), used when
     /// the pipeline checkpoints; `None` (the default): at-least-once only.
     fn committer(&self) -> Option<Arc<dyn SinkCommitter>> {

@@ -276,6 +276,11 @@ impl SqlPipeline {
                 let sink = &tables[&insert.sink];
                 let stream = conform_to_sink(planned, sink).map_err(context)?;
                 let factory = sink.connector.sink.clone().expect("checked above");
+                let factory = settings
+                    .config
+                    .latency_target
+                    .and_then(|target| factory.for_latency_target(target))
+                    .unwrap_or(factory);
                 stream.sink_arc(factory).map_err(|e| context(e.into()))?;
             }
             planner.check_late_rows_routed()?;

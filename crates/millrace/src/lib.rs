@@ -9,6 +9,8 @@ pub mod bench;
 pub mod demo;
 pub mod fuzzing;
 pub mod generate;
+#[cfg(feature = "kafka")]
+pub mod kafka_tools;
 pub mod summary_json;
 
 pub use millrace_connectors as connectors;

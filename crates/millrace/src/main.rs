@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use millrace::connectors::nexmark::{NexmarkConfig, NexmarkKind, NexmarkSource};
 use millrace::demo::{DemoOptions, DemoQuery, DemoSink};
 use millrace::generate::{GenFormat, write_events};
+#[cfg(feature = "kafka")]
+use millrace::kafka_tools;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +42,44 @@ enum Command {
     Gen {
         #[command(subcommand)]
         generator: GenCommand,
+    },
+    /// Kafka tools for benchmarks: write a file to a topic (paced or not),
+    /// measure how late a topic's messages become visible.
+    #[cfg(feature = "kafka")]
+    Kafka {
+        #[command(subcommand)]
+        tool: KafkaCommand,
+    },
+}
+
+#[cfg(feature = "kafka")]
+#[derive(Subcommand)]
+enum KafkaCommand {
+    /// Write each line of a file as one message (no key; Kafka spreads them).
+    Produce {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        file: PathBuf,
+        /// Messages per second, open loop (each message stamped with the
+        /// time it was due); default: as fast as possible, stamped when sent.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// Read a topic (read_committed) from its end for a while; print
+    /// percentiles of (time visible − a field of each JSON message, in ms).
+    Latency {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long)]
+        topic: String,
+        /// The field holding ms since 1970 (e.g. the input's Kafka timestamp).
+        #[arg(long)]
+        field: String,
+        #[arg(long, default_value_t = 30.0)]
+        seconds: f64,
     },
 }
 
@@ -446,6 +486,35 @@ fn main() -> ExitCode {
                     print!("{text}");
                     ExitCode::SUCCESS
                 }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        #[cfg(feature = "kafka")]
+        Command::Kafka { tool } => {
+            let done = match tool {
+                KafkaCommand::Produce {
+                    bootstrap,
+                    topic,
+                    file,
+                    rate,
+                } => kafka_tools::produce_file(&bootstrap, &topic, &file, rate).map(|(n, secs)| {
+                    eprintln!(
+                        "{n} messages to {topic} in {secs:.2} s ({:.0}/s)",
+                        n as f64 / secs.max(1e-9)
+                    )
+                }),
+                KafkaCommand::Latency {
+                    bootstrap,
+                    topic,
+                    field,
+                    seconds,
+                } => kafka_tools::print_latency(&bootstrap, &topic, &field, seconds),
+            };
+            match done {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::FAILURE

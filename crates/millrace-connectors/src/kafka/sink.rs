@@ -32,13 +32,19 @@ pub enum Delivery {
     ExactlyOnce,
 }
 
-/// Default producer linger: how long rows wait to share a request.
+/// Default producer linger: how long rows wait to share a request, when
+/// neither the sink (`linger`) nor the pipeline (its latency target) says.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
+
+/// The share of the pipeline's latency target a producer may linger: the
+/// rest is for processing and the broker's acknowledgement.
+const LINGER_SHARE_OF_TARGET: u32 = 4;
 
 /// How long a flush or a transaction commit may take before it is an error.
 pub(crate) const COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A Kafka topic as a sink.
+#[derive(Clone)]
 pub struct KafkaSink {
     connection: Connection,
     topic: String,
@@ -46,6 +52,8 @@ pub struct KafkaSink {
     key: Option<String>,
     delivery: Delivery,
     linger: Duration,
+    /// `linger` was given, so the latency target does not change it.
+    linger_given: bool,
     transactional_id: Option<String>,
     progress_topic: Option<String>,
 }
@@ -61,6 +69,7 @@ impl KafkaSink {
             key: None,
             delivery: Delivery::AtLeastOnce,
             linger: DEFAULT_LINGER,
+            linger_given: false,
             transactional_id: None,
             progress_topic: None,
         }
@@ -79,8 +88,12 @@ impl KafkaSink {
         self
     }
 
+    /// How long rows may wait in the producer to share a request
+    /// (librdkafka's `linger.ms`). Without it: a quarter of the pipeline's
+    /// latency target, or [`DEFAULT_LINGER`].
     pub fn with_linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
+        self.linger_given = true;
         self
     }
 
@@ -110,8 +123,9 @@ impl KafkaSink {
             .unwrap_or_else(|| format!("{}.millrace-progress", self.topic))
     }
 
+    /// librdkafka's `linger.ms`, which takes fractions.
     fn linger_ms(&self) -> String {
-        self.linger.as_millis().to_string()
+        format!("{}", self.linger.as_secs_f64() * 1000.0)
     }
 }
 
@@ -137,6 +151,15 @@ impl SinkFactory for KafkaSink {
         settings
             .writer(&schema)
             .map(|w| Box::new(w) as Box<dyn SinkWriter>)
+    }
+
+    fn for_latency_target(&self, target: Duration) -> Option<Arc<dyn SinkFactory>> {
+        if self.linger_given {
+            return None;
+        }
+        let mut tuned = self.clone();
+        tuned.linger = target / LINGER_SHARE_OF_TARGET;
+        Some(Arc::new(tuned))
     }
 
     fn committer(&self) -> Option<Arc<dyn SinkCommitter>> {
@@ -488,6 +511,19 @@ mod tests {
                     .then(|| String::from_utf8_lossy(a.value(i)).into_owned())
             })
             .collect()
+    }
+
+    #[test]
+    fn linger_follows_the_latency_target_unless_given() {
+        let sink = KafkaSink::new(Connection::new("unused:9092"), "t", ValueFormat::Json);
+        assert_eq!(sink.linger_ms(), "5");
+        let tuned = sink.for_latency_target(Duration::from_millis(2)).unwrap();
+        assert_eq!(tuned.name(), "kafka:t");
+        let mut tuned = sink.clone();
+        tuned.linger = Duration::from_millis(2) / LINGER_SHARE_OF_TARGET;
+        assert_eq!(tuned.linger_ms(), "0.5");
+        let given = sink.with_linger(Duration::from_millis(20));
+        assert!(given.for_latency_target(Duration::from_millis(2)).is_none());
     }
 
     #[test]

@@ -208,3 +208,69 @@ pub fn read_all(
     out.sort_by_key(|m| (m.partition, m.offset));
     Ok(out)
 }
+
+/// What [`watch`] saw: per message, when it became visible to a
+/// `read_committed` reader minus the time in its `field` (ms), and how many
+/// messages lacked the field.
+pub struct Watched {
+    pub latencies_ms: Vec<i64>,
+    pub messages: u64,
+    pub without_field: u64,
+}
+
+/// Reads `topic` from its end with `read_committed` for `duration` and, for
+/// each message (a JSON object), measures now − its `field` (ms since 1970,
+/// a number): how long after that time the message became visible.
+pub fn watch(
+    connection: &Connection,
+    topic: &str,
+    field: &str,
+    duration: Duration,
+) -> Result<Watched> {
+    let partitions = connection.partitions(topic)?;
+    let consumer: BaseConsumer = connection
+        .config(&[
+            ("group.id", "millrace-watch"),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+            ("fetch.wait.max.ms", "5"),
+        ])
+        .create()
+        .map_err(|e| connection.error("cannot create a consumer", e))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::End)
+            .map_err(|e| connection.error("cannot name a partition", e))?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| connection.error(&format!("cannot read '{topic}'"), e))?;
+    let mut watched = Watched {
+        latencies_ms: Vec::new(),
+        messages: 0,
+        without_field: 0,
+    };
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        match consumer.poll(Duration::from_millis(50)) {
+            None | Some(Err(KafkaError::MessageConsumption(_))) => {}
+            Some(Err(e)) => return Err(connection.error(&format!("cannot read '{topic}'"), e)),
+            Some(Ok(m)) => {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or_default();
+                watched.messages += 1;
+                let at = m
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+                    .and_then(|v| v.get(field).and_then(serde_json::Value::as_i64));
+                match at {
+                    Some(at) => watched.latencies_ms.push(now_ms - at),
+                    None => watched.without_field += 1,
+                }
+            }
+        }
+    }
+    Ok(watched)
+}
