@@ -13,12 +13,17 @@
 #     visible − sent for every message.
 #
 #   scripts/bench-kafka.sh [BINARY]
-#   EVENTS=4000000 SECONDS_AT_RATE=10 scripts/bench-kafka.sh target/perf/millrace
+#   EVENTS=4000000 SECONDS_AT_RATE=10 SETTINGS="SET parallelism = 1;" \
+#       QUERIES="q0" DELIVERIES="at_least_once" scripts/bench-kafka.sh target/perf/millrace
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release/millrace}
 EVENTS=${EVENTS:-4000000}
 SECONDS_AT_RATE=${SECONDS_AT_RATE:-10}
+SETTINGS=${SETTINGS:-}
+QUERIES=${QUERIES:-"q0 q7"}
+DELIVERIES=${DELIVERIES:-"at_least_once exactly_once"}
+BROKER_ALONE=${BROKER_ALONE:-yes}
 K=scripts/services/kafka.sh
 kafka=$("$K" start)
 eval "$kafka"
@@ -28,18 +33,21 @@ trap 'rm -rf "$WORK"' EXIT
 TAG=bench-$(date +%s)
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), binary $BIN, broker $B"
+echo "settings: ${SETTINGS:-none}"
 "$BIN" gen nexmark --kind bid --events "$EVENTS" --out "$WORK/bids.jsonl"
 lines=$(wc -l <"$WORK/bids.jsonl")
 record=$(($(wc -c <"$WORK/bids.jsonl") / lines))
 echo "input: $lines bids, $record bytes each on average"
 
-echo "## the broker alone ($record-byte records, 4 partitions)"
-"$K" topic-create "$TAG-perf" 4 2>/dev/null
-"$K" run-class org.apache.kafka.tools.ProducerPerformance --bootstrap-server "$B" \
-    --topic "$TAG-perf" --num-records "$lines" --record-size "$record" --throughput -1 \
-    --command-property linger.ms=5 2>/dev/null | tail -1
-"$K" run-class org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$B" \
-    --topic "$TAG-perf" --num-records "$lines" 2>/dev/null | tail -1
+if [ "$BROKER_ALONE" = yes ]; then
+    echo "## the broker alone ($record-byte records, 4 partitions)"
+    "$K" topic-create "$TAG-perf" 4 2>/dev/null
+    "$K" run-class org.apache.kafka.tools.ProducerPerformance --bootstrap-server "$B" \
+        --topic "$TAG-perf" --num-records "$lines" --record-size "$record" --throughput -1 \
+        --command-property linger.ms=5 2>/dev/null | tail -1
+    "$K" run-class org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$B" \
+        --topic "$TAG-perf" --num-records "$lines" 2>/dev/null | tail -1
+fi
 
 echo "## millrace kafka produce, unpaced"
 "$K" topic-create "$TAG-bids" 4 2>/dev/null
@@ -57,6 +65,7 @@ pipeline() {
         scan="scan_startup = 'latest'"
     fi
     cat <<SQL
+$SETTINGS
 $checkpoints
 CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR,
                   date_time TIMESTAMP, extra VARCHAR,
@@ -96,8 +105,8 @@ print(int(s["throughput"]), file=sys.stderr)
 ' "$1" 2>"$WORK/rate"
 }
 
-for q in q0 q7; do
-    for delivery in at_least_once exactly_once; do
+for q in $QUERIES; do
+    for delivery in $DELIVERIES; do
         out="$TAG-$q-$delivery-max"
         "$K" topic-create "$out" 4 2>/dev/null
         pipeline "$q" "$delivery" "$TAG-bids" "$out" yes >"$WORK/max.sql"

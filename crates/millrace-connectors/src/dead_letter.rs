@@ -96,7 +96,7 @@ impl DeadLetter {
 /// `{"source":…,"line":N,"reason":…,"raw":…}` (for a Kafka message
 /// `"partition":P,"offset":O` in place of the line) plus a newline, keys in
 /// that order (a reader scanning the file by eye wants where before what).
-fn encode(r: &DeadRecord<'_>, out: &mut String) {
+pub(crate) fn encode(r: &DeadRecord<'_>, out: &mut String) {
     let text = |s: &str| serde_json::Value::String(s.to_string()).to_string();
     out.push_str("{\"source\":");
     out.push_str(&text(r.source));

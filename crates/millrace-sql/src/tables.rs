@@ -553,7 +553,17 @@ fn kafka(
         None => Metadata::none(),
         Some(m) => Metadata::parse(&m).map_err(|e| opts.err(format!("metadata: {e}")))?,
     };
-    let policy = on_error(opts)?;
+    // Dead letters to a topic, or as for files.
+    let dead_letter_topic = opts.take("dead_letter_topic");
+    let policy = match &dead_letter_topic {
+        Some(_) => match opts.take("on_error").as_deref() {
+            Some("dead_letter") => None,
+            _ => {
+                return Err(opts.err("dead_letter_topic goes with on_error = 'dead_letter'".into()));
+            }
+        },
+        None => Some(on_error(opts)?),
+    };
     let max_future = max_future(opts)?;
     // How long a partition without messages holds the watermark back ('0': forever).
     let idle_timeout = opts.duration_ms("idle_timeout")?;
@@ -569,8 +579,12 @@ fn kafka(
         .with_metadata(metadata)
         .with_start(start)
         .with_stop(stop)
-        .with_on_error(policy)
         .with_max_future(max_future);
+    source = match (policy, dead_letter_topic) {
+        (Some(policy), _) => source.with_on_error(policy),
+        (None, Some(topic)) => source.with_dead_letter_topic(topic),
+        (None, None) => source,
+    };
     if let Some(group) = group {
         source = source.with_group_id(group);
     }

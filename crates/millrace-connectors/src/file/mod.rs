@@ -72,7 +72,7 @@ use millrace_core::{Error, EventTime, Result, Snapshot, SourceFactory, SourceRea
 
 use crate::dead_letter::DeadLetter;
 use position::{FilePosition, files_of};
-pub(crate) use reader::Policy;
+use reader::Policy;
 use reader::{Config, FileReader};
 
 /// How the lines of a file are encoded.

@@ -21,8 +21,10 @@ use super::ValueFormat;
 use super::client::Connection;
 use super::metadata::{Metadata, MetadataField};
 use super::position::{KafkaPosition, PartitionProgress};
-use crate::dead_letter::{DeadRecord, Place};
-use crate::file::{ChunkDecoder, Policy};
+use super::sink::{DeliveryCheck, flush};
+use crate::dead_letter::{DeadLetter, DeadRecord, Place, encode};
+use crate::file::ChunkDecoder;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
 /// What every instance of one source shares.
 pub(crate) struct Shared {
@@ -42,7 +44,20 @@ pub(crate) struct Shared {
     pub event_time_is_timestamp: bool,
     /// Builds each reader's decoder (JSON and CSV; `None` for raw).
     pub decoder: Option<Box<dyn Fn() -> Result<ChunkDecoder> + Send + Sync>>,
-    pub policy: Policy,
+    pub policy: BadMessages,
+}
+
+/// Where bad messages go (`OnError`, resolved).
+pub(crate) enum BadMessages {
+    Fail,
+    Skip,
+    File(Arc<DeadLetter>),
+    /// Produced to a topic, at least once: acknowledged before the
+    /// reader's next position is taken.
+    Topic {
+        producer: ThreadedProducer<DeliveryCheck>,
+        topic: String,
+    },
 }
 
 /// Bad messages of one poll: (index into the poll's rows, reason), in order.
@@ -433,7 +448,7 @@ impl KafkaReader {
             (self.partitions[row.slot].progress.partition, row.offset)
         };
         match &self.shared.policy {
-            Policy::Fail => {
+            BadMessages::Fail => {
                 let (i, reason) = &bad[0];
                 let (partition, offset) = place(*i);
                 Err(Error::BadMessage {
@@ -442,11 +457,11 @@ impl KafkaReader {
                     reason: reason.clone(),
                 })
             }
-            Policy::Skip => {
+            BadMessages::Skip => {
                 self.stats.skipped += bad.len() as u64;
                 Ok(())
             }
-            Policy::DeadLetter(out) => {
+            BadMessages::File(_) | BadMessages::Topic { .. } => {
                 let records: Vec<DeadRecord<'_>> = bad
                     .iter()
                     .map(|(i, reason)| {
@@ -460,7 +475,26 @@ impl KafkaReader {
                         }
                     })
                     .collect();
-                out.write_all(&records)?;
+                match &self.shared.policy {
+                    BadMessages::File(out) => out.write_all(&records)?,
+                    BadMessages::Topic { producer, topic } => {
+                        let mut text = String::new();
+                        for record in &records {
+                            text.clear();
+                            encode(record, &mut text);
+                            let line = text.trim_end().as_bytes();
+                            let message: BaseRecord<'_, [u8], [u8]> =
+                                BaseRecord::to(topic).payload(line);
+                            producer.send(message).map_err(|(e, _)| {
+                                Error::Other(format!(
+                                    "kafka dead-letter topic '{topic}': cannot produce: {e}"
+                                ))
+                            })?;
+                        }
+                        producer.context().check(topic)?;
+                    }
+                    BadMessages::Fail | BadMessages::Skip => {}
+                }
                 self.stats.dead_lettered += bad.len() as u64;
                 Ok(())
             }
@@ -524,6 +558,14 @@ impl SourceReader for KafkaReader {
     }
 
     fn position(&self) -> Result<Option<Snapshot>> {
+        // Dead letters counted in this position must be in their topic
+        // before the checkpoint holding it completes. Bad messages are
+        // rare: almost always nothing is in flight and this returns at once.
+        if let BadMessages::Topic { producer, topic } = &self.shared.policy
+            && producer.in_flight_count() > 0
+        {
+            flush(producer, topic)?;
+        }
         let position = KafkaPosition {
             partitions: self.partitions.iter().map(|p| p.progress).collect(),
             skipped: self.stats.skipped,

@@ -16,9 +16,10 @@ use super::ValueFormat;
 use super::client::{Connection, REQUEST_TIMEOUT};
 use super::metadata::{Metadata, MetadataField};
 use super::position::{self, KafkaPosition, PartitionProgress};
-use super::reader::{KafkaReader, Shared};
+use super::reader::{BadMessages, KafkaReader, Shared};
+use super::sink::DeliveryCheck;
 use crate::dead_letter::DeadLetter;
-use crate::file::{ChunkDecoder, DEFAULT_MAX_FUTURE, FileFormat, OnError, Policy, csv_supports};
+use crate::file::{ChunkDecoder, DEFAULT_MAX_FUTURE, FileFormat, OnError, csv_supports};
 
 /// Where a fresh run starts reading each partition (a restored one
 /// continues from its checkpoint, whatever this says).
@@ -63,6 +64,8 @@ pub struct KafkaSource {
     on_error: OnError,
     /// Shared by every instance, so their dead letters go through one writer.
     dead_letter: Option<Arc<DeadLetter>>,
+    /// Bad messages go to this topic instead (`with_dead_letter_topic`).
+    dead_letter_topic: Option<String>,
     max_future: Option<Duration>,
 }
 
@@ -87,6 +90,7 @@ impl KafkaSource {
             event_time: None,
             on_error: OnError::Fail,
             dead_letter: None,
+            dead_letter_topic: None,
             max_future: Some(DEFAULT_MAX_FUTURE),
         }
     }
@@ -126,6 +130,16 @@ impl KafkaSource {
             _ => None,
         };
         self.on_error = policy;
+        self
+    }
+
+    /// Bad messages are produced to `topic` (at least once), each a JSON
+    /// object as a dead-letter file's line: source, partition, offset,
+    /// reason, raw value.
+    pub fn with_dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letter_topic = Some(topic.into());
+        self.dead_letter = None;
+        self.on_error = OnError::Skip;
         self
     }
 
@@ -263,7 +277,7 @@ impl KafkaSource {
         Ok(())
     }
 
-    fn shared(&self) -> Shared {
+    fn shared(&self) -> Result<Shared> {
         let schema = self.schema();
         let event_time = self.event_time.as_ref().and_then(|et| {
             let (index, _) = schema.fields().find(&et.column)?;
@@ -287,15 +301,30 @@ impl KafkaSource {
                 )
             }) as Box<dyn Fn() -> Result<ChunkDecoder> + Send + Sync>
         });
-        let policy = match (&self.on_error, &self.dead_letter) {
-            (OnError::Fail, _) => Policy::Fail,
-            (OnError::Skip, _) => Policy::Skip,
-            (OnError::DeadLetter(_), Some(out)) => Policy::DeadLetter(out.clone()),
-            (OnError::DeadLetter(path), None) => {
-                Policy::DeadLetter(Arc::new(DeadLetter::new(path.clone())))
+        let policy = match (&self.dead_letter_topic, &self.on_error, &self.dead_letter) {
+            (Some(topic), _, _) => {
+                self.connection.partitions(topic)?;
+                let producer = self
+                    .connection
+                    .config(&[("enable.idempotence", "true"), ("linger.ms", "5")])
+                    .create_with_context(DeliveryCheck::default())
+                    .map_err(|e| {
+                        self.connection
+                            .error("cannot create a dead-letter producer", e)
+                    })?;
+                BadMessages::Topic {
+                    producer,
+                    topic: topic.clone(),
+                }
+            }
+            (None, OnError::Fail, _) => BadMessages::Fail,
+            (None, OnError::Skip, _) => BadMessages::Skip,
+            (None, OnError::DeadLetter(_), Some(out)) => BadMessages::File(out.clone()),
+            (None, OnError::DeadLetter(path), None) => {
+                BadMessages::File(Arc::new(DeadLetter::new(path.clone())))
             }
         };
-        Shared {
+        Ok(Shared {
             name: self.name(),
             connection: self.connection.clone(),
             topic: self.topic.clone(),
@@ -307,7 +336,7 @@ impl KafkaSource {
             event_time_is_timestamp,
             decoder,
             policy,
-        }
+        })
     }
 
     /// The consumer of one reader. Offsets out of range are errors, never
@@ -431,7 +460,7 @@ impl SourceFactory for KafkaSource {
         let consumer = self.consumer()?;
         let progress = self.resolve(&consumer, &mine)?;
         Ok(Box::new(KafkaReader::new(
-            Arc::new(self.shared()),
+            Arc::new(self.shared()?),
             consumer,
             count,
             progress,

@@ -315,6 +315,33 @@ fn bad_messages_follow_the_error_policy() {
     expected.sort_unstable();
     assert_eq!(placed, expected);
 
+    // To a topic: the same records, as messages.
+    let dead_topic = fresh_topic("dead");
+    conn.create_topic(&dead_topic, 1, None, &[]).unwrap();
+    let src = source(&conn, &topic).with_dead_letter_topic(&dead_topic);
+    let mut dead_lettered = 0;
+    for instance in 0..2 {
+        let mut reader = src.create(instance, 2).unwrap();
+        drain(reader.as_mut(), 4096).unwrap();
+        // Taking a position makes the dead letters durable.
+        reader.position().unwrap();
+        dead_lettered += reader.stats().dead_lettered;
+    }
+    assert_eq!(dead_lettered, 50);
+    let mut in_topic: Vec<(i64, i64)> = read_all(&conn, &dead_topic, false)
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let l: serde_json::Value = serde_json::from_slice(m.value.as_ref().unwrap()).unwrap();
+            (
+                l["partition"].as_i64().unwrap(),
+                l["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    in_topic.sort_unstable();
+    assert_eq!(in_topic, expected);
+
     let mut reader = source(&conn, &topic).create(0, 1).unwrap();
     match drain(reader.as_mut(), 4096) {
         Err(Error::BadMessage { input, at, reason }) => {
