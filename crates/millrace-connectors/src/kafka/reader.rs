@@ -18,7 +18,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::ValueFormat;
-use super::client::Connection;
+use super::client::{Connection, REQUEST_TIMEOUT};
 use super::metadata::{Metadata, MetadataField};
 use super::position::{KafkaPosition, PartitionProgress};
 use super::sink::{DeliveryCheck, flush};
@@ -99,7 +99,12 @@ pub(crate) struct KafkaReader {
     values: Vec<u8>,
     rows: Vec<Row>,
     stats: SourceStats,
+    /// Offset-out-of-range answers rechecked so far (`recheck_offsets`).
+    offset_resets: u32,
 }
+
+/// How many offset-out-of-range answers a reader rechecks before it gives up.
+const MAX_OFFSET_RECHECKS: u32 = 10;
 
 /// Consumer errors librdkafka recovers from by itself (a broker restarting,
 /// a leader moving): reading goes on once it has.
@@ -143,6 +148,7 @@ impl KafkaReader {
             values: Vec::new(),
             rows: Vec::new(),
             stats: SourceStats::default(),
+            offset_resets: 0,
         };
         reader.set_partitions(progress);
         Ok(reader)
@@ -189,6 +195,10 @@ impl KafkaReader {
         for p in &mut self.partitions {
             p.last_message_ns = now;
         }
+        self.assign_from_next()
+    }
+
+    fn assign_from_next(&mut self) -> Result<()> {
         let tpl = self.tpl(
             self.partitions
                 .iter()
@@ -245,6 +255,47 @@ impl KafkaReader {
         Ok(())
     }
 
+    /// A fetch found an offset out of range (librdkafka does not say which
+    /// partition's). An offset the partition no longer holds is an error
+    /// naming it, never a jump elsewhere; one it does hold (a broker that
+    /// answered while a new topic's leadership settled) is fetched again.
+    fn recheck_offsets(&mut self) -> Result<()> {
+        self.offset_resets += 1;
+        if self.offset_resets > MAX_OFFSET_RECHECKS {
+            return Err(Error::Other(format!(
+                "kafka topic '{}': fetches keep failing with offsets out of range",
+                self.shared.topic
+            )));
+        }
+        for p in self.partitions.iter().filter(|p| !p.done) {
+            let (partition, next) = (p.progress.partition, p.progress.next);
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&self.shared.topic, partition, REQUEST_TIMEOUT)
+                .map_err(|e| {
+                    self.error(
+                        &format!("cannot read the offsets of partition {partition}"),
+                        e,
+                    )
+                })?;
+            if next < low || next > high {
+                return Err(Error::Other(format!(
+                    "kafka topic '{}' partition {partition}: offset {next} is no longer there (the \
+                     partition holds {low}..{high}, retention removed the rest); reading on from \
+                     elsewhere would lose or repeat messages",
+                    self.shared.topic
+                )));
+            }
+        }
+        // Fetch everything again from this reader's own positions: what
+        // librdkafka had queued but not handed over is dropped with the
+        // old assignment, so nothing is skipped or read twice.
+        self.consumer
+            .unassign()
+            .map_err(|e| self.error("cannot drop the assignment", e))?;
+        self.assign_from_next()
+    }
+
     fn all_done(&self) -> bool {
         self.partitions.iter().all(|p| p.done)
     }
@@ -269,6 +320,10 @@ impl KafkaReader {
                     continue;
                 }
                 Err(KafkaError::MessageConsumption(code)) if is_transient(code) => continue,
+                Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)) => {
+                    self.recheck_offsets()?;
+                    continue;
+                }
                 Err(e) => return Err(self.error("cannot read", e)),
             };
             let Some(slot) = self
@@ -284,6 +339,11 @@ impl KafkaReader {
                 continue;
             }
             let offset = message.offset();
+            // Already returned (a fetch restarted from an older offset):
+            // never twice.
+            if offset < partition.progress.next {
+                continue;
+            }
             if partition.progress.stop.is_some_and(|stop| offset >= stop) {
                 self.finish_partition(slot)?;
                 continue;
