@@ -274,3 +274,44 @@ pub fn watch(
     }
     Ok(watched)
 }
+
+/// Waits until a `read_committed` reader's end offsets of `topic` add up to
+/// `messages`, and returns how long that took. Right after a produce is
+/// acknowledged the broker has been seen, under load, to report ends short
+/// of it for a moment (a bounded read started then ends early), so tests
+/// that read a topic they just wrote wait for it first.
+pub fn wait_until_readable(
+    connection: &Connection,
+    topic: &str,
+    messages: i64,
+) -> Result<Duration> {
+    let partitions = connection.partitions(topic)?;
+    let consumer: BaseConsumer = connection
+        .config(&[
+            ("group.id", "millrace-wait"),
+            ("isolation.level", "read_committed"),
+        ])
+        .create()
+        .map_err(|e| connection.error("cannot create a consumer", e))?;
+    let started = Instant::now();
+    loop {
+        let mut readable = 0;
+        for p in 0..partitions as i32 {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
+                .map_err(|e| {
+                    connection.error(&format!("cannot read the offsets of '{topic}'"), e)
+                })?;
+            readable += high - low;
+        }
+        if readable >= messages {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(Error::Other(format!(
+                "topic '{topic}': the broker reports {readable} of {messages} messages after 60 s"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

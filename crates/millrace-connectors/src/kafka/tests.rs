@@ -14,7 +14,7 @@ use millrace_core::{
     Error, EventTime, SinkCommitter, SinkFactory, Snapshot, SourceFactory, SourcePoll, SourceReader,
 };
 
-use super::testing::{Outgoing, broker, fresh_topic, produce, read_all};
+use super::testing::{Outgoing, broker, fresh_topic, produce, read_all, wait_until_readable};
 use super::{
     Connection, Delivery, KafkaSink, KafkaSource, Metadata, OnError, StartFrom, StopAt, ValueFormat,
 };
@@ -44,6 +44,16 @@ fn produce_ids(conn: &Connection, topic: &str, n: i64, partitions: i32) {
         }),
     )
     .expect("produce");
+    settle(conn, topic, n);
+}
+
+/// Waits until the broker reports the `n` messages just written, saying so
+/// when it had to (`wait_until_readable`).
+fn settle(conn: &Connection, topic: &str, n: i64) {
+    let waited = wait_until_readable(conn, topic, n).unwrap();
+    if waited > Duration::from_millis(100) {
+        eprintln!("topic {topic}: the broker reported all {n} messages only after {waited:?}");
+    }
 }
 
 /// Everything `reader` returns until exhausted; waits (bounded) while it
@@ -282,6 +292,7 @@ fn bad_messages_follow_the_error_policy() {
         }),
     )
     .unwrap();
+    settle(&conn, &topic, total);
     let bad_ids: Vec<i64> = (0..total).filter(|i| i % bad_every == 7).collect();
     assert_eq!(bad_ids.len(), 50);
 

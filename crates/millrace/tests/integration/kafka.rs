@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use millrace_connectors::kafka::Connection;
 use millrace_connectors::kafka::testing::{
-    Outgoing, broker, fresh_topic, produce, read_all, script_bootstrap,
+    Outgoing, broker, fresh_topic, produce, read_all, script_bootstrap, wait_until_readable,
 };
 
 use crate::common::{Moments, millrace, run_to_end};
@@ -50,6 +50,7 @@ fn produce_bids(conn: &Connection, topic: &str, n: i64) {
         }),
     )
     .unwrap();
+    wait_until_readable(conn, topic, n).unwrap();
 }
 
 /// (auction, window start ms) → (count, sum of prices), computed directly.
@@ -258,9 +259,10 @@ fn killed_twenty_times_kafka_to_kafka_output_is_exactly_the_clean_run() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // Anywhere in a whole run's time, startup (about a second: the
-        // transactional producer, the progress topic) included.
-        std::thread::sleep(moments.next_below(full));
+        // Anywhere in one and a half times a whole run, startup (about a
+        // second alone, more under load: the transactional producer, the
+        // progress topic) included; a run that finishes first is restarted.
+        std::thread::sleep(moments.next_below(full * 3 / 2));
         match child.try_wait().unwrap() {
             Some(status) => {
                 let out = child.wait_with_output().unwrap();
