@@ -520,5 +520,30 @@ fn a_missing_topic_is_named() {
             .contains("'no-such-topic-anywhere' does not exist"),
         "{err}"
     );
-    let _ = StartFrom::Earliest;
+}
+
+/// Where a fresh run starts: by timestamp, at the end, or at the start.
+#[test]
+fn scan_startup_picks_the_first_offsets() {
+    let Some(conn) = broker() else { return };
+    let topic = fresh_topic("startup");
+    conn.create_topic(&topic, 2, None, &[]).unwrap();
+    produce_ids(&conn, &topic, 100, 2);
+    let read = |start: StartFrom| {
+        let src = source(&conn, &topic).with_start(start);
+        let mut ids = Vec::new();
+        for instance in 0..2 {
+            let mut reader = src.create(instance, 2).unwrap();
+            ids.extend(ints(&drain(reader.as_mut(), 64).unwrap(), "id"));
+        }
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(read(StartFrom::Earliest), (0..100).collect::<Vec<_>>());
+    // Message i is stamped 1_700_000_000_000 + i.
+    assert_eq!(
+        read(StartFrom::Timestamp(1_700_000_000_060)),
+        (60..100).collect::<Vec<_>>()
+    );
+    assert!(read(StartFrom::Latest).is_empty());
 }
