@@ -355,6 +355,48 @@ impl KafkaSource {
             .map_err(|e| self.connection.error("cannot create a consumer", e))
     }
 
+    /// The earliest (`Offset::Beginning`) or next-to-be-written
+    /// (`Offset::End`) offset of each of `partitions`, in order, as the
+    /// broker answers a `read_committed` ListOffsets request; a partition
+    /// it gives no offset for is an error naming it.
+    fn list_offsets(
+        &self,
+        consumer: &BaseConsumer,
+        partitions: &[i32],
+        which: Offset,
+    ) -> Result<Vec<i64>> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let err = |doing: &str, e| {
+            self.connection
+                .error(&format!("topic '{}': {doing}", self.topic), e)
+        };
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition_offset(&self.topic, p, which)
+                .map_err(|e| err("cannot name a partition", e))?;
+        }
+        let found = consumer
+            .offsets_for_times(tpl, REQUEST_TIMEOUT)
+            .map_err(|e| err("cannot read the partitions' offsets", e))?;
+        partitions
+            .iter()
+            .map(|&p| {
+                let entry = found.find_partition(&self.topic, p);
+                match entry.as_ref().map(|e| (e.offset(), e.error())) {
+                    Some((Offset::Offset(o), Ok(()))) if o >= 0 => Ok(o),
+                    Some((_, Err(e))) => Err(err(&format!("no offset for partition {p}"), e)),
+                    other => Err(Error::Other(format!(
+                        "kafka {}: topic '{}': the broker gave no offset for partition {p} ({other:?})",
+                        self.connection.bootstrap(),
+                        self.topic
+                    ))),
+                }
+            })
+            .collect()
+    }
+
     /// Where each of `partitions` starts and stops in a fresh run, and
     /// its earliest offset.
     fn resolve(
@@ -366,13 +408,13 @@ impl KafkaSource {
             self.connection
                 .error(&format!("topic '{}': {doing}", self.topic), e)
         };
-        let mut ends = Vec::with_capacity(partitions.len());
-        for &p in partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(&self.topic, p, REQUEST_TIMEOUT)
-                .map_err(|e| err(&format!("cannot read the offsets of partition {p}"), e))?;
-            ends.push((low, high));
-        }
+        // Each end in a request of its own, every partition's offset named
+        // in the answer (a ListOffsets by the special times -2 and -1). Not
+        // `fetch_watermarks`: it pairs two answers by arrival and, when one
+        // lacks an offset, reports the partition as empty.
+        let earliest = self.list_offsets(consumer, partitions, Offset::Beginning)?;
+        let latest = self.list_offsets(consumer, partitions, Offset::End)?;
+        let ends: Vec<(i64, i64)> = earliest.into_iter().zip(latest).collect();
         let mut tpl = TopicPartitionList::new();
         let starts: Vec<i64> = match self.start {
             StartFrom::Earliest => ends.iter().map(|(low, _)| *low).collect(),

@@ -166,17 +166,14 @@ pub fn read_all(
         ])
         .create()
         .map_err(|e| connection.error("cannot create a consumer", e))?;
+    // Every partition from its start until its end is reported (an empty
+    // one reports it at once).
     let mut tpl = TopicPartitionList::new();
     let mut open = std::collections::HashSet::new();
     for p in 0..partitions as i32 {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
-            .map_err(|e| connection.error(&format!("cannot read the offsets of '{topic}'"), e))?;
-        if high > low {
-            tpl.add_partition_offset(topic, p, Offset::Offset(low))
-                .map_err(|e| connection.error("cannot name a partition", e))?;
-            open.insert(p);
-        }
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(|e| connection.error("cannot name a partition", e))?;
+        open.insert(p);
     }
     consumer
         .assign(&tpl)
