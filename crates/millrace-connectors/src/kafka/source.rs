@@ -10,6 +10,7 @@ use millrace_core::batch::ENTERED_COLUMN;
 use millrace_core::time::is_event_time_type;
 use millrace_core::{Error, EventTime, Result, Snapshot, SourceFactory, SourceReader};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::ValueFormat;
@@ -355,16 +356,21 @@ impl KafkaSource {
             .map_err(|e| self.connection.error("cannot create a consumer", e))
     }
 
-    /// The earliest (`Offset::Beginning`) or next-to-be-written
-    /// (`Offset::End`) offset of each of `partitions`, in order, as the
-    /// broker answers a `read_committed` ListOffsets request; a partition
-    /// it gives no offset for is an error naming it.
+    /// For each of `partitions`, in order, the offset a `read_committed`
+    /// ListOffsets request answers for `which`: the earliest
+    /// (`Offset::Beginning`), the next to be written (`Offset::End`), or
+    /// the first at or after a time (`Offset::Offset(ms)`; `None` when no
+    /// message is that late). Every offset is named in the answer; a
+    /// partition-level error the broker asks clients to retry (a leader
+    /// settling after an election) is retried for a while, any other is an
+    /// error naming the partition.
     fn list_offsets(
         &self,
         consumer: &BaseConsumer,
         partitions: &[i32],
         which: Offset,
-    ) -> Result<Vec<i64>> {
+    ) -> Result<Vec<Option<i64>>> {
+        use rdkafka::error::RDKafkaErrorCode::*;
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
@@ -372,27 +378,67 @@ impl KafkaSource {
             self.connection
                 .error(&format!("topic '{}': {doing}", self.topic), e)
         };
-        let mut tpl = TopicPartitionList::new();
-        for &p in partitions {
-            tpl.add_partition_offset(&self.topic, p, which)
-                .map_err(|e| err("cannot name a partition", e))?;
-        }
-        let found = consumer
-            .offsets_for_times(tpl, REQUEST_TIMEOUT)
-            .map_err(|e| err("cannot read the partitions' offsets", e))?;
-        partitions
-            .iter()
-            .map(|&p| {
-                let entry = found.find_partition(&self.topic, p);
-                match entry.as_ref().map(|e| (e.offset(), e.error())) {
-                    Some((Offset::Offset(o), Ok(()))) if o >= 0 => Ok(o),
-                    Some((_, Err(e))) => Err(err(&format!("no offset for partition {p}"), e)),
-                    other => Err(Error::Other(format!(
-                        "kafka {}: topic '{}': the broker gave no offset for partition {p} ({other:?})",
+        let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+        'ask: loop {
+            let mut tpl = TopicPartitionList::new();
+            for &p in partitions {
+                tpl.add_partition_offset(&self.topic, p, which)
+                    .map_err(|e| err("cannot name a partition", e))?;
+            }
+            let found = consumer
+                .offsets_for_times(tpl, REQUEST_TIMEOUT)
+                .map_err(|e| err("cannot read the partitions' offsets", e))?;
+            let mut offsets = Vec::with_capacity(partitions.len());
+            for &p in partitions {
+                let Some(entry) = found.find_partition(&self.topic, p) else {
+                    return Err(Error::Other(format!(
+                        "kafka {}: topic '{}': the broker did not answer for partition {p}",
                         self.connection.bootstrap(),
                         self.topic
-                    ))),
+                    )));
+                };
+                match entry.error() {
+                    Ok(()) => {}
+                    Err(KafkaError::OffsetFetch(
+                        OffsetNotAvailable
+                        | LeaderNotAvailable
+                        | NotLeaderForPartition
+                        | FencedLeaderEpoch
+                        | UnknownLeaderEpoch
+                        | RequestTimedOut,
+                    )) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        continue 'ask;
+                    }
+                    Err(e) => return Err(err(&format!("no offset for partition {p}"), e)),
                 }
+                offsets.push(match entry.offset() {
+                    Offset::Offset(o) if o >= 0 => Some(o),
+                    _ => None,
+                });
+            }
+            return Ok(offsets);
+        }
+    }
+
+    /// The offsets `list_offsets` must answer for every partition.
+    fn required_offsets(
+        &self,
+        consumer: &BaseConsumer,
+        partitions: &[i32],
+        which: Offset,
+    ) -> Result<Vec<i64>> {
+        self.list_offsets(consumer, partitions, which)?
+            .into_iter()
+            .zip(partitions)
+            .map(|(o, p)| {
+                o.ok_or_else(|| {
+                    Error::Other(format!(
+                        "kafka {}: topic '{}': the broker gave no offset for partition {p}",
+                        self.connection.bootstrap(),
+                        self.topic
+                    ))
+                })
             })
             .collect()
     }
@@ -412,40 +458,36 @@ impl KafkaSource {
         // in the answer (a ListOffsets by the special times -2 and -1). Not
         // `fetch_watermarks`: it pairs two answers by arrival and, when one
         // lacks an offset, reports the partition as empty.
-        let earliest = self.list_offsets(consumer, partitions, Offset::Beginning)?;
-        let latest = self.list_offsets(consumer, partitions, Offset::End)?;
+        let earliest = self.required_offsets(consumer, partitions, Offset::Beginning)?;
+        let latest = self.required_offsets(consumer, partitions, Offset::End)?;
         let ends: Vec<(i64, i64)> = earliest.into_iter().zip(latest).collect();
-        let mut tpl = TopicPartitionList::new();
         let starts: Vec<i64> = match self.start {
             StartFrom::Earliest => ends.iter().map(|(low, _)| *low).collect(),
             StartFrom::Latest => ends.iter().map(|(_, high)| *high).collect(),
-            StartFrom::Group | StartFrom::Timestamp(_) => {
+            // No message at or after the time: from the end.
+            StartFrom::Timestamp(ms) => self
+                .list_offsets(consumer, partitions, Offset::Offset(ms))?
+                .into_iter()
+                .zip(&ends)
+                .map(|(o, &(low, high))| o.map_or(high, |o| o.clamp(low, high)))
+                .collect(),
+            StartFrom::Group => {
+                let mut tpl = TopicPartitionList::new();
                 for &p in partitions {
-                    let offset = match self.start {
-                        StartFrom::Timestamp(ms) => Offset::Offset(ms),
-                        _ => Offset::Invalid,
-                    };
-                    tpl.add_partition_offset(&self.topic, p, offset)
+                    tpl.add_partition_offset(&self.topic, p, Offset::Invalid)
                         .map_err(|e| err("cannot name a partition", e))?;
                 }
-                let found = match self.start {
-                    StartFrom::Group => consumer
-                        .committed_offsets(tpl, REQUEST_TIMEOUT)
-                        .map_err(|e| err("cannot read the group's committed offsets", e))?,
-                    _ => consumer
-                        .offsets_for_times(tpl, REQUEST_TIMEOUT)
-                        .map_err(|e| err("cannot look up offsets by timestamp", e))?,
-                };
+                let found = consumer
+                    .committed_offsets(tpl, REQUEST_TIMEOUT)
+                    .map_err(|e| err("cannot read the group's committed offsets", e))?;
                 partitions
                     .iter()
                     .zip(&ends)
                     .map(|(&p, &(low, high))| {
                         match found.find_partition(&self.topic, p).map(|e| e.offset()) {
                             Some(Offset::Offset(o)) => o.clamp(low, high),
-                            // No committed offset: from the start. No
-                            // message at or after the time: from the end.
-                            _ if self.start == StartFrom::Group => low,
-                            _ => high,
+                            // No committed offset: from the start.
+                            _ => low,
                         }
                     })
                     .collect()
