@@ -32,7 +32,14 @@ fn value_schema() -> SchemaRef {
 
 /// `n` JSON messages `{"id": i, "ts": 1000 + i}`, message `i` in partition
 /// `i mod partitions`, keyed `k<i>`.
-fn produce_ids(conn: &Connection, topic: &str, n: i64, partitions: i32) {
+/// Returns the timestamp of message 0: recent, so that the broker's
+/// time-based retention (7 days) never deletes what a test is reading.
+fn produce_ids(conn: &Connection, topic: &str, n: i64, partitions: i32) -> i64 {
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+        - 60_000;
     produce(
         conn,
         topic,
@@ -40,11 +47,12 @@ fn produce_ids(conn: &Connection, topic: &str, n: i64, partitions: i32) {
             partition: Some((i % partitions as i64) as i32),
             key: Some(format!("k{i}").into_bytes()),
             value: format!(r#"{{"id":{i},"ts":{}}}"#, 1000 + i).into_bytes(),
-            timestamp: Some(1_700_000_000_000 + i),
+            timestamp: Some(base + i),
         }),
     )
     .expect("produce");
     settle(conn, topic, n);
+    base
 }
 
 /// Waits until the broker reports the `n` messages just written, saying so
@@ -129,7 +137,7 @@ fn partitions_are_split_over_instances_and_each_message_read_once() {
     let Some(conn) = broker() else { return };
     let topic = fresh_topic("split");
     conn.create_topic(&topic, 4, None, &[]).unwrap();
-    produce_ids(&conn, &topic, 1000, 4);
+    let base = produce_ids(&conn, &topic, 1000, 4);
     let src = source(&conn, &topic).with_metadata(
         Metadata::parse("partition, offset AS off, key, timestamp AS kts, headers").unwrap(),
     );
@@ -157,7 +165,7 @@ fn partitions_are_split_over_instances_and_each_message_read_once() {
                 let id = b.column_by_name("id").unwrap().as_primitive::<Int64Type>();
                 for r in 0..b.num_rows() {
                     assert_eq!(keys.value(r), format!("k{}", id.value(r)));
-                    assert_eq!(ts.value(r), 1_700_000_000_000 + id.value(r));
+                    assert_eq!(ts.value(r), base + id.value(r));
                 }
                 assert_eq!(
                     b.column_by_name("headers").unwrap().null_count(),
@@ -177,7 +185,7 @@ fn positions_resume_and_rescale_by_partition() {
     let Some(conn) = broker() else { return };
     let topic = fresh_topic("rescale");
     conn.create_topic(&topic, 4, None, &[]).unwrap();
-    produce_ids(&conn, &topic, 2000, 4);
+    let _ = produce_ids(&conn, &topic, 2000, 4);
     let src = source(&conn, &topic);
     let mut seen = Vec::new();
     let mut positions = Vec::new();
@@ -528,7 +536,7 @@ fn scan_startup_picks_the_first_offsets() {
     let Some(conn) = broker() else { return };
     let topic = fresh_topic("startup");
     conn.create_topic(&topic, 2, None, &[]).unwrap();
-    produce_ids(&conn, &topic, 100, 2);
+    let base = produce_ids(&conn, &topic, 100, 2);
     let read = |start: StartFrom| {
         let src = source(&conn, &topic).with_start(start);
         let mut ids = Vec::new();
@@ -540,9 +548,9 @@ fn scan_startup_picks_the_first_offsets() {
         ids
     };
     assert_eq!(read(StartFrom::Earliest), (0..100).collect::<Vec<_>>());
-    // Message i is stamped 1_700_000_000_000 + i.
+    // Message i is stamped base + i.
     assert_eq!(
-        read(StartFrom::Timestamp(1_700_000_000_060)),
+        read(StartFrom::Timestamp(base + 60)),
         (60..100).collect::<Vec<_>>()
     );
     assert!(read(StartFrom::Latest).is_empty());
