@@ -123,6 +123,16 @@ impl KafkaSink {
             .unwrap_or_else(|| format!("{}.millrace-progress", self.topic))
     }
 
+    /// This sink with the linger `target` implies, unless one was given.
+    fn tuned_for(&self, target: Duration) -> Option<KafkaSink> {
+        if self.linger_given {
+            return None;
+        }
+        let mut tuned = self.clone();
+        tuned.linger = target / LINGER_SHARE_OF_TARGET;
+        Some(tuned)
+    }
+
     /// librdkafka's `linger.ms`, which takes fractions.
     fn linger_ms(&self) -> String {
         format!("{}", self.linger.as_secs_f64() * 1000.0)
@@ -154,12 +164,8 @@ impl SinkFactory for KafkaSink {
     }
 
     fn for_latency_target(&self, target: Duration) -> Option<Arc<dyn SinkFactory>> {
-        if self.linger_given {
-            return None;
-        }
-        let mut tuned = self.clone();
-        tuned.linger = target / LINGER_SHARE_OF_TARGET;
-        Some(Arc::new(tuned))
+        self.tuned_for(target)
+            .map(|tuned| Arc::new(tuned) as Arc<dyn SinkFactory>)
     }
 
     fn committer(&self) -> Option<Arc<dyn SinkCommitter>> {
@@ -517,11 +523,9 @@ mod tests {
     fn linger_follows_the_latency_target_unless_given() {
         let sink = KafkaSink::new(Connection::new("unused:9092"), "t", ValueFormat::Json);
         assert_eq!(sink.linger_ms(), "5");
-        let tuned = sink.for_latency_target(Duration::from_millis(2)).unwrap();
-        assert_eq!(tuned.name(), "kafka:t");
-        let mut tuned = sink.clone();
-        tuned.linger = Duration::from_millis(2) / LINGER_SHARE_OF_TARGET;
+        let tuned = sink.tuned_for(Duration::from_millis(2)).unwrap();
         assert_eq!(tuned.linger_ms(), "0.5");
+        assert!(sink.for_latency_target(Duration::from_millis(2)).is_some());
         let given = sink.with_linger(Duration::from_millis(20));
         assert!(given.for_latency_target(Duration::from_millis(2)).is_none());
     }

@@ -273,10 +273,9 @@ impl SourceHead {
             SourcePoll::Pending { wake_at_ns } => {
                 // Caught up with its input: nobody should wait for it.
                 self.publish(i64::MAX);
-                // One of several inputs may have turned idle meanwhile.
-                if self.reader.event_time_reached().is_some()
-                    && let Some(wm) = self.advanced_watermark()
-                {
+                // One of several inputs may have turned idle meanwhile (a
+                // single input cannot have advanced without data).
+                if let Some(wm) = self.advanced_watermark() {
                     self.last_watermark = wm;
                     out.push((
                         0,
