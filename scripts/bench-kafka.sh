@@ -8,9 +8,14 @@
 #     checkpoints) and exactly_once (checkpoints every 1 s);
 #  3. end-to-end latency at 50% of that throughput: `millrace kafka produce`
 #     writes open-loop at the rate, each message stamped with the time it was
-#     due; the query carries that stamp (`sent`) to its output; `millrace
-#     kafka latency` reads the output read_committed and records
-#     visible − sent for every message.
+#     due, which is also its event time (`date_time`), as in a live stream.
+#     `millrace kafka latency` reads the output read_committed and records,
+#     per message, visible − a time carried in it:
+#       q0: `sent`, the input's stamp;
+#       q7: `closed`, the window's end + the 4 s watermark delay: the moment
+#           the first input that closes the window was due.
+#     q0 is watched until every output row is seen; q7 runs Q7_SECONDS so
+#     that a few windows close.
 #
 #   scripts/bench-kafka.sh [BINARY]
 #   EVENTS=4000000 SECONDS_AT_RATE=10 SETTINGS="SET parallelism = 1;" \
@@ -20,6 +25,7 @@ cd "$(dirname "$0")/.."
 BIN=${1:-target/release/millrace}
 EVENTS=${EVENTS:-4000000}
 SECONDS_AT_RATE=${SECONDS_AT_RATE:-10}
+Q7_SECONDS=${Q7_SECONDS:-45}
 SETTINGS=${SETTINGS:-}
 QUERIES=${QUERIES:-"q0 q7"}
 DELIVERIES=${DELIVERIES:-"at_least_once exactly_once"}
@@ -83,7 +89,8 @@ CREATE VIEW max_price AS
 SELECT tumble(date_time, INTERVAL '10' SECOND) AS window, max(price) AS price
 FROM bid GROUP BY tumble(date_time, INTERVAL '10' SECOND);
 INSERT INTO out
-SELECT b.auction, b.price, b.bidder, b.date_time, b.extra, CAST(b.kts AS BIGINT) AS sent
+SELECT b.auction, b.price, b.bidder, b.date_time, b.extra, CAST(b.kts AS BIGINT) AS sent,
+       CAST(m.window['end'] AS BIGINT) + 4000 AS closed
 FROM bid b JOIN max_price m
   ON tumble(b.date_time, INTERVAL '10' SECOND) = m.window AND b.price = m.price;
 SQL
@@ -112,23 +119,38 @@ for q in $QUERIES; do
         pipeline "$q" "$delivery" "$TAG-bids" "$out" yes >"$WORK/max.sql"
         "$BIN" run "$WORK/max.sql" --json 2>/dev/null | summary "$q $delivery max"
         rate=$(($(cat "$WORK/rate") / 2))
-        n=$((rate * SECONDS_AT_RATE))
-        [ "$n" -le "$lines" ] || n=$lines
+        if [ "$q" = q7 ]; then
+            field=closed seconds=$Q7_SECONDS
+        else
+            field=sent seconds=$SECONDS_AT_RATE
+        fi
+        n=$((rate * seconds))
+        # The input repeats as needed: its event times are rewritten anyway.
+        while [ "$(wc -l <"$WORK/bids.jsonl")" -lt "$n" ]; do
+            cat "$WORK/bids.jsonl" "$WORK/bids.jsonl" >"$WORK/twice.jsonl"
+            mv "$WORK/twice.jsonl" "$WORK/bids.jsonl"
+        done
         head -n "$n" "$WORK/bids.jsonl" >"$WORK/paced.jsonl"
         input="$TAG-$q-$delivery-in"
         out="$TAG-$q-$delivery-out"
         "$K" topic-create "$input" 4 2>/dev/null
         "$K" topic-create "$out" 4 2>/dev/null
         pipeline "$q" "$delivery" "$input" "$out" no >"$WORK/rate.sql"
-        seconds=$((n / rate + 8))
-        "$BIN" run "$WORK/rate.sql" --json --max-seconds "$seconds" >"$WORK/rate.json" 2>/dev/null &
+        # q0's watcher stops once it has every row (the pipeline's output is
+        # its input); q7's when the input has ended and the last window that
+        # input closes has had 10 s to appear.
+        expect=()
+        [ "$q" = q0 ] && expect=(--expect "$n")
+        "$BIN" run "$WORK/rate.sql" --json --max-seconds "$((seconds + 60))" >"$WORK/rate.json" 2>/dev/null &
         run=$!
-        "$BIN" kafka latency --bootstrap "$B" --topic "$out" --field sent \
-            --seconds "$((seconds - 2))" >"$WORK/latency.txt" &
+        "$BIN" kafka latency --bootstrap "$B" --topic "$out" --field "$field" \
+            --seconds "$((seconds + 15))" "${expect[@]}" >"$WORK/latency.txt" &
         watch=$!
         sleep 3 # both have assigned their partitions (at the end) before the first message
-        "$BIN" kafka produce --bootstrap "$B" --topic "$input" --file "$WORK/paced.jsonl" --rate "$rate"
+        "$BIN" kafka produce --bootstrap "$B" --topic "$input" --file "$WORK/paced.jsonl" \
+            --rate "$rate" --event-time date_time
         wait "$watch"
+        kill -INT "$run"
         wait "$run"
         summary "$q $delivery @$rate/s" <"$WORK/rate.json"
         sed "s/^/    /" "$WORK/latency.txt"

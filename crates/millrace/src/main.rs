@@ -67,6 +67,10 @@ enum KafkaCommand {
         /// time it was due); default: as fast as possible, stamped when sent.
         #[arg(long)]
         rate: Option<f64>,
+        /// Set this field of each JSON line to the time it was due (ms since
+        /// 1970), so event time follows the wall clock; needs --rate.
+        #[arg(long)]
+        event_time: Option<String>,
     },
     /// Read a topic (read_committed) from its end for a while; print
     /// percentiles of (time visible − a field of each JSON message, in ms).
@@ -78,8 +82,12 @@ enum KafkaCommand {
         /// The field holding ms since 1970 (e.g. the input's Kafka timestamp).
         #[arg(long)]
         field: String,
+        /// Read for at most this long.
         #[arg(long, default_value_t = 30.0)]
         seconds: f64,
+        /// Stop once this many messages have been read.
+        #[arg(long)]
+        expect: Option<u64>,
     },
 }
 
@@ -500,7 +508,15 @@ fn main() -> ExitCode {
                     topic,
                     file,
                     rate,
-                } => kafka_tools::produce_file(&bootstrap, &topic, &file, rate).map(|(n, secs)| {
+                    event_time,
+                } => kafka_tools::produce_file(
+                    &bootstrap,
+                    &topic,
+                    &file,
+                    rate,
+                    event_time.as_deref(),
+                )
+                .map(|(n, secs)| {
                     eprintln!(
                         "{n} messages to {topic} in {secs:.2} s ({:.0}/s)",
                         n as f64 / secs.max(1e-9)
@@ -511,7 +527,8 @@ fn main() -> ExitCode {
                     topic,
                     field,
                     seconds,
-                } => kafka_tools::print_latency(&bootstrap, &topic, &field, seconds),
+                    expect,
+                } => kafka_tools::print_latency(&bootstrap, &topic, &field, seconds, expect),
             };
             match done {
                 Ok(()) => ExitCode::SUCCESS,

@@ -10,8 +10,11 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::ThreadedProducer;
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::block_on::block_on;
+use super::sink::DeliveryCheck;
 
 /// How long a metadata or admin request may take before it is an error.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -65,11 +68,117 @@ impl Connection {
         config
     }
 
+    /// A producer that never duplicates a message by its own retries
+    /// (idempotent), partitions by key as Kafka's Java clients do (murmur2;
+    /// no key: a random partition), and records failed deliveries; with a
+    /// `transactional_id`, a transactional one (not yet initialized).
+    pub(crate) fn producer(
+        &self,
+        linger_ms: &str,
+        transactional_id: Option<&str>,
+    ) -> Result<ThreadedProducer<DeliveryCheck>> {
+        let mut config = self.config(&[
+            ("enable.idempotence", "true"),
+            ("linger.ms", linger_ms),
+            ("partitioner", "murmur2_random"),
+        ]);
+        if let Some(id) = transactional_id {
+            config.set("transactional.id", id);
+        }
+        config
+            .create_with_context(DeliveryCheck::default())
+            .map_err(|e| self.error("cannot create a producer", e))
+    }
+
     /// A consumer for metadata and offset lookups.
     pub(crate) fn lookup_consumer(&self) -> Result<BaseConsumer> {
         self.config(&[("enable.auto.commit", "false")])
             .create()
             .map_err(|e| self.error("cannot create a client", e))
+    }
+
+    /// For each of `partitions`, in order, the offset a `read_committed`
+    /// ListOffsets request answers for `which`: the earliest
+    /// (`Offset::Beginning`), the next to be written (`Offset::End`), or
+    /// the first at or after a time (`Offset::Offset(ms)`; `None` when no
+    /// message is that late). Every offset is named in the answer; a
+    /// partition-level error the broker asks clients to retry (a leader
+    /// settling after an election) is retried for a while, any other is an
+    /// error naming the partition.
+    pub(crate) fn list_offsets(
+        &self,
+        consumer: &BaseConsumer,
+        topic: &str,
+        partitions: &[i32],
+        which: Offset,
+    ) -> Result<Vec<Option<i64>>> {
+        use rdkafka::error::RDKafkaErrorCode::*;
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let err = |doing: &str, e| self.error(&format!("topic '{topic}': {doing}"), e);
+        let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+        'ask: loop {
+            let mut tpl = TopicPartitionList::new();
+            for &p in partitions {
+                tpl.add_partition_offset(topic, p, which)
+                    .map_err(|e| err("cannot name a partition", e))?;
+            }
+            let found = consumer
+                .offsets_for_times(tpl, REQUEST_TIMEOUT)
+                .map_err(|e| err("cannot read the partitions' offsets", e))?;
+            let mut offsets = Vec::with_capacity(partitions.len());
+            for &p in partitions {
+                let Some(entry) = found.find_partition(topic, p) else {
+                    return Err(Error::Other(format!(
+                        "kafka {}: topic '{}': the broker did not answer for partition {p}",
+                        self.bootstrap, topic
+                    )));
+                };
+                match entry.error() {
+                    Ok(()) => {}
+                    Err(KafkaError::OffsetFetch(
+                        OffsetNotAvailable
+                        | LeaderNotAvailable
+                        | NotLeaderForPartition
+                        | FencedLeaderEpoch
+                        | UnknownLeaderEpoch
+                        | RequestTimedOut,
+                    )) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        continue 'ask;
+                    }
+                    Err(e) => return Err(err(&format!("no offset for partition {p}"), e)),
+                }
+                offsets.push(match entry.offset() {
+                    Offset::Offset(o) if o >= 0 => Some(o),
+                    _ => None,
+                });
+            }
+            return Ok(offsets);
+        }
+    }
+
+    /// The offsets `list_offsets` must answer for every partition.
+    pub(crate) fn required_offsets(
+        &self,
+        consumer: &BaseConsumer,
+        topic: &str,
+        partitions: &[i32],
+        which: Offset,
+    ) -> Result<Vec<i64>> {
+        self.list_offsets(consumer, topic, partitions, which)?
+            .into_iter()
+            .zip(partitions)
+            .map(|(o, p)| {
+                o.ok_or_else(|| {
+                    Error::Other(format!(
+                        "kafka {}: topic '{}': the broker gave no offset for partition {p}",
+                        self.bootstrap, topic
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// The number of partitions of `topic`; an error naming the topic if

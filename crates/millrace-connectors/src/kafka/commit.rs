@@ -57,7 +57,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::client::REQUEST_TIMEOUT;
 use super::sink::{
-    COMMIT_TIMEOUT, DeliveryCheck, SinkSettings, StagingWriter, flush, messages_schema, send_all,
+    COMMIT_TIMEOUT, DeliveryCheck, SinkSettings, StagingWriter, flush, messages_schema, send,
+    send_all,
 };
 
 /// Prepared-commit table holding the epoch's messages.
@@ -153,15 +154,9 @@ impl TransactionalCommitter {
     /// open is aborted, and that producer fenced.
     fn transactional_producer(&self) -> Result<ThreadedProducer<DeliveryCheck>> {
         let s = &self.settings;
-        let producer: ThreadedProducer<DeliveryCheck> = s
+        let producer = s
             .connection
-            .config(&[
-                ("transactional.id", &s.transactional_id),
-                ("linger.ms", &s.linger_ms),
-                ("partitioner", "murmur2_random"),
-            ])
-            .create_with_context(DeliveryCheck::default())
-            .map_err(|e| self.error("cannot create a transactional producer", e))?;
+            .producer(&s.linger_ms, Some(&s.transactional_id))?;
         producer
             .init_transactions(COMMIT_TIMEOUT)
             .map_err(|e| self.error("cannot initialize transactions", e))?;
@@ -252,9 +247,8 @@ impl TransactionalCommitter {
                 .partition(0)
                 .key(s.transactional_id.as_bytes())
                 .payload(progress.as_bytes());
-            txn.producer
-                .send(record)
-                .map_err(|(e, _)| self.error("cannot produce the progress record", e))?;
+            send(&txn.producer, record)
+                .map_err(|e| self.error("cannot produce the progress record", e))?;
             txn.producer
                 .commit_transaction(COMMIT_TIMEOUT)
                 .map_err(|e| self.error(&format!("cannot commit epoch {epoch}"), e))

@@ -18,10 +18,10 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::ValueFormat;
-use super::client::{Connection, REQUEST_TIMEOUT};
+use super::client::Connection;
 use super::metadata::{Metadata, MetadataField};
 use super::position::{KafkaPosition, PartitionProgress};
-use super::sink::{DeliveryCheck, flush};
+use super::sink::{DeliveryCheck, flush, send};
 use crate::dead_letter::{DeadLetter, DeadRecord, Place, encode};
 use crate::file::ChunkDecoder;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
@@ -267,23 +267,20 @@ impl KafkaReader {
                 self.shared.topic
             )));
         }
-        for p in self.partitions.iter().filter(|p| !p.done) {
-            let (partition, next) = (p.progress.partition, p.progress.next);
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(&self.shared.topic, partition, REQUEST_TIMEOUT)
-                .map_err(|e| {
-                    self.error(
-                        &format!("cannot read the offsets of partition {partition}"),
-                        e,
-                    )
-                })?;
+        let open: Vec<(i32, i64)> = (self.partitions.iter())
+            .filter(|p| !p.done)
+            .map(|p| (p.progress.partition, p.progress.next))
+            .collect();
+        let numbers: Vec<i32> = open.iter().map(|&(partition, _)| partition).collect();
+        let (conn, topic) = (&self.shared.connection, &self.shared.topic);
+        let low = conn.required_offsets(&self.consumer, topic, &numbers, Offset::Beginning)?;
+        let high = conn.required_offsets(&self.consumer, topic, &numbers, Offset::End)?;
+        for (((partition, next), low), high) in open.into_iter().zip(low).zip(high) {
             if next < low || next > high {
                 return Err(Error::Other(format!(
-                    "kafka topic '{}' partition {partition}: offset {next} is no longer there (the \
-                     partition holds {low}..{high}, retention removed the rest); reading on from \
-                     elsewhere would lose or repeat messages",
-                    self.shared.topic
+                    "kafka topic '{topic}' partition {partition}: offset {next} is no longer there \
+                     (the partition holds {low}..{high}, retention removed the rest); reading on \
+                     from elsewhere would lose or repeat messages"
                 )));
             }
         }
@@ -543,9 +540,7 @@ impl KafkaReader {
                             text.clear();
                             encode(record, &mut text);
                             let line = text.trim_end().as_bytes();
-                            let message: BaseRecord<'_, [u8], [u8]> =
-                                BaseRecord::to(topic).payload(line);
-                            producer.send(message).map_err(|(e, _)| {
+                            send(producer, BaseRecord::to(topic).payload(line)).map_err(|e| {
                                 Error::Other(format!(
                                     "kafka dead-letter topic '{topic}': cannot produce: {e}"
                                 ))

@@ -206,16 +206,7 @@ impl SinkSettings {
 
     /// The idempotent producer of an at-least-once writer.
     fn producer(&self) -> Result<Arc<ThreadedProducer<DeliveryCheck>>> {
-        let producer = self
-            .connection
-            .config(&[
-                ("enable.idempotence", "true"),
-                ("linger.ms", &self.linger_ms),
-                ("partitioner", "murmur2_random"),
-            ])
-            .create_with_context(DeliveryCheck::default())
-            .map_err(|e| self.connection.error("cannot create a producer", e))?;
-        Ok(Arc::new(producer))
+        Ok(Arc::new(self.connection.producer(&self.linger_ms, None)?))
     }
 }
 
@@ -409,28 +400,33 @@ pub(crate) fn send_all(
     let keys = messages.column(0).as_binary::<i32>();
     let values = messages.column(1).as_binary::<i32>();
     for i in 0..messages.num_rows() {
-        let value = values.value(i);
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value);
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(values.value(i));
         if keys.is_valid(i) {
             record = record.key(keys.value(i));
         }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    // The producer's thread delivers meanwhile.
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Err((e, _)) => {
-                    return Err(Error::Other(format!(
-                        "kafka topic '{topic}': cannot produce: {e}"
-                    )));
-                }
-            }
-        }
+        send(producer, record)
+            .map_err(|e| Error::Other(format!("kafka topic '{topic}': cannot produce: {e}")))?;
     }
     producer.context().check(topic)
+}
+
+/// Sends one message, waiting while the producer's queue is full
+/// (backpressure, never a drop); any other refusal is returned.
+pub(crate) fn send(
+    producer: &ThreadedProducer<DeliveryCheck>,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+) -> std::result::Result<(), KafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                // The producer's thread delivers meanwhile.
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }
 
 /// Waits until every message sent is acknowledged (or failed: an error).

@@ -10,7 +10,6 @@ use millrace_core::batch::ENTERED_COLUMN;
 use millrace_core::time::is_event_time_type;
 use millrace_core::{Error, EventTime, Result, Snapshot, SourceFactory, SourceReader};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::ValueFormat;
@@ -18,7 +17,6 @@ use super::client::{Connection, REQUEST_TIMEOUT};
 use super::metadata::{Metadata, MetadataField};
 use super::position::{self, KafkaPosition, PartitionProgress};
 use super::reader::{BadMessages, KafkaReader, Shared};
-use super::sink::DeliveryCheck;
 use crate::dead_letter::DeadLetter;
 use crate::file::{ChunkDecoder, DEFAULT_MAX_FUTURE, FileFormat, OnError, csv_supports};
 
@@ -305,14 +303,7 @@ impl KafkaSource {
         let policy = match (&self.dead_letter_topic, &self.on_error, &self.dead_letter) {
             (Some(topic), _, _) => {
                 self.connection.partitions(topic)?;
-                let producer = self
-                    .connection
-                    .config(&[("enable.idempotence", "true"), ("linger.ms", "5")])
-                    .create_with_context(DeliveryCheck::default())
-                    .map_err(|e| {
-                        self.connection
-                            .error("cannot create a dead-letter producer", e)
-                    })?;
+                let producer = self.connection.producer("5", None)?;
                 BadMessages::Topic {
                     producer,
                     topic: topic.clone(),
@@ -356,93 +347,6 @@ impl KafkaSource {
             .map_err(|e| self.connection.error("cannot create a consumer", e))
     }
 
-    /// For each of `partitions`, in order, the offset a `read_committed`
-    /// ListOffsets request answers for `which`: the earliest
-    /// (`Offset::Beginning`), the next to be written (`Offset::End`), or
-    /// the first at or after a time (`Offset::Offset(ms)`; `None` when no
-    /// message is that late). Every offset is named in the answer; a
-    /// partition-level error the broker asks clients to retry (a leader
-    /// settling after an election) is retried for a while, any other is an
-    /// error naming the partition.
-    fn list_offsets(
-        &self,
-        consumer: &BaseConsumer,
-        partitions: &[i32],
-        which: Offset,
-    ) -> Result<Vec<Option<i64>>> {
-        use rdkafka::error::RDKafkaErrorCode::*;
-        if partitions.is_empty() {
-            return Ok(Vec::new());
-        }
-        let err = |doing: &str, e| {
-            self.connection
-                .error(&format!("topic '{}': {doing}", self.topic), e)
-        };
-        let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
-        'ask: loop {
-            let mut tpl = TopicPartitionList::new();
-            for &p in partitions {
-                tpl.add_partition_offset(&self.topic, p, which)
-                    .map_err(|e| err("cannot name a partition", e))?;
-            }
-            let found = consumer
-                .offsets_for_times(tpl, REQUEST_TIMEOUT)
-                .map_err(|e| err("cannot read the partitions' offsets", e))?;
-            let mut offsets = Vec::with_capacity(partitions.len());
-            for &p in partitions {
-                let Some(entry) = found.find_partition(&self.topic, p) else {
-                    return Err(Error::Other(format!(
-                        "kafka {}: topic '{}': the broker did not answer for partition {p}",
-                        self.connection.bootstrap(),
-                        self.topic
-                    )));
-                };
-                match entry.error() {
-                    Ok(()) => {}
-                    Err(KafkaError::OffsetFetch(
-                        OffsetNotAvailable
-                        | LeaderNotAvailable
-                        | NotLeaderForPartition
-                        | FencedLeaderEpoch
-                        | UnknownLeaderEpoch
-                        | RequestTimedOut,
-                    )) if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(std::time::Duration::from_millis(50));
-                        continue 'ask;
-                    }
-                    Err(e) => return Err(err(&format!("no offset for partition {p}"), e)),
-                }
-                offsets.push(match entry.offset() {
-                    Offset::Offset(o) if o >= 0 => Some(o),
-                    _ => None,
-                });
-            }
-            return Ok(offsets);
-        }
-    }
-
-    /// The offsets `list_offsets` must answer for every partition.
-    fn required_offsets(
-        &self,
-        consumer: &BaseConsumer,
-        partitions: &[i32],
-        which: Offset,
-    ) -> Result<Vec<i64>> {
-        self.list_offsets(consumer, partitions, which)?
-            .into_iter()
-            .zip(partitions)
-            .map(|(o, p)| {
-                o.ok_or_else(|| {
-                    Error::Other(format!(
-                        "kafka {}: topic '{}': the broker gave no offset for partition {p}",
-                        self.connection.bootstrap(),
-                        self.topic
-                    ))
-                })
-            })
-            .collect()
-    }
-
     /// Where each of `partitions` starts and stops in a fresh run, and
     /// its earliest offset.
     fn resolve(
@@ -458,15 +362,23 @@ impl KafkaSource {
         // in the answer (a ListOffsets by the special times -2 and -1). Not
         // `fetch_watermarks`: it pairs two answers by arrival and, when one
         // lacks an offset, reports the partition as empty.
-        let earliest = self.required_offsets(consumer, partitions, Offset::Beginning)?;
-        let latest = self.required_offsets(consumer, partitions, Offset::End)?;
+        let earliest = self.connection.required_offsets(
+            consumer,
+            &self.topic,
+            partitions,
+            Offset::Beginning,
+        )?;
+        let latest =
+            self.connection
+                .required_offsets(consumer, &self.topic, partitions, Offset::End)?;
         let ends: Vec<(i64, i64)> = earliest.into_iter().zip(latest).collect();
         let starts: Vec<i64> = match self.start {
             StartFrom::Earliest => ends.iter().map(|(low, _)| *low).collect(),
             StartFrom::Latest => ends.iter().map(|(_, high)| *high).collect(),
             // No message at or after the time: from the end.
             StartFrom::Timestamp(ms) => self
-                .list_offsets(consumer, partitions, Offset::Offset(ms))?
+                .connection
+                .list_offsets(consumer, &self.topic, partitions, Offset::Offset(ms))?
                 .into_iter()
                 .zip(&ends)
                 .map(|(o, &(low, high))| o.map_or(high, |o| o.clamp(low, high)))

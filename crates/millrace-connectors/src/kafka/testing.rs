@@ -9,11 +9,11 @@ use millrace_core::{Error, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, ThreadedProducer};
+use rdkafka::producer::BaseRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::client::{Connection, REQUEST_TIMEOUT};
-use super::sink::{DeliveryCheck, flush};
+use super::sink::{flush, send};
 
 /// The broker to use: `$MILLRACE_KAFKA_BOOTSTRAP`, else the address
 /// `scripts/services/kafka.sh start` recorded in its state directory
@@ -95,14 +95,7 @@ pub fn produce(
     topic: &str,
     messages: impl IntoIterator<Item = Outgoing>,
 ) -> Result<()> {
-    let producer: ThreadedProducer<DeliveryCheck> = connection
-        .config(&[
-            ("enable.idempotence", "true"),
-            ("linger.ms", "5"),
-            ("partitioner", "murmur2_random"),
-        ])
-        .create_with_context(DeliveryCheck::default())
-        .map_err(|e| connection.error("cannot create a producer", e))?;
+    let producer = connection.producer("5", None)?;
     for m in messages {
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(&m.value[..]);
         if let Some(p) = m.partition {
@@ -114,21 +107,8 @@ pub fn produce(
         if let Some(ts) = m.timestamp {
             record = record.timestamp(ts);
         }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    back,
-                )) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Err((e, _)) => {
-                    return Err(connection.error(&format!("cannot produce to '{topic}'"), e));
-                }
-            }
-        }
+        send(&producer, record)
+            .map_err(|e| connection.error(&format!("cannot produce to '{topic}'"), e))?;
     }
     flush(&producer, topic)
 }
@@ -215,14 +195,16 @@ pub struct Watched {
     pub without_field: u64,
 }
 
-/// Reads `topic` from its end with `read_committed` for `duration` and, for
-/// each message (a JSON object), measures now − its `field` (ms since 1970,
-/// a number): how long after that time the message became visible.
+/// Reads `topic` from its end with `read_committed` for at most `duration`
+/// (or until it has read `expected` messages) and, for each message (a JSON
+/// object), measures now − its `field` (ms since 1970, a number): how long
+/// after that time the message became visible.
 pub fn watch(
     connection: &Connection,
     topic: &str,
     field: &str,
     duration: Duration,
+    expected: Option<u64>,
 ) -> Result<Watched> {
     let partitions = connection.partitions(topic)?;
     let consumer: BaseConsumer = connection
@@ -248,7 +230,7 @@ pub fn watch(
         without_field: 0,
     };
     let end = Instant::now() + duration;
-    while Instant::now() < end {
+    while Instant::now() < end && expected.is_none_or(|n| watched.messages < n) {
         match consumer.poll(Duration::from_millis(50)) {
             None | Some(Err(KafkaError::MessageConsumption(_))) => {}
             Some(Err(e)) => return Err(connection.error(&format!("cannot read '{topic}'"), e)),
