@@ -52,7 +52,7 @@ struct State {
     bytes: usize,
     consumer_waiting: bool,
     producer_waiting: bool,
-    // Counters (read at the end of a run and by tests).
+    // Counters (read live, at the end of a run and by tests).
     max_rows: usize,
     max_bytes: usize,
     refused_sends: u64,
@@ -68,6 +68,9 @@ pub struct ChannelStats {
     /// The graph edge this channel is one instance pair of (`a → b`).
     pub edge: String,
     pub capacity: ChannelCapacity,
+    /// Rows and bytes queued when the stats were taken.
+    pub queued_rows: usize,
+    pub queued_bytes: usize,
     /// Highest number of rows ever queued at once.
     pub max_rows: usize,
     pub max_bytes: usize,
@@ -292,6 +295,8 @@ impl Channel {
             to: self.to.clone(),
             edge: self.edge.clone(),
             capacity: self.capacity,
+            queued_rows: s.rows,
+            queued_bytes: s.bytes,
             max_rows: s.max_rows,
             max_bytes: s.max_bytes,
             refused_sends: s.refused_sends,

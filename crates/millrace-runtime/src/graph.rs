@@ -24,6 +24,7 @@ use crate::channel::ChannelCapacity;
 use crate::checkpoint::CheckpointConfig;
 use crate::coalesce::ExchangeBatchingMode;
 use crate::exchange::{Partitioning, key_indices};
+use crate::live::LiveRun;
 use crate::metrics::RunSummary;
 use crate::worker::{IdleStrategy, StopHandle};
 
@@ -186,6 +187,7 @@ impl Graph {
 pub struct Pipeline {
     graph: Rc<RefCell<Graph>>,
     stop: StopHandle,
+    live: LiveRun,
 }
 
 impl Pipeline {
@@ -196,6 +198,7 @@ impl Pipeline {
                 nodes: Vec::new(),
             })),
             stop: StopHandle::default(),
+            live: LiveRun::default(),
         }
     }
 
@@ -203,6 +206,12 @@ impl Pipeline {
     /// (e.g. a Ctrl-C handler); the run then drains and returns its summary.
     pub fn stop_handle(&self) -> StopHandle {
         self.stop.clone()
+    }
+
+    /// A handle that reads the run's counters from another thread while it
+    /// runs (the live endpoint), and its final counts after.
+    pub fn live(&self) -> LiveRun {
+        self.live.clone()
     }
 
     pub fn config(&self) -> PipelineConfig {
@@ -269,7 +278,7 @@ impl Pipeline {
         let mut restarts = 0;
         loop {
             let mut attempt = crate::run::Attempt::default();
-            let error = match crate::run::run(&graph, self.stop.clone(), &mut attempt) {
+            let error = match crate::run::run(&graph, self.stop.clone(), &self.live, &mut attempt) {
                 Ok(mut summary) => {
                     summary.restarts = restarts;
                     return Ok(summary);
@@ -289,6 +298,7 @@ impl Pipeline {
                 return Err(Error::Other(format!("{error} (after {restarts} restarts)")));
             };
             restarts += 1;
+            self.live.restarted();
             checkpoint.start_from = checkpoint
                 .start_from
                 .clone()

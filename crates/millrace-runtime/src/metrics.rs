@@ -1,9 +1,10 @@
 //! Counters and latency histograms, and the summary a run ends with.
 //!
 //! Tasks own their hot counters and publish them through relaxed atomics, so
-//! a reader (the end-of-run summary now, a live endpoint later) never stops a
-//! task. Latency is recorded per row in HDR histograms (nanoseconds, 3
-//! significant digits) and only ever reported as percentiles, never averages.
+//! a reader (the end-of-run summary, the live endpoint: `live.rs`) never
+//! stops a task. Latency is recorded per row in HDR histograms (nanoseconds,
+//! 3 significant digits), published every `LATENCY_PUBLISH_NS`, and only ever
+//! reported as percentiles, never averages.
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -27,6 +28,22 @@ pub struct TaskTimes {
     pub aligning_ns: AtomicU64,
 }
 
+impl TaskTimes {
+    /// Its life so far: from its start to its end, or to now while it runs
+    /// (0 before it starts).
+    pub fn wall_ns(&self) -> u64 {
+        let start = self.started_ns.load(Relaxed);
+        if start == 0 {
+            return 0;
+        }
+        let end = match self.ended_ns.load(Relaxed) {
+            0 => millrace_core::time::now_ns(),
+            end => end,
+        };
+        (end - start).max(0) as u64
+    }
+}
+
 /// Counters of one operator instance (sources and sinks included).
 pub struct OperatorMetrics {
     /// Index of the logical operator in the pipeline graph.
@@ -36,6 +53,14 @@ pub struct OperatorMetrics {
     /// Time spent inside this operator's calls.
     pub busy_ns: AtomicU64,
     pub late_rows: AtomicU64,
+    /// Sources: bad input not turned into rows (the reader's own counts,
+    /// published every step).
+    pub skipped: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    /// Sources with event time: the watermark sent and the largest event
+    /// time read, ms since 1970 (`i64::MIN`: none yet), published every step.
+    pub watermark_ms: AtomicI64,
+    pub max_event_time_ms: AtomicI64,
     pub task: Arc<TaskTimes>,
     /// Peak state of the instance, published when it finishes.
     pub state: Mutex<Option<StateSize>>,
@@ -49,6 +74,10 @@ impl OperatorMetrics {
             rows_out: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             late_rows: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            watermark_ms: AtomicI64::new(i64::MIN),
+            max_event_time_ms: AtomicI64::new(i64::MIN),
             task,
             state: Mutex::new(None),
         }
@@ -58,8 +87,22 @@ impl OperatorMetrics {
 /// Largest latency a histogram tracks (one hour); larger values are clamped.
 const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
 
+/// A sink adds the latencies it recorded to its node's histogram at least
+/// this often (and when it ends), so live readers lag by at most this much.
+pub const LATENCY_PUBLISH_NS: i64 = 200_000_000;
+
 pub fn new_latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("static histogram bounds are valid")
+}
+
+/// End-to-end latency of every row the sinks among `nodes` published.
+pub fn sinks_latency(nodes: &[Arc<NodeMetrics>]) -> Histogram<u64> {
+    let mut all = new_latency_histogram();
+    for n in nodes.iter().filter(|n| n.kind == NodeKind::Sink) {
+        // Same bounds everywhere, so adding cannot fail.
+        let _ = all.add(&*n.latency.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+    all
 }
 
 /// Everything shared about one logical node across its instances.
@@ -68,10 +111,8 @@ pub struct NodeMetrics {
     pub kind: NodeKind,
     pub parallelism: usize,
     pub instances: Mutex<Vec<Arc<OperatorMetrics>>>,
-    /// Sinks: end-to-end latency of every row written.
+    /// Sinks: end-to-end latency of every row written (as published).
     pub latency: Mutex<Histogram<u64>>,
-    /// Sources: bad input not turned into rows.
-    pub source_stats: Mutex<SourceStats>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +130,6 @@ impl NodeMetrics {
             parallelism,
             instances: Mutex::new(Vec::new()),
             latency: Mutex::new(new_latency_histogram()),
-            source_stats: Mutex::new(SourceStats::default()),
         }
     }
 
@@ -97,12 +137,6 @@ impl NodeMetrics {
         let mut h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
         // Same bounds everywhere, so adding cannot fail.
         let _ = h.add(hist);
-    }
-
-    pub fn add_source_stats(&self, s: SourceStats) {
-        let mut t = self.source_stats.lock().unwrap_or_else(|e| e.into_inner());
-        t.skipped += s.skipped;
-        t.dead_lettered += s.dead_lettered;
     }
 
     pub(crate) fn summary(&self) -> OperatorSummary {
@@ -119,7 +153,7 @@ impl NodeMetrics {
             backpressured_ns: 0,
             aligning_ns: 0,
             wall_ns: 0,
-            source_stats: *self.source_stats.lock().unwrap_or_else(|e| e.into_inner()),
+            source_stats: SourceStats::default(),
             state: None,
         };
         for m in instances.iter() {
@@ -130,11 +164,9 @@ impl NodeMetrics {
             s.task_busy_ns += m.task.busy_ns.load(Relaxed);
             s.backpressured_ns += m.task.backpressured_ns.load(Relaxed);
             s.aligning_ns += m.task.aligning_ns.load(Relaxed);
-            let (start, end) = (
-                m.task.started_ns.load(Relaxed),
-                m.task.ended_ns.load(Relaxed),
-            );
-            s.wall_ns += (end - start).max(0) as u64;
+            s.source_stats.skipped += m.skipped.load(Relaxed);
+            s.source_stats.dead_lettered += m.dead_lettered.load(Relaxed);
+            s.wall_ns += m.task.wall_ns();
             if let Some(st) = *m.state.lock().unwrap_or_else(|e| e.into_inner()) {
                 *s.state.get_or_insert_with(StateSize::default) += st;
             }
@@ -245,10 +277,7 @@ impl RunSummary {
         channels: Vec<ChannelStats>,
     ) -> Self {
         let operators: Vec<OperatorSummary> = nodes.iter().map(|n| n.summary()).collect();
-        let mut latency = new_latency_histogram();
-        for n in nodes.iter().filter(|n| n.kind == NodeKind::Sink) {
-            let _ = latency.add(&*n.latency.lock().unwrap_or_else(|e| e.into_inner()));
-        }
+        let latency = sinks_latency(nodes);
         RunSummary {
             elapsed_ns,
             workers,

@@ -27,6 +27,7 @@ use crate::coalesce::ExchangeBatching;
 use crate::exchange::key_indices;
 use crate::gate::{InputChannel, InputGate};
 use crate::graph::{Graph, NodeOp, PipelineConfig};
+use crate::live::{LiveAttempt, LiveRun};
 use crate::metrics::{NodeKind, NodeMetrics, OperatorMetrics, RunSummary, TaskTimes};
 use crate::output::OutputRouter;
 use crate::plan::{Chain, Plan};
@@ -51,7 +52,12 @@ pub(crate) struct Attempt {
     pub checkpointed: bool,
 }
 
-pub(crate) fn run(graph: &Graph, stop: StopHandle, attempt: &mut Attempt) -> Result<RunSummary> {
+pub(crate) fn run(
+    graph: &Graph,
+    stop: StopHandle,
+    live: &LiveRun,
+    attempt: &mut Attempt,
+) -> Result<RunSummary> {
     let plan = Plan::build(graph)?;
     let config = &graph.config;
     let max_par = plan.chains.iter().map(|c| c.parallelism).max().unwrap_or(1);
@@ -95,6 +101,17 @@ pub(crate) fn run(graph: &Graph, stop: StopHandle, attempt: &mut Attempt) -> Res
     let coordinator = checkpoints
         .map(|c| c.start(graph, task_count, stop, control.clone()))
         .transpose()?;
+    live.begin(LiveAttempt::new(
+        workers,
+        nodes.clone(),
+        graph
+            .nodes
+            .iter()
+            .map(|n| n.inputs.iter().map(|e| e.from).collect())
+            .collect(),
+        wiring.channels.clone(),
+        coordinator.as_ref().map(|(_, stats)| stats.clone()),
+    ));
     attempt.started = true;
     let elapsed = run_workers(
         config,
@@ -558,7 +575,6 @@ impl TaskBuilder<'_> {
         let mut head = SourceHead {
             name: node.name.clone(),
             reader,
-            node: self.nodes[id].clone(),
             metrics: metrics(id),
             columns: node.schema.fields().len(),
             event_time,

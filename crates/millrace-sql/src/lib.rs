@@ -46,6 +46,7 @@ use crate::catalog::Catalog;
 pub use crate::error::{SqlError, SqlResult};
 use crate::planner::StreamPlanner;
 use crate::script::{ScriptStatement, parse_script};
+pub use crate::settings::HttpSetting;
 use crate::settings::Settings;
 use crate::tables::Table;
 
@@ -117,6 +118,9 @@ pub struct SqlPipeline {
     /// Tables some query reads.
     scanned: Vec<String>,
     inserts: Vec<(u64, String)>,
+    http: Option<HttpSetting>,
+    alerts: Vec<(String, String)>,
+    alert_webhook: Option<String>,
 }
 
 impl SqlPipeline {
@@ -292,6 +296,9 @@ impl SqlPipeline {
             table_order,
             scanned,
             inserts: inserts.iter().map(|i| (i.line, i.sink.clone())).collect(),
+            http: settings.http.clone(),
+            alerts: settings.alerts.clone(),
+            alert_webhook: settings.alert_webhook.clone(),
         })
     }
 
@@ -343,6 +350,26 @@ impl SqlPipeline {
 
     pub fn stop_handle(&self) -> StopHandle {
         self.pipeline.stop_handle()
+    }
+
+    /// The run's counters, readable while it runs (`Pipeline::live`).
+    pub fn live(&self) -> millrace_runtime::LiveRun {
+        self.pipeline.live()
+    }
+
+    /// `SET http`, if the file (or an override) set it.
+    pub fn http(&self) -> Option<&HttpSetting> {
+        self.http.as_ref()
+    }
+
+    /// The `SET alert.<name>` rules, (name, rule) in order.
+    pub fn alerts(&self) -> &[(String, String)] {
+        &self.alerts
+    }
+
+    /// `SET alert_webhook`.
+    pub fn alert_webhook(&self) -> Option<&str> {
+        self.alert_webhook.as_deref()
     }
 
     /// The configuration the pipeline runs with (settings applied).

@@ -9,7 +9,7 @@ use millrace_runtime::{ExchangeBatchingMode, PipelineConfig};
 use crate::error::{SqlError, SqlResult};
 use crate::interval::duration_text_ms;
 
-const KNOWN: &str = "parallelism, workers, batch_size, latency_target, exchange_batching, latency_warmup, source_alignment, pin_workers, barrier_every_rows, two_phase_aggregation, checkpoint_interval, checkpoint_dir, checkpoint_retain, checkpoint_timeout, checkpoint_min_pause, checkpoint_max_concurrent, restart_strategy, restart_attempts, restart_delay, restart_max_delay";
+const KNOWN: &str = "parallelism, workers, batch_size, latency_target, exchange_batching, latency_warmup, source_alignment, pin_workers, barrier_every_rows, two_phase_aggregation, checkpoint_interval, checkpoint_dir, checkpoint_retain, checkpoint_timeout, checkpoint_min_pause, checkpoint_max_concurrent, restart_strategy, restart_attempts, restart_delay, restart_max_delay, http, alert.<name>, alert_webhook";
 
 /// Everything `SET` can change: the runtime's configuration and the
 /// planner's choices.
@@ -32,6 +32,20 @@ pub struct Settings {
     /// checkpoints stay off.
     pub checkpoint_settings: Vec<String>,
     restart: RestartSettings,
+    /// `http`: where the program running the pipeline serves its live
+    /// endpoint; unset, the program decides (`millrace run`: on).
+    pub http: Option<HttpSetting>,
+    /// `alert.<name>` rules as written (checked and evaluated by the
+    /// program that serves the live endpoint), and `alert_webhook`.
+    pub alerts: Vec<(String, String)>,
+    pub alert_webhook: Option<String>,
+}
+
+/// `SET http = 'HOST:PORT'` or `'off'`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HttpSetting {
+    Off,
+    At(String),
 }
 
 /// `restart_strategy` and its parameters, combined once planning ends.
@@ -90,6 +104,9 @@ impl Default for Settings {
                 delay: Duration::from_secs(1),
                 max_delay: Duration::from_secs(30),
             },
+            http: None,
+            alerts: Vec::new(),
+            alert_webhook: None,
         }
     }
 }
@@ -149,6 +166,29 @@ pub fn apply(settings: &mut Settings, name: &str, value: &str) -> SqlResult<()> 
             }
         }
         "two_phase_aggregation" => settings.two_phase_aggregation = flag()?,
+        "alert_webhook" => {
+            if !value.starts_with("http://") {
+                return Err(bad("expected an http:// URL"));
+            }
+            settings.alert_webhook = Some(value.to_string());
+        }
+        alert if alert.starts_with("alert.") && alert.len() > "alert.".len() => {
+            let rule = alert["alert.".len()..].to_string();
+            settings.alerts.retain(|(name, _)| *name != rule);
+            settings.alerts.push((rule, value.to_string()));
+        }
+        "http" => {
+            settings.http = Some(match value.to_lowercase().as_str() {
+                "off" | "none" | "false" => HttpSetting::Off,
+                _ if value.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty() && port.parse::<u16>().is_ok()
+                }) =>
+                {
+                    HttpSetting::At(value.to_string())
+                }
+                _ => return Err(bad("expected HOST:PORT (e.g. 127.0.0.1:9464) or off")),
+            })
+        }
         "checkpoint_interval" => match value.to_lowercase().as_str() {
             "off" | "none" | "false" => settings.checkpointing = false,
             text => {

@@ -11,6 +11,9 @@ pub mod fuzzing;
 pub mod generate;
 #[cfg(feature = "kafka")]
 pub mod kafka_tools;
+#[cfg(feature = "http")]
+pub mod monitor;
+pub mod progress;
 pub mod summary_json;
 
 pub use millrace_connectors as connectors;

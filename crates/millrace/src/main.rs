@@ -118,6 +118,15 @@ struct RunArgs {
     /// With checkpoints on: resume from this checkpoint instead of the latest.
     #[arg(long, value_name = "ID")]
     from_checkpoint: Option<u64>,
+    /// Serve live metrics (`/metrics`, Prometheus) on HOST:PORT, or `off`.
+    /// Default: the file's `SET http`, else 127.0.0.1:9464 (any free port
+    /// when that one is taken).
+    #[cfg(feature = "http")]
+    #[arg(long, value_name = "HOST:PORT|off", env = "MILLRACE_HTTP")]
+    http: Option<String>,
+    /// No progress line (there is none anyway when stderr is not a terminal).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Parser)]
@@ -338,6 +347,59 @@ fn plan_sql_with(
     })
 }
 
+/// The address `millrace run` serves live metrics on when neither the
+/// command line nor the file says.
+#[cfg(feature = "http")]
+const DEFAULT_HTTP: &str = "127.0.0.1:9464";
+
+/// Starts the live endpoint as `--http`, else the file's `SET http`, else
+/// on `DEFAULT_HTTP` or, when another process has it, any free port. An
+/// address the user chose that is taken is an error.
+#[cfg(feature = "http")]
+fn live_endpoint(
+    args: &RunArgs,
+    job: &millrace::sql::SqlPipeline,
+) -> Result<Option<millrace::monitor::Monitor>, String> {
+    use millrace::monitor::alerts::Rule;
+    use millrace::monitor::{Alerting, Monitor};
+    use millrace::sql::HttpSetting;
+    let chosen = match args.http.as_deref() {
+        Some(a) if ["off", "none", "false"].contains(&a.to_lowercase().as_str()) => {
+            Some(HttpSetting::Off)
+        }
+        Some(a) => Some(HttpSetting::At(a.to_string())),
+        None => job.http().cloned(),
+    };
+    let name = args
+        .sql
+        .file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pipeline".into());
+    let alerting = || -> Result<Alerting, String> {
+        let target = job.config().latency_target;
+        Ok(Alerting {
+            rules: (job.alerts().iter())
+                .map(|(name, rule)| Rule::parse(name, rule, target))
+                .collect::<Result<_, _>>()?,
+            webhook: job.alert_webhook().map(str::to_string),
+        })
+    };
+    let monitor = match chosen {
+        Some(HttpSetting::Off) if !job.alerts().is_empty() => {
+            return Err(
+                "alerts run with the live endpoint: turn it on (--http or SET http)".into(),
+            );
+        }
+        Some(HttpSetting::Off) => return Ok(None),
+        Some(HttpSetting::At(addr)) => Monitor::start(&addr, &name, job.live(), alerting()?)?,
+        None => Monitor::start(DEFAULT_HTTP, &name, job.live(), alerting()?)
+            .or_else(|_| Monitor::start("127.0.0.1:0", &name, job.live(), alerting()?))?,
+    };
+    eprintln!("live metrics: http://{}/metrics", monitor.addr());
+    Ok(Some(monitor))
+}
+
 /// Ctrl-C once: stop the sources and drain (windows fire, the summary
 /// prints). Twice: exit at once.
 fn drain_on_ctrl_c(stop: millrace::runtime::StopHandle) {
@@ -473,7 +535,20 @@ fn main() -> ExitCode {
                     stop.stop();
                 });
             }
-            match job.run() {
+            #[cfg(feature = "http")]
+            let _monitor = match live_endpoint(&args, &job) {
+                Ok(monitor) => monitor,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let progress = (!args.quiet)
+                .then(|| millrace::progress::Progress::start(job.live()))
+                .flatten();
+            let result = job.run();
+            drop(progress);
+            match result {
                 Ok(summary) if args.json => {
                     println!("{}", millrace::summary_json::summary_json(&summary));
                     ExitCode::SUCCESS

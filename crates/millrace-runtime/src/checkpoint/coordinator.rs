@@ -14,7 +14,7 @@
 //!   recovery replays the commit.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,6 +37,9 @@ pub struct CheckpointStats {
     pub latest: AtomicU64,
     /// Bytes of state in the latest complete checkpoint.
     pub latest_bytes: AtomicU64,
+    /// When the latest complete checkpoint's sinks committed (the
+    /// `time::now_ns` clock; 0: none yet).
+    pub latest_committed_ns: AtomicI64,
     /// Bytes written by all checkpoints of the run (a checkpoint writes
     /// only the state its predecessor does not hold: `store.rs`).
     pub written_bytes: AtomicU64,
@@ -57,6 +60,7 @@ impl Default for CheckpointStats {
             failed: AtomicU64::new(0),
             latest: AtomicU64::new(0),
             latest_bytes: AtomicU64::new(0),
+            latest_committed_ns: AtomicI64::new(0),
             written_bytes: AtomicU64::new(0),
             duration_us: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
@@ -398,6 +402,7 @@ impl Coordinator {
         self.stats.completed.fetch_add(1, Relaxed);
         self.stats.latest.store(epoch, Relaxed);
         self.stats.latest_bytes.store(size.state, Relaxed);
+        self.stats.latest_committed_ns.store(committed_at, Relaxed);
         self.stats.written_bytes.fetch_add(size.written, Relaxed);
         let us = started.elapsed().as_micros().max(1) as u64;
         self.stats

@@ -580,18 +580,18 @@ impl Task for DataflowTask {
                 .fetch_add((now - since) as u64, Relaxed);
         }
         self.times.ended_ns.store(now, Relaxed);
-        for stage in &self.stages {
-            match &stage.work {
+        for stage in &mut self.stages {
+            match &mut stage.work {
                 StageWork::Operator(op) => {
                     *op.metrics.state.lock().unwrap_or_else(|e| e.into_inner()) =
                         op.op.peak_state();
                 }
-                StageWork::Sink(sink) => sink.node.merge_latency(&sink.latency),
+                StageWork::Sink(sink) => sink.publish_latency(now),
                 StageWork::Late(_) => {}
             }
         }
         if let Head::Source(src) = &self.head {
-            src.node.add_source_stats(src.reader.stats());
+            src.publish_progress();
         }
     }
 }

@@ -12,7 +12,7 @@ use millrace_core::{
     BarrierId, Message, Result, SinkWriter, Snapshot, entered_column, strip_entered,
 };
 
-use crate::metrics::{NodeMetrics, OperatorMetrics, new_latency_histogram};
+use crate::metrics::{LATENCY_PUBLISH_NS, NodeMetrics, OperatorMetrics, new_latency_histogram};
 
 /// The sink at the end of a chain: records latency, then writes.
 pub struct SinkStage {
@@ -20,7 +20,10 @@ pub struct SinkStage {
     pub writer: Box<dyn SinkWriter>,
     pub metrics: Arc<OperatorMetrics>,
     pub node: Arc<NodeMetrics>,
+    /// Latencies recorded since they were last added to `node`'s.
     pub latency: Histogram<u64>,
+    /// When `latency` was last added to `node`'s (`LATENCY_PUBLISH_NS`).
+    pub published_ns: i64,
     /// Rows that entered before this time (the run's start plus its
     /// latency warm-up; set when the run starts) are written but not
     /// recorded in `latency`.
@@ -89,12 +92,22 @@ impl SinkStage {
             metrics,
             node,
             latency: new_latency_histogram(),
+            published_ns: now_ns(),
             record_from_ns,
             staging: false,
             last_epoch: 0,
             taken: None,
             sample: EnteredSample::default(),
         }
+    }
+
+    /// Adds the latencies recorded since the last time to the node's.
+    pub(super) fn publish_latency(&mut self, now: i64) {
+        if !self.latency.is_empty() {
+            self.node.merge_latency(&self.latency);
+            self.latency.reset();
+        }
+        self.published_ns = now;
     }
 
     /// Takes one message; `clock` is when it arrived (the time the step
@@ -111,6 +124,9 @@ impl SinkStage {
                     }
                     if self.staging && entered.values().first().is_some_and(|e| *e >= from) {
                         self.sample.add(entered.values());
+                    }
+                    if now - self.published_ns >= LATENCY_PUBLISH_NS {
+                        self.publish_latency(now);
                     }
                 }
                 self.metrics

@@ -20,7 +20,7 @@ use millrace_core::{
 use crate::alignment::SourceAlignment;
 use crate::batching::BatchController;
 use crate::checkpoint::{Barriers, SourceProgress};
-use crate::metrics::{NodeMetrics, OperatorMetrics};
+use crate::metrics::OperatorMetrics;
 use crate::worker::StopHandle;
 
 /// How soon a source that is pending without a wake-up time is polled again.
@@ -33,7 +33,6 @@ const ALIGNMENT_RETRY_NS: i64 = 50_000;
 pub struct SourceHead {
     pub name: String,
     pub reader: Box<dyn SourceReader>,
-    pub node: Arc<NodeMetrics>,
     pub metrics: Arc<OperatorMetrics>,
     pub columns: usize,
     /// (event-time column index and name, out-of-orderness bound ms, idle timeout).
@@ -74,6 +73,16 @@ pub struct SourceHead {
 }
 
 impl SourceHead {
+    /// Makes where this instance stands readable live (`OperatorMetrics`).
+    pub(super) fn publish_progress(&self) {
+        let stats = self.reader.stats();
+        let m = &self.metrics;
+        m.skipped.store(stats.skipped, Relaxed);
+        m.dead_lettered.store(stats.dead_lettered, Relaxed);
+        m.watermark_ms.store(self.last_watermark, Relaxed);
+        m.max_event_time_ms.store(self.max_event_time, Relaxed);
+    }
+
     /// Tells the sibling instances where this one is (`i64::MAX`: it holds
     /// nobody back).
     fn publish(&self, wm: i64) {
@@ -158,6 +167,7 @@ impl SourceHead {
         out: &mut Vec<(usize, Message)>,
         clock: &mut i64,
     ) -> Result<Option<Option<i64>>> {
+        self.publish_progress();
         if self.exhausted {
             return Ok(Some(None));
         }
@@ -316,7 +326,7 @@ impl SourceHead {
 mod tests {
     use super::*;
     use crate::batching::BatchPolicy;
-    use crate::metrics::{NodeKind, TaskTimes};
+    use crate::metrics::TaskTimes;
 
     /// A reader that never has data: what a quiet source looks like.
     struct Quiet;
@@ -340,7 +350,6 @@ mod tests {
         SourceHead {
             name: "quiet".into(),
             reader: Box::new(Quiet),
-            node: Arc::new(NodeMetrics::new("quiet".into(), NodeKind::Source, 1)),
             metrics: Arc::new(OperatorMetrics::new(0, Arc::new(TaskTimes::default()))),
             columns: 1,
             event_time: Some((0, "ts".into(), 0, Some(Duration::from_secs(3600)))),

@@ -374,7 +374,12 @@ pub fn run(o: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<Vec<Query
 /// Runs the state query once and reads each stateful operator's peak.
 pub fn measure_state(o: &BenchOptions, file: &Path) -> Result<Vec<StateResult>, String> {
     let mut cmd = Command::new(&o.exe);
-    cmd.arg("run").arg(file).arg("--json");
+    // Measurements run without the live endpoint (its cost is measured on
+    // its own: docs/observability.md).
+    cmd.arg("run")
+        .arg(file)
+        .arg("--json")
+        .args(["--set", "http=off"]);
     // Pipeline settings only: table options name the benchmark's own tables.
     for s in o
         .settings
@@ -565,7 +570,10 @@ fn run_point(
     rate: Option<f64>,
 ) -> Result<Point, String> {
     let mut cmd = Command::new(&o.exe);
-    cmd.arg("run").arg(file).arg("--json");
+    cmd.arg("run")
+        .arg(file)
+        .arg("--json")
+        .args(["--set", "http=off"]);
     if let Some(rate) = rate {
         // A run that falls behind is stopped (and drained) well after its
         // schedule: it already counts as behind, and waiting for a backlog of

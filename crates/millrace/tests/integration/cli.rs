@@ -426,3 +426,50 @@ fn one_absurd_event_time_does_not_make_the_rest_late() {
     assert_eq!(counted, 5000);
     assert_eq!(out.lines().count(), 50);
 }
+
+#[test]
+fn run_shows_progress_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = dir.path().join("p.sql");
+    std::fs::write(
+        &sql,
+        "CREATE TABLE bid (WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
+             WITH (connector = 'nexmark', kind = 'bid', events = '20000');
+         CREATE TABLE out WITH (connector = 'discard');
+         INSERT INTO out SELECT auction FROM bid;",
+    )
+    .unwrap();
+    let sql = sql.to_str().unwrap();
+    let (ok, _, stderr) = millrace(&["run", sql, "--http", "off"]);
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("rows read"), "not a terminal: {stderr}");
+    // A terminal: util-linux `script` runs it on a pseudo-terminal.
+    let Ok(out) = Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{} run {sql} --http off",
+            env!("CARGO_BIN_EXE_millrace")
+        ))
+        .arg("/dev/null")
+        .output()
+    else {
+        eprintln!("skipped the terminal half: no `script` (util-linux)");
+        return;
+    };
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("rows read 18.4 K") && shown.contains("watermark 2025-12-31 23:59:57"),
+        "{shown}"
+    );
+    let quiet = Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{} run {sql} --http off --quiet",
+            env!("CARGO_BIN_EXE_millrace")
+        ))
+        .arg("/dev/null")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&quiet.stdout).contains("rows read"));
+}

@@ -98,9 +98,12 @@ pub fn close(a: f64, b: f64) -> bool {
 
 pub type Table<K, V> = BTreeMap<K, V>;
 
-/// The binary under test.
+/// The binary under test, without the live endpoint unless a test asks
+/// for it (`--http`): tests read its stderr from the first line.
 pub fn millrace() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_millrace"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_millrace"));
+    command.env("MILLRACE_HTTP", "off");
+    command
 }
 
 /// Runs `sql` to its end; panics with its stderr on failure.

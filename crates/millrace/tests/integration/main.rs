@@ -10,5 +10,7 @@ mod common;
 mod fuzz_seeds;
 #[cfg(feature = "kafka")]
 mod kafka;
+#[cfg(feature = "http")]
+mod monitor;
 mod runtime;
 mod windows;

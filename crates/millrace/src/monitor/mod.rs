@@ -1,0 +1,434 @@
+//! The live endpoint of a running pipeline (`SET http`, `millrace run
+//! --http`, docs/observability.md): `/metrics` in the Prometheus text
+//! format, the dashboard at `/` (one page embedded in the binary, plain SVG)
+//! and the JSON it draws from at `/api/state`. It runs on two threads of its
+//! own, never on a worker: one serves HTTP, one samples the run every second
+//! (recent latency percentiles, the dashboard's history). Both only read
+//! what the workers publish (`millrace_runtime::live`).
+
+pub mod alerts;
+mod history;
+mod prometheus;
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use hdrhistogram::Histogram;
+use history::History;
+
+use crate::runtime::metrics::NodeKind;
+use crate::runtime::{LiveAttempt, LiveRun, OperatorSummary, RunSummary};
+use alerts::{Event, Rule, Signals};
+
+/// How often the sampler reads the latency histogram.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// The window of the recent latency percentiles.
+const RECENT_WINDOW: Duration = Duration::from_secs(10);
+const RECENT_QUANTILES: [f64; 3] = [0.5, 0.99, 0.999];
+
+/// Latency percentiles over the last `window` (ns; empty without rows).
+#[derive(Debug, Clone)]
+pub struct RecentLatency {
+    pub window: Duration,
+    pub quantiles: Vec<(f64, u64)>,
+}
+
+/// Alert rules and where their events go (`alerts.rs`).
+#[derive(Default)]
+pub struct Alerting {
+    pub rules: Vec<Rule>,
+    /// `http://HOST:PORT/PATH`: each event is POSTed there as JSON.
+    pub webhook: Option<String>,
+}
+
+/// The rules as they stand and their last events, for `/metrics` and the
+/// dashboard.
+#[derive(Default)]
+struct AlertBoard {
+    rules: Vec<(String, String, bool)>,
+    events: VecDeque<Event>,
+}
+
+/// Events the dashboard lists.
+const ALERT_EVENTS_KEPT: usize = 50;
+
+struct Shared {
+    pipeline: String,
+    live: LiveRun,
+    recent: Mutex<RecentLatency>,
+    history: Mutex<History>,
+    alerts: Mutex<AlertBoard>,
+}
+
+/// A running endpoint; dropping it stops it.
+pub struct Monitor {
+    addr: SocketAddr,
+    stop_sampler: Option<mpsc::Sender<()>>,
+    stop_server: Option<tokio::sync::oneshot::Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Monitor {
+    /// Serves `live` at `addr` (port 0: any free port) under the name
+    /// `pipeline`, and evaluates `alerting`'s rules. A taken address is an
+    /// error naming it.
+    pub fn start(
+        addr: &str,
+        pipeline: &str,
+        live: LiveRun,
+        alerting: Alerting,
+    ) -> Result<Monitor, String> {
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| format!("cannot serve the live endpoint on {addr}: {e}"))?;
+        let bound = listener
+            .local_addr()
+            .and_then(|a| listener.set_nonblocking(true).map(|()| a))
+            .map_err(|e| format!("live endpoint on {addr}: {e}"))?;
+        let shared = Arc::new(Shared {
+            pipeline: pipeline.to_string(),
+            live,
+            recent: Mutex::new(RecentLatency {
+                window: RECENT_WINDOW,
+                quantiles: Vec::new(),
+            }),
+            history: Mutex::new(History::default()),
+            alerts: Mutex::new(AlertBoard {
+                rules: (alerting.rules.iter())
+                    .map(|r| (r.name.clone(), r.text.clone(), false))
+                    .collect(),
+                events: VecDeque::new(),
+            }),
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| format!("live endpoint: {e}"))?;
+        let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = Router::new()
+            .route("/", get(dashboard))
+            .route("/api/state", get(state))
+            .route("/metrics", get(metrics))
+            .with_state(shared.clone());
+        let server = std::thread::Builder::new()
+            .name("millrace-http".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                });
+            })
+            .map_err(|e| format!("live endpoint: {e}"))?;
+        let (stop_sampler, stop) = mpsc::channel();
+        let sampler = std::thread::Builder::new()
+            .name("millrace-sampler".into())
+            .spawn(move || sample(&shared, alerting, &stop))
+            .map_err(|e| format!("live endpoint: {e}"))?;
+        Ok(Monitor {
+            addr: bound,
+            stop_sampler: Some(stop_sampler),
+            stop_server: Some(stop_server),
+            threads: vec![server, sampler],
+        })
+    }
+
+    /// The address it serves on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.stop_sampler.take();
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Every `SAMPLE_EVERY` until told to stop: keeps the cumulative latency
+/// histograms of the last `RECENT_WINDOW` and publishes the percentiles of
+/// their difference (the rows of the window alone), adds a reading to the
+/// dashboard's history, and evaluates the alert rules.
+fn sample(shared: &Shared, mut alerting: Alerting, stop: &mpsc::Receiver<()>) {
+    let mut kept: VecDeque<(Arc<LiveAttempt>, Histogram<u64>)> = VecDeque::new();
+    let samples = (RECENT_WINDOW.as_millis() / SAMPLE_EVERY.as_millis()) as usize + 1;
+    let mut previous: Option<RunSummary> = None;
+    loop {
+        if let Some(attempt) = shared.live.attempt() {
+            // A restart starts its counters again: so does the window.
+            let mut history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
+            if kept.back().is_some_and(|(a, _)| !Arc::ptr_eq(a, &attempt)) {
+                kept.clear();
+                history.clear();
+                previous = None;
+            }
+            let summary = attempt.summary();
+            let now = attempt.latency();
+            kept.push_back((attempt.clone(), now));
+            while kept.len() > samples {
+                kept.pop_front();
+            }
+            let quantiles = recent(&kept);
+            history.push(history::read(&attempt, &summary, &quantiles));
+            drop(history);
+            let signals = signals(&attempt, &summary, previous.as_ref(), &quantiles);
+            for rule in &mut alerting.rules {
+                if let Some(event) = rule.observe(&signals) {
+                    announce(shared, &event, alerting.webhook.as_deref());
+                }
+            }
+            previous = Some(summary);
+            shared
+                .recent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .quantiles = quantiles;
+        }
+        match stop.recv_timeout(SAMPLE_EVERY) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+    }
+}
+
+/// What the alert rules read: `summary` against the one a sample before.
+fn signals(
+    attempt: &LiveAttempt,
+    summary: &RunSummary,
+    previous: Option<&RunSummary>,
+    quantiles: &[(f64, u64)],
+) -> Signals {
+    let quantile = |q: f64| {
+        (quantiles.iter())
+            .find(|(k, _)| *k == q)
+            .map(|(_, ns)| *ns as f64 / 1e9)
+    };
+    let t = summary.elapsed_ns as f64 / 1e9;
+    let sources = |s: &RunSummary, read: fn(&OperatorSummary) -> u64| -> u64 {
+        s.operators.iter().map(read).sum()
+    };
+    let rate = |read: fn(&OperatorSummary) -> u64| {
+        previous.and_then(|p| {
+            let dt = (summary.elapsed_ns as f64 - p.elapsed_ns as f64) / 1e9;
+            (dt > 0.0).then(|| sources(summary, read).saturating_sub(sources(p, read)) as f64 / dt)
+        })
+    };
+    let watermark_ms = attempt.slowest_watermark_ms();
+    let checkpoints = attempt.checkpoints.as_ref();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    Signals {
+        t,
+        p50: quantile(0.5),
+        p99: quantile(0.99),
+        p999: quantile(0.999),
+        watermark_lag: watermark_ms.map(history::lag_s),
+        watermark_ms,
+        input_rate: rate(|o| {
+            if o.kind == NodeKind::Source {
+                o.rows_out
+            } else {
+                0
+            }
+        }),
+        late_rate: rate(|o| o.late_rows),
+        skipped_rate: rate(|o| o.source_stats.skipped),
+        dead_letter_rate: rate(|o| o.source_stats.dead_lettered),
+        backpressure_rate: previous.and_then(|p| {
+            let dt = (summary.elapsed_ns as f64 - p.elapsed_ns as f64) / 1e9;
+            (dt > 0.0).then(|| {
+                summary
+                    .backpressure_events()
+                    .saturating_sub(p.backpressure_events()) as f64
+                    / dt
+            })
+        }),
+        checkpoints_bad: checkpoints.map_or(0, |c| load(&c.failed) + load(&c.aborted)),
+        checkpoints_done: checkpoints.map_or(0, |c| load(&c.completed)),
+    }
+}
+
+/// An alert fired or resolved: to the log, the board (`/metrics`, the
+/// dashboard) and the webhook.
+fn announce(shared: &Shared, event: &Event, webhook: Option<&str>) {
+    let state = if event.firing { "firing" } else { "resolved" };
+    eprintln!(
+        "alert {state}: {} ({}): {}",
+        event.rule, event.text, event.observed
+    );
+    let mut board = shared.alerts.lock().unwrap_or_else(|e| e.into_inner());
+    for (name, _, firing) in &mut board.rules {
+        if *name == event.rule {
+            *firing = event.firing;
+        }
+    }
+    if board.events.len() == ALERT_EVENTS_KEPT {
+        board.events.pop_front();
+    }
+    board.events.push_back(event.clone());
+    drop(board);
+    if let Some(url) = webhook {
+        let body = serde_json::json!({
+            "pipeline": shared.pipeline,
+            "alert": event.rule,
+            "rule": event.text,
+            "state": state,
+            "observed": event.observed,
+            "run_seconds": event.t,
+        });
+        if let Err(e) = post(url, &body.to_string()) {
+            eprintln!("alert webhook {url}: {e}");
+        }
+    }
+}
+
+/// POSTs `body` (JSON) to an `http://` URL with HTTP/1.1; an answer other
+/// than 2xx is an error. Waits at most a few seconds: it runs on the
+/// sampler, never on a worker.
+fn post(url: &str, body: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// webhooks are supported")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let timeout = Duration::from_secs(3);
+    let addr = host
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("no address")?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut status = [0u8; 12];
+    stream.read_exact(&mut status).map_err(|e| e.to_string())?;
+    let status = String::from_utf8_lossy(&status);
+    if !status.starts_with("HTTP/1.1 2") && !status.starts_with("HTTP/1.0 2") {
+        return Err(format!("answered {}", status.trim()));
+    }
+    Ok(())
+}
+
+/// Percentiles of the newest cumulative histogram minus the oldest kept.
+fn recent(kept: &VecDeque<(Arc<LiveAttempt>, Histogram<u64>)>) -> Vec<(f64, u64)> {
+    let (Some((_, oldest)), Some((_, newest))) = (kept.front(), kept.back()) else {
+        return Vec::new();
+    };
+    let mut window = newest.clone();
+    if kept.len() > 1 && window.subtract(oldest).is_err() {
+        return Vec::new();
+    }
+    if window.is_empty() {
+        return Vec::new();
+    }
+    RECENT_QUANTILES
+        .iter()
+        .map(|&q| (q, window.value_at_quantile(q)))
+        .collect()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let recent = shared
+        .recent
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let attempt = shared.live.attempt();
+    let alerts = shared
+        .alerts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .rules
+        .clone();
+    let text = prometheus::render(
+        &shared.pipeline,
+        attempt.as_deref(),
+        shared.live.restarts(),
+        &recent,
+        &alerts,
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+/// The dashboard: one page, no outside assets; it polls `/api/state`.
+async fn dashboard() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("dashboard.html"),
+    )
+}
+
+/// The pipeline's name, graph, restarts and the readings of the current
+/// attempt (oldest first), as JSON.
+async fn state(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let graph = shared.live.attempt().map(|a| history::graph(&a));
+    let readings = shared
+        .history
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .to_json();
+    let alerts = {
+        let board = shared.alerts.lock().unwrap_or_else(|e| e.into_inner());
+        serde_json::json!({
+            "rules": (board.rules.iter())
+                .map(|(name, rule, firing)| serde_json::json!({"name": name, "rule": rule, "firing": firing}))
+                .collect::<Vec<_>>(),
+            "events": (board.events.iter().rev())
+                .map(|e| serde_json::json!({
+                    "t": e.t, "alert": e.rule, "rule": e.text,
+                    "state": if e.firing { "firing" } else { "resolved" }, "observed": e.observed,
+                }))
+                .collect::<Vec<_>>(),
+        })
+    };
+    let body = serde_json::json!({
+        "pipeline": shared.pipeline,
+        "graph": graph,
+        "restarts": shared.live.restarts(),
+        "readings": readings,
+        "alerts": alerts,
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+}
