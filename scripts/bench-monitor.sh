@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # What the live endpoint costs the workers (docs/observability.md): Nexmark
-# q7 with the endpoint off, against on and scraped every SCRAPE_EVERY seconds
-# (a dashboard refreshes every second or two; Prometheus every 15 s),
-# alternating in one sitting:
+# q7 with the endpoint off, on but never fetched (`idle`: its sampler runs),
+# and on with both /metrics and the dashboard's /api/state fetched every
+# SCRAPE_EVERY seconds (the dashboard fetches /api/state once a second,
+# Prometheus scrapes every 15 s), alternating in one sitting:
 #   - throughput: as fast as the generator can feed it (EVENTS events);
 #   - latency: open loop at RATE events/s for 8 s (latency_target 1 ms).
 #
-#   scripts/bench-monitor.sh [BINARY]     # ROUNDS=3 RATE=5000000 SCRAPE_EVERY=0.25
+#   scripts/bench-monitor.sh [BINARY]     # ROUNDS=3 RATE=5000000 SCRAPE_EVERY=0.25 CLOSED=yes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release/millrace}
@@ -15,6 +16,7 @@ RATE=${RATE:-5000000}
 EVENTS=${EVENTS:-40000000}
 SCRAPE_EVERY=${SCRAPE_EVERY:-0.25}
 PORT=${PORT:-19464}
+VARIANTS=${VARIANTS:-"off idle on"}
 Q=queries/nexmark/q7.sql
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), binary $BIN"
 
@@ -23,16 +25,30 @@ run() {
     local variant=$1
     shift
     local http=(--http off) scraper=
+    if [ "$variant" = idle ]; then
+        http=(--http "127.0.0.1:$PORT")
+    fi
     if [ "$variant" = on ]; then
         http=(--http "127.0.0.1:$PORT")
         : >"$WORK/scrapes"
-        (
-            while sleep "$SCRAPE_EVERY"; do
-                if curl -sf "http://127.0.0.1:$PORT/metrics" >/dev/null; then
-                    echo >>"$WORK/scrapes"
-                fi
-            done
-        ) &
+        # One client process with one kept-alive connection (a browser's
+        # way), so that starting a client per fetch is not what is measured.
+        python3 - "$PORT" "$SCRAPE_EVERY" "$WORK/scrapes" <<'PY' &
+import http.client, sys, time
+port, every, log = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+conn = None
+while True:
+    time.sleep(every)
+    try:
+        conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        for path in ("/metrics", "/api/state"):
+            conn.request("GET", path)
+            conn.getresponse().read()
+        with open(log, "a") as f:
+            f.write("\n")
+    except OSError:
+        conn = None
+PY
         scraper=$!
     fi
     "$BIN" run "$Q" --json "${http[@]}" "$@" 2>/dev/null >"$WORK/run.json"
@@ -53,15 +69,17 @@ print("%-4s %7.2f M events/s  p50 %6.3f  p99 %6.3f  p99.9 %6.3f ms%s" % (
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-echo "## closed loop, $EVENTS events"
-for round in $(seq "$ROUNDS"); do
-    for variant in off on; do
-        run "$variant" --set "bid.events=$EVENTS"
+if [ "${CLOSED:-yes}" = yes ]; then
+    echo "## closed loop, $EVENTS events"
+    for round in $(seq "$ROUNDS"); do
+        for variant in $VARIANTS; do
+            run "$variant" --set "bid.events=$EVENTS"
+        done
     done
-done
+fi
 echo "## open loop at $RATE events/s, 8 s, latency_target 1ms"
 for round in $(seq "$ROUNDS"); do
-    for variant in off on; do
+    for variant in $VARIANTS; do
         run "$variant" --set "bid.events=$((RATE * 8))" --set "bid.rate=$RATE" \
             --set latency_target=1ms --set latency_warmup=500ms --max-seconds 12
     done

@@ -54,26 +54,30 @@ impl Exposition {
 
     /// A histogram of nanosecond values in seconds, with `LATENCY_BUCKETS_S`.
     /// Bucket counts come from the HDR histogram, whose values are exact to
-    /// 0.1%; so is `_sum`, added up from them.
+    /// 0.1%; so is `_sum`, added up from them. One pass over the recorded
+    /// values: a scrape costs what the histogram holds, not its range.
     fn histogram_ns(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram<u64>) {
-        for le in LATENCY_BUCKETS_S {
-            let count = if h.is_empty() {
-                0
-            } else {
-                h.count_between(0, (le * 1e9) as u64)
-            };
+        let mut counts = [0u64; LATENCY_BUCKETS_S.len()];
+        let mut sum_ns = 0f64;
+        for v in h.iter_recorded() {
+            let (value, count) = (v.value_iterated_to(), v.count_at_value());
+            sum_ns += value as f64 * count as f64;
+            let seconds = value as f64 / 1e9;
+            if let Some(first) = LATENCY_BUCKETS_S.iter().position(|le| seconds <= *le) {
+                counts[first] += count;
+            }
+        }
+        let mut cumulative = 0;
+        for (le, count) in LATENCY_BUCKETS_S.iter().zip(counts) {
+            cumulative += count;
             let le = format!("{le}");
             let mut with_le = labels.to_vec();
             with_le.push(("le", &le));
-            self.sample(&format!("{name}_bucket"), &with_le, count as f64);
+            self.sample(&format!("{name}_bucket"), &with_le, cumulative as f64);
         }
         let mut with_le = labels.to_vec();
         with_le.push(("le", "+Inf"));
         self.sample(&format!("{name}_bucket"), &with_le, h.len() as f64);
-        let sum_ns: f64 = h
-            .iter_recorded()
-            .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
-            .sum();
         self.sample(&format!("{name}_sum"), labels, sum_ns / 1e9);
         self.sample(&format!("{name}_count"), labels, h.len() as f64);
     }
