@@ -7,14 +7,19 @@
 #   - throughput: as fast as the generator can feed it (EVENTS events);
 #   - latency: open loop at RATE events/s for 8 s (latency_target 1 ms).
 #
-#   scripts/bench-monitor.sh [BINARY]     # ROUNDS=3 RATE=5000000 SCRAPE_EVERY=0.25 CLOSED=yes
+# CLIENT=python (default) fetches over one kept-alive connection from one
+# process, as a browser does; CLIENT=curl starts a curl process per fetch.
+#
+#   scripts/bench-monitor.sh [BINARY]
+#   ROUNDS=5 RATE=5000000 SCRAPE_EVERY=1 CLOSED=no CLIENT=curl VARIANTS="off idle on" scripts/bench-monitor.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release/millrace}
 ROUNDS=${ROUNDS:-3}
 RATE=${RATE:-5000000}
 EVENTS=${EVENTS:-40000000}
-SCRAPE_EVERY=${SCRAPE_EVERY:-0.25}
+SCRAPE_EVERY=${SCRAPE_EVERY:-1}
+CLIENT=${CLIENT:-python}
 PORT=${PORT:-19464}
 VARIANTS=${VARIANTS:-"off idle on"}
 Q=queries/nexmark/q7.sql
@@ -31,9 +36,17 @@ run() {
     if [ "$variant" = on ]; then
         http=(--http "127.0.0.1:$PORT")
         : >"$WORK/scrapes"
-        # One client process with one kept-alive connection (a browser's
-        # way), so that starting a client per fetch is not what is measured.
-        python3 - "$PORT" "$SCRAPE_EVERY" "$WORK/scrapes" <<'PY' &
+        if [ "$CLIENT" = curl ]; then
+            (
+                while sleep "$SCRAPE_EVERY"; do
+                    if curl -sf "http://127.0.0.1:$PORT/metrics" >/dev/null &&
+                        curl -sf "http://127.0.0.1:$PORT/api/state" >/dev/null; then
+                        echo >>"$WORK/scrapes"
+                    fi
+                done
+            ) &
+        else
+            python3 - "$PORT" "$SCRAPE_EVERY" "$WORK/scrapes" <<'PY' &
 import http.client, sys, time
 port, every, log = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 conn = None
@@ -46,12 +59,15 @@ while True:
             conn.getresponse().read()
         with open(log, "a") as f:
             f.write("\n")
+    except FileNotFoundError:
+        break
     except OSError:
         conn = None
 PY
+        fi
         scraper=$!
     fi
-    "$BIN" run "$Q" --json "${http[@]}" "$@" 2>/dev/null >"$WORK/run.json"
+    "$BIN" run "$Q" --json "${http[@]}" "$@" 2>/dev/null >"$WORK/run.json" || true
     local scrapes=""
     if [ -n "$scraper" ]; then
         kill "$scraper" 2>/dev/null || true
@@ -68,7 +84,7 @@ print("%-4s %7.2f M events/s  p50 %6.3f  p99 %6.3f  p99.9 %6.3f ms%s" % (
 }
 
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+trap 'jobs -p | xargs -r kill 2>/dev/null; rm -rf "$WORK"' EXIT
 if [ "${CLOSED:-yes}" = yes ]; then
     echo "## closed loop, $EVENTS events"
     for round in $(seq "$ROUNDS"); do

@@ -4,7 +4,7 @@
 # prometheus_client), which the live endpoint's tests read /metrics with,
 # and Chromium, which loads the dashboard headless.
 #
-#   scripts/test-tools.sh install    # as root (apt-get); quick when present
+#   scripts/test-tools.sh install    # apt-get (sudo unless root); quick when present
 #   scripts/test-tools.sh check      # exit 1, naming what is missing
 set -euo pipefail
 
@@ -35,11 +35,15 @@ install)
         exit 0
     fi
     export DEBIAN_FRONTEND=noninteractive
+    apt=(apt-get)
+    if [ "$(id -u)" != 0 ]; then
+        apt=(sudo -E apt-get)
+    fi
     # The package lists of a fresh machine may be missing or stale.
     # shellcheck disable=SC2086
-    apt-get install -y -q $packages >/dev/null 2>&1 || {
-        apt-get update -q >/dev/null
-        apt-get install -y -q $packages >/dev/null
+    "${apt[@]}" install -y -q $packages >/dev/null 2>&1 || {
+        "${apt[@]}" update -q >/dev/null
+        "${apt[@]}" install -y -q $packages >/dev/null
     }
     if [ -n "$(missing)" ]; then
         echo "test-tools.sh: still missing after install: $(missing | xargs)" >&2

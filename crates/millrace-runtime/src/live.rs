@@ -4,7 +4,7 @@
 //! makes a worker wait: the counters are atomics, and the few locks it
 //! takes (a channel's, a sink's published latency) are held only to copy.
 
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
@@ -31,7 +31,7 @@ struct Inner {
 /// One attempt at running the pipeline (a restart begins another, with
 /// fresh counters).
 pub struct LiveAttempt {
-    /// When its tasks started, ns since 1970.
+    /// When its tasks started (`time::now_ns`).
     pub started_ns: i64,
     pub workers: usize,
     /// The graph's nodes, in graph order; `inputs[i]` are node `i`'s.
@@ -39,6 +39,8 @@ pub struct LiveAttempt {
     pub inputs: Vec<Vec<usize>>,
     pub checkpoints: Option<Arc<CheckpointStats>>,
     channels: Vec<Arc<Channel>>,
+    /// When its workers ended (`time::now_ns`; 0 while they run).
+    ended_ns: AtomicI64,
 }
 
 impl LiveRun {
@@ -63,6 +65,13 @@ impl LiveRun {
     pub(crate) fn restarted(&self) {
         self.inner.restarts.fetch_add(1, Relaxed);
     }
+
+    /// The current attempt's workers have ended: its clock stops.
+    pub(crate) fn end_attempt(&self) {
+        if let Some(a) = self.attempt() {
+            a.ended_ns.store(now_ns(), Relaxed);
+        }
+    }
 }
 
 impl LiveAttempt {
@@ -80,7 +89,17 @@ impl LiveAttempt {
             inputs,
             checkpoints,
             channels,
+            ended_ns: AtomicI64::new(0),
         }
+    }
+
+    /// Its age: from its start to now, or to its end once it ended.
+    pub fn elapsed_ns(&self) -> u64 {
+        let end = match self.ended_ns.load(Relaxed) {
+            0 => now_ns(),
+            end => end,
+        };
+        (end - self.started_ns).max(0) as u64
     }
 
     /// Every channel's counters and what it holds now.
@@ -90,8 +109,12 @@ impl LiveAttempt {
 
     /// The summary the run would end with if it ended now.
     pub fn summary(&self) -> RunSummary {
-        let elapsed = (now_ns() - self.started_ns).max(0) as u64;
-        let mut summary = RunSummary::collect(elapsed, self.workers, &self.nodes, self.channels());
+        let mut summary = RunSummary::collect(
+            self.elapsed_ns(),
+            self.workers,
+            &self.nodes,
+            self.channels(),
+        );
         summary.checkpoints = self.checkpoints.clone();
         summary
     }

@@ -121,6 +121,7 @@ pub(crate) fn run(
         &record_latency_from,
         &times,
     );
+    live.end_attempt();
     let stats = match coordinator {
         Some((handle, stats)) => {
             if handle.join().is_err() {

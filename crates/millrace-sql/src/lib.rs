@@ -87,6 +87,8 @@ impl PlanOptions {
         let mut tables = Vec::new();
         for (name, value) in &self.overrides {
             match name.split_once('.') {
+                // `alert.<name>` is a setting, not a table's option.
+                Some(("alert", _)) => settings.push((name.clone(), value.clone())),
                 Some((table, key)) if !table.is_empty() && !key.is_empty() => {
                     tables.push((table.to_lowercase(), key.to_lowercase(), value.clone()))
                 }

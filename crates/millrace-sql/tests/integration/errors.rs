@@ -120,3 +120,45 @@ fn garbage_never_panics() {
         assert!(SqlPipeline::plan(sql).is_err(), "should fail: {sql}");
     }
 }
+
+#[test]
+fn live_endpoint_and_alert_settings_from_the_file_and_overrides() {
+    let sql = format!(
+        "SET http = '127.0.0.1:0';
+         SET alert.slow = 'p99 > 5ms';
+         SET alert_webhook = 'http://127.0.0.1:9/x';
+         {BID} INSERT INTO out SELECT auction FROM bid;"
+    );
+    let options = millrace_sql::PlanOptions {
+        overrides: vec![
+            ("alert.slow".into(), "p99 > 9ms".into()),
+            ("alert.lag".into(), "watermark_lag > 1s".into()),
+        ],
+        ..Default::default()
+    };
+    let job = SqlPipeline::plan_with(&sql, &options).unwrap();
+    assert_eq!(
+        job.http(),
+        Some(&millrace_sql::HttpSetting::At("127.0.0.1:0".into()))
+    );
+    assert_eq!(
+        job.alerts(),
+        [
+            ("slow".to_string(), "p99 > 9ms".to_string()),
+            ("lag".to_string(), "watermark_lag > 1s".to_string())
+        ]
+    );
+    assert_eq!(job.alert_webhook(), Some("http://127.0.0.1:9/x"));
+    for (setting, why) in [
+        ("SET http = 'nowhere';", "expected HOST:PORT"),
+        (
+            "SET alert_webhook = 'https://x/y';",
+            "expected an http:// URL",
+        ),
+    ] {
+        let err = plan_err(&format!(
+            "{setting} {BID} INSERT INTO out SELECT auction FROM bid;"
+        ));
+        assert!(err.message.contains(why), "{err}");
+    }
+}

@@ -190,7 +190,12 @@ impl Rule {
             })
         };
         let condition = match words.as_slice() {
-            ["checkpoint", "failing"] => Condition::CheckpointFailing,
+            ["checkpoint", "failing"] if hold == Duration::ZERO => Condition::CheckpointFailing,
+            ["checkpoint", "failing"] => {
+                return Err(bad(
+                    "'checkpoint failing' fires at the failure: it takes no 'for'",
+                ));
+            }
             ["watermark", "stalled"] if hold > Duration::ZERO => Condition::Stalled,
             ["anomaly", s] => Condition::Anomaly(signal(s)?),
             [s, "growing"] if hold > Duration::ZERO => Condition::Growing(signal(s)?),
@@ -240,6 +245,16 @@ impl Rule {
 
     pub fn firing(&self) -> bool {
         self.firing
+    }
+
+    /// Forgets what it saw (a restart begins new counters and clocks); a
+    /// firing rule stays firing until the new readings resolve it.
+    pub fn reset(&mut self) {
+        self.since = None;
+        self.recent.clear();
+        self.last_move = None;
+        self.checkpoints = (0, 0);
+        self.band = Band::default();
     }
 
     /// Whether the condition holds at `s`, and what was read.
@@ -491,6 +506,7 @@ mod tests {
             ("input_rate > lots", "not a number per second"),
             ("p99 above 5ms", "expected"),
             ("p99 > 5ms for ever", "'ever' is not a duration"),
+            ("checkpoint failing for 10s", "takes no 'for'"),
         ] {
             let err = Rule::parse("x", text, None).unwrap_err();
             assert!(

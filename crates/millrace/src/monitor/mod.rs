@@ -172,6 +172,10 @@ fn sample(shared: &Shared, mut alerting: Alerting, stop: &mpsc::Receiver<()>) {
     let mut kept: VecDeque<(Arc<LiveAttempt>, Histogram<u64>)> = VecDeque::new();
     let samples = (RECENT_WINDOW.as_millis() / SAMPLE_EVERY.as_millis()) as usize + 1;
     let mut previous: Option<RunSummary> = None;
+    let webhook = alerting
+        .webhook
+        .clone()
+        .and_then(|url| Webhook::start(url, &shared.pipeline));
     loop {
         if let Some(attempt) = shared.live.attempt() {
             // A restart starts its counters again: so does the window.
@@ -180,6 +184,7 @@ fn sample(shared: &Shared, mut alerting: Alerting, stop: &mpsc::Receiver<()>) {
                 kept.clear();
                 history.clear();
                 previous = None;
+                alerting.rules.iter_mut().for_each(Rule::reset);
             }
             let summary = attempt.summary();
             let now = attempt.latency();
@@ -193,7 +198,7 @@ fn sample(shared: &Shared, mut alerting: Alerting, stop: &mpsc::Receiver<()>) {
             let signals = signals(&attempt, &summary, previous.as_ref(), &quantiles);
             for rule in &mut alerting.rules {
                 if let Some(event) = rule.observe(&signals) {
-                    announce(shared, &event, alerting.webhook.as_deref());
+                    announce(shared, &event, webhook.as_ref());
                 }
             }
             previous = Some(summary);
@@ -266,9 +271,51 @@ fn signals(
     }
 }
 
+/// Posts alert events to a URL from a thread of its own, in order, so that
+/// a slow receiver never delays sampling. At most `WEBHOOK_QUEUE` events
+/// wait; one more is dropped with a message saying so.
+struct Webhook {
+    url: String,
+    queue: mpsc::SyncSender<String>,
+}
+
+const WEBHOOK_QUEUE: usize = 64;
+
+impl Webhook {
+    fn start(url: String, pipeline: &str) -> Option<Webhook> {
+        let (queue, bodies) = mpsc::sync_channel::<String>(WEBHOOK_QUEUE);
+        let target = url.clone();
+        let spawned = std::thread::Builder::new()
+            .name("millrace-webhook".into())
+            .spawn(move || {
+                for body in bodies {
+                    if let Err(e) = post(&target, &body) {
+                        eprintln!("alert webhook {target}: {e}");
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Some(Webhook { url, queue }),
+            Err(e) => {
+                eprintln!("{pipeline}: alert webhook {url}: {e}");
+                None
+            }
+        }
+    }
+
+    fn send(&self, body: String) {
+        if self.queue.try_send(body).is_err() {
+            eprintln!(
+                "alert webhook {}: {WEBHOOK_QUEUE} events already wait; this one is dropped",
+                self.url
+            );
+        }
+    }
+}
+
 /// An alert fired or resolved: to the log, the board (`/metrics`, the
 /// dashboard) and the webhook.
-fn announce(shared: &Shared, event: &Event, webhook: Option<&str>) {
+fn announce(shared: &Shared, event: &Event, webhook: Option<&Webhook>) {
     let state = if event.firing { "firing" } else { "resolved" };
     eprintln!(
         "alert {state}: {} ({}): {}",
@@ -285,7 +332,7 @@ fn announce(shared: &Shared, event: &Event, webhook: Option<&str>) {
     }
     board.events.push_back(event.clone());
     drop(board);
-    if let Some(url) = webhook {
+    if let Some(webhook) = webhook {
         let body = serde_json::json!({
             "pipeline": shared.pipeline,
             "alert": event.rule,
@@ -294,15 +341,13 @@ fn announce(shared: &Shared, event: &Event, webhook: Option<&str>) {
             "observed": event.observed,
             "run_seconds": event.t,
         });
-        if let Err(e) = post(url, &body.to_string()) {
-            eprintln!("alert webhook {url}: {e}");
-        }
+        webhook.send(body.to_string());
     }
 }
 
 /// POSTs `body` (JSON) to an `http://` URL with HTTP/1.1; an answer other
-/// than 2xx is an error. Waits at most a few seconds: it runs on the
-/// sampler, never on a worker.
+/// than 2xx is an error. Connecting, sending and reading the answer wait at
+/// most 3 s each.
 fn post(url: &str, body: &str) -> Result<(), String> {
     use std::io::{Read, Write};
     use std::net::ToSocketAddrs;
@@ -313,7 +358,12 @@ fn post(url: &str, body: &str) -> Result<(), String> {
         .split_once('/')
         .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let timeout = Duration::from_secs(3);
-    let addr = host
+    let with_port = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    };
+    let addr = with_port
         .to_socket_addrs()
         .map_err(|e| e.to_string())?
         .next()

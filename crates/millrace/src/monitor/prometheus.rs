@@ -140,13 +140,9 @@ pub fn render(
     out.family(
         "millrace_run_seconds",
         "gauge",
-        "Seconds since the pipeline's tasks started.",
+        "Seconds since the pipeline's tasks started (until they ended).",
     );
-    out.sample(
-        "millrace_run_seconds",
-        &[],
-        seconds((now_ns - attempt.started_ns).max(0) as u64),
-    );
+    out.sample("millrace_run_seconds", &[], seconds(attempt.elapsed_ns()));
     out.family("millrace_workers", "gauge", "Worker threads of the run.");
     out.sample("millrace_workers", &[], attempt.workers as f64);
     operators(&mut out, attempt);
@@ -326,8 +322,14 @@ fn channels(out: &mut Exposition, attempt: &LiveAttempt) {
     ];
     for (name, kind, help, read) in families {
         out.family(name, kind, help);
-        for c in &stats {
-            let labels = [("edge", c.edge.as_str()), ("from", &c.from), ("to", &c.to)];
+        for (i, c) in stats.iter().enumerate() {
+            let i = i.to_string();
+            let labels = [
+                ("edge", c.edge.as_str()),
+                ("from", &c.from),
+                ("to", &c.to),
+                ("channel", &i),
+            ];
             out.sample(name, &labels, read(c));
         }
     }
