@@ -149,7 +149,7 @@ pub fn print_latency(
     if hist.is_empty() {
         return Ok(());
     }
-    // A handful (one window result every 10 s) is too few for percentiles.
+    // A handful (q7 gives one result a window) is too few for percentiles.
     if watched.latencies_ms.len() <= 20 {
         let each: Vec<String> = watched.latencies_ms.iter().map(i64::to_string).collect();
         println!(

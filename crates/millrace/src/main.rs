@@ -376,14 +376,12 @@ fn live_endpoint(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "pipeline".into());
-    let alerting = || -> Result<Alerting, String> {
-        let target = job.config().latency_target;
-        Ok(Alerting {
-            rules: (job.alerts().iter())
-                .map(|(name, rule)| Rule::parse(name, rule, target))
-                .collect::<Result<_, _>>()?,
-            webhook: job.alert_webhook().map(str::to_string),
-        })
+    let target = job.config().latency_target;
+    let alerting = Alerting {
+        rules: (job.alerts().iter())
+            .map(|(name, rule)| Rule::parse(name, rule, target))
+            .collect::<Result<_, _>>()?,
+        webhook: job.alert_webhook().map(str::to_string),
     };
     let monitor = match chosen {
         Some(HttpSetting::Off) if !job.alerts().is_empty() => {
@@ -392,9 +390,9 @@ fn live_endpoint(
             );
         }
         Some(HttpSetting::Off) => return Ok(None),
-        Some(HttpSetting::At(addr)) => Monitor::start(&addr, &name, job.live(), alerting()?)?,
-        None => Monitor::start(DEFAULT_HTTP, &name, job.live(), alerting()?)
-            .or_else(|_| Monitor::start("127.0.0.1:0", &name, job.live(), alerting()?))?,
+        Some(HttpSetting::At(addr)) => Monitor::start(&addr, &name, job.live(), alerting)?,
+        None => Monitor::start(DEFAULT_HTTP, &name, job.live(), alerting.clone())
+            .or_else(|_| Monitor::start("127.0.0.1:0", &name, job.live(), alerting))?,
     };
     eprintln!("live metrics: http://{}/metrics", monitor.addr());
     Ok(Some(monitor))

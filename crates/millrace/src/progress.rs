@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::runtime::LiveRun;
+use crate::runtime::metrics::fmt_count;
 
 const EVERY: Duration = Duration::from_millis(500);
 
@@ -77,23 +78,14 @@ fn draw(live: &LiveRun, stopped: &mpsc::Receiver<()>) {
     }
 }
 
-fn count(n: f64) -> String {
-    match n {
-        n if n >= 1e9 => format!("{:.2} G", n / 1e9),
-        n if n >= 1e6 => format!("{:.2} M", n / 1e6),
-        n if n >= 1e3 => format!("{:.1} K", n / 1e3),
-        n => format!("{n:.0}"),
-    }
-}
-
 /// The progress line: rows read (and their rate), rows written, and the
 /// slowest source instance's watermark with its lag behind the wall clock.
 fn line(read: u64, rate: Option<f64>, written: u64, watermark_ms: Option<i64>) -> String {
-    let mut line = format!("rows read {}", count(read as f64));
+    let mut line = format!("rows read {}", fmt_count(read as f64));
     if let Some(rate) = rate {
-        line += &format!(" ({}/s)", count(rate));
+        line += &format!(" ({}/s)", fmt_count(rate));
     }
-    line += &format!(" · written {}", count(written as f64));
+    line += &format!(" · written {}", fmt_count(written as f64));
     if let Some(wm) = watermark_ms {
         let unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -8,7 +8,8 @@
 //! Rules:
 //!
 //! * `SIGNAL > LIMIT [for DURATION]` (or `<`), SIGNAL one of
-//!   `p50`, `p99`, `p999` (end-to-end latency over the last 10 s; LIMIT a
+//!   `p50`, `p99`, `p999` (end-to-end latency over the sampler's recent
+//!   window, `monitor::RECENT_WINDOW`; LIMIT a
 //!   duration, or `target` for the pipeline's latency target),
 //!   `watermark_lag` (a duration), `input_rate`, `late_rate`,
 //!   `skipped_rate`, `dead_letter_rate`, `backpressure_rate` (per second);
@@ -19,11 +20,12 @@
 //! * `checkpoint failing`: a checkpoint failed or timed out since the last
 //!   one completed;
 //! * `anomaly SIGNAL`: the stream-health detector. It keeps an
-//!   exponentially weighted mean and deviation of the signal (weight 0.1 a
-//!   reading, after 10 readings) and flags a reading outside the mean ±
-//!   4 deviations (and at least 20% of the mean away from it): a sudden
-//!   drop or burst of input, a latency jump. The band follows a lasting
-//!   change within some 20 readings, and the alert resolves.
+//!   exponentially weighted mean and deviation of the signal (`BAND_WEIGHT`
+//!   a reading, after `BAND_WARMUP` readings) and flags a reading outside
+//!   the mean ± `BAND_DEVIATIONS` deviations that is also `BAND_MIN_SHARE`
+//!   of the mean away from it: a sudden drop or burst of input, a latency
+//!   jump. The band widens and moves with every reading, so a lasting
+//!   change stops being an anomaly and the alert resolves.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -473,7 +475,7 @@ mod tests {
     #[test]
     fn the_detector_flags_a_sudden_drop_of_input_and_adapts() {
         let mut r = Rule::parse("health", "anomaly input_rate", None).unwrap();
-        // 60 s of input near 10,000/s (±2% noise), then 1,000/s for good.
+        // A steady rate with a little noise, then a tenth of it for good.
         let rate = |t: usize| {
             if t < 60 {
                 10_000.0 * (1.0 + 0.02 * ((t * 7919 % 13) as f64 / 6.0 - 1.0))

@@ -25,14 +25,13 @@ use axum::routing::get;
 use hdrhistogram::Histogram;
 use history::History;
 
-use crate::runtime::metrics::NodeKind;
 use crate::runtime::{LiveAttempt, LiveRun, OperatorSummary, RunSummary};
 use alerts::{Event, Rule, Signals};
 
 /// How often the sampler reads the latency histogram.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// The window of the recent latency percentiles.
-const RECENT_WINDOW: Duration = Duration::from_secs(10);
+pub const RECENT_WINDOW: Duration = Duration::from_secs(10);
 const RECENT_QUANTILES: [f64; 3] = [0.5, 0.99, 0.999];
 
 /// Latency percentiles over the last `window` (ns; empty without rows).
@@ -43,7 +42,7 @@ pub struct RecentLatency {
 }
 
 /// Alert rules and where their events go (`alerts.rs`).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Alerting {
     pub rules: Vec<Rule>,
     /// `http://HOST:PORT/PATH`: each event is POSTed there as JSON.
@@ -215,6 +214,11 @@ fn sample(shared: &Shared, mut alerting: Alerting, stop: &mpsc::Receiver<()>) {
     }
 }
 
+/// `read` added up over every operator of `summary`.
+fn operator_total(summary: &RunSummary, read: fn(&OperatorSummary) -> u64) -> u64 {
+    summary.operators.iter().map(read).sum()
+}
+
 /// What the alert rules read: `summary` against the one a sample before.
 fn signals(
     attempt: &LiveAttempt,
@@ -228,13 +232,11 @@ fn signals(
             .map(|(_, ns)| *ns as f64 / 1e9)
     };
     let t = summary.elapsed_ns as f64 / 1e9;
-    let sources = |s: &RunSummary, read: fn(&OperatorSummary) -> u64| -> u64 {
-        s.operators.iter().map(read).sum()
-    };
-    let rate = |read: fn(&OperatorSummary) -> u64| {
+    // How fast a count of the summary grew since the sample before.
+    let per_second = |count: fn(&RunSummary) -> u64| {
         previous.and_then(|p| {
             let dt = (summary.elapsed_ns as f64 - p.elapsed_ns as f64) / 1e9;
-            (dt > 0.0).then(|| sources(summary, read).saturating_sub(sources(p, read)) as f64 / dt)
+            (dt > 0.0).then(|| count(summary).saturating_sub(count(p)) as f64 / dt)
         })
     };
     let watermark_ms = attempt.slowest_watermark_ms();
@@ -247,25 +249,11 @@ fn signals(
         p999: quantile(0.999),
         watermark_lag: watermark_ms.map(history::lag_s),
         watermark_ms,
-        input_rate: rate(|o| {
-            if o.kind == NodeKind::Source {
-                o.rows_out
-            } else {
-                0
-            }
-        }),
-        late_rate: rate(|o| o.late_rows),
-        skipped_rate: rate(|o| o.source_stats.skipped),
-        dead_letter_rate: rate(|o| o.source_stats.dead_lettered),
-        backpressure_rate: previous.and_then(|p| {
-            let dt = (summary.elapsed_ns as f64 - p.elapsed_ns as f64) / 1e9;
-            (dt > 0.0).then(|| {
-                summary
-                    .backpressure_events()
-                    .saturating_sub(p.backpressure_events()) as f64
-                    / dt
-            })
-        }),
+        input_rate: per_second(|s| s.events),
+        late_rate: per_second(|s| operator_total(s, |o| o.late_rows)),
+        skipped_rate: per_second(|s| operator_total(s, |o| o.source_stats.skipped)),
+        dead_letter_rate: per_second(|s| operator_total(s, |o| o.source_stats.dead_lettered)),
+        backpressure_rate: per_second(RunSummary::backpressure_events),
         checkpoints_bad: checkpoints.map_or(0, |c| load(&c.failed) + load(&c.aborted)),
         checkpoints_done: checkpoints.map_or(0, |c| load(&c.completed)),
     }

@@ -31,6 +31,12 @@ impl Exposition {
         let _ = writeln!(self.text, "# TYPE {name} {kind}");
     }
 
+    /// A family of one sample without labels of its own.
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+
     /// One sample; `labels` come after `pipeline`.
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         self.text.push_str(name);
@@ -127,24 +133,28 @@ pub fn render(
             );
         }
     }
-    out.family(
+    out.single(
         "millrace_restarts_total",
         "counter",
         "Times the pipeline was started again after a failure (counters below restart with it).",
+        restarts as f64,
     );
-    out.sample("millrace_restarts_total", &[], restarts as f64);
     let Some(attempt) = attempt else {
         return out.text;
     };
     let now_ns = crate::core::time::now_ns();
-    out.family(
+    out.single(
         "millrace_run_seconds",
         "gauge",
         "Seconds since the pipeline's tasks started (until they ended).",
+        seconds(attempt.elapsed_ns()),
     );
-    out.sample("millrace_run_seconds", &[], seconds(attempt.elapsed_ns()));
-    out.family("millrace_workers", "gauge", "Worker threads of the run.");
-    out.sample("millrace_workers", &[], attempt.workers as f64);
+    out.single(
+        "millrace_workers",
+        "gauge",
+        "Worker threads of the run.",
+        attempt.workers as f64,
+    );
     operators(&mut out, attempt);
     channels(&mut out, attempt);
     checkpoints(&mut out, attempt, now_ns);
@@ -362,39 +372,26 @@ fn checkpoints(out: &mut Exposition, attempt: &LiveAttempt, now_ns: i64) {
         ),
     ];
     for (name, help, value) in counters {
-        out.family(name, "counter", help);
-        out.sample(name, &[], value.load(Relaxed) as f64);
+        out.single(name, "counter", help, value.load(Relaxed) as f64);
     }
-    out.family(
+    out.single(
         "millrace_checkpoint_latest_id",
         "gauge",
         "Epoch of the latest complete checkpoint (0: none).",
-    );
-    out.sample(
-        "millrace_checkpoint_latest_id",
-        &[],
         c.latest.load(Relaxed) as f64,
     );
-    out.family(
+    out.single(
         "millrace_checkpoint_latest_size_bytes",
         "gauge",
         "State bytes in the latest complete checkpoint.",
-    );
-    out.sample(
-        "millrace_checkpoint_latest_size_bytes",
-        &[],
         c.latest_bytes.load(Relaxed) as f64,
     );
     let committed = c.latest_committed_ns.load(Relaxed);
     if committed > 0 {
-        out.family(
+        out.single(
             "millrace_checkpoint_latest_age_seconds",
             "gauge",
             "Seconds since the latest complete checkpoint committed.",
-        );
-        out.sample(
-            "millrace_checkpoint_latest_age_seconds",
-            &[],
             seconds((now_ns - committed).max(0) as u64),
         );
     }
