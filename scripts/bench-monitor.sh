@@ -10,8 +10,14 @@
 # CLIENT=python (default) fetches over one kept-alive connection from one
 # process, as a browser does; CLIENT=curl starts a curl process per fetch.
 #
+# What the latency breakdown costs (docs/observability.md), endpoint off:
+# `untraced` (latency_breakdown off), `off` (the default sampling), `every`
+# (every batch traced: the cost of one trace, multiplied), and `base`
+# (BASE=an older binary, to compare the plumbing itself).
+#
 #   scripts/bench-monitor.sh [BINARY]
 #   ROUNDS=5 RATE=5000000 SCRAPE_EVERY=1 CLOSED=no CLIENT=curl VARIANTS="off idle on" scripts/bench-monitor.sh
+#   VARIANTS="untraced off every" scripts/bench-monitor.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release/millrace}
@@ -29,7 +35,12 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 run() {
     local variant=$1
     shift
-    local http=(--http off) scraper=
+    local http=(--http off) scraper= bin=$BIN
+    case "$variant" in
+    untraced) http+=(--set latency_breakdown=off) ;;
+    every) http+=(--set latency_breakdown=0.001us) ;;
+    base) bin=${BASE:?set BASE to the binary to compare with} ;;
+    esac
     if [ "$variant" = idle ]; then
         http=(--http "127.0.0.1:$PORT")
     fi
@@ -67,7 +78,7 @@ PY
         fi
         scraper=$!
     fi
-    "$BIN" run "$Q" --json "${http[@]}" "$@" 2>/dev/null >"$WORK/run.json" || true
+    "$bin" run "$Q" --json "${http[@]}" "$@" 2>/dev/null >"$WORK/run.json" || true
     local scrapes=""
     if [ -n "$scraper" ]; then
         kill "$scraper" 2>/dev/null || true
@@ -77,7 +88,7 @@ PY
 import json, sys
 s = json.load(open(sys.argv[2]))
 l = s["latency_ns"]
-print("%-4s %7.2f M events/s  p50 %6.3f  p99 %6.3f  p99.9 %6.3f ms%s" % (
+print("%-8s %7.2f M events/s  p50 %6.3f  p99 %6.3f  p99.9 %6.3f ms%s" % (
     sys.argv[1], s["throughput"] / 1e6, l["p50"] / 1e6, l["p99"] / 1e6, l["p999"] / 1e6,
     sys.argv[3]))
 ' "$variant" "$WORK/run.json" "$scrapes"

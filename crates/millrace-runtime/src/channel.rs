@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use millrace_core::Message;
 
 use crate::batching::CostFit;
+use crate::trace::{StageId, Traced};
 use crate::worker::WorkerWaker;
 
 /// Capacity of one channel.
@@ -47,7 +48,8 @@ impl Default for ChannelCapacity {
 }
 
 struct State {
-    queue: VecDeque<(Message, usize)>,
+    /// Each message with its bytes and its trace.
+    queue: VecDeque<(Message, usize, Traced)>,
     rows: usize,
     bytes: usize,
     consumer_waiting: bool,
@@ -101,6 +103,10 @@ pub struct Channel {
     /// Channels, this one included, that feed the same input of the
     /// consumer (set by its gate).
     producers: AtomicUsize,
+    /// Its edge's exchange stage: a traced message is stamped with it
+    /// when accepted (`trace.rs`; the receiving gate stamps the channel
+    /// stage, the next).
+    exchange_stage: StageId,
 }
 
 /// Sums over the data messages a consumer took from one channel: count,
@@ -118,6 +124,7 @@ impl Channel {
         from: String,
         to: String,
         edge: String,
+        exchange_stage: StageId,
     ) -> Self {
         assert!(
             capacity.rows > 0 && capacity.messages > 0,
@@ -146,6 +153,7 @@ impl Channel {
             service: ServiceTimes::default(),
             interest: AtomicI64::new(i64::MIN),
             producers: AtomicUsize::new(1),
+            exchange_stage,
         }
     }
 
@@ -178,6 +186,7 @@ impl Channel {
             "up".into(),
             "down".into(),
             "up → down".into(),
+            0,
         ))
     }
 
@@ -233,9 +242,20 @@ impl Channel {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `msg` if it fits, else hands it back (the producer keeps it and
-    /// will be woken when the consumer frees room).
-    pub fn try_send(&self, msg: Message) -> Result<(), Message> {
+    /// The stage a traced message spends queued here (`trace.rs`).
+    pub fn channel_stage(&self) -> StageId {
+        self.exchange_stage + 1
+    }
+
+    /// Queues `msg` (with its trace, stamped as leaving the exchange at
+    /// `now_ns`) if it fits, else hands both back (the producer keeps
+    /// them and will be woken when the consumer frees room).
+    pub fn try_send(
+        &self,
+        msg: Message,
+        mut trace: Traced,
+        now_ns: i64,
+    ) -> Result<(), (Message, Traced)> {
         let rows = msg.rows();
         let bytes = msg.bytes();
         let wake_consumer;
@@ -247,13 +267,16 @@ impl Channel {
             if !fits {
                 s.producer_waiting = true;
                 s.refused_sends += 1;
-                return Err(msg);
+                return Err((msg, trace));
             }
             if let Message::Data(_) = msg {
                 s.batches += 1;
                 s.rows_sent += rows as u64;
             }
-            s.queue.push_back((msg, bytes));
+            if let Some(t) = &mut trace {
+                t.stamp(self.exchange_stage, now_ns);
+            }
+            s.queue.push_back((msg, bytes, trace));
             s.rows += rows;
             s.bytes += bytes;
             s.max_rows = s.max_rows.max(s.rows);
@@ -266,15 +289,16 @@ impl Channel {
         Ok(())
     }
 
-    /// Takes the oldest message, or marks the consumer waiting.
-    pub fn try_recv(&self) -> Option<Message> {
+    /// Takes the oldest message and its trace, or marks the consumer
+    /// waiting.
+    pub fn try_recv(&self) -> Option<(Message, Traced)> {
         let (msg, wake_producer) = {
             let mut s = self.lock();
             match s.queue.pop_front() {
-                Some((msg, bytes)) => {
+                Some((msg, bytes, trace)) => {
                     s.rows -= msg.rows();
                     s.bytes -= bytes;
-                    (msg, std::mem::take(&mut s.producer_waiting))
+                    ((msg, trace), std::mem::take(&mut s.producer_waiting))
                 }
                 None => {
                     s.consumer_waiting = true;

@@ -72,6 +72,7 @@ use millrace_core::{Message, Watermark};
 use crate::batching::{
     BatchPolicy, CostFit, INTERVAL_TARGETS, LINGER_STEPS, MAX_INTERVAL_NS, MIN_INTERVAL_NS, smooth,
 };
+use crate::trace::Traced;
 
 /// The most of the latency target a row may wait in one exchange's
 /// pending batch (sources may add `LINGER_SHARE` before it).
@@ -242,11 +243,14 @@ impl ExchangeBatching {
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     batches: Vec<RecordBatch>,
+    /// The trace of the first traced batch among them: the merged batch
+    /// carries it (`trace.rs`).
+    trace: Traced,
     rows: usize,
     /// When the oldest pending row was staged.
     since_ns: i64,
-    /// The latest watermark that arrived after them.
-    watermark: Option<Watermark>,
+    /// The latest watermark that arrived after them, with its trace.
+    watermark: Option<(Watermark, Traced)>,
 }
 
 impl Pending {
@@ -270,9 +274,12 @@ impl Pending {
             .is_none_or(|first| first.schema() == batch.schema())
     }
 
-    pub(crate) fn push(&mut self, batch: RecordBatch, now_ns: i64) {
+    pub(crate) fn push(&mut self, batch: RecordBatch, trace: Traced, now_ns: i64) {
         if self.batches.is_empty() {
             self.since_ns = now_ns;
+        }
+        if self.trace.is_none() {
+            self.trace = trace;
         }
         self.rows += batch.num_rows();
         self.batches.push(batch);
@@ -280,30 +287,40 @@ impl Pending {
 
     /// Holds `wm` behind the pending rows; false (and nothing held) when
     /// there are none, so it can go out at once.
-    pub(crate) fn hold_watermark(&mut self, wm: Watermark) -> bool {
+    pub(crate) fn hold_watermark(&mut self, wm: Watermark, trace: Traced) -> bool {
         if self.is_empty() {
             return false;
         }
-        self.watermark = Some(wm);
+        self.watermark = Some((wm, trace));
         true
     }
 
     /// Empties the pending batch: the merged rows, then the watermark held
-    /// behind them. A merge that fails (it cannot, for batches of one
-    /// schema) sends the batches as they are.
-    pub(crate) fn take(&mut self) -> Vec<Message> {
+    /// behind them, each with its trace. A merge that fails (it cannot,
+    /// for batches of one schema) sends the batches as they are, the
+    /// first with the trace.
+    pub(crate) fn take(&mut self) -> Vec<(Message, Traced)> {
         let batches = std::mem::take(&mut self.batches);
+        let mut trace = self.trace.take();
         self.rows = 0;
         let mut out = Vec::with_capacity(2);
-        match batches.len() {
-            0 => {}
-            1 => out.extend(batches.into_iter().map(Message::Data)),
-            _ => match concat_batches(&batches[0].schema(), &batches) {
-                Ok(merged) => out.push(Message::Data(merged)),
-                Err(_) => out.extend(batches.into_iter().map(Message::Data)),
-            },
+        let merged = match batches.len() {
+            0 | 1 => None,
+            _ => concat_batches(&batches[0].schema(), &batches).ok(),
+        };
+        match merged {
+            Some(merged) => out.push((Message::Data(merged), trace)),
+            None => out.extend(
+                batches
+                    .into_iter()
+                    .map(|b| (Message::Data(b), trace.take())),
+            ),
         }
-        out.extend(self.watermark.take().map(Message::Watermark));
+        out.extend(
+            self.watermark
+                .take()
+                .map(|(wm, trace)| (Message::Watermark(wm), trace)),
+        );
         out
     }
 }
@@ -317,6 +334,7 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 
     use super::*;
+    use crate::trace::Trace;
 
     /// Consumers that pay `overhead + per_row·rows` ns for every batch.
     #[derive(Clone, Copy)]
@@ -538,28 +556,36 @@ mod tests {
     #[test]
     fn rows_merge_in_order_and_the_latest_watermark_follows_them() {
         let mut p = Pending::default();
-        assert!(!p.hold_watermark(wm(1)), "nothing pending: it goes out now");
-        p.push(batch(&[1, 2]), 100);
-        assert!(p.hold_watermark(wm(5)));
-        p.push(batch(&[3]), 150);
-        assert!(p.hold_watermark(wm(7)));
-        assert_eq!(p.rows(), 3);
+        assert!(
+            !p.hold_watermark(wm(1), None),
+            "nothing pending: it goes out now"
+        );
+        p.push(batch(&[1, 2]), None, 100);
+        assert!(p.hold_watermark(wm(5), None));
+        // The first traced batch's trace goes with the merged rows.
+        p.push(batch(&[3]), Some(Trace::start(3, 0, 140)), 150);
+        p.push(batch(&[4]), Some(Trace::start(4, 0, 150)), 160);
+        assert!(p.hold_watermark(wm(7), Some(Trace::start(7, 0, 160))));
+        assert_eq!(p.rows(), 4);
         assert_eq!(p.deadline(40), Some(140), "from the oldest row");
         let out = p.take();
         assert_eq!(out.len(), 2);
-        let Message::Data(b) = &out[0] else {
-            panic!("data first")
+        let (Message::Data(b), Some(trace)) = &out[0] else {
+            panic!("traced data first")
         };
         let v: Vec<i64> = b.column(0).as_primitive::<Int64Type>().values().to_vec();
-        assert_eq!(v, [1, 2, 3]);
-        assert!(matches!(out[1], Message::Watermark(w) if w.time_ms == 7));
+        assert_eq!(v, [1, 2, 3, 4]);
+        assert_eq!(trace.origin_ns(), 3);
+        assert!(
+            matches!(&out[1], (Message::Watermark(w), Some(t)) if w.time_ms == 7 && t.origin_ns() == 7)
+        );
         assert!(p.is_empty() && p.deadline(40).is_none() && p.take().is_empty());
     }
 
     #[test]
     fn a_batch_of_another_schema_is_not_accepted() {
         let mut p = Pending::default();
-        p.push(batch(&[1]), 0);
+        p.push(batch(&[1]), None, 0);
         let other = RecordBatch::try_new(
             Arc::new(Schema::new(vec![Field::new("w", DataType::Int64, false)])),
             vec![Arc::new(Int64Array::from(vec![2]))],

@@ -23,6 +23,7 @@ use millrace_core::time::now_ns;
 use millrace_core::{BarrierId, Message, Watermark};
 
 use crate::channel::Channel;
+use crate::trace::Traced;
 
 /// One input channel and the logical input (0, 1, …) it belongs to.
 pub struct InputChannel {
@@ -57,8 +58,11 @@ pub enum GateEvent {
         input: usize,
         channel: usize,
         batch: RecordBatch,
+        trace: Traced,
     },
-    Watermark(Watermark),
+    /// The task's watermark advanced; traced when the message that
+    /// advanced it was.
+    Watermark(Watermark, Traced),
     Barrier(BarrierId),
     Idle,
     End,
@@ -133,12 +137,15 @@ impl InputGate {
                 if ch.ended || ch.blocked {
                     continue;
                 }
-                let Some(msg) = ch.channel.try_recv() else {
+                let Some((msg, mut trace)) = ch.channel.try_recv() else {
                     continue;
                 };
+                if let Some(t) = &mut trace {
+                    t.stamp(ch.channel.channel_stage(), now_ns());
+                }
                 // Start the next search after this channel: no input starves.
                 self.next = (c + 1) % n;
-                self.on_message(c, msg);
+                self.on_message(c, msg, trace);
                 received = true;
                 break;
             }
@@ -148,7 +155,7 @@ impl InputGate {
         }
     }
 
-    fn on_message(&mut self, c: usize, msg: Message) {
+    fn on_message(&mut self, c: usize, msg: Message, trace: Traced) {
         match msg {
             Message::Data(batch) => {
                 let ch = &mut self.channels[c];
@@ -158,6 +165,7 @@ impl InputGate {
                     input: ch.input,
                     channel: c,
                     batch,
+                    trace,
                 });
             }
             Message::Watermark(wm) => {
@@ -167,7 +175,7 @@ impl InputGate {
                     ch.watermark = wm.time_ms;
                     ch.watermark_entered = wm.entered_ns;
                 }
-                self.advance_watermark(Some(wm.entered_ns));
+                self.advance_watermark(Some((wm.entered_ns, trace)));
             }
             Message::Idle => {
                 self.channels[c].idle = true;
@@ -221,13 +229,14 @@ impl InputGate {
     }
 
     /// Forwards the minimum watermark over active channels if it advanced.
-    /// `closed_by`: the entered time of the watermark message just taken in.
-    /// When the minimum advances on it, that message is the event that
-    /// completed the new watermark, so results it makes final count their
-    /// latency from it (the channel now at the minimum may have got there
-    /// earlier). Otherwise (an input ended or went idle) the entered time of
-    /// the channel at the minimum stands in.
-    fn advance_watermark(&mut self, closed_by: Option<i64>) {
+    /// `closed_by`: the entered time and trace of the watermark message
+    /// just taken in. When the minimum advances on it, that message is the
+    /// event that completed the new watermark, so results it makes final
+    /// count their latency from it (the channel now at the minimum may have
+    /// got there earlier), and carry its trace. Otherwise (an input ended
+    /// or went idle) the entered time of the channel at the minimum stands
+    /// in, untraced.
+    fn advance_watermark(&mut self, closed_by: Option<(i64, Traced)>) {
         let active = self.channels.iter().filter(|ch| !ch.idle);
         let Some(min) = active.min_by_key(|ch| ch.watermark) else {
             return;
@@ -236,10 +245,12 @@ impl InputGate {
             self.watermark = min.watermark;
             // Progress went downstream: a later all-idle must be re-announced.
             self.idle_forwarded = false;
-            self.ready.push_back(GateEvent::Watermark(Watermark {
+            let (entered_ns, trace) = closed_by.unwrap_or((min.watermark_entered, None));
+            let wm = Watermark {
                 time_ms: min.watermark,
-                entered_ns: closed_by.unwrap_or(min.watermark_entered),
-            }));
+                entered_ns,
+            };
+            self.ready.push_back(GateEvent::Watermark(wm, trace));
         }
     }
 
@@ -305,7 +316,7 @@ mod tests {
                         .value(0);
                     format!("data{input}:{v}")
                 }
-                GateEvent::Watermark(w) => format!("wm:{}@{}", w.time_ms, w.entered_ns),
+                GateEvent::Watermark(w, _) => format!("wm:{}@{}", w.time_ms, w.entered_ns),
                 GateEvent::Barrier(b) => format!("barrier:{b}"),
                 GateEvent::Idle => "idle".into(),
                 GateEvent::End => "end".into(),
@@ -340,9 +351,9 @@ mod tests {
     fn urgent_input_is_seen_until_the_task_takes_it() {
         let (c, mut g) = gate(2);
         assert!(!g.is_urgent());
-        c[0].try_send(wm(100)).unwrap();
+        c[0].try_send(wm(100), None, 0).unwrap();
         assert!(!g.is_urgent(), "a plain send is not urgent");
-        c[1].try_send(wm(100)).unwrap();
+        c[1].try_send(wm(100), None, 0).unwrap();
         c[1].mark_urgent();
         assert!(g.is_urgent());
         assert!(g.take_urgent());
@@ -352,61 +363,61 @@ mod tests {
     #[test]
     fn forwards_the_minimum_watermark_only_when_it_advances() {
         let (c, mut g) = gate(2);
-        c[0].try_send(wm(100)).unwrap();
+        c[0].try_send(wm(100), None, 0).unwrap();
         assert_eq!(
             drain(&mut g),
             Vec::<String>::new(),
             "input 1 has no watermark yet"
         );
-        c[1].try_send(wm(50)).unwrap();
+        c[1].try_send(wm(50), None, 0).unwrap();
         assert_eq!(drain(&mut g), vec!["wm:50@500"]);
-        c[1].try_send(wm(200)).unwrap();
+        c[1].try_send(wm(200), None, 0).unwrap();
         assert_eq!(
             drain(&mut g),
             vec!["wm:100@2000"],
             "the minimum is now input 0's, completed by input 1's watermark (entered at 2000)"
         );
-        c[0].try_send(wm(90)).unwrap(); // a regression on one input changes nothing
+        c[0].try_send(wm(90), None, 0).unwrap(); // a regression on one input changes nothing
         assert_eq!(drain(&mut g), Vec::<String>::new());
     }
 
     #[test]
     fn idle_inputs_leave_the_minimum_until_they_speak_again() {
         let (c, mut g) = gate(2);
-        c[0].try_send(wm(100)).unwrap();
-        c[1].try_send(Message::Idle).unwrap();
+        c[0].try_send(wm(100), None, 0).unwrap();
+        c[1].try_send(Message::Idle, None, 0).unwrap();
         assert_eq!(drain(&mut g), vec!["wm:100@1000"]);
-        c[0].try_send(Message::Idle).unwrap();
+        c[0].try_send(Message::Idle, None, 0).unwrap();
         assert_eq!(
             drain(&mut g),
             vec!["idle"],
             "all inputs idle: the task is idle"
         );
-        c[1].try_send(data(7)).unwrap();
-        c[1].try_send(wm(150)).unwrap();
-        c[0].try_send(wm(300)).unwrap();
+        c[1].try_send(data(7), None, 0).unwrap();
+        c[1].try_send(wm(150), None, 0).unwrap();
+        c[0].try_send(wm(300), None, 0).unwrap();
         assert_eq!(drain(&mut g), vec!["data1:7", "wm:150@1500"]);
     }
 
     #[test]
     fn barriers_align_and_hold_back_the_inputs_that_delivered_them() {
         let (c, mut g) = gate(2);
-        c[0].try_send(data(1)).unwrap();
-        c[0].try_send(Message::Barrier(1)).unwrap();
-        c[0].try_send(data(2)).unwrap(); // after the barrier: must wait
-        c[1].try_send(data(10)).unwrap();
+        c[0].try_send(data(1), None, 0).unwrap();
+        c[0].try_send(Message::Barrier(1), None, 0).unwrap();
+        c[0].try_send(data(2), None, 0).unwrap(); // after the barrier: must wait
+        c[1].try_send(data(10), None, 0).unwrap();
         assert_eq!(drain(&mut g), vec!["data0:1", "data1:10"]);
-        c[1].try_send(data(11)).unwrap();
-        c[1].try_send(Message::Barrier(1)).unwrap();
+        c[1].try_send(data(11), None, 0).unwrap();
+        c[1].try_send(Message::Barrier(1), None, 0).unwrap();
         assert_eq!(drain(&mut g), vec!["data1:11", "barrier:1", "data0:2"]);
     }
 
     #[test]
     fn a_finished_input_beside_an_idle_one_releases_every_window() {
         let (c, mut g) = gate(2);
-        c[0].try_send(wm(100)).unwrap();
-        c[1].try_send(Message::Idle).unwrap();
-        c[0].try_send(Message::End).unwrap();
+        c[0].try_send(wm(100), None, 0).unwrap();
+        c[1].try_send(Message::Idle, None, 0).unwrap();
+        c[0].try_send(Message::End, None, 0).unwrap();
         assert_eq!(
             drain(&mut g),
             vec![
@@ -420,11 +431,11 @@ mod tests {
     #[test]
     fn the_last_active_input_ending_beside_idle_ones_makes_the_task_idle() {
         let (c, mut g) = gate(2);
-        c[0].try_send(wm(100)).unwrap();
-        c[1].try_send(wm(50)).unwrap();
+        c[0].try_send(wm(100), None, 0).unwrap();
+        c[1].try_send(wm(50), None, 0).unwrap();
         assert_eq!(drain(&mut g), vec!["wm:50@500"]);
-        c[0].try_send(Message::Idle).unwrap();
-        c[1].try_send(Message::End).unwrap();
+        c[0].try_send(Message::Idle, None, 0).unwrap();
+        c[1].try_send(Message::End, None, 0).unwrap();
         // Input 1 ended (+inf) and input 0 is idle: nothing holds the
         // watermark any more, and the task is idle.
         assert_eq!(
@@ -436,17 +447,17 @@ mod tests {
     #[test]
     fn ended_inputs_count_as_aligned_and_end_comes_last() {
         let (c, mut g) = gate(2);
-        c[0].try_send(Message::Barrier(3)).unwrap();
-        c[0].try_send(wm(10)).unwrap();
-        c[1].try_send(wm(5)).unwrap();
-        c[1].try_send(Message::End).unwrap();
+        c[0].try_send(Message::Barrier(3), None, 0).unwrap();
+        c[0].try_send(wm(10), None, 0).unwrap();
+        c[1].try_send(wm(5), None, 0).unwrap();
+        c[1].try_send(Message::End, None, 0).unwrap();
         // Input 0 has no watermark yet when input 1 sends 5, so the minimum
         // stays unknown; once input 1 ends, only input 0's watermark counts.
         let events = drain(&mut g);
         assert_eq!(events, vec!["barrier:3", "wm:10@100"]);
-        c[0].try_send(Message::End).unwrap();
+        c[0].try_send(Message::End, None, 0).unwrap();
         assert_eq!(drain(&mut g), vec!["end"]);
-        c[0].try_send(data(1)).unwrap();
+        c[0].try_send(data(1), None, 0).unwrap();
         assert_eq!(drain(&mut g), Vec::<String>::new(), "nothing after end");
     }
 }

@@ -64,6 +64,10 @@ pub struct PipelineConfig {
     /// Checkpoints, and where the run starts from (`checkpoint/`); `None`:
     /// no checkpoints, every run starts fresh.
     pub checkpoint: Option<CheckpointConfig>,
+    /// Each source instance traces one batch per this interval through
+    /// every stage, for the per-stage latency breakdown (`trace.rs`);
+    /// `None`: no tracing.
+    pub latency_breakdown: Option<Duration>,
 }
 
 impl PipelineConfig {
@@ -107,6 +111,12 @@ impl PipelineConfig {
 /// adaptive policy's maximum too.
 pub const DEFAULT_BATCH_SIZE: usize = 1024;
 
+/// How often a source instance traces a batch unless `latency_breakdown`
+/// is set: often enough that window results (made final by one watermark
+/// each) are often traced, rare enough to cost nothing measurable
+/// (docs/observability.md).
+pub const DEFAULT_TRACE_INTERVAL: Duration = Duration::from_millis(1);
+
 impl Default for PipelineConfig {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -123,6 +133,7 @@ impl Default for PipelineConfig {
             idle: IdleStrategy::default(),
             source_alignment: Some(Duration::from_secs(5)),
             checkpoint: None,
+            latency_breakdown: Some(DEFAULT_TRACE_INTERVAL),
         }
     }
 }

@@ -23,13 +23,14 @@ mod output;
 mod plan;
 mod run;
 mod task;
+pub mod trace;
 mod worker;
 
 pub use batching::BatchPolicy;
 pub use channel::{ChannelCapacity, ChannelStats};
 pub use coalesce::ExchangeBatchingMode;
 pub use exchange::Partitioning;
-pub use graph::{DEFAULT_BATCH_SIZE, Pipeline, PipelineConfig, Stream};
+pub use graph::{DEFAULT_BATCH_SIZE, DEFAULT_TRACE_INTERVAL, Pipeline, PipelineConfig, Stream};
 pub use live::{LiveAttempt, LiveRun};
 pub use metrics::{LatencySummary, OperatorSummary, RunSummary};
 pub use worker::{IdleStrategy, StopHandle};

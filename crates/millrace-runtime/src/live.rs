@@ -13,6 +13,7 @@ use millrace_core::time::now_ns;
 use crate::channel::{Channel, ChannelStats};
 use crate::checkpoint::CheckpointStats;
 use crate::metrics::{NodeKind, NodeMetrics, RunSummary, sinks_latency};
+use crate::trace::TraceLog;
 
 /// A handle on a pipeline's current run (`Pipeline::live`); cheap to clone,
 /// empty until the run's tasks start. After the run it keeps the last
@@ -38,6 +39,8 @@ pub struct LiveAttempt {
     pub nodes: Vec<Arc<NodeMetrics>>,
     pub inputs: Vec<Vec<usize>>,
     pub checkpoints: Option<Arc<CheckpointStats>>,
+    /// The traces of rows that reached a sink, when the run traces.
+    pub traces: Option<Arc<TraceLog>>,
     channels: Vec<Arc<Channel>>,
     /// When its workers ended (`time::now_ns`; 0 while they run).
     ended_ns: AtomicI64,
@@ -81,6 +84,7 @@ impl LiveAttempt {
         inputs: Vec<Vec<usize>>,
         channels: Vec<Arc<Channel>>,
         checkpoints: Option<Arc<CheckpointStats>>,
+        traces: Option<Arc<TraceLog>>,
     ) -> Self {
         LiveAttempt {
             started_ns: now_ns(),
@@ -88,18 +92,28 @@ impl LiveAttempt {
             nodes,
             inputs,
             checkpoints,
+            traces,
             channels,
             ended_ns: AtomicI64::new(0),
         }
     }
 
-    /// Its age: from its start to now, or to its end once it ended.
-    pub fn elapsed_ns(&self) -> u64 {
-        let end = match self.ended_ns.load(Relaxed) {
+    /// Its workers have ended (it counts nothing more).
+    pub fn has_ended(&self) -> bool {
+        self.ended_ns.load(Relaxed) != 0
+    }
+
+    /// Now on its clock (`time::now_ns`), which stops when it ends.
+    pub fn now_ns(&self) -> i64 {
+        match self.ended_ns.load(Relaxed) {
             0 => now_ns(),
             end => end,
-        };
-        (end - self.started_ns).max(0) as u64
+        }
+    }
+
+    /// Its age: from its start to now, or to its end once it ended.
+    pub fn elapsed_ns(&self) -> u64 {
+        (self.now_ns() - self.started_ns).max(0) as u64
     }
 
     /// Every channel's counters and what it holds now.
@@ -107,13 +121,16 @@ impl LiveAttempt {
         self.channels.iter().map(|c| c.stats()).collect()
     }
 
-    /// The summary the run would end with if it ended now.
+    /// The summary the run would end with if it ended now, but for the
+    /// latency breakdown (which reads every kept trace: readers that want
+    /// one explain recent traces, `TraceLog::since`).
     pub fn summary(&self) -> RunSummary {
         let mut summary = RunSummary::collect(
             self.elapsed_ns(),
             self.workers,
             &self.nodes,
             self.channels(),
+            None,
         );
         summary.checkpoints = self.checkpoints.clone();
         summary

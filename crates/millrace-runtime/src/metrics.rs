@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 use millrace_core::{SourceStats, StateSize};
 
 use crate::channel::ChannelStats;
+use crate::trace::{LatencyBreakdown, TraceLog};
 
 /// Time accounting of one task instance: busy in polls that did work,
 /// backpressured while output waited for room, idle the rest of its life.
@@ -175,6 +176,47 @@ impl NodeMetrics {
     }
 }
 
+/// An even sample of a stream of values that keeps at most `2 * cap` of
+/// them: all while there are few, then every `weight`-th (the weight
+/// doubles each time the sample fills, and every other kept value goes),
+/// so memory stays bounded however many come.
+#[derive(Debug, Clone)]
+pub struct ThinnedSample<T> {
+    pub kept: Vec<T>,
+    /// Values each kept one stands for.
+    pub weight: u64,
+    cap: usize,
+    /// Values seen since the sample started.
+    seen: u64,
+}
+
+impl<T> ThinnedSample<T> {
+    pub fn new(cap: usize) -> Self {
+        ThinnedSample {
+            kept: Vec::new(),
+            weight: 1,
+            cap: cap.max(1),
+            seen: 0,
+        }
+    }
+
+    pub fn add(&mut self, value: T) {
+        if self.seen.is_multiple_of(self.weight) {
+            self.kept.push(value);
+            if self.kept.len() == 2 * self.cap {
+                // Keep those at multiples of the new weight.
+                let mut i = 0;
+                self.kept.retain(|_| {
+                    i += 1;
+                    i % 2 == 1
+                });
+                self.weight *= 2;
+            }
+        }
+        self.seen += 1;
+    }
+}
+
 /// Latency percentiles in nanoseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LatencySummary {
@@ -267,6 +309,9 @@ pub struct RunSummary {
     pub checkpoints: Option<Arc<crate::checkpoint::CheckpointStats>>,
     /// Times the pipeline was started again after a failure.
     pub restarts: u32,
+    /// What the latency's p50 and p99 were made of, stage by stage, when
+    /// the run traced (`trace.rs`).
+    pub breakdown: Option<LatencyBreakdown>,
 }
 
 impl RunSummary {
@@ -275,9 +320,12 @@ impl RunSummary {
         workers: usize,
         nodes: &[Arc<NodeMetrics>],
         channels: Vec<ChannelStats>,
+        traces: Option<&TraceLog>,
     ) -> Self {
         let operators: Vec<OperatorSummary> = nodes.iter().map(|n| n.summary()).collect();
-        let latency = sinks_latency(nodes);
+        let latency = LatencySummary::from_histogram(&sinks_latency(nodes));
+        let breakdown = traces
+            .map(|log| LatencyBreakdown::new(log, &log.whole_run(), latency.p50, latency.p99));
         RunSummary {
             elapsed_ns,
             workers,
@@ -291,11 +339,12 @@ impl RunSummary {
                 .filter(|o| o.kind == NodeKind::Sink)
                 .map(|o| o.rows_in)
                 .sum(),
-            latency: LatencySummary::from_histogram(&latency),
+            latency,
             operators,
             channels,
             checkpoints: None,
             restarts: 0,
+            breakdown,
         }
     }
 
@@ -374,6 +423,14 @@ pub fn fmt_ns(ns: u64) -> String {
     }
 }
 
+/// `text` in at most `max` characters, the last an ellipsis when cut.
+pub(crate) fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    text.chars().take(max - 1).collect::<String>() + "…"
+}
+
 /// A count with a unit that reads at a glance: `12.35 M`, `456.7 K`, `89`.
 pub fn fmt_count(n: f64) -> String {
     if n >= 1e6 {
@@ -415,6 +472,9 @@ impl fmt::Display for RunSummary {
             fmt_ns(l.max),
             l.count
         )?;
+        if let Some(b) = self.breakdown.as_ref().filter(|_| l.count > 0) {
+            write!(f, "{b}")?;
+        }
         writeln!(
             f,
             "backpressure {} refused sends",
@@ -453,10 +513,7 @@ impl fmt::Display for RunSummary {
                     st.bytes_per_key_beyond_key()
                 ));
             }
-            let mut name = o.name.clone();
-            if name.chars().count() > 44 {
-                name = name.chars().take(43).collect::<String>() + "…";
-            }
+            let name = cut(&o.name, 44);
             writeln!(
                 f,
                 "{:<44} {:>3} {:>12} {:>12} {:>5.1}% {:>5.1}% {:>5.1}%  {}",
@@ -479,10 +536,7 @@ impl fmt::Display for RunSummary {
             )?;
         }
         for e in &exchanges {
-            let mut edge = e.edge.clone();
-            if edge.chars().count() > 60 {
-                edge = edge.chars().take(59).collect::<String>() + "…";
-            }
+            let edge = cut(&e.edge, 60);
             writeln!(
                 f,
                 "{:<60} {:>4} {:>12} {:>10} {:>9.1} {:>8}",

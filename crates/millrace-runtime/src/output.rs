@@ -18,11 +18,12 @@ use crate::batching::CostFit;
 use crate::channel::Channel;
 use crate::coalesce::{ExchangeBatching, Pending};
 use crate::exchange::{Partitioning, hash_partition};
+use crate::trace::Traced;
 
 pub struct OutputRouter {
     targets: Vec<Arc<Channel>>,
-    /// Messages not yet accepted, per target, in order.
-    held: Vec<VecDeque<Message>>,
+    /// Messages not yet accepted, with their traces, per target, in order.
+    held: Vec<VecDeque<(Message, Traced)>>,
     /// Small batches waiting to be merged, per target (`coalesce.rs`).
     pending: Vec<Pending>,
     /// How long a pending batch may wait for more rows, and the rows at
@@ -56,11 +57,12 @@ impl OutputRouter {
         }
     }
 
-    /// Routes one message (nothing is sent yet; call [`Self::flush`]).
-    pub fn send(&mut self, msg: Message, now_ns: i64) -> Result<()> {
+    /// Routes one message with its trace (nothing is sent yet; call
+    /// [`Self::flush`]). Every part of a traced batch carries the trace.
+    pub fn send(&mut self, msg: Message, trace: Traced, now_ns: i64) -> Result<()> {
         match msg {
             Message::Data(batch) => {
-                let routed = self.route_batch(batch, now_ns);
+                let routed = self.route_batch(batch, trace, now_ns);
                 self.resuming = false;
                 routed
             }
@@ -68,8 +70,8 @@ impl OutputRouter {
                 for t in 0..self.targets.len() {
                     // Behind pending rows it waits with them, unless it can
                     // change something at the consumer: then they all leave.
-                    if !self.pending[t].hold_watermark(wm) {
-                        self.held[t].push_back(Message::Watermark(wm));
+                    if !self.pending[t].hold_watermark(wm, trace.clone()) {
+                        self.held[t].push_back((Message::Watermark(wm), trace.clone()));
                     } else if wm.time_ms >= self.targets[t].interest() {
                         self.release(t);
                     }
@@ -83,25 +85,25 @@ impl OutputRouter {
                 self.resuming |= matches!(control, Message::Idle);
                 for t in 0..self.targets.len() {
                     self.release(t);
-                    self.held[t].push_back(control.clone());
+                    self.held[t].push_back((control.clone(), None));
                 }
                 Ok(())
             }
         }
     }
 
-    fn route_batch(&mut self, batch: RecordBatch, now_ns: i64) -> Result<()> {
+    fn route_batch(&mut self, batch: RecordBatch, trace: Traced, now_ns: i64) -> Result<()> {
         let n = self.targets.len();
         match &self.partitioning {
-            _ if n == 1 => self.stage(0, batch, now_ns),
+            _ if n == 1 => self.stage(0, batch, trace, now_ns),
             Partitioning::Forward | Partitioning::RoundRobin => {
                 let t = self.next_round_robin % n;
                 self.next_round_robin = self.next_round_robin.wrapping_add(1);
-                self.stage(t, batch, now_ns);
+                self.stage(t, batch, trace, now_ns);
             }
             Partitioning::Broadcast => {
                 for t in 0..n {
-                    self.stage(t, batch.clone(), now_ns);
+                    self.stage(t, batch.clone(), trace.clone(), now_ns);
                 }
             }
             Partitioning::Hash(_) => {
@@ -110,7 +112,7 @@ impl OutputRouter {
                     .enumerate()
                 {
                     if let Some(part) = part {
-                        self.stage(t, part, now_ns);
+                        self.stage(t, part, trace.clone(), now_ns);
                     }
                 }
             }
@@ -120,18 +122,18 @@ impl OutputRouter {
 
     /// Adds `batch` to target `t`'s pending rows, or holds it for sending
     /// when it is big enough alone (or the exchange does not coalesce).
-    fn stage(&mut self, t: usize, batch: RecordBatch, now_ns: i64) {
+    fn stage(&mut self, t: usize, batch: RecordBatch, trace: Traced, now_ns: i64) {
         self.batching.offered(batch.num_rows());
         let size = self.batching.size();
         if self.batching.linger_ns() == 0 || batch.num_rows() >= size || self.resuming {
             self.release(t);
-            self.hold(t, batch);
+            self.hold(t, batch, trace);
             return;
         }
         if !self.pending[t].accepts(&batch) {
             self.release(t);
         }
-        self.pending[t].push(batch, now_ns);
+        self.pending[t].push(batch, trace, now_ns);
         if self.pending[t].rows() >= size {
             self.release(t);
         }
@@ -143,10 +145,10 @@ impl OutputRouter {
         if self.pending[t].is_empty() {
             return;
         }
-        for msg in self.pending[t].take() {
+        for (msg, trace) in self.pending[t].take() {
             match msg {
-                Message::Data(batch) => self.hold(t, batch),
-                other => self.held[t].push_back(other),
+                Message::Data(batch) => self.hold(t, batch, trace),
+                other => self.held[t].push_back((other, trace)),
             }
         }
     }
@@ -166,17 +168,19 @@ impl OutputRouter {
 
     /// Holds `batch` for target `t`, cut into slices that each fit the
     /// channel's row capacity (zero-copy), so occupancy never exceeds it.
-    fn hold(&mut self, t: usize, batch: RecordBatch) {
+    /// A trace goes with the first slice.
+    fn hold(&mut self, t: usize, batch: RecordBatch, mut trace: Traced) {
         let cap = self.targets[t].capacity().rows;
         let rows = batch.num_rows();
         if rows <= cap {
-            self.held[t].push_back(Message::Data(batch));
+            self.held[t].push_back((Message::Data(batch), trace));
             return;
         }
         let mut offset = 0;
         while offset < rows {
             let len = cap.min(rows - offset);
-            self.held[t].push_back(Message::Data(batch.slice(offset, len)));
+            let slice = Message::Data(batch.slice(offset, len));
+            self.held[t].push_back((slice, trace.take()));
             offset += len;
         }
     }
@@ -214,8 +218,8 @@ impl OutputRouter {
         let mut all = true;
         for (t, held) in self.held.iter_mut().enumerate() {
             let mut sent = false;
-            while let Some(msg) = held.pop_front() {
-                if let Err(back) = self.targets[t].try_send(msg) {
+            while let Some((msg, trace)) = held.pop_front() {
+                if let Err(back) = self.targets[t].try_send(msg, trace, now_ns) {
                     held.push_front(back);
                     all = false;
                     break;
@@ -293,7 +297,7 @@ mod tests {
     /// What the channel holds, as values for data and `-t` for a watermark
     /// at `t`, `0` for anything else, one inner list per message.
     fn drain(c: &Channel) -> Vec<Vec<i64>> {
-        std::iter::from_fn(|| c.try_recv())
+        std::iter::from_fn(|| c.try_recv().map(|(m, _)| m))
             .map(|m| match m {
                 Message::Data(b) => b.column(0).as_primitive::<Int64Type>().values().to_vec(),
                 Message::Watermark(w) => vec![-w.time_ms],
@@ -305,8 +309,8 @@ mod tests {
     #[test]
     fn small_batches_merge_and_leave_at_their_deadline() {
         let (mut r, c) = router(ExchangeBatchingMode::Always, 1024);
-        r.send(data(&[1, 2]), 0).unwrap();
-        r.send(data(&[3]), 10_000).unwrap();
+        r.send(data(&[1, 2]), None, 0).unwrap();
+        r.send(data(&[3]), None, 10_000).unwrap();
         assert!(r.flush(false, LINGER - 1));
         assert!(drain(&c).is_empty(), "both wait");
         assert_eq!(r.deadline(), Some(LINGER), "from the first");
@@ -320,18 +324,18 @@ mod tests {
     fn watermarks_wait_behind_merged_rows_unless_the_consumer_needs_them() {
         let (mut r, c) = router(ExchangeBatchingMode::Always, 1024);
         c.set_interest(100);
-        r.send(data(&[1]), 0).unwrap();
-        r.send(wm(40), 0).unwrap();
-        r.send(data(&[2]), 0).unwrap();
-        r.send(wm(60), 0).unwrap();
+        r.send(data(&[1]), None, 0).unwrap();
+        r.send(wm(40), None, 0).unwrap();
+        r.send(data(&[2]), None, 0).unwrap();
+        r.send(wm(60), None, 0).unwrap();
         r.flush(false, 1);
         assert!(drain(&c).is_empty(), "40 and 60 change nothing there");
         // 100 can fire a window: it leaves at once, behind the rows.
-        r.send(wm(100), 2).unwrap();
+        r.send(wm(100), None, 2).unwrap();
         r.flush(false, 3);
         assert_eq!(drain(&c), [vec![1, 2], vec![-100]]);
         // With nothing pending a watermark goes straight out.
-        r.send(wm(110), 4).unwrap();
+        r.send(wm(110), None, 4).unwrap();
         r.flush(false, 5);
         assert_eq!(drain(&c), [vec![-110]]);
     }
@@ -340,9 +344,9 @@ mod tests {
     fn the_latest_held_watermark_follows_the_rows_at_the_deadline() {
         let (mut r, c) = router(ExchangeBatchingMode::Always, 1024);
         c.set_interest(i64::MAX);
-        r.send(data(&[1]), 0).unwrap();
-        r.send(wm(40), 0).unwrap();
-        r.send(wm(60), 0).unwrap();
+        r.send(data(&[1]), None, 0).unwrap();
+        r.send(wm(40), None, 0).unwrap();
+        r.send(wm(60), None, 0).unwrap();
         r.flush(false, LINGER);
         assert_eq!(drain(&c), [vec![1], vec![-60]]);
     }
@@ -351,27 +355,27 @@ mod tests {
     fn urgent_output_barriers_and_big_batches_do_not_wait() {
         let (mut r, c) = router(ExchangeBatchingMode::Always, 4);
         c.set_interest(i64::MAX);
-        r.send(data(&[1]), 0).unwrap();
+        r.send(data(&[1]), None, 0).unwrap();
         r.flush(true, 1);
         assert_eq!(drain(&c), [vec![1]], "window results leave at once");
-        r.send(data(&[2]), 2).unwrap();
-        r.send(Message::Barrier(7), 2).unwrap();
+        r.send(data(&[2]), None, 2).unwrap();
+        r.send(Message::Barrier(7), None, 2).unwrap();
         r.flush(false, 3);
         assert_eq!(
             drain(&c),
             [vec![2], vec![0]],
             "rows before the barrier, then it"
         );
-        r.send(data(&[3]), 4).unwrap();
-        r.send(data(&[4, 5, 6, 7]), 4).unwrap();
+        r.send(data(&[3]), None, 4).unwrap();
+        r.send(data(&[4, 5, 6, 7]), None, 4).unwrap();
         r.flush(false, 5);
         assert_eq!(
             drain(&c),
             [vec![3], vec![4, 5, 6, 7]],
             "a batch of the size target goes out, after what waited"
         );
-        r.send(data(&[8, 9]), 6).unwrap();
-        r.send(data(&[10, 11]), 6).unwrap();
+        r.send(data(&[8, 9]), None, 6).unwrap();
+        r.send(data(&[10, 11]), None, 6).unwrap();
         r.flush(false, 7);
         assert_eq!(
             drain(&c),
@@ -384,11 +388,11 @@ mod tests {
     fn rows_after_idle_do_not_wait_and_a_backpressured_task_lets_go() {
         let (mut r, c) = router(ExchangeBatchingMode::Always, 1024);
         c.set_interest(i64::MAX);
-        r.send(Message::Idle, 0).unwrap();
-        r.send(data(&[1]), 0).unwrap();
+        r.send(Message::Idle, None, 0).unwrap();
+        r.send(data(&[1]), None, 0).unwrap();
         r.flush(false, 1);
         assert_eq!(drain(&c), [vec![0], vec![1]], "the first rows after Idle");
-        r.send(data(&[2]), 2).unwrap();
+        r.send(data(&[2]), None, 2).unwrap();
         r.flush(false, 3);
         assert!(drain(&c).is_empty(), "later rows wait again");
         r.release_all();
@@ -401,9 +405,9 @@ mod tests {
         for mode in [ExchangeBatchingMode::Off, ExchangeBatchingMode::Adaptive] {
             let (mut r, c) = router(mode, 1024);
             c.set_interest(i64::MAX);
-            r.send(data(&[1]), 0).unwrap();
-            r.send(wm(5), 0).unwrap();
-            r.send(data(&[2]), 0).unwrap();
+            r.send(data(&[1]), None, 0).unwrap();
+            r.send(wm(5), None, 0).unwrap();
+            r.send(data(&[2]), None, 0).unwrap();
             r.flush(false, 0);
             assert_eq!(drain(&c), [vec![1], vec![-5], vec![2]], "{mode:?}");
         }

@@ -30,11 +30,12 @@ use crate::graph::{Graph, NodeOp, PipelineConfig};
 use crate::live::{LiveAttempt, LiveRun};
 use crate::metrics::{NodeKind, NodeMetrics, OperatorMetrics, RunSummary, TaskTimes};
 use crate::output::OutputRouter;
-use crate::plan::{Chain, Plan};
+use crate::plan::{Chain, ChainEdge, Plan};
 use crate::task::{
     ChainOp, Checkpointing, DataflowTask, Head, LateStage, SinkStage, SourceHead, Stage, StageWork,
     Task,
 };
+use crate::trace::{StageId, StageKind, TraceLog, TraceStage, TraceStages};
 use crate::worker::{IdleStrategy, RunControl, StopHandle, Worker, WorkerWaker};
 
 /// Plans the graph, wires its channels, builds every task instance, then
@@ -70,6 +71,9 @@ pub(crate) fn run(
     let nodes = node_metrics(graph);
     let policy = batch_policy(config);
     let mut wiring = Wiring::connect(graph, &plan, policy, &wakers)?;
+    let traces = config
+        .latency_breakdown
+        .map(|_| Arc::new(TraceLog::new(trace_stages(graph, &plan))));
     let checkpoints = match &config.checkpoint {
         Some(c) => Some(RunCheckpoints::prepare(graph, c)?),
         None => None,
@@ -90,6 +94,7 @@ pub(crate) fn run(
         checkpoints: checkpoints.as_ref(),
         // Set when the run starts: no row is excluded from latency before then.
         record_latency_from: Arc::new(AtomicI64::new(i64::MIN)),
+        traces: traces.clone(),
     };
     let tasks = builder.tasks(&plan, &mut wiring)?;
     let record_latency_from = builder.record_latency_from.clone();
@@ -111,6 +116,7 @@ pub(crate) fn run(
             .collect(),
         wiring.channels.clone(),
         coordinator.as_ref().map(|(_, stats)| stats.clone()),
+        traces.clone(),
     ));
     attempt.started = true;
     let elapsed = run_workers(
@@ -143,7 +149,7 @@ pub(crate) fn run(
         });
     }
     let channels = wiring.channels.iter().map(|c| c.stats()).collect();
-    let mut summary = RunSummary::collect(elapsed, workers, &nodes, channels);
+    let mut summary = RunSummary::collect(elapsed, workers, &nodes, channels, traces.as_deref());
     summary.checkpoints = stats;
     Ok(summary)
 }
@@ -310,6 +316,41 @@ fn node_metrics(graph: &Graph) -> Vec<Arc<NodeMetrics>> {
         .collect()
 }
 
+/// The stages a trace can pass (`trace.rs`): every graph node, by node
+/// index, then each plan edge's exchange and channel, edge by edge (the
+/// ids `Wiring::connect` gives the channels).
+fn trace_stages(graph: &Graph, plan: &Plan) -> TraceStages {
+    let mut stages: Vec<TraceStage> = graph
+        .nodes
+        .iter()
+        .map(|n| TraceStage {
+            name: n.name.clone(),
+            kind: match n.op {
+                NodeOp::Source { .. } => StageKind::Source,
+                NodeOp::Operator(_) | NodeOp::Late { .. } => StageKind::Operator,
+                NodeOp::Sink(_) => StageKind::Sink,
+            },
+        })
+        .collect();
+    for e in &plan.edges {
+        let name = edge_name(graph, plan, e);
+        for kind in [StageKind::Exchange, StageKind::Channel] {
+            let name = name.clone();
+            stages.push(TraceStage { name, kind });
+        }
+    }
+    TraceStages(stages)
+}
+
+/// How the summary and traces name a plan edge.
+fn edge_name(graph: &Graph, plan: &Plan, e: &ChainEdge) -> String {
+    let to = plan.chains[e.to_chain].nodes[0];
+    format!(
+        "{} → {} ({})",
+        graph.nodes[e.from_node].name, graph.nodes[to].name, e.partitioning
+    )
+}
+
 /// Adaptive with a latency target (up to `batch_size` rows), fixed
 /// without; sources and exchanges size their batches by it.
 fn batch_policy(config: &PipelineConfig) -> BatchPolicy {
@@ -361,18 +402,17 @@ impl Wiring {
             outputs,
             channels: Vec::new(),
         };
-        for e in &plan.edges {
+        for (k, e) in plan.edges.iter().enumerate() {
             let (from, to) = (&plan.chains[e.from_chain], &plan.chains[e.to_chain]);
+            // After the nodes, two per edge (`trace_stages`).
+            let exchange_stage = (graph.nodes.len() + 2 * k) as StageId;
             let keys = match &e.partitioning {
                 crate::exchange::Partitioning::Hash(k) => {
                     key_indices(&graph.nodes[e.from_node].schema, k)?
                 }
                 _ => Vec::new(),
             };
-            let edge = format!(
-                "{} → {} ({})",
-                graph.nodes[e.from_node].name, graph.nodes[to.nodes[0]].name, e.partitioning
-            );
+            let edge = edge_name(graph, plan, e);
             for i in 0..from.parallelism {
                 let mut targets = Vec::new();
                 for j in 0..to.parallelism {
@@ -386,6 +426,7 @@ impl Wiring {
                         format!("task {}#{i}", e.from_chain),
                         format!("task {}#{j}", e.to_chain),
                         edge.clone(),
+                        exchange_stage,
                     ));
                     wiring.inputs[e.to_chain][j].push(InputChannel::new(ch.clone(), e.input));
                     wiring.channels.push(ch.clone());
@@ -413,6 +454,8 @@ struct TaskBuilder<'a> {
     checkpoints: Option<&'a RunCheckpoints>,
     /// Sinks record the latency of rows that entered from this time on.
     record_latency_from: Arc<AtomicI64>,
+    /// Where sinks put finished traces, when the run traces.
+    traces: Option<Arc<TraceLog>>,
 }
 
 impl TaskBuilder<'_> {
@@ -599,6 +642,11 @@ impl TaskBuilder<'_> {
             exhausted: false,
             stop: self.stop.clone(),
             alignment,
+            trace_every_ns: config
+                .latency_breakdown
+                .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+            next_trace_ns: 0,
+            traced: None,
         };
         if let Some(c) = self.checkpoints
             && c.restored.checkpoint.is_some()
@@ -673,6 +721,7 @@ impl TaskBuilder<'_> {
                     self.record_latency_from.clone(),
                 );
                 sink.staging = committer.is_some();
+                sink.traces = self.traces.clone();
                 StageWork::Sink(Box::new(sink))
             }
             NodeOp::Source { .. } => unreachable!("a source never follows another node"),

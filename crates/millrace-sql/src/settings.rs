@@ -9,7 +9,7 @@ use millrace_runtime::{ExchangeBatchingMode, PipelineConfig};
 use crate::error::{SqlError, SqlResult};
 use crate::interval::duration_text_ms;
 
-const KNOWN: &str = "parallelism, workers, batch_size, latency_target, exchange_batching, latency_warmup, source_alignment, pin_workers, barrier_every_rows, two_phase_aggregation, checkpoint_interval, checkpoint_dir, checkpoint_retain, checkpoint_timeout, checkpoint_min_pause, checkpoint_max_concurrent, restart_strategy, restart_attempts, restart_delay, restart_max_delay, http, alert.<name>, alert_webhook";
+const KNOWN: &str = "parallelism, workers, batch_size, latency_target, exchange_batching, latency_warmup, latency_breakdown, source_alignment, pin_workers, barrier_every_rows, two_phase_aggregation, checkpoint_interval, checkpoint_dir, checkpoint_retain, checkpoint_timeout, checkpoint_min_pause, checkpoint_max_concurrent, restart_strategy, restart_attempts, restart_delay, restart_max_delay, http, alert.<name>, alert_webhook";
 
 /// Everything `SET` can change: the runtime's configuration and the
 /// planner's choices.
@@ -148,6 +148,15 @@ pub fn apply(settings: &mut Settings, name: &str, value: &str) -> SqlResult<()> 
             config.latency_warmup = match value.to_lowercase().as_str() {
                 "none" | "off" | "0" => Duration::ZERO,
                 text => parse_duration_setting(text).map_err(|e| bad(&e))?,
+            }
+        }
+        "latency_breakdown" => {
+            config.latency_breakdown = match value.to_lowercase().as_str() {
+                "none" | "off" => None,
+                text => match parse_duration_setting(text).map_err(|e| bad(&e))? {
+                    d if d.is_zero() => return Err(bad("expected an interval above zero, or off")),
+                    d => Some(d),
+                },
             }
         }
         "source_alignment" => {
@@ -294,6 +303,11 @@ mod tests {
         assert_eq!(c.config.source_alignment, Some(Duration::from_secs(2)));
         apply(c, "source_alignment", "none").unwrap();
         assert_eq!(c.config.source_alignment, None);
+        apply(c, "latency_breakdown", "10ms").unwrap();
+        assert_eq!(c.config.latency_breakdown, Some(Duration::from_millis(10)));
+        apply(c, "latency_breakdown", "off").unwrap();
+        assert_eq!(c.config.latency_breakdown, None);
+        assert!(apply(c, "latency_breakdown", "0ms").is_err());
         apply(c, "latency_target", "500us").unwrap();
         assert_eq!(c.config.latency_target, Some(Duration::from_micros(500)));
         let e = apply(c, "paralelism", "2").unwrap_err().to_string();

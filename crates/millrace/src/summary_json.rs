@@ -4,6 +4,7 @@
 
 use millrace_runtime::RunSummary;
 use millrace_runtime::metrics::NodeKind;
+use millrace_runtime::trace::{Breakdown, LatencyBreakdown};
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -54,6 +55,7 @@ pub fn summary_json(s: &RunSummary) -> Value {
             "p999": l.p999,
             "max": l.max,
         },
+        "breakdown": s.breakdown.as_ref().map(breakdown_json),
         "backpressure_events": s.backpressure_events(),
         "restarts": s.restarts,
         "checkpoints": s.checkpoints.as_ref().map(|c| {
@@ -89,6 +91,37 @@ pub fn summary_json(s: &RunSummary) -> Value {
             "refused_sends": e.refused_sends,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// A latency breakdown: the traced rows so far and, per percentile
+/// explained, its latency, the traces used and the range of their totals,
+/// and each stage's share (ns) in path order.
+pub fn breakdown_json(b: &LatencyBreakdown) -> Value {
+    let at = |quantile: &str, e: &Breakdown| {
+        let parts: Vec<Value> = (e.parts.iter())
+            .map(|(stage, ns)| {
+                let s = b.stages.get(*stage);
+                json!({
+                    "stage": s.map(|s| s.name.as_str()),
+                    "kind": s.map(|s| s.kind.as_str()),
+                    "ns": ns,
+                })
+            })
+            .collect();
+        json!({
+            "quantile": quantile,
+            "latency_ns": e.latency_ns,
+            "traces": e.traces,
+            "min_ns": e.min_ns,
+            "max_ns": e.max_ns,
+            "parts": parts,
+        })
+    };
+    let explained: Vec<Value> = [("p50", &b.p50), ("p99", &b.p99)]
+        .into_iter()
+        .filter_map(|(q, e)| e.as_ref().map(|e| at(q, e)))
+        .collect();
+    json!({ "traced": b.traced, "at": explained })
 }
 
 /// The most memory this process has held resident (`VmHWM`), where the OS

@@ -25,6 +25,7 @@ use crate::checkpoint::{Ack, Owner, Role, SinkToken, TaskCheckpoint, counters};
 use crate::gate::{GateEvent, InputGate};
 use crate::metrics::TaskTimes;
 use crate::output::OutputRouter;
+use crate::trace::{StageId, Trace, Traced};
 
 pub use sink_stage::SinkStage;
 pub use source_head::SourceHead;
@@ -91,6 +92,9 @@ pub struct DataflowTask {
     emitted: Vec<Vec<Message>>,
     /// What each operator stage put on its late outputs in the current call.
     late_emitted: Vec<Vec<LateMessage>>,
+    /// In a traced step (`trace.rs`), each stage's trace: the trace of
+    /// what it read, stamped when it finished. What it emits carries it.
+    stage_traces: Vec<Traced>,
     /// The last stage that reads the head (index 0) or stage s (index
     /// s + 1): it takes the messages, earlier readers get copies. Late
     /// stages read `late_emitted` instead, and are not counted.
@@ -152,6 +156,7 @@ impl DataflowTask {
             head,
             emitted: vec![Vec::new(); stages.len()],
             late_emitted: (0..stages.len()).map(|_| Vec::new()).collect(),
+            stage_traces: vec![None; stages.len()],
             head_routers,
             stages,
             times,
@@ -239,7 +244,7 @@ impl DataflowTask {
                             instance: c.instance,
                             epoch,
                             token,
-                            entered: sample.entered,
+                            entered: sample.kept,
                             weight: sample.weight,
                         });
                     }
@@ -267,32 +272,46 @@ impl DataflowTask {
     /// Pushes the head's messages through the fused stages, each stage's
     /// output to the stages that read it and to its routers. Messages are
     /// copied (sharing the batches' buffers) only for all but their last
-    /// reader.
+    /// reader. `trace`: the head's messages are traced; what follows from
+    /// them carries the trace, stamped by each stage it passes.
     /// `clock` is the time the head's messages were ready; each stage's
     /// busy time runs from the previous stage's end to its own, one clock
     /// read per stage: on small batches clock reads are a noticeable share
     /// of the work, so each stage's end is the next one's start. A stage's
     /// routing is thus counted in the busy time of the stage after it.
-    fn run_chain(&mut self, mut items: Vec<(usize, Message)>, clock: &mut i64) -> Result<()> {
+    fn run_chain(
+        &mut self,
+        mut items: Vec<(usize, Message)>,
+        trace: Traced,
+        clock: &mut i64,
+    ) -> Result<()> {
         self.current = self.stages.len();
         let now = *clock;
+        let head_trace = trace.as_deref();
         if !self.head_routers.is_empty() {
             // Only a source head has routers: its messages are all input 0.
+            let routers = &mut self.head_routers;
             if self.last_reader[0].is_some() {
                 let copies = items.iter().map(|(_, m)| m.clone());
-                route(&mut self.head_routers, copies, &mut self.done, now)?;
+                route(routers, copies, head_trace, &mut self.done, now)?;
             } else {
                 let msgs = std::mem::take(&mut items).into_iter().map(|(_, m)| m);
-                route(&mut self.head_routers, msgs, &mut self.done, now)?;
+                route(routers, msgs, head_trace, &mut self.done, now)?;
             }
         }
         for s in 0..self.stages.len() {
             self.current = s;
             let reads = self.stages[s].reads;
             let read_later = self.last_reader[s + 1].is_some();
+            let read_trace = match reads {
+                None => head_trace,
+                Some(r) => self.stage_traces[r].as_deref(),
+            };
             if let StageWork::Late(late) = &self.stages[s].work {
                 let from = reads.expect("a late output reads its operator's stage");
                 let out = pass_late(late, &self.late_emitted[from]);
+                self.stage_traces[s] =
+                    read_trace.map(|t| t.stamped(late.metrics.node as _, *clock));
                 self.finish_stage(s, out, read_later, *clock)?;
                 continue;
             }
@@ -319,14 +338,20 @@ impl DataflowTask {
                 StageWork::Sink(sink) => {
                     for (_, msg) in input {
                         self.done |= matches!(msg, Message::End);
-                        if let Err(e) = sink.deliver(msg, clock) {
+                        if let Err(e) = sink.deliver(msg, read_trace, clock) {
                             return Err(e.in_operator(&sink.name));
                         }
                     }
                     Vec::new()
                 }
             };
+            if let Some(t) = read_trace {
+                self.stage_traces[s] = Some(t.stamped(stage.trace_stage(), *clock));
+            }
             self.finish_stage(s, out, read_later, *clock)?;
+        }
+        if trace.is_some() {
+            self.stage_traces.fill(None);
         }
         for e in &mut self.emitted {
             e.clear();
@@ -348,12 +373,19 @@ impl DataflowTask {
         now: i64,
     ) -> Result<()> {
         let stage = &mut self.stages[s];
+        let trace = self.stage_traces[s].as_deref();
         if !stage.routers.is_empty() {
             if read_later {
                 let copies = out.iter().cloned();
-                route(&mut stage.routers, copies, &mut self.done, now)?;
+                route(&mut stage.routers, copies, trace, &mut self.done, now)?;
             } else {
-                route(&mut stage.routers, out.drain(..), &mut self.done, now)?;
+                route(
+                    &mut stage.routers,
+                    out.drain(..),
+                    trace,
+                    &mut self.done,
+                    now,
+                )?;
             }
         }
         self.emitted[s] = out;
@@ -409,6 +441,33 @@ impl DataflowTask {
         after[0]
     }
 
+    /// A trace for a source step that `trace_every_ns` did not sample but
+    /// whose watermark reaches what a node behind it waits for (a window
+    /// to close, say): the results it makes final are then always
+    /// explained, however rare they are. `read_ns`: when the step's read
+    /// ended.
+    fn trace_closing_watermark(&mut self, items: &[(usize, Message)], read_ns: i64) -> Traced {
+        let Head::Source(src) = &self.head else {
+            return None;
+        };
+        src.trace_every_ns?;
+        let stage = src.metrics.node as StageId;
+        let wm = items.iter().find_map(|(_, m)| match m {
+            Message::Watermark(wm) => Some(*wm),
+            _ => None,
+        })?;
+        let fused = self.interest();
+        let interest = (self.head_routers.iter())
+            .map(OutputRouter::interest)
+            .fold(fused, i64::min);
+        if wm.time_ms < interest {
+            return None;
+        }
+        // It follows the row that advanced the watermark: the newest read
+        // with it, which the rows follow too (`Trace::origin_for`).
+        Some(Trace::start(wm.entered_ns, stage, read_ns))
+    }
+
     /// When the earliest batch pending in an exchange must leave.
     fn pending_deadline(&self) -> Option<i64> {
         self.head_routers
@@ -451,6 +510,7 @@ impl Task for DataflowTask {
             // A data message from a channel: (channel, rows), to tell its
             // producer what the message cost here.
             let mut served = None;
+            let mut trace = None;
             match &mut self.head {
                 Head::Source(src) => {
                     self.current = HEAD;
@@ -463,6 +523,7 @@ impl Task for DataflowTask {
                         self.scratch = items;
                         break;
                     }
+                    trace = src.traced.take();
                 }
                 Head::Gate(gate) => match gate.next_event() {
                     None => {
@@ -475,15 +536,25 @@ impl Task for DataflowTask {
                             input,
                             channel,
                             batch,
+                            trace: traced,
                         } => {
                             // Past the take: another worker may have sent
                             // these rows after this step began, and a sink
                             // measures their latency from the clock.
                             clock = now_ns();
                             served = Some((channel, batch.num_rows()));
+                            trace = traced;
                             (input, Message::Data(batch))
                         }
-                        GateEvent::Watermark(wm) => (0, Message::Watermark(wm)),
+                        GateEvent::Watermark(wm, traced) => {
+                            if traced.is_some() {
+                                // As for data: it may have been sent after
+                                // this step began.
+                                clock = now_ns();
+                            }
+                            trace = traced;
+                            (0, Message::Watermark(wm))
+                        }
                         GateEvent::Barrier(id) => {
                             let held = gate.take_held_ns();
                             self.times.aligning_ns.fetch_add(held, Relaxed);
@@ -494,6 +565,9 @@ impl Task for DataflowTask {
                     }),
                 },
             }
+            if trace.is_none() {
+                trace = self.trace_closing_watermark(&items, clock);
+            }
             progressed = true;
             // Rows a source read, for its batch controller.
             let rows: usize = match self.head {
@@ -501,7 +575,7 @@ impl Task for DataflowTask {
                 Head::Gate(_) => 0,
             };
             let mark = self.mark(&items)?;
-            self.run_chain(items, &mut clock)?;
+            self.run_chain(items, trace, &mut clock)?;
             if let Some((mark, parts)) = mark {
                 self.acknowledge(mark, parts);
             }
@@ -597,11 +671,12 @@ impl Task for DataflowTask {
 }
 
 /// Hands each message to every router of `routers` (not empty): copies to
-/// all but the last, which takes the message. Notes when `End` leaves the
-/// task.
+/// all but the last, which takes the message; each with its copy of
+/// `trace` when the step is traced. Notes when `End` leaves the task.
 fn route(
     routers: &mut [OutputRouter],
     msgs: impl Iterator<Item = Message>,
+    trace: Option<&Trace>,
     done: &mut bool,
     now_ns: i64,
 ) -> Result<()> {
@@ -610,10 +685,11 @@ fn route(
     };
     for msg in msgs {
         *done |= matches!(msg, Message::End);
+        let traced = trace.and_then(|t| t.for_message(&msg));
         for router in others.iter_mut() {
-            router.send(msg.clone(), now_ns)?;
+            router.send(msg.clone(), traced.clone(), now_ns)?;
         }
-        last.send(msg, now_ns)?;
+        last.send(msg, traced, now_ns)?;
     }
     Ok(())
 }

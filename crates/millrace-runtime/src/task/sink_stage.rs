@@ -12,7 +12,10 @@ use millrace_core::{
     BarrierId, Message, Result, SinkWriter, Snapshot, entered_column, strip_entered,
 };
 
-use crate::metrics::{LATENCY_PUBLISH_NS, NodeMetrics, OperatorMetrics, new_latency_histogram};
+use crate::metrics::{
+    LATENCY_PUBLISH_NS, NodeMetrics, OperatorMetrics, ThinnedSample, new_latency_histogram,
+};
+use crate::trace::{StageId, Trace, TraceLog};
 
 /// The sink at the end of a chain: records latency, then writes.
 pub struct SinkStage {
@@ -39,44 +42,17 @@ pub struct SinkStage {
     /// Entered times of rows staged in the current epoch, for the latency
     /// to committed output.
     pub sample: EnteredSample,
+    /// Where traced rows' paths go when they arrive (`trace.rs`); `None`
+    /// when the run samples none.
+    pub traces: Option<Arc<TraceLog>>,
 }
 
-/// Rows kept of an epoch's entered times, at most `2 * SAMPLE` of them: all
-/// while there are few, then every `weight`-th row (the weight doubles each
-/// time the sample fills), so memory stays bounded at any rate.
-#[derive(Debug, Default)]
-pub struct EnteredSample {
-    pub entered: Vec<i64>,
-    /// Rows each kept one stands for.
-    pub weight: u64,
-    /// Rows seen since the sample started.
-    seen: u64,
-}
+/// Rows kept of an epoch's entered times, evenly thinned so memory stays
+/// bounded at any rate.
+pub type EnteredSample = ThinnedSample<i64>;
 
+/// The entered times an epoch's sample keeps (at most twice this).
 const SAMPLE: usize = 2048;
-
-impl EnteredSample {
-    fn add(&mut self, entered: &[i64]) {
-        if self.weight == 0 {
-            self.weight = 1;
-        }
-        for &e in entered {
-            if self.seen.is_multiple_of(self.weight) {
-                self.entered.push(e);
-                if self.entered.len() == 2 * SAMPLE {
-                    // Keep every other one: those at multiples of the new weight.
-                    let mut i = 0;
-                    self.entered.retain(|_| {
-                        i += 1;
-                        i % 2 == 1
-                    });
-                    self.weight *= 2;
-                }
-            }
-            self.seen += 1;
-        }
-    }
-}
 
 impl SinkStage {
     pub fn new(
@@ -97,7 +73,8 @@ impl SinkStage {
             staging: false,
             last_epoch: 0,
             taken: None,
-            sample: EnteredSample::default(),
+            sample: EnteredSample::new(SAMPLE),
+            traces: None,
         }
     }
 
@@ -110,20 +87,38 @@ impl SinkStage {
         self.published_ns = now;
     }
 
-    /// Takes one message; `clock` is when it arrived (the time the step
-    /// before ended) and moves to when this one ended.
-    pub(super) fn deliver(&mut self, msg: Message, clock: &mut i64) -> Result<()> {
+    fn take_sample(&mut self) -> EnteredSample {
+        std::mem::replace(&mut self.sample, EnteredSample::new(SAMPLE))
+    }
+
+    /// Takes one message, with the trace of the step that brought it;
+    /// `clock` is when it arrived (the time the step before ended) and
+    /// moves to when this one ended.
+    pub(super) fn deliver(
+        &mut self,
+        msg: Message,
+        trace: Option<&Trace>,
+        clock: &mut i64,
+    ) -> Result<()> {
         let started = *clock;
         match msg {
             Message::Data(batch) => {
                 let now = started;
                 if let Some(entered) = entered_column(&batch) {
                     let from = self.record_from_ns.load(Relaxed);
+                    if let (Some(trace), Some(log)) = (trace, &self.traces) {
+                        let origin = trace.origin_for_rows(&batch);
+                        if origin >= from {
+                            log.add(trace.finish(origin, self.metrics.node as StageId, now));
+                        }
+                    }
                     for &e in entered.values().iter().filter(|e| **e >= from) {
                         self.latency.saturating_record((now - e).max(0) as u64);
                     }
                     if self.staging && entered.values().first().is_some_and(|e| *e >= from) {
-                        self.sample.add(entered.values());
+                        for &e in entered.values() {
+                            self.sample.add(e);
+                        }
                     }
                     if now - self.published_ns >= LATENCY_PUBLISH_NS {
                         self.publish_latency(now);
@@ -140,13 +135,13 @@ impl SinkStage {
                     // What came after the last barrier: an epoch of its own.
                     let epoch = self.last_epoch + 1;
                     let token = self.writer.pre_commit(epoch)?;
-                    self.taken = Some((epoch, token, std::mem::take(&mut self.sample)));
+                    self.taken = Some((epoch, token, self.take_sample()));
                 }
             }
             Message::Barrier(id) if self.staging => {
                 self.last_epoch = id;
                 let token = self.writer.pre_commit(id)?;
-                self.taken = Some((id, token, std::mem::take(&mut self.sample)));
+                self.taken = Some((id, token, self.take_sample()));
             }
             Message::Barrier(id) => {
                 self.last_epoch = id;

@@ -21,6 +21,7 @@ use crate::alignment::SourceAlignment;
 use crate::batching::BatchController;
 use crate::checkpoint::{Barriers, SourceProgress};
 use crate::metrics::OperatorMetrics;
+use crate::trace::{StageId, Trace, Traced};
 use crate::worker::StopHandle;
 
 /// How soon a source that is pending without a wake-up time is polled again.
@@ -70,6 +71,12 @@ pub struct SourceHead {
     /// The source's instances and this one's index among them, when they
     /// are kept within a drift of each other.
     pub alignment: Option<(Arc<SourceAlignment>, usize)>,
+    /// Trace one batch per this many ns (`trace.rs`); `None`: none.
+    pub trace_every_ns: Option<i64>,
+    /// The next batch read at or after this time is traced.
+    pub next_trace_ns: i64,
+    /// The trace of what the last step produced, until the task takes it.
+    pub traced: Traced,
 }
 
 impl SourceHead {
@@ -260,6 +267,17 @@ impl SourceHead {
                     .filter(|c| !c.is_empty())
                     .map(|c| c.value(c.len() - 1))
                     .unwrap_or(now);
+                if let Some(every) = self.trace_every_ns
+                    && now >= self.next_trace_ns
+                {
+                    self.next_trace_ns = now.saturating_add(every);
+                    // The oldest row: the batch's largest latency.
+                    let oldest = entered_column(&batch)
+                        .and_then(|c| c.values().iter().copied().min())
+                        .unwrap_or(now);
+                    let stage = self.metrics.node as StageId;
+                    self.traced = Some(Trace::start(oldest, stage, now));
+                }
                 out.push((0, Message::Data(batch)));
                 // Every batch, not only one that advances the watermark: a
                 // pending instance published +∞ and must now count again.
@@ -369,6 +387,9 @@ mod tests {
             exhausted: false,
             stop: StopHandle::default(),
             alignment: None,
+            trace_every_ns: None,
+            next_trace_ns: 0,
+            traced: None,
         }
     }
 

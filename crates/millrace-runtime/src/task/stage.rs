@@ -11,6 +11,7 @@ use millrace_core::{Emitter, Message, Operator, Result, Snapshot};
 use super::SinkStage;
 use crate::metrics::OperatorMetrics;
 use crate::output::OutputRouter;
+use crate::trace::StageId;
 
 /// One operator of a chain with its counters.
 pub struct ChainOp {
@@ -64,6 +65,16 @@ impl Stage {
             StageWork::Late(late) => &late.name,
             StageWork::Sink(sink) => &sink.name,
         }
+    }
+
+    /// Its stage in traces: its graph node's (`trace.rs`).
+    pub(super) fn trace_stage(&self) -> StageId {
+        let node = match &self.work {
+            StageWork::Operator(op) => op.metrics.node,
+            StageWork::Late(late) => late.metrics.node,
+            StageWork::Sink(sink) => sink.metrics.node,
+        };
+        node as StageId
     }
 }
 

@@ -12,6 +12,8 @@ mod prometheus;
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -25,7 +27,9 @@ use axum::routing::get;
 use hdrhistogram::Histogram;
 use history::History;
 
+use crate::runtime::trace::LatencyBreakdown;
 use crate::runtime::{LiveAttempt, LiveRun, OperatorSummary, RunSummary};
+use crate::summary_json::breakdown_json;
 use alerts::{Event, Rule, Signals};
 
 /// How often the sampler reads the latency histogram.
@@ -34,11 +38,13 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 pub const RECENT_WINDOW: Duration = Duration::from_secs(10);
 const RECENT_QUANTILES: [f64; 3] = [0.5, 0.99, 0.999];
 
-/// Latency percentiles over the last `window` (ns; empty without rows).
+/// Latency percentiles over the last `window` (ns; empty without rows),
+/// and what the traces of the window say the p50 and p99 were made of.
 #[derive(Debug, Clone)]
 pub struct RecentLatency {
     pub window: Duration,
     pub quantiles: Vec<(f64, u64)>,
+    pub breakdown: Option<LatencyBreakdown>,
 }
 
 /// Alert rules and where their events go (`alerts.rs`).
@@ -62,6 +68,9 @@ const ALERT_EVENTS_KEPT: usize = 50;
 
 struct Shared {
     pipeline: String,
+    /// The sampler has read the current attempt after it ended: nothing
+    /// it shows changes any more.
+    ended: AtomicBool,
     live: LiveRun,
     recent: Mutex<RecentLatency>,
     history: Mutex<History>,
@@ -94,10 +103,12 @@ impl Monitor {
             .map_err(|e| format!("live endpoint on {addr}: {e}"))?;
         let shared = Arc::new(Shared {
             pipeline: pipeline.to_string(),
+            ended: AtomicBool::new(false),
             live,
             recent: Mutex::new(RecentLatency {
                 window: RECENT_WINDOW,
                 quantiles: Vec::new(),
+                breakdown: None,
             }),
             history: Mutex::new(History::default()),
             alerts: Mutex::new(AlertBoard {
@@ -165,18 +176,28 @@ impl Drop for Monitor {
 
 /// Every `SAMPLE_EVERY` until told to stop: keeps the cumulative latency
 /// histograms of the last `RECENT_WINDOW` and publishes the percentiles of
-/// their difference (the rows of the window alone), adds a reading to the
-/// dashboard's history, and evaluates the alert rules.
+/// their difference (the rows of the window alone) and their breakdown,
+/// adds a reading to the dashboard's history, and evaluates the alert
+/// rules. Once an attempt has ended and been read once more, what it
+/// showed last stays: the last window of the run, not an empty one.
 fn sample(shared: &Shared, mut alerting: Alerting, stop: &mpsc::Receiver<()>) {
     let mut kept: VecDeque<(Arc<LiveAttempt>, Histogram<u64>)> = VecDeque::new();
     let samples = (RECENT_WINDOW.as_millis() / SAMPLE_EVERY.as_millis()) as usize + 1;
     let mut previous: Option<RunSummary> = None;
+    // The last attempt read had ended by then.
+    let mut ended_when_read = false;
     let webhook = alerting
         .webhook
         .clone()
         .and_then(|url| Webhook::start(url, &shared.pipeline));
     loop {
-        if let Some(attempt) = shared.live.attempt() {
+        let attempt = shared.live.attempt();
+        let read_since_end = |a: &Arc<LiveAttempt>| {
+            kept.back().is_some_and(|(k, _)| Arc::ptr_eq(k, a)) && ended_when_read
+        };
+        if let Some(attempt) = attempt.filter(|a| !read_since_end(a)) {
+            ended_when_read = attempt.has_ended();
+            shared.ended.store(ended_when_read, Relaxed);
             // A restart starts its counters again: so does the window.
             let mut history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
             if kept.back().is_some_and(|(a, _)| !Arc::ptr_eq(a, &attempt)) {
@@ -201,11 +222,10 @@ fn sample(shared: &Shared, mut alerting: Alerting, stop: &mpsc::Receiver<()>) {
                 }
             }
             previous = Some(summary);
-            shared
-                .recent
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .quantiles = quantiles;
+            let breakdown = recent_breakdown(&attempt, &quantiles);
+            let mut recent = shared.recent.lock().unwrap_or_else(|e| e.into_inner());
+            recent.quantiles = quantiles;
+            recent.breakdown = breakdown;
         }
         match stop.recv_timeout(SAMPLE_EVERY) {
             Err(RecvTimeoutError::Timeout) => {}
@@ -380,6 +400,17 @@ fn post(url: &str, body: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The recent p50 and p99 explained by the traces that finished in the
+/// recent window (`None` when the run does not trace or had no rows).
+fn recent_breakdown(attempt: &LiveAttempt, quantiles: &[(f64, u64)]) -> Option<LatencyBreakdown> {
+    let log = attempt.traces.as_ref()?;
+    let at = |q: f64| quantiles.iter().find(|(k, _)| *k == q).map(|(_, ns)| *ns);
+    let (p50, p99) = (at(0.5)?, at(0.99)?);
+    let window = RECENT_WINDOW.as_nanos() as i64;
+    let traces = log.since(attempt.now_ns().saturating_sub(window));
+    Some(LatencyBreakdown::new(log, &traces, p50, p99))
+}
+
 /// Percentiles of the newest cumulative histogram minus the oldest kept.
 fn recent(kept: &VecDeque<(Arc<LiveAttempt>, Histogram<u64>)>) -> Vec<(f64, u64)> {
     let (Some((_, oldest)), Some((_, newest))) = (kept.front(), kept.back()) else {
@@ -458,12 +489,22 @@ async fn state(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
                 .collect::<Vec<_>>(),
         })
     };
+    let breakdown = {
+        let recent = shared.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = recent.breakdown.as_ref().map(breakdown_json);
+        if let Some(serde_json::Value::Object(fields)) = &mut b {
+            fields.insert("window_s".into(), RECENT_WINDOW.as_secs().into());
+        }
+        b
+    };
     let body = serde_json::json!({
         "pipeline": shared.pipeline,
         "graph": graph,
         "restarts": shared.live.restarts(),
         "readings": readings,
         "alerts": alerts,
+        "ended": shared.ended.load(Relaxed),
+        "breakdown": breakdown,
     });
     (
         [(header::CONTENT_TYPE, "application/json")],

@@ -3,6 +3,7 @@
 //! gigabytes of disk on a cold build. Run one module with
 //! `cargo test -p millrace --test integration <module>::`.
 
+mod breakdown;
 mod chaos;
 mod checkpoints;
 mod cli;

@@ -402,18 +402,22 @@ fn the_dashboard_in_a_browser_shows_the_dataflow_and_the_counts_of_metrics() {
              ON tumble(b.date_time, INTERVAL '10' SECOND) = m.window AND b.price = m.price;",
     )
     .unwrap();
-    let monitor = Monitor::start("127.0.0.1:0", "browser", job.live(), Default::default()).unwrap();
+    let live = job.live();
+    let monitor =
+        Monitor::start("127.0.0.1:0", "browser", live.clone(), Default::default()).unwrap();
     let summary = job.run().unwrap();
-    // The sampler reads once a second: wait for a reading of the final counts.
+    // The sampler reads once a second: wait for its reading of the ended
+    // run, after which nothing it shows changes.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let state: serde_json::Value =
             serde_json::from_str(&fetch(monitor.addr(), "/api/state").1).unwrap();
         let last = state["readings"].as_array().unwrap().last().cloned();
-        if last.is_some_and(|r| r["events"].as_u64() == Some(summary.events)) {
+        if state["ended"] == true {
+            assert_eq!(last.unwrap()["events"].as_u64(), Some(summary.events));
             break;
         }
-        assert!(Instant::now() < deadline, "no reading of the final counts");
+        assert!(Instant::now() < deadline, "no reading of the ended run");
         // The sampler reads once a second; no need to ask much more often.
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -470,6 +474,49 @@ fn the_dashboard_in_a_browser_shows_the_dataflow_and_the_counts_of_metrics() {
         let metric: f64 = exact.iter().map(|s| s.value).sum();
         assert_eq!(cell.parse::<f64>().unwrap(), metric, "{}", op.name);
     }
+    // The latency breakdown: the page's stages are /metrics' stages, and
+    // every row that reached a sink traced is counted.
+    let traced = live.attempt().unwrap().traces.as_ref().unwrap().finished();
+    assert!(traced > 0);
+    assert_eq!(
+        one(&samples, "millrace_latency_traced_rows_total") as u64,
+        traced
+    );
+    let breakdown = "millrace_latency_breakdown_seconds";
+    let mut metric_stages: Vec<String> = (samples.iter())
+        .filter(|s| s.name == breakdown)
+        .map(|s| format!("{}|{}", s.labels["stage"], s.labels["kind"]))
+        .collect();
+    metric_stages.sort();
+    metric_stages.dedup();
+    assert!(
+        metric_stages.iter().any(|s| s.ends_with("|sink")),
+        "{metric_stages:?}"
+    );
+    let mut page_stages: Vec<String> = dom
+        .match_indices("<tr data-stage=\"")
+        .map(|(at, marker)| {
+            let rest = &dom[at + marker.len()..];
+            let stage = &rest[..rest.find('"').unwrap()];
+            let kind = text_between(rest, "data-kind=\"", "\"");
+            format!("{}|{kind}", html_unescaped(stage))
+        })
+        .collect();
+    page_stages.sort();
+    assert_eq!(page_stages, metric_stages);
+}
+
+/// The text of `dom` after the first `start` up to the next `end`.
+fn text_between<'a>(dom: &'a str, start: &str, end: &str) -> &'a str {
+    let from = dom.find(start).unwrap() + start.len();
+    &dom[from..from + dom[from..].find(end).unwrap()]
+}
+
+fn html_unescaped(text: &str) -> String {
+    text.replace("&gt;", ">")
+        .replace("&lt;", "<")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
 }
 
 /// A local webhook receiver: every POST body, answered 200.
