@@ -65,7 +65,8 @@ pub enum GateEvent {
     Watermark(Watermark, Traced),
     Barrier(BarrierId),
     Idle,
-    End,
+    /// Every input ended; traced when the last end to arrive was.
+    End(Traced),
 }
 
 pub struct InputGate {
@@ -195,7 +196,7 @@ impl InputGate {
                 self.channels[c].watermark = i64::MAX;
                 if self.channels.iter().all(|ch| ch.ended) {
                     self.ended = true;
-                    self.ready.push_back(GateEvent::End);
+                    self.ready.push_back(GateEvent::End(trace));
                     return;
                 }
                 // One fewer input to wait for: an alignment, the minimum
@@ -319,7 +320,7 @@ mod tests {
                 GateEvent::Watermark(w, _) => format!("wm:{}@{}", w.time_ms, w.entered_ns),
                 GateEvent::Barrier(b) => format!("barrier:{b}"),
                 GateEvent::Idle => "idle".into(),
-                GateEvent::End => "end".into(),
+                GateEvent::End(_) => "end".into(),
             })
             .collect()
     }

@@ -85,7 +85,7 @@ impl OutputRouter {
                 self.resuming |= matches!(control, Message::Idle);
                 for t in 0..self.targets.len() {
                     self.release(t);
-                    self.held[t].push_back((control.clone(), None));
+                    self.held[t].push_back((control.clone(), trace.clone()));
                 }
                 Ok(())
             }

@@ -647,6 +647,7 @@ impl TaskBuilder<'_> {
                 .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
             next_trace_ns: 0,
             traced: None,
+            last_entered_ns: i64::MIN,
         };
         if let Some(c) = self.checkpoints
             && c.restored.checkpoint.is_some()

@@ -123,9 +123,9 @@ impl Trace {
         t
     }
 
-    /// The copy `msg` carries when it leaves with this trace: data and
-    /// watermarks only (control messages explain no latency), each
-    /// following the row [`Self::origin_for`] names.
+    /// The copy `msg` carries when it leaves with this trace: data,
+    /// watermarks and the end only (barriers and idleness make nothing
+    /// final), each following the row [`Self::origin_for`] names.
     pub fn for_message(&self, msg: &Message) -> Traced {
         let origin_ns = self.origin_for(msg)?;
         Some(Box::new(Trace {
@@ -139,12 +139,14 @@ impl Trace {
     /// before the row this trace follows (rows merged with older ones
     /// that took another path). So results a watermark made final follow
     /// the row that closed them, like their latency, and rows that lost
-    /// the traced row to a filter follow the oldest that is left.
+    /// the traced row to a filter follow the oldest that is left. The
+    /// end: the row it was traced from (`SourceHead::end`).
     pub fn origin_for(&self, msg: &Message) -> Option<i64> {
         match msg {
             Message::Data(batch) => Some(self.origin_for_rows(batch)),
             Message::Watermark(wm) => Some(wm.entered_ns),
-            _ => None,
+            Message::End => Some(self.origin_ns),
+            Message::Barrier(_) | Message::Idle => None,
         }
     }
 
@@ -461,7 +463,7 @@ mod tests {
     }
 
     #[test]
-    fn a_watermark_follows_the_row_that_advanced_it_and_control_carries_nothing() {
+    fn a_watermark_follows_the_row_that_advanced_it_and_barriers_carry_nothing() {
         let t = Trace::start(1_000, 0, 1_500);
         let wm = Message::Watermark(Watermark {
             time_ms: 7,
@@ -469,7 +471,8 @@ mod tests {
         });
         assert_eq!(t.for_message(&wm).unwrap().origin_ns(), 1_200);
         assert!(t.for_message(&Message::Barrier(3)).is_none());
-        assert!(t.for_message(&Message::End).is_none());
+        assert!(t.for_message(&Message::Idle).is_none());
+        assert_eq!(t.for_message(&Message::End).unwrap().origin_ns(), 1_000);
     }
 
     fn rows_entered_at(entered: &[i64]) -> RecordBatch {

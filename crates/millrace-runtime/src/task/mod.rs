@@ -561,7 +561,10 @@ impl Task for DataflowTask {
                             (0, Message::Barrier(id))
                         }
                         GateEvent::Idle => (0, Message::Idle),
-                        GateEvent::End => (0, Message::End),
+                        GateEvent::End(traced) => {
+                            trace = traced;
+                            (0, Message::End)
+                        }
                     }),
                 },
             }

@@ -77,6 +77,9 @@ pub struct SourceHead {
     pub next_trace_ns: i64,
     /// The trace of what the last step produced, until the task takes it.
     pub traced: Traced,
+    /// When the newest row of the last batch read entered (`i64::MIN`:
+    /// none read yet): the end of input is traced from it.
+    pub last_entered_ns: i64,
 }
 
 impl SourceHead {
@@ -167,6 +170,19 @@ impl SourceHead {
         Ok(())
     }
 
+    /// Ends the stream. With tracing on, the end is traced from the newest
+    /// row read: the results it makes final (windows still open) count
+    /// their latency from the newest row their operator saw.
+    fn end(&mut self, out: &mut Vec<(usize, Message)>) {
+        self.exhausted = true;
+        self.publish(i64::MAX);
+        out.push((0, Message::End));
+        if self.trace_every_ns.is_some() && self.last_entered_ns != i64::MIN {
+            let stage = self.metrics.node as StageId;
+            self.traced = Some(Trace::start(self.last_entered_ns, stage, now_ns()));
+        }
+    }
+
     /// Produces the next messages, or says when to come back. `clock` is
     /// the time the step started; a read moves it to when the read ended.
     pub(super) fn step(
@@ -204,9 +220,7 @@ impl SourceHead {
                 // before the end.
                 return Ok(Some(Some(now_ns() + ALIGNMENT_RETRY_NS)));
             }
-            self.exhausted = true;
-            self.publish(i64::MAX);
-            out.push((0, Message::End));
+            self.end(out);
             return Ok(None);
         }
         if let Some(at) = self.resume_at_ns {
@@ -267,6 +281,7 @@ impl SourceHead {
                     .filter(|c| !c.is_empty())
                     .map(|c| c.value(c.len() - 1))
                     .unwrap_or(now);
+                self.last_entered_ns = entered;
                 if let Some(every) = self.trace_every_ns
                     && now >= self.next_trace_ns
                 {
@@ -331,9 +346,7 @@ impl SourceHead {
                 Ok(Some(wake_at_ns))
             }
             SourcePoll::Exhausted => {
-                self.exhausted = true;
-                self.publish(i64::MAX);
-                out.push((0, Message::End));
+                self.end(out);
                 Ok(None)
             }
         }
@@ -390,6 +403,7 @@ mod tests {
             trace_every_ns: None,
             next_trace_ns: 0,
             traced: None,
+            last_entered_ns: i64::MIN,
         }
     }
 

@@ -199,11 +199,11 @@ fn every_stage_on_the_path_gets_its_own_time_and_the_shares_add_up_to_the_latenc
 }
 
 /// Window results count their latency from the row whose watermark made
-/// them final, and so do their traces: every window the watermark closes is
-/// traced (whatever the sampling interval), through the window operator,
-/// and each trace's total is a latency the sink recorded, whether the
-/// closing batch was sampled (its trace follows its oldest row) or traced
-/// for closing a window.
+/// them final (the newest row, for those the end of input made final), and
+/// so do their traces: every window is traced (whatever the sampling
+/// interval), through the window operator, and each trace's total is a
+/// latency the sink recorded, whether the closing batch was sampled (its
+/// trace follows its oldest row) or traced for closing a window.
 #[test]
 fn window_results_are_explained_from_the_row_that_closed_them() {
     // Every batch sampled; then none but those whose watermark closes one.
@@ -230,8 +230,8 @@ fn windows_traced(every: Duration) {
     let attempt = live.attempt().unwrap();
     let (traces, latency) = traces_and_latency(&attempt);
     // Windows of 500 ms over event times 0..1900: [0, 500) … [1500, 2000),
-    // the last made final by the end of input, not a watermark.
-    let closed_by_watermarks = 3;
+    // three closed by the watermark, the last by the end of the input
+    // (traced from the newest row read).
     let windows = traces
         .iter()
         .filter(|t| {
@@ -239,7 +239,7 @@ fn windows_traced(every: Duration) {
                 .any(|(name, kind)| name.starts_with("window") && *kind == StageKind::Operator)
         })
         .count();
-    assert_eq!(windows, closed_by_watermarks, "{traces:?}");
+    assert_eq!(windows, 4, "{traces:?}");
     for t in &traces {
         assert_eq!(path(&attempt, t)[0].1, StageKind::Source);
         assert_eq!(path(&attempt, t).last().unwrap().1, StageKind::Sink);
