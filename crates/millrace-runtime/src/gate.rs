@@ -461,4 +461,41 @@ mod tests {
         c[0].try_send(data(1), None, 0).unwrap();
         assert_eq!(drain(&mut g), Vec::<String>::new(), "nothing after end");
     }
+
+    /// A watermark that moves the minimum forwards its own trace (the one
+    /// results it makes final follow), stamped by the channel it came
+    /// through; one that does not move it forwards nothing; traced rows
+    /// keep their trace.
+    #[test]
+    fn the_watermark_that_moves_the_minimum_forwards_its_trace() {
+        use crate::trace::Trace;
+        let (c, mut gate) = gate(2);
+        let traced = |origin| Some(Trace::start(origin, 5, origin + 1));
+        c[0].try_send(wm(100), traced(1), 2).unwrap();
+        c[1].try_send(data(7), traced(3), 4).unwrap();
+        c[1].try_send(wm(50), traced(5), 6).unwrap();
+        let events: Vec<GateEvent> = std::iter::from_fn(|| gate.next_event()).collect();
+        let [
+            GateEvent::Data {
+                trace: Some(rows), ..
+            },
+            GateEvent::Watermark(w, Some(closing)),
+        ] = &events[..]
+        else {
+            panic!("{events:?}")
+        };
+        assert_eq!(rows.origin_ns(), 3);
+        assert_eq!(w.time_ms, 50);
+        assert_eq!(closing.origin_ns(), 5, "the trace of the watermark at 50");
+        let stages: Vec<_> = closing.stamps().iter().map(|s| s.0).collect();
+        assert_eq!(stages, [5, 0, 1], "read, then both ends of its channel");
+        // 100 on input 0 came first and moved nothing: its trace is gone.
+        c[1].try_send(wm(80), traced(9), 10).unwrap();
+        let [GateEvent::Watermark(w, Some(closing))] =
+            &std::iter::from_fn(|| gate.next_event()).collect::<Vec<_>>()[..]
+        else {
+            panic!("one watermark")
+        };
+        assert_eq!((w.time_ms, closing.origin_ns()), (80, 9));
+    }
 }

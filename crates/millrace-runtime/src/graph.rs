@@ -112,10 +112,11 @@ impl PipelineConfig {
 pub const DEFAULT_BATCH_SIZE: usize = 1024;
 
 /// How often a source instance traces a batch unless `latency_breakdown`
-/// is set: often enough that window results (made final by one watermark
-/// each) are often traced, rare enough to cost nothing measurable
-/// (docs/observability.md).
-pub const DEFAULT_TRACE_INTERVAL: Duration = Duration::from_millis(1);
+/// is set: a thousand traces per instance in the 10 s the live breakdown
+/// explains, enough for a cohort near its p99, and too few to cost
+/// anything measurable (docs/observability.md). Window results are traced
+/// apart from it (`DataflowTask::trace_closing_watermark`).
+pub const DEFAULT_TRACE_INTERVAL: Duration = Duration::from_millis(10);
 
 impl Default for PipelineConfig {
     fn default() -> Self {

@@ -18,7 +18,7 @@ use crate::batching::CostFit;
 use crate::channel::Channel;
 use crate::coalesce::{ExchangeBatching, Pending};
 use crate::exchange::{Partitioning, hash_partition};
-use crate::trace::Traced;
+use crate::trace::{Traced, oldest_entered};
 
 pub struct OutputRouter {
     targets: Vec<Arc<Channel>>,
@@ -58,7 +58,10 @@ impl OutputRouter {
     }
 
     /// Routes one message with its trace (nothing is sent yet; call
-    /// [`Self::flush`]). Every part of a traced batch carries the trace.
+    /// [`Self::flush`]). Of a batch cut into parts, the part holding its
+    /// oldest row carries the trace (the row it follows, if still there);
+    /// of a broadcast batch, the copy to the first target. A watermark or
+    /// the end carries it to every target: each may make results final.
     pub fn send(&mut self, msg: Message, trace: Traced, now_ns: i64) -> Result<()> {
         match msg {
             Message::Data(batch) => {
@@ -70,9 +73,12 @@ impl OutputRouter {
                 for t in 0..self.targets.len() {
                     // Behind pending rows it waits with them, unless it can
                     // change something at the consumer: then they all leave.
-                    if !self.pending[t].hold_watermark(wm, trace.clone()) {
+                    if self.pending[t].is_empty() {
                         self.held[t].push_back((Message::Watermark(wm), trace.clone()));
-                    } else if wm.time_ms >= self.targets[t].interest() {
+                        continue;
+                    }
+                    self.pending[t].hold_watermark(wm, trace.clone());
+                    if wm.time_ms >= self.targets[t].interest() {
                         self.release(t);
                     }
                 }
@@ -102,17 +108,28 @@ impl OutputRouter {
                 self.stage(t, batch, trace, now_ns);
             }
             Partitioning::Broadcast => {
+                let mut trace = trace;
                 for t in 0..n {
-                    self.stage(t, batch.clone(), trace.clone(), now_ns);
+                    self.stage(t, batch.clone(), trace.take(), now_ns);
                 }
             }
             Partitioning::Hash(_) => {
-                for (t, part) in hash_partition(&batch, &self.key_indices, n)?
-                    .into_iter()
-                    .enumerate()
-                {
+                let parts = hash_partition(&batch, &self.key_indices, n)?;
+                let traced = trace.as_ref().and_then(|_| {
+                    (parts.iter().enumerate())
+                        .filter_map(|(t, p)| Some((t, oldest_entered(p.as_ref()?)?)))
+                        .min_by_key(|(_, oldest)| *oldest)
+                        .map(|(t, _)| t)
+                });
+                let mut trace = trace;
+                for (t, part) in parts.into_iter().enumerate() {
                     if let Some(part) = part {
-                        self.stage(t, part, trace.clone(), now_ns);
+                        let trace = if traced == Some(t) {
+                            trace.take()
+                        } else {
+                            None
+                        };
+                        self.stage(t, part, trace, now_ns);
                     }
                 }
             }
@@ -261,6 +278,7 @@ mod tests {
     use super::*;
     use crate::batching::BatchPolicy;
     use crate::coalesce::ExchangeBatchingMode;
+    use crate::trace::Trace;
 
     /// With a 1 ms target an exchange that always merges lingers 50 µs.
     const LINGER: i64 = 50_000;
@@ -411,5 +429,108 @@ mod tests {
             r.flush(false, 0);
             assert_eq!(drain(&c), [vec![1], vec![-5], vec![2]], "{mode:?}");
         }
+    }
+
+    // ── traces ──────────────────────────────────────────────────────────
+
+    /// Rows `0..n` with key = row and entered = `entered + row`.
+    fn entered_rows(n: i64, entered: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        let keys = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..n))]);
+        let entered = Int64Array::from_iter_values((0..n).map(|i| entered + i));
+        millrace_core::attach_entered(&keys.unwrap(), entered).unwrap()
+    }
+
+    fn channel_of(rows: usize, stage: crate::trace::StageId) -> Arc<Channel> {
+        let capacity = crate::channel::ChannelCapacity {
+            rows,
+            ..Default::default()
+        };
+        let waker = crate::worker::WorkerWaker::default;
+        Arc::new(Channel::new(
+            capacity,
+            waker(),
+            waker(),
+            "up".into(),
+            "down".into(),
+            "e".into(),
+            stage,
+        ))
+    }
+
+    type Stamps = Vec<(crate::trace::StageId, i64)>;
+
+    /// Each message taken from `c`: its rows and its trace's stamps.
+    fn traces_in(c: &Channel) -> Vec<(usize, Option<Stamps>)> {
+        std::iter::from_fn(|| c.try_recv())
+            .map(|(m, t)| (m.rows(), t.map(|t| t.stamps().to_vec())))
+            .collect()
+    }
+
+    /// Of a batch split by key, only the part holding its oldest row
+    /// carries the trace: one sample stays one trace.
+    #[test]
+    fn a_split_batch_gives_its_trace_to_the_part_holding_its_oldest_row() {
+        let channels = [channel_of(1024, 10), channel_of(1024, 20)];
+        let policy = BatchPolicy::Fixed(1024);
+        let mut r = OutputRouter::new(
+            channels.to_vec(),
+            Partitioning::Hash(vec!["k".into()]),
+            vec![0],
+            ExchangeBatching::new(policy, ExchangeBatchingMode::Off, 0),
+        );
+        let batch = entered_rows(64, 1_000);
+        let oldest_key_at = hash_partition(&batch.slice(0, 1), &[0], 2).unwrap()[0].is_some();
+        r.send(
+            Message::Data(batch),
+            Some(Trace::start(1_000, 1, 2_000)),
+            3_000,
+        )
+        .unwrap();
+        assert!(r.flush(false, 4_000));
+        let (with, without) = if oldest_key_at { (0, 1) } else { (1, 0) };
+        let traced = traces_in(&channels[with]);
+        assert_eq!(traced.len(), 1);
+        assert_eq!(
+            traced[0].1.as_deref(),
+            Some(&[(1, 2_000), (with as u32 * 10 + 10, 4_000)][..])
+        );
+        assert!(
+            traces_in(&channels[without])
+                .iter()
+                .all(|(_, t)| t.is_none())
+        );
+    }
+
+    /// A batch cut to fit the channel gives its trace to the first slice;
+    /// a refused send is stamped once, when a channel accepts it.
+    #[test]
+    fn a_trace_goes_with_the_first_slice_and_is_stamped_when_accepted() {
+        let c = channel_of(4, 7);
+        let policy = BatchPolicy::Fixed(1024);
+        let mut r = OutputRouter::new(
+            vec![c.clone()],
+            Partitioning::Forward,
+            vec![],
+            ExchangeBatching::new(policy, ExchangeBatchingMode::Off, 0),
+        );
+        r.send(Message::Data(entered_rows(4, 0)), None, 0).unwrap();
+        assert!(r.flush(false, 1));
+        r.send(
+            Message::Data(entered_rows(6, 100)),
+            Some(Trace::start(100, 1, 150)),
+            200,
+        )
+        .unwrap();
+        assert!(!r.flush(false, 300), "the channel is full");
+        assert_eq!(traces_in(&c), [(4, None)]);
+        assert!(!r.flush(false, 400), "the second slice waits");
+        assert_eq!(
+            traces_in(&c),
+            [(4, Some(vec![(1, 150), (7, 400)]))],
+            "the first slice, stamped by the send that was accepted"
+        );
+        assert!(r.flush(false, 500));
+        assert_eq!(traces_in(&c), [(2, None)]);
     }
 }

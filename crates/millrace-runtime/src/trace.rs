@@ -5,19 +5,23 @@
 //! (`PipelineConfig::latency_breakdown`) with a [`Trace`]: the row it
 //! follows (the batch's oldest, whose latency is the batch's largest) and
 //! a stamp each time the batch, or what the stages make of it, passes a
-//! stage. The stages, in path order:
+//! stage. It also marks the batch whose watermark closes a window
+//! (`DataflowTask::trace_closing_watermark`) and the end of its input.
+//! The stages, in path order:
 //!
 //! * **source**: from the row's entered time to the end of the read that
 //!   batched it (waiting to be read, and the read);
 //! * **operator** / **sink**: from the previous stamp to the end of its
 //!   call (a sink: to when it took the rows, when latency is recorded);
 //! * **exchange**: from the end of the sending stage to the moment the
-//!   channel accepted the message (a coalescing exchange's linger, or a
-//!   full channel holding it back);
+//!   channel accepted the message (the task's later fused stages, which
+//!   run before it sends, then a coalescing exchange's linger, or a full
+//!   channel holding it back);
 //! * **channel**: from then until the receiving task took it.
 //!
 //! The stamps are consecutive, so a finished trace's parts add up to its
-//! total exactly, and that total is the latency of the row it follows.
+//! total exactly, and that total is the latency of the row it follows (see
+//! [`Trace::origin_for`] for which row that is after filters and merges).
 //! Traces ride beside the messages (channels, exchanges and input gates
 //! carry a [`Traced`] with each), never inside the batches; operators do
 //! not see them. What a stage emits while handling a traced message
@@ -31,7 +35,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use arrow::record_batch::RecordBatch;
 use millrace_core::{Message, entered_column};
@@ -118,9 +122,13 @@ impl Trace {
 
     /// This trace with `stage` left at `at_ns` added.
     pub fn stamped(&self, stage: StageId, at_ns: i64) -> Box<Trace> {
-        let mut t = Box::new(self.clone());
-        t.stamp(stage, at_ns);
-        t
+        let mut stamps = Vec::with_capacity(STAMPS.max(self.stamps.len() + 1));
+        stamps.extend_from_slice(&self.stamps);
+        stamps.push((stage, at_ns));
+        Box::new(Trace {
+            origin_ns: self.origin_ns,
+            stamps,
+        })
     }
 
     /// The copy `msg` carries when it leaves with this trace: data,
@@ -152,12 +160,16 @@ impl Trace {
 
     /// [`Self::origin_for`] rows.
     pub fn origin_for_rows(&self, batch: &RecordBatch) -> i64 {
-        let oldest = entered_column(batch).and_then(|c| c.values().iter().copied().min());
-        oldest.map_or(self.origin_ns, |o| o.max(self.origin_ns))
+        oldest_entered(batch).map_or(self.origin_ns, |o| o.max(self.origin_ns))
     }
 
     pub fn origin_ns(&self) -> i64 {
         self.origin_ns
+    }
+
+    /// Each stage passed so far and when it was left.
+    pub fn stamps(&self) -> &[(StageId, i64)] {
+        &self.stamps
     }
 
     /// The path of the row that entered at `origin_ns` (`origin_for_rows`
@@ -184,6 +196,12 @@ impl Trace {
     }
 }
 
+/// When the oldest row of `batch` entered (`None` without rows or an
+/// entered column).
+pub fn oldest_entered(batch: &RecordBatch) -> Option<i64> {
+    entered_column(batch).and_then(|c| c.values().iter().copied().min())
+}
+
 /// A trace that reached a sink: its row's latency, stage by stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinishedTrace {
@@ -195,8 +213,10 @@ pub struct FinishedTrace {
     pub parts: Vec<(StageId, u64)>,
 }
 
-/// How many recent traces the live endpoint can look back over.
-const RECENT: usize = 8192;
+/// How many recent traces the live endpoint can look back over: the last
+/// 10 s at the default sampling for 16 source instances (more instances,
+/// or a shorter interval, shorten how far back it reaches).
+const RECENT: usize = 16_384;
 
 /// How many traces of the whole run are kept for its summary (at most
 /// twice this; thinned evenly over the run as it grows).
@@ -204,15 +224,15 @@ const WHOLE_RUN: usize = 4096;
 
 /// The finished traces of one run attempt: the latest ones and an even
 /// sample of the whole run. Sinks add a few per sampling interval each;
-/// readers copy what they need.
+/// readers take shared pointers, so a sink never waits for a copy.
 pub struct TraceLog {
     pub stages: TraceStages,
     inner: Mutex<LogInner>,
 }
 
 struct LogInner {
-    recent: VecDeque<FinishedTrace>,
-    run: ThinnedSample<FinishedTrace>,
+    recent: VecDeque<Arc<FinishedTrace>>,
+    run: ThinnedSample<Arc<FinishedTrace>>,
     finished: u64,
 }
 
@@ -233,6 +253,7 @@ impl TraceLog {
     }
 
     pub fn add(&self, trace: FinishedTrace) {
+        let trace = Arc::new(trace);
         let mut log = self.lock();
         log.finished += 1;
         if log.recent.len() == RECENT {
@@ -247,15 +268,19 @@ impl TraceLog {
         self.lock().finished
     }
 
-    /// The kept traces that finished at or after `since_ns`.
-    pub fn since(&self, since_ns: i64) -> Vec<FinishedTrace> {
+    /// The kept traces that finished at or after `since_ns`. Sinks on
+    /// different workers add them in nearly but not exactly the order
+    /// they finished: all are looked at.
+    pub fn since(&self, since_ns: i64) -> Vec<Arc<FinishedTrace>> {
         let log = self.lock();
-        let first = log.recent.partition_point(|t| t.at_ns < since_ns);
-        log.recent.range(first..).cloned().collect()
+        (log.recent.iter())
+            .filter(|t| t.at_ns >= since_ns)
+            .cloned()
+            .collect()
     }
 
     /// An even sample of the run's traces.
-    pub fn whole_run(&self) -> Vec<FinishedTrace> {
+    pub fn whole_run(&self) -> Vec<Arc<FinishedTrace>> {
         self.lock().run.kept.clone()
     }
 }
@@ -303,11 +328,11 @@ impl Breakdown {
 /// path; averaging the few paths nearest that value says what a row at
 /// that latency typically went through, and the shares add up to the
 /// latency they explain (per-stage percentiles would not).
-pub fn explain(traces: &[FinishedTrace], latency_ns: u64) -> Option<Breakdown> {
+pub fn explain(traces: &[Arc<FinishedTrace>], latency_ns: u64) -> Option<Breakdown> {
     if traces.is_empty() {
         return None;
     }
-    let mut order: Vec<&FinishedTrace> = traces.iter().collect();
+    let mut order: Vec<&FinishedTrace> = traces.iter().map(|t| t.as_ref()).collect();
     order.sort_by_key(|t| t.total_ns.abs_diff(latency_ns));
     let band = (latency_ns as f64 * COHORT_BAND) as u64;
     let near = order
@@ -350,7 +375,7 @@ pub struct LatencyBreakdown {
 
 impl LatencyBreakdown {
     /// Explains `p50` and `p99` by `traces` (traces of `log`).
-    pub fn new(log: &TraceLog, traces: &[FinishedTrace], p50: u64, p99: u64) -> Self {
+    pub fn new(log: &TraceLog, traces: &[Arc<FinishedTrace>], p50: u64, p99: u64) -> Self {
         LatencyBreakdown {
             stages: log.stages.clone(),
             traced: log.finished(),
@@ -428,8 +453,6 @@ impl fmt::Display for LatencyBreakdown {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use arrow::array::Int64Array;
     use arrow::datatypes::{DataType, Field, Schema};
     use millrace_core::{Watermark, attach_entered};
@@ -502,6 +525,10 @@ mod tests {
         }
     }
 
+    fn shared(traces: Vec<FinishedTrace>) -> Vec<Arc<FinishedTrace>> {
+        traces.into_iter().map(Arc::new).collect()
+    }
+
     /// The nearest traces to the latency asked about, not the largest or
     /// the first, explain it; their shares are averaged per stage.
     #[test]
@@ -510,6 +537,7 @@ mod tests {
         // Twenty traces near 10 µs, all but 1 µs of it in stage 3.
         traces.extend((0..20).map(|i| finished(9_990 + i, 9_000 + i)));
         traces.push(finished(1_000_000, 0));
+        let traces = shared(traces);
         let b = explain(&traces, 10_000).unwrap();
         assert_eq!(b.traces, COHORT);
         assert!(b.min_ns >= 9_990 && b.max_ns <= 10_009, "{b:?}");

@@ -103,6 +103,7 @@ pub fn breakdown_json(b: &LatencyBreakdown) -> Value {
                 let s = b.stages.get(*stage);
                 json!({
                     "stage": s.map(|s| s.name.as_str()),
+                    "stage_id": stage,
                     "kind": s.map(|s| s.kind.as_str()),
                     "ns": ns,
                 })

@@ -109,6 +109,9 @@ pub struct DataflowTask {
     interest_after: Vec<i64>,
     /// Set when the run checkpoints.
     checkpoint: Option<Checkpointing>,
+    /// The last boundary a closing watermark was traced at
+    /// (`Self::trace_closing_watermark`).
+    traced_boundary: i64,
 }
 
 /// What a task of a checkpointing run needs to acknowledge barriers.
@@ -169,6 +172,7 @@ impl DataflowTask {
             last_reader,
             interest_after: Vec::new(),
             checkpoint: None,
+            traced_boundary: i64::MIN,
         }
     }
 
@@ -310,8 +314,8 @@ impl DataflowTask {
             if let StageWork::Late(late) = &self.stages[s].work {
                 let from = reads.expect("a late output reads its operator's stage");
                 let out = pass_late(late, &self.late_emitted[from]);
-                self.stage_traces[s] =
-                    read_trace.map(|t| t.stamped(late.metrics.node as _, *clock));
+                let stage = self.stages[s].trace_stage();
+                self.stage_traces[s] = read_trace.map(|t| t.stamped(stage, *clock));
                 self.finish_stage(s, out, read_later, *clock)?;
                 continue;
             }
@@ -345,7 +349,9 @@ impl DataflowTask {
                     Vec::new()
                 }
             };
-            if let Some(t) = read_trace {
+            // A sink emits nothing: its trace is finished where it
+            // delivers.
+            if let (Some(t), false) = (read_trace, matches!(stage.work, StageWork::Sink(_))) {
                 self.stage_traces[s] = Some(t.stamped(stage.trace_stage(), *clock));
             }
             self.finish_stage(s, out, read_later, *clock)?;
@@ -444,8 +450,10 @@ impl DataflowTask {
     /// A trace for a source step that `trace_every_ns` did not sample but
     /// whose watermark reaches what a node behind it waits for (a window
     /// to close, say): the results it makes final are then always
-    /// explained, however rare they are. `read_ns`: when the step's read
-    /// ended.
+    /// explained, however rare they are. Once per such boundary: until the
+    /// nodes behind say what they wait for next, later watermarks reach it
+    /// too. Nodes that do not say (`i64::MIN`: every watermark may matter)
+    /// get sampled traces only. `read_ns`: when the step's read ended.
     fn trace_closing_watermark(&mut self, items: &[(usize, Message)], read_ns: i64) -> Traced {
         let Head::Source(src) = &self.head else {
             return None;
@@ -460,9 +468,10 @@ impl DataflowTask {
         let interest = (self.head_routers.iter())
             .map(OutputRouter::interest)
             .fold(fused, i64::min);
-        if wm.time_ms < interest {
+        if interest == i64::MIN || interest == self.traced_boundary || wm.time_ms < interest {
             return None;
         }
+        self.traced_boundary = interest;
         // It follows the row that advanced the watermark: the newest read
         // with it, which the rows follow too (`Trace::origin_for`).
         Some(Trace::start(wm.entered_ns, stage, read_ns))

@@ -21,7 +21,7 @@ use crate::alignment::SourceAlignment;
 use crate::batching::BatchController;
 use crate::checkpoint::{Barriers, SourceProgress};
 use crate::metrics::OperatorMetrics;
-use crate::trace::{StageId, Trace, Traced};
+use crate::trace::{StageId, Trace, Traced, oldest_entered};
 use crate::worker::StopHandle;
 
 /// How soon a source that is pending without a wake-up time is polled again.
@@ -287,9 +287,7 @@ impl SourceHead {
                 {
                     self.next_trace_ns = now.saturating_add(every);
                     // The oldest row: the batch's largest latency.
-                    let oldest = entered_column(&batch)
-                        .and_then(|c| c.values().iter().copied().min())
-                        .unwrap_or(now);
+                    let oldest = oldest_entered(&batch).unwrap_or(now);
                     let stage = self.metrics.node as StageId;
                     self.traced = Some(Trace::start(oldest, stage, now));
                 }

@@ -13,7 +13,7 @@ mod prometheus;
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Acquire, Release};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -197,7 +197,6 @@ fn sample(shared: &Shared, mut alerting: Alerting, stop: &mpsc::Receiver<()>) {
         };
         if let Some(attempt) = attempt.filter(|a| !read_since_end(a)) {
             ended_when_read = attempt.has_ended();
-            shared.ended.store(ended_when_read, Relaxed);
             // A restart starts its counters again: so does the window.
             let mut history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
             if kept.back().is_some_and(|(a, _)| !Arc::ptr_eq(a, &attempt)) {
@@ -226,6 +225,9 @@ fn sample(shared: &Shared, mut alerting: Alerting, stop: &mpsc::Receiver<()>) {
             let mut recent = shared.recent.lock().unwrap_or_else(|e| e.into_inner());
             recent.quantiles = quantiles;
             recent.breakdown = breakdown;
+            drop(recent);
+            // Last: a reader that sees it sees everything read before.
+            shared.ended.store(ended_when_read, Release);
         }
         match stop.recv_timeout(SAMPLE_EVERY) {
             Err(RecvTimeoutError::Timeout) => {}
@@ -469,6 +471,8 @@ async fn dashboard() -> impl IntoResponse {
 /// The pipeline's name, graph, restarts and the readings of the current
 /// attempt (oldest first), as JSON.
 async fn state(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    // First: when it says ended, what follows is the ended run's last read.
+    let ended = shared.ended.load(Acquire);
     let graph = shared.live.attempt().map(|a| history::graph(&a));
     let readings = shared
         .history
@@ -503,7 +507,7 @@ async fn state(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "restarts": shared.live.restarts(),
         "readings": readings,
         "alerts": alerts,
-        "ended": shared.ended.load(Relaxed),
+        "ended": ended,
         "breakdown": breakdown,
     });
     (

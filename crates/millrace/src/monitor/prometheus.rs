@@ -435,21 +435,24 @@ fn latency(out: &mut Exposition, attempt: &LiveAttempt, recent: &RecentLatency) 
             seconds(*value),
         );
     }
+    if let Some(log) = &attempt.traces {
+        out.single(
+            "millrace_latency_traced_rows_total",
+            "counter",
+            "Sampled rows whose path through the stages reached a sink (the latency breakdown's traces).",
+            log.finished() as f64,
+        );
+    }
     let Some(b) = &recent.breakdown else {
         return;
     };
-    out.single(
-        "millrace_latency_traced_rows_total",
-        "counter",
-        "Sampled rows whose path through the stages reached a sink (the latency breakdown's traces).",
-        b.traced as f64,
-    );
     out.family(
         "millrace_latency_breakdown_seconds",
         "gauge",
         "Each stage's share of the recent p50 and p99 latency (label quantile): the average over the \
          traced rows of the window nearest that percentile, so the shares add up to it. Labels \
-         stage and kind (source, exchange, channel, operator, sink).",
+         stage (an operator or an edge), stage_id (its index) and kind (source, exchange, \
+         channel, operator, sink).",
     );
     for (q, at) in [("0.5", &b.p50), ("0.99", &b.p99)] {
         let Some(at) = at else { continue };
@@ -457,10 +460,12 @@ fn latency(out: &mut Exposition, attempt: &LiveAttempt, recent: &RecentLatency) 
             let Some(s) = b.stages.get(*stage) else {
                 continue;
             };
+            let id = stage.to_string();
             let labels = [
                 ("quantile", q),
                 ("window", window.as_str()),
                 ("stage", s.name.as_str()),
+                ("stage_id", id.as_str()),
                 ("kind", s.kind.as_str()),
             ];
             out.sample("millrace_latency_breakdown_seconds", &labels, seconds(*ns));

@@ -483,23 +483,23 @@ fn the_dashboard_in_a_browser_shows_the_dataflow_and_the_counts_of_metrics() {
         traced
     );
     let breakdown = "millrace_latency_breakdown_seconds";
-    let mut metric_stages: Vec<String> = (samples.iter())
+    let mut metric_stages: Vec<(String, String)> = (samples.iter())
         .filter(|s| s.name == breakdown)
-        .map(|s| format!("{}|{}", s.labels["stage"], s.labels["kind"]))
+        .map(|s| (s.labels["stage_id"].clone(), s.labels["kind"].clone()))
         .collect();
     metric_stages.sort();
     metric_stages.dedup();
     assert!(
-        metric_stages.iter().any(|s| s.ends_with("|sink")),
+        metric_stages.iter().any(|s| s.1 == "sink"),
         "{metric_stages:?}"
     );
-    let mut page_stages: Vec<String> = dom
-        .match_indices("<tr data-stage=\"")
+    let mut page_stages: Vec<(String, String)> = dom
+        .match_indices("data-stage-id=\"")
         .map(|(at, marker)| {
             let rest = &dom[at + marker.len()..];
-            let stage = &rest[..rest.find('"').unwrap()];
+            let id = &rest[..rest.find('"').unwrap()];
             let kind = text_between(rest, "data-kind=\"", "\"");
-            format!("{}|{kind}", html_unescaped(stage))
+            (id.to_string(), kind.to_string())
         })
         .collect();
     page_stages.sort();
@@ -510,13 +510,6 @@ fn the_dashboard_in_a_browser_shows_the_dataflow_and_the_counts_of_metrics() {
 fn text_between<'a>(dom: &'a str, start: &str, end: &str) -> &'a str {
     let from = dom.find(start).unwrap() + start.len();
     &dom[from..from + dom[from..].find(end).unwrap()]
-}
-
-fn html_unescaped(text: &str) -> String {
-    text.replace("&gt;", ">")
-        .replace("&lt;", "<")
-        .replace("&quot;", "\"")
-        .replace("&amp;", "&")
 }
 
 /// A local webhook receiver: every POST body, answered 200.
