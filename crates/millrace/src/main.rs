@@ -512,8 +512,26 @@ fn bench(a: BenchArgs) -> Result<(), String> {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `millrace run … | head`: when whoever reads the output goes away, end
+/// as other command-line tools do, by the default action of SIGPIPE (Rust
+/// ignores it, so a print to the closed pipe would panic or fail the run).
+/// Sockets are not affected: Rust's and librdkafka's sends never raise it
+/// (MSG_NOSIGNAL; librdkafka's threads block every signal), and the live
+/// endpoint's threads block it (`monitor::keep_sigpipe_from_this_thread`).
+/// An ended run is a crash to recovery: checkpoints and exactly-once sinks
+/// are built for it.
+fn end_quietly_when_the_reader_leaves() {
+    #[cfg(unix)]
+    // SAFETY: called first thing on the main thread, before any other
+    // thread exists; it only resets one signal's disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     millrace::allocator::configure();
+    end_quietly_when_the_reader_leaves();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {

@@ -131,6 +131,7 @@ impl Monitor {
         let server = std::thread::Builder::new()
             .name("millrace-http".into())
             .spawn(move || {
+                keep_sigpipe_from_this_thread();
                 runtime.block_on(async move {
                     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                         return;
@@ -171,6 +172,22 @@ impl Drop for Monitor {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// A client that hangs up while this thread writes to it must cost an
+/// error, not the process: `millrace run` lets SIGPIPE end it (a closed
+/// stdout), and vectored socket writes (`writev`, as HTTP responses use)
+/// raise SIGPIPE where `send` would not. Blocked here, the signal stays
+/// pending on this thread and the write fails with `EPIPE`.
+fn keep_sigpipe_from_this_thread() {
+    #[cfg(unix)]
+    // SAFETY: only changes this thread's signal mask, with a set built here.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 
@@ -298,6 +315,7 @@ impl Webhook {
         let spawned = std::thread::Builder::new()
             .name("millrace-webhook".into())
             .spawn(move || {
+                keep_sigpipe_from_this_thread();
                 for body in bodies {
                     if let Err(e) = post(&target, &body) {
                         eprintln!("alert webhook {target}: {e}");

@@ -473,3 +473,34 @@ fn run_shows_progress_on_a_terminal_only() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&quiet.stdout).contains("rows read"));
 }
+
+/// `millrace … | head`: once the reader of its output has gone, it ends as
+/// other command-line tools do (by SIGPIPE), without a panic.
+#[test]
+fn a_closed_output_pipe_ends_the_run_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(["demo", "--query", "passthrough", "--events", "2000000"])
+        .args(["--max-rows", "10000000", "--sink", "console"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut first).unwrap();
+    assert!(first.starts_with('+'), "{first}");
+    // What `head` does once it has its lines; far more output follows
+    // than a pipe holds.
+    drop(out);
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        done.status.success() || done.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        done.status
+    );
+}
