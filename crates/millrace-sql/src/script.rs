@@ -244,39 +244,21 @@ fn cut_watermarks(sql: &str) -> SqlResult<(String, Vec<(u64, WatermarkDecl)>)> {
                 ));
             }
         };
-        if !sig.get(k + 3).is_some_and(|&i| is_word(&tokens[i], "AS")) {
+        // `WATERMARK FOR col` alone (the clause ends here): the watermark
+        // is the largest event time seen, as in Flink.
+        let ends_here = |i: &usize| matches!(tokens[*i].token, Token::Comma | Token::RParen);
+        let (bound, end) = if sig.get(k + 3).is_some_and(ends_here) {
+            (0, k + 3)
+        } else if sig.get(k + 3).is_some_and(|&i| is_word(&tokens[i], "AS")) {
+            watermark_expression(&tokens, &sig, k + 4, &column, line)?
+        } else {
             return Err(SqlError::at(
                 line,
                 format!(
-                    "expected AS after WATERMARK FOR {column} (e.g. WATERMARK FOR {column} AS {column} - INTERVAL '2' SECOND)"
+                    "expected AS after WATERMARK FOR {column} (e.g. WATERMARK FOR {column} AS {column} - INTERVAL '2' SECOND), or nothing for in-order data"
                 ),
             ));
-        }
-        // The expression runs to the next comma or closing parenthesis at depth 0.
-        let expr_first = k + 4;
-        let mut end = expr_first;
-        let mut depth = 0i32;
-        while end < sig.len() {
-            match tokens[sig[end]].token {
-                Token::LParen => depth += 1,
-                Token::RParen if depth == 0 => break,
-                Token::RParen => depth -= 1,
-                Token::Comma if depth == 0 => break,
-                _ => {}
-            }
-            end += 1;
-        }
-        if end == expr_first {
-            return Err(SqlError::at(
-                line,
-                format!("WATERMARK FOR {column} AS needs an expression"),
-            ));
-        }
-        let expr_text: String = tokens[sig[expr_first]..sig[end - 1] + 1]
-            .iter()
-            .map(|t| t.token.to_string())
-            .collect();
-        let bound = watermark_bound(&column, &expr_text, line)?;
+        };
         found.push((
             line,
             WatermarkDecl {
@@ -306,6 +288,41 @@ fn cut_watermarks(sql: &str) -> SqlResult<(String, Vec<(u64, WatermarkDecl)>)> {
     Ok((text, found))
 }
 
+/// The expression of `WATERMARK FOR column AS …`, from significant token
+/// `expr_first` to the next comma or closing parenthesis at depth 0: its
+/// bound in milliseconds, and where it ends.
+fn watermark_expression(
+    tokens: &[TokenWithSpan],
+    sig: &[usize],
+    expr_first: usize,
+    column: &str,
+    line: u64,
+) -> SqlResult<(i64, usize)> {
+    let mut end = expr_first;
+    let mut depth = 0i32;
+    while end < sig.len() {
+        match tokens[sig[end]].token {
+            Token::LParen => depth += 1,
+            Token::RParen if depth == 0 => break,
+            Token::RParen => depth -= 1,
+            Token::Comma if depth == 0 => break,
+            _ => {}
+        }
+        end += 1;
+    }
+    if end == expr_first {
+        return Err(SqlError::at(
+            line,
+            format!("WATERMARK FOR {column} AS needs an expression"),
+        ));
+    }
+    let expr_text: String = tokens[sig[expr_first]..sig[end - 1] + 1]
+        .iter()
+        .map(|t| t.token.to_string())
+        .collect();
+    Ok((watermark_bound(column, &expr_text, line)?, end))
+}
+
 fn is_word(t: &TokenWithSpan, keyword: &str) -> bool {
     matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(keyword))
 }
@@ -325,7 +342,12 @@ fn watermark_bound(column: &str, text: &str, line: u64) -> SqlResult<i64> {
         .and_then(|mut p| p.parse_expr())
         .map_err(|e| bad(e.to_string()))?;
     let is_column = |e: &SqlExpr| matches!(e, SqlExpr::Identifier(i) if ident_name(i) == column);
-    match &expr {
+    // Parentheses change nothing: `AS (ts - INTERVAL '1' SECOND)`.
+    let mut expr = &expr;
+    while let SqlExpr::Nested(inner) = expr {
+        expr = inner;
+    }
+    match expr {
         e if is_column(e) => Ok(0),
         SqlExpr::BinaryOp {
             left,
@@ -425,6 +447,34 @@ mod tests {
         };
         assert!(t.columns.is_empty());
         assert_eq!(t.watermark.as_ref().unwrap().max_out_of_orderness_ms, 500);
+    }
+
+    /// Flink's forms: no `AS` (no out-of-orderness), and the expression in
+    /// parentheses; anything else after the column is refused.
+    #[test]
+    fn watermark_without_as_or_in_parentheses() {
+        for (clause, ms) in [
+            ("WATERMARK FOR ts", 0),
+            ("WATERMARK FOR ts AS (ts - INTERVAL '1' SECOND)", 1000),
+            ("WATERMARK FOR ts AS ((ts))", 0),
+        ] {
+            for sql in [
+                format!("CREATE TABLE t (ts TIMESTAMP, {clause}) WITH (connector = 'nexmark');"),
+                format!("CREATE TABLE t ({clause}, ts TIMESTAMP) WITH (connector = 'nexmark');"),
+            ] {
+                let ok = parse_script(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let ScriptStatement::CreateTable(t) = &ok[0].item else {
+                    panic!()
+                };
+                assert_eq!(t.columns.len(), 1, "{sql}");
+                let w = t.watermark.as_ref().unwrap();
+                assert_eq!((w.column.as_str(), w.max_out_of_orderness_ms), ("ts", ms));
+            }
+        }
+        let sql =
+            "CREATE TABLE t (ts TIMESTAMP, WATERMARK FOR ts BY 5) WITH (connector = 'nexmark');";
+        let err = parse_script(sql).unwrap_err().to_string();
+        assert!(err.contains("expected AS after WATERMARK FOR ts"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod api;
 mod common;
 mod errors;
 mod explain;
+mod flink;
 mod iot;
 mod late_rows;
 mod nexmark;
