@@ -4,7 +4,7 @@
 //! writes it; the connector says which it can be. Options are validated when
 //! the table is declared, so a typo fails before anything runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -105,6 +105,9 @@ struct Options {
     table: String,
     line: u64,
     values: BTreeMap<String, String>,
+    /// Every option the connector looked for, given or not: what an
+    /// unknown option's error lists.
+    asked: BTreeSet<String>,
 }
 
 impl Options {
@@ -122,6 +125,7 @@ impl Options {
             table: decl.name.clone(),
             line,
             values,
+            asked: BTreeSet::new(),
         })
     }
 
@@ -130,11 +134,15 @@ impl Options {
     }
 
     fn take(&mut self, key: &str) -> Option<String> {
+        if !key.starts_with("kafka.") {
+            self.asked.insert(key.to_string());
+        }
         self.values.remove(key)
     }
 
     fn require(&mut self, key: &str, example: &str) -> SqlResult<String> {
-        self.take(key).ok_or_else(|| {
+        let value = self.take(key);
+        value.ok_or_else(|| {
             self.err(format!(
                 "option '{key}' is required (e.g. {key} = '{example}')"
             ))
@@ -161,11 +169,21 @@ impl Options {
         }
     }
 
-    fn finish(self) -> SqlResult<()> {
-        match self.values.keys().next() {
-            None => Ok(()),
-            Some(k) => Err(self.err(format!("unknown option '{k}'"))),
-        }
+    /// Fails on an option nobody took, listing those that were looked
+    /// for (`connector` named: the options of this use of it, which may
+    /// depend on others, such as `on_error`).
+    fn finish(self, connector: &str) -> SqlResult<()> {
+        let Some(k) = self.values.keys().next() else {
+            return Ok(());
+        };
+        let known: Vec<&str> = (self.asked.iter())
+            .map(String::as_str)
+            .filter(|k| *k != "connector")
+            .collect();
+        Err(self.err(format!(
+            "unknown option '{k}'; the {connector} connector here takes: {}",
+            known.join(", ")
+        )))
     }
 }
 
@@ -194,7 +212,8 @@ pub fn resolve(decl: &TableDecl, declared: SchemaRef, line: u64) -> SqlResult<Ta
             }
         }
     }
-    let (mut connector, mut schema) = match connector.to_lowercase().as_str() {
+    let kind = connector.to_lowercase();
+    let (mut connector, mut schema) = match kind.as_str() {
         "nexmark" => nexmark(&mut opts, &declared)?,
         "iot" => iot(&mut opts, &declared)?,
         "file" => file(&mut opts, decl, &declared)?,
@@ -213,7 +232,7 @@ pub fn resolve(decl: &TableDecl, declared: SchemaRef, line: u64) -> SqlResult<Ta
             )));
         }
     };
-    opts.finish()?;
+    opts.finish(&kind)?;
     if proc_time {
         // Rows also carry the wall-clock time they were read, as `proc_time`,
         // which becomes the event time unless a WATERMARK says otherwise.

@@ -90,6 +90,13 @@ fn window_on_a_column_without_watermark_is_refused() {
 fn unknown_table_option_and_connector() {
     let e = plan_err("CREATE TABLE t WITH (connector = 'nexmark', evnts = '10');");
     assert!(e.message.contains("unknown option 'evnts'"), "{e}");
+    // The options it takes are listed, the one meant among them.
+    for option in ["events", "event_rate", "kind", "rate", "seed", "late_rows"] {
+        assert!(e.message.contains(option), "{option}: {e}");
+    }
+    let e = plan_err("CREATE TABLE t WITH (connector = 'file', path = 'x', formt = 'json');");
+    assert!(e.message.contains("unknown option 'formt'"), "{e}");
+    assert!(e.message.contains("format"), "{e}");
     let e = plan_err("CREATE TABLE t WITH (connector = 'kafak');");
     assert!(e.message.contains("unknown connector 'kafak'"), "{e}");
 }
