@@ -18,7 +18,7 @@ use millrace_core::{
     schema_with_entered,
 };
 
-use crate::window::evaluate;
+use crate::window::{evaluate, tidy_intervals};
 
 /// Keeps the rows for which `predicate` is true (null counts as false, as in SQL).
 pub struct ExprFilterFactory {
@@ -263,10 +263,11 @@ fn describe_column(name: &str, expr: &Arc<dyn PhysicalExpr>) -> String {
             format!("{head}…")
         }
     };
-    let name = short(name);
+    // Interval literals as durations first, so that cutting keeps more.
+    let name = short(&tidy_intervals(name));
     match expr.downcast_ref::<datafusion::physical_expr::expressions::Column>() {
         Some(_) => name,
-        None => format!("{name} = {}", short(&expr.to_string())),
+        None => format!("{name} = {}", short(&tidy_intervals(&expr.to_string()))),
     }
 }
 

@@ -203,6 +203,66 @@ pub fn show_ms(ms: i64) -> String {
     format!("{ms}ms")
 }
 
+/// `text` with each interval literal as DataFusion names it in a column
+/// (`IntervalMonthDayNano("IntervalMonthDayNano { months: 0, days: 0,
+/// nanoseconds: 10000000000 }")`) written as a duration (`10s`), for
+/// `explain`: the names of unaliased window calls hold such literals.
+pub fn tidy_intervals(text: &str) -> String {
+    const INNER: &str = "IntervalMonthDayNano { months: ";
+    const OUTER: &str = "IntervalMonthDayNano(\"";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(INNER) {
+        let Some(close) = rest[at..].find('}').map(|c| at + c) else {
+            break;
+        };
+        let Some(shown) = show_interval(&rest[at + INNER.len()..close]) else {
+            out.push_str(&rest[..close + 1]);
+            rest = &rest[close + 1..];
+            continue;
+        };
+        // Drop the wrapper around the inner form too, when it is there.
+        let (start, end) = match rest[..at].strip_suffix(OUTER) {
+            Some(before) if rest[close + 1..].starts_with("\")") => (before.len(), close + 3),
+            _ => (at, close + 1),
+        };
+        out.push_str(&rest[..start]);
+        out.push_str(&shown);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `0, days: 0, nanoseconds: 10000000000 ` (what follows `months: `) as
+/// `10s`; months and days as `2mon`, `3d`, added in front.
+fn show_interval(fields: &str) -> Option<String> {
+    let mut parts = fields.split(',').map(str::trim);
+    let months: i64 = parts.next()?.parse().ok()?;
+    let days: i64 = parts.next()?.strip_prefix("days: ")?.parse().ok()?;
+    let nanos: i64 = parts
+        .next()?
+        .strip_prefix("nanoseconds: ")?
+        .trim()
+        .parse()
+        .ok()?;
+    let mut shown = Vec::new();
+    if months != 0 {
+        shown.push(format!("{months}mon"));
+    }
+    if days != 0 {
+        shown.push(format!("{days}d"));
+    }
+    if nanos % 1_000_000 == 0 {
+        if nanos != 0 || shown.is_empty() {
+            shown.push(show_ms(nanos / 1_000_000));
+        }
+    } else {
+        shown.push(format!("{nanos}ns"));
+    }
+    Some(shown.join(" "))
+}
+
 /// How an operator finds the window(s) of each row.
 #[derive(Clone, Debug)]
 pub enum WindowAssign {
@@ -638,5 +698,21 @@ mod tests {
         assert_eq!(show_ms(1500), "1500ms");
         assert_eq!(show_ms(86_400_000), "1d");
         assert_eq!(show_ms(0), "0ms");
+    }
+}
+
+#[cfg(test)]
+mod tidy_tests {
+    use super::tidy_intervals;
+
+    #[test]
+    fn interval_literals_in_names_read_as_durations() {
+        let name = r#"hop(bid.date_time,IntervalMonthDayNano("IntervalMonthDayNano { months: 0, days: 0, nanoseconds: 2000000000 }"),IntervalMonthDayNano("IntervalMonthDayNano { months: 0, days: 0, nanoseconds: 10000000000 }"))"#;
+        assert_eq!(tidy_intervals(name), "hop(bid.date_time,2s,10s)");
+        let bare = "x IntervalMonthDayNano { months: 1, days: 2, nanoseconds: 1500 } y";
+        assert_eq!(tidy_intervals(bare), "x 1mon 2d 1500ns y");
+        let odd = "IntervalMonthDayNano { months: what }";
+        assert_eq!(tidy_intervals(odd), odd);
+        assert_eq!(tidy_intervals("no interval"), "no interval");
     }
 }

@@ -341,7 +341,7 @@ impl SqlPipeline {
         }
         out.push_str("dataflow:\n");
         out.push_str(&self.pipeline.explain()?);
-        Ok(out)
+        Ok(millrace_sql_ops::window::tidy_intervals(&out))
     }
 
     /// The stable ids of the dataflow's nodes and the plan's fingerprint:

@@ -105,9 +105,9 @@ task 0 [parallelism 2]
     └─ hash(bid.auction) ─▶ task 1 (input 0)
 task 1 [parallelism 2]
     window_agg[hop 10s every 2s] (emits rank <= 1 by count(Int64(1)))
-    └─ hash(hop(bid.date_time,IntervalMonthDayNano("IntervalMonthDayNano { months: 0, days: 0, nanoseconds: 2000000000 }"),IntervalMonthDayNano("IntervalMonthDayNano { months: 0, days: 0, nanoseconds: 10000000000 }"))) ─▶ task 2 (input 0)
+    └─ hash(hop(bid.date_time,2s,10s)) ─▶ task 2 (input 0)
 task 2 [parallelism 2]
-    top_n[rank <= 1]  →  project[auction, num, window_start = get_field(hop(bid.date_time,IntervalMonthDayNan…, window_end = get_field(hop(bid.date_time,IntervalMonthDayNan…]  →  sink discard
+    top_n[rank <= 1]  →  project[auction, num, window_start = get_field(hop(bid.date_time,2s,10s)@1, start), window_end = get_field(hop(bid.date_time,2s,10s)@1, end)]  →  sink discard
 watermarks:
     source nexmark-bids: date_time − 4000 ms, idle timeout 1000 ms
 "#;
@@ -122,7 +122,7 @@ task 0 [parallelism 2]
     source nexmark-bids  →  project[bid.bidder, bid.date_time]
     └─ hash(bid.bidder) ─▶ task 1 (input 0)
 task 1 [parallelism 2]
-    window_agg[session gap 10s]  →  project[bidder, bid_count, window_start = get_field(session(bid.date_time,IntervalMonthDa…, window_end = get_field(session(bid.date_time,IntervalMonthDa…]  →  sink discard
+    window_agg[session gap 10s]  →  project[bidder, bid_count, window_start = get_field(session(bid.date_time,10s)@1, start), window_end = get_field(session(bid.date_time,10s)@1, end)]  →  sink discard
 watermarks:
     source nexmark-bids: date_time − 4000 ms, idle timeout 1000 ms
 "#;
