@@ -535,7 +535,7 @@ mod tests {
             strings(&m, 1),
             vec![
                 Some(r#"{"id":1,"text":"a\nb"}"#.to_string()),
-                Some(r#"{"id":2}"#.to_string()),
+                Some(r#"{"id":2,"text":null}"#.to_string()),
                 Some(r#"{"id":3,"text":"q\"x"}"#.to_string()),
             ]
         );

@@ -1,5 +1,6 @@
 //! The JSON-lines file sink: each row one JSON object on its own line
-//! (arrow-json; null values are omitted from the object).
+//! (arrow-json; a null value is written as `null`, its key kept, so every
+//! line names every column).
 //!
 //! At-least-once ([`SinkFactory::create`]): all instances share one file,
 //! truncated when the first instance is created; each batch is encoded off
@@ -14,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::SchemaRef;
-use arrow::json::LineDelimitedWriter;
+use arrow::json::WriterBuilder;
+use arrow::json::writer::LineDelimited;
 use arrow::record_batch::RecordBatch;
 use millrace_core::time::unsupported_timestamp;
 use millrace_core::{Error, Result, SinkCommitter, SinkFactory, SinkWriter};
@@ -69,7 +71,9 @@ pub(crate) fn encode_json_lines(batch: &RecordBatch, out: &mut Vec<u8>) -> Resul
             )));
         }
     }
-    let mut encoder = LineDelimitedWriter::new(out);
+    let mut encoder = WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, LineDelimited>(out);
     encoder.write(batch)?;
     encoder.finish()?;
     Ok(())
@@ -150,7 +154,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).expect("read output");
         let expected = [
             r#"{"id":1,"name":"a","price":1.5}"#,
-            r#"{"id":2,"price":2.0}"#,
+            r#"{"id":2,"name":null,"price":2.0}"#,
             r#"{"id":3,"name":"q\"uote","price":-0.25}"#,
         ];
         assert_eq!(text.lines().collect::<Vec<_>>(), expected);
@@ -221,5 +225,38 @@ mod tests {
             Err(other) => panic!("expected Io error, got {other}"),
             Ok(_) => panic!("expected Io error, got a writer"),
         }
+    }
+
+    /// A null is written as `null` (nested too), so every line names every
+    /// column and a reader cannot mistake a null for a missing column.
+    #[test]
+    fn nulls_are_written_as_null() {
+        use arrow::array::{Array, ArrayRef, Int64Array, StringArray, StructArray};
+        use arrow::datatypes::{DataType, Field, Schema};
+        let inner = Arc::new(Field::new("n", DataType::Int64, true));
+        let nested = StructArray::from(vec![(
+            inner,
+            Arc::new(Int64Array::from(vec![None, Some(2)])) as ArrayRef,
+        )]);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, true),
+            Field::new("s", nested.data_type().clone(), true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![Some("a"), None])),
+                Arc::new(Int64Array::from(vec![None, Some(7)])),
+                Arc::new(nested),
+            ],
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        encode_json_lines(&batch, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"k\":\"a\",\"v\":null,\"s\":{\"n\":null}}\n{\"k\":null,\"v\":7,\"s\":{\"n\":2}}\n"
+        );
     }
 }
