@@ -1,9 +1,12 @@
 //! Sinks that ship with millrace: a console table, a JSON-lines file, and a
 //! discard sink for benchmarks.
 //!
-//! * [`ConsoleSink`] prints each batch as an aligned table and stops after
-//!   `max_rows` rows in total, ending with a line that says how many were not
-//!   shown — a human reading the console always knows the output was cut.
+//! * [`ConsoleSink`] prints one aligned table as rows come: the header
+//!   once, column widths set by the header and the first batch (a wider
+//!   value later widens its own line only). It stops after `max_rows` rows
+//!   in total and closes the table when the run ends, with a line that says
+//!   how many rows were not shown: a human reading the console always knows
+//!   the output was cut.
 //! * [`JsonLinesSink`] writes each row as one JSON object per line
 //!   ([`jsonl`]); its exactly-once form, [`JsonLinesCommitter`], stages each
 //!   epoch and appends it to the file only once its checkpoint is durable
@@ -19,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use arrow::util::pretty::pretty_format_batches;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
 use millrace_core::{Error, Result, SinkFactory, SinkWriter};
 
 pub use jsonl::JsonLinesSink;
@@ -39,6 +42,8 @@ struct ConsoleState {
     shown: usize,
     total: u64,
     footer_written: bool,
+    /// Each column's width, once the header is out.
+    widths: Option<Vec<usize>>,
 }
 
 /// Prints batches as aligned tables, at most `max_rows` rows in total.
@@ -77,6 +82,7 @@ impl ConsoleSink {
                 shown: 0,
                 total: 0,
                 footer_written: false,
+                widths: None,
             })),
         }
     }
@@ -122,22 +128,78 @@ impl SinkWriter for ConsoleSink {
             return Ok(());
         }
         let rows = room.min(batch.num_rows());
-        let table = pretty_format_batches(&[batch.slice(0, rows)])?;
+        let cells = cells(&batch.slice(0, rows))?;
+        let mut text = String::new();
+        let widths = match &state.widths {
+            Some(widths) => widths.clone(),
+            None => {
+                let names: Vec<String> = (batch.schema().fields().iter())
+                    .map(|f| f.name().clone())
+                    .collect();
+                let widths: Vec<usize> = (0..names.len())
+                    .map(|c| {
+                        let cells = cells.iter().map(|row| row[c].chars().count());
+                        cells.fold(names[c].chars().count(), usize::max)
+                    })
+                    .collect();
+                text.push_str(&border(&widths));
+                text.push_str(&line(&names, &widths));
+                text.push_str(&border(&widths));
+                state.widths = Some(widths.clone());
+                widths
+            }
+        };
+        for row in &cells {
+            text.push_str(&line(row, &widths));
+        }
         state.shown += rows;
-        self.emit(&format!("{table}\n"))
+        self.emit(&text)
     }
 
     fn finish(&mut self) -> Result<()> {
         let mut state = lock(&self.state);
-        let hidden = state.total - state.shown as u64;
-        if hidden == 0 || state.footer_written {
+        if state.footer_written {
             return Ok(());
         }
         state.footer_written = true;
-        let total = state.total;
+        let mut text = state.widths.as_deref().map(border).unwrap_or_default();
+        let hidden = state.total - state.shown as u64;
+        if hidden > 0 {
+            let total = state.total;
+            text.push_str(&format!("… {hidden} more rows not shown ({total} total)\n"));
+        }
         drop(state);
-        self.emit(&format!("… {hidden} more rows not shown ({total} total)\n"))
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.emit(&text)
     }
+}
+
+/// Each row of `batch` as text, cell by cell (a null as nothing, as
+/// arrow's tables show it).
+fn cells(batch: &RecordBatch) -> Result<Vec<Vec<String>>> {
+    let options = FormatOptions::default();
+    let formatters = (batch.columns().iter())
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((0..batch.num_rows())
+        .map(|r| formatters.iter().map(|f| f.value(r).to_string()).collect())
+        .collect())
+}
+
+/// `+----+-------+`: a table border for columns of `widths`.
+fn border(widths: &[usize]) -> String {
+    let dashes: Vec<String> = widths.iter().map(|w| "-".repeat(w + 2)).collect();
+    format!("+{}+\n", dashes.join("+"))
+}
+
+/// `| 1  | apple |`: one row, each cell padded to its column's width.
+fn line(cells: &[String], widths: &[usize]) -> String {
+    let padded: Vec<String> = (cells.iter().zip(widths))
+        .map(|(cell, w)| format!(" {cell:<w$} "))
+        .collect();
+    format!("|{}|\n", padded.join("|"))
 }
 
 /// Drops every batch and counts its rows; for benchmarks.
@@ -278,13 +340,32 @@ mod tests {
 +----+------+-------+
 | 1  | a    | 1.0   |
 | 2  | b    | 2.0   |
-+----+------+-------+
-+----+------+-------+
-| id | name | price |
-+----+------+-------+
 | 3  | c    | 3.0   |
 +----+------+-------+
 … 3 more rows not shown (6 total)
+";
+        assert_eq!(capture.text(), expected);
+    }
+
+    /// One table however many batches: the header once, widths from the
+    /// first batch; a wider value later widens its own line only.
+    #[test]
+    fn console_prints_one_table_across_batches() {
+        let (sink, capture) = console(None);
+        let b1 = batch(&[1], &[Some("ab")], &[1.5]);
+        let b2 = batch(&[22, 3], &[None, Some("wider")], &[2.0, 3.0]);
+        let mut w = sink.create(0, 1, b1.schema()).expect("create");
+        w.write(&b1).expect("write");
+        w.write(&b2).expect("write");
+        w.finish().expect("finish");
+        let expected = "\
++----+------+-------+
+| id | name | price |
++----+------+-------+
+| 1  | ab   | 1.5   |
+| 22 |      | 2.0   |
+| 3  | wider | 3.0   |
++----+------+-------+
 ";
         assert_eq!(capture.text(), expected);
     }
