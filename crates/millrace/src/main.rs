@@ -37,6 +37,11 @@ enum Command {
     /// Measure Nexmark SQL queries: throughput, then open-loop latency at
     /// fractions of the maximum rate, for fixed batch sizes and the adaptive
     /// controller. Prints Markdown tables; `--json` writes everything.
+    ///
+    /// With the defaults it takes about 45 minutes: per query, 6 batch
+    /// policies × 5 runs × (4 s of throughput + 3 loads × 8 s of latency),
+    /// plus the probes and the rate search; 3 queries. `--repeat 1 --batch
+    /// adaptive --queries q7` takes about a minute.
     Bench(BenchArgs),
     /// Write generator events as JSON lines or CSV (to feed other engines the same input).
     Gen {

@@ -306,6 +306,13 @@ fn bench_measures_each_policy_and_writes_json() {
 }
 
 #[test]
+fn bench_help_says_how_long_the_default_run_takes() {
+    let (ok, stdout, stderr) = millrace(&["bench", "--help"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("about 45 minutes"), "{stdout}");
+}
+
+#[test]
 fn bench_rejects_a_missing_query() {
     let (ok, _, stderr) = millrace(&[
         "bench",
