@@ -1506,3 +1506,63 @@ fn a_date_without_a_time_is_not_read_as_midnight() {
         }
     }
 }
+
+/// Every timestamp form docs/sql.md lists, in JSON and CSV, read as the
+/// instant it names (a form without an offset is UTC); in a millisecond
+/// column, finer digits are cut. A number is milliseconds in JSON; in CSV a
+/// timestamp column takes text only (a BIGINT column holds milliseconds).
+#[test]
+fn every_documented_timestamp_form_reads_as_its_instant() {
+    // 2024-03-01T12:34:56.789Z
+    const AT: i64 = 1_709_296_496_789;
+    let forms: [(&str, i64); 9] = [
+        ("2024-03-01T12:34:56.789", AT),
+        ("2024-03-01 12:34:56.789", AT),
+        ("2024-03-01T12:34:56", AT - 789),
+        ("2024-03-01T12:34:56.789Z", AT),
+        ("2024-03-01T12:34:56.789+00:00", AT),
+        ("2024-03-01T14:34:56.789+02:00", AT),
+        ("2024-03-01T07:34:56.789-05:00", AT),
+        ("2024-03-01T12:34:56.789123456Z", AT),
+        ("1709296496789", AT),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let schema = json_schema();
+    let mut json = String::new();
+    let mut csv = String::from("id,name,price,ts\n");
+    for (i, (form, _)) in forms.iter().enumerate() {
+        if form.contains('-') {
+            json.push_str(&format!("{{\"id\":{i},\"ts\":\"{form}\"}}\n"));
+            csv.push_str(&format!("{i},,,{form}\n"));
+        } else {
+            json.push_str(&format!("{{\"id\":{i},\"ts\":{form}}}\n"));
+        }
+    }
+    let json = write(&dir, "forms.jsonl", json.as_bytes());
+    let csv = write(&dir, "forms.csv", csv.as_bytes());
+    for (source, numbers) in [
+        (FileSource::json(&json, schema.clone()), true),
+        (FileSource::csv(&csv, schema.clone(), true), false),
+    ] {
+        let out = drain(&source, 0, 1, 100).expect("every form reads");
+        let read: Vec<i64> = out
+            .batches
+            .iter()
+            .flat_map(|b| {
+                let ts = b.column_by_name("ts").expect("ts");
+                let ts = ts.as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+                ts.values().to_vec()
+            })
+            .collect();
+        let expected: Vec<i64> = (forms.iter())
+            .filter(|(form, _)| numbers || form.contains('-'))
+            .map(|(_, ms)| *ms)
+            .collect();
+        assert_eq!(read, expected);
+    }
+    let number = write(&dir, "number.csv", b"id,name,price,ts\n1,,,1709296496789\n");
+    let (_, line, reason) =
+        expect_bad_record(drain(&FileSource::csv(&number, schema, true), 0, 1, 100));
+    assert_eq!(line, 2);
+    assert!(reason.contains("column 'ts'"), "{reason}");
+}
