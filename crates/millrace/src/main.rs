@@ -98,12 +98,37 @@ enum KafkaCommand {
 
 #[derive(Parser)]
 struct SqlArgs {
-    /// The pipeline file.
+    /// The pipeline file; `-` reads it from standard input.
     file: PathBuf,
     /// Override a setting or a table option of the file (repeatable), e.g.
     /// `--set parallelism=1` or `--set bid.events=100000`.
     #[arg(long = "set", value_name = "NAME=VALUE")]
     settings: Vec<String>,
+}
+
+impl SqlArgs {
+    /// `millrace run -`: the SQL comes on standard input.
+    fn reads_stdin(&self) -> bool {
+        self.file.as_os_str() == "-"
+    }
+
+    /// The pipeline's name: the file's, without `.sql`.
+    fn stem(&self) -> String {
+        match self.file.file_stem() {
+            _ if self.reads_stdin() => "stdin".into(),
+            Some(s) => s.to_string_lossy().into_owned(),
+            None => "pipeline".into(),
+        }
+    }
+
+    /// How messages name the file.
+    fn name(&self) -> String {
+        if self.reads_stdin() {
+            "<stdin>".into()
+        } else {
+            self.file.display().to_string()
+        }
+    }
 }
 
 #[derive(Parser)]
@@ -301,10 +326,7 @@ fn plan_sql(args: &SqlArgs) -> Result<millrace::sql::SqlPipeline, String> {
 fn plan_run(args: &RunArgs) -> Result<millrace::sql::SqlPipeline, String> {
     use millrace::runtime::checkpoint::{Announce, StartFrom};
     let file = &args.sql.file;
-    let stem = file
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "pipeline".into());
+    let stem = args.sql.stem();
     let beside = file.parent().unwrap_or(std::path::Path::new(""));
     let options = millrace::sql::PlanOptions {
         checkpoint_dir: Some(beside.join(".millrace").join(stem)),
@@ -322,7 +344,7 @@ fn plan_run(args: &RunArgs) -> Result<millrace::sql::SqlPipeline, String> {
     if (args.fresh || args.from_checkpoint.is_some()) && job.config().checkpoint.is_none() {
         return Err(format!(
             "{}: --fresh and --from-checkpoint need checkpoints (SET checkpoint_interval = '1s')",
-            file.display()
+            args.sql.name()
         ));
     }
     Ok(job)
@@ -332,8 +354,12 @@ fn plan_sql_with(
     args: &SqlArgs,
     options: millrace::sql::PlanOptions,
 ) -> Result<millrace::sql::SqlPipeline, String> {
-    let path = args.file.display();
-    let text = std::fs::read_to_string(&args.file).map_err(|e| format!("{path}: {e}"))?;
+    let path = args.name();
+    let text = if args.reads_stdin() {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("{path}: {e}"))?
+    } else {
+        std::fs::read_to_string(&args.file).map_err(|e| format!("{path}: {e}"))?
+    };
     let mut overrides = Vec::new();
     for s in &args.settings {
         let Some((name, value)) = s.split_once('=') else {
@@ -375,12 +401,7 @@ fn live_endpoint(
         Some(a) => Some(HttpSetting::At(a.to_string())),
         None => job.http().cloned(),
     };
-    let name = args
-        .sql
-        .file
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "pipeline".into());
+    let name = args.sql.stem();
     let target = job.config().latency_target;
     let alerting = Alerting {
         rules: (job.alerts().iter())

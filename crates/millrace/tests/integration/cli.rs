@@ -511,3 +511,47 @@ fn a_closed_output_pipe_ends_the_run_quietly() {
         done.status
     );
 }
+
+/// `millrace run -` and `explain -` read the SQL from standard input; an
+/// error names it `<stdin>`.
+#[test]
+fn the_sql_can_come_on_standard_input() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let with_stdin = |args: &[&str], sql: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_millrace"))
+            .args(args)
+            .env("MILLRACE_HTTP", "off")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(sql.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let sql = "CREATE TABLE bid WITH (connector = 'nexmark', kind = 'bid', events = '1000');
+               CREATE TABLE out WITH (connector = 'console', max_rows = '2');
+               INSERT INTO out SELECT auction, price FROM bid;";
+    let (ok, stdout, stderr) = with_stdin(&["run", "-"], sql);
+    assert!(ok, "{stderr}");
+    // 92% of 1,000 events are bids.
+    assert!(stdout.contains("events       920 in"), "{stdout}");
+    assert!(stdout.contains("| auction"), "{stdout}");
+    let (ok, stdout, stderr) = with_stdin(&["explain", "-"], sql);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("source nexmark-bids"), "{stdout}");
+    let (ok, _, stderr) = with_stdin(&["run", "-"], "SELEC 1;");
+    assert!(!ok);
+    assert!(stderr.starts_with("error: <stdin>:1:"), "{stderr}");
+}
