@@ -30,9 +30,16 @@ impl StreamPlanner<'_> {
                 _ => None,
             };
             if time_idx.is_none() || time_idx != input.event_time {
-                let declared = match input.event_time {
-                    Some(i) => format!("the event time here is '{}'", input.schema.field(i).name()),
-                    None => "this input has no event time: declare WATERMARK FOR <column> AS <column> - INTERVAL '...' in its CREATE TABLE".to_string(),
+                let declared = match (input.event_time, &input.time_hint) {
+                    (Some(i), _) => {
+                        format!("the event time here is '{}'", input.schema.field(i).name())
+                    }
+                    // The table has one, but this input does not carry it
+                    // (a query that computed a column from it, or left it out).
+                    (None, Some(column)) => format!(
+                        "the event time is '{column}', which this input does not carry: window on '{column}' itself (kept as it is, or renamed), not on a column computed from it or another"
+                    ),
+                    (None, None) => "this input has no event time: declare WATERMARK FOR <column> AS <column> - INTERVAL '...' in its CREATE TABLE".to_string(),
                 };
                 return Err(SqlError::new(format!(
                     "{}({}, ...): windows follow the watermark, so they must be over the event-time column; {declared}",

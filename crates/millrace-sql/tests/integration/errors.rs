@@ -86,6 +86,21 @@ fn window_on_a_column_without_watermark_is_refused() {
     assert!(e.message.contains("event-time column"), "{e}");
 }
 
+/// A table with an event time, windowed on another column or on one
+/// computed from it: the error names the event time, not "no event time".
+#[test]
+fn a_window_on_another_column_names_the_event_time() {
+    for query in [
+        "SELECT count(*) AS n FROM bid GROUP BY tumble(CAST(price AS TIMESTAMP), INTERVAL '1' SECOND)",
+        "SELECT count(*) AS n FROM (SELECT auction, date_time + INTERVAL '1' SECOND AS t FROM bid) \
+         GROUP BY tumble(t, INTERVAL '1' SECOND)",
+    ] {
+        let e = plan_err(&format!("{BID}INSERT INTO out {query};"));
+        assert!(e.message.contains("the event time is 'date_time'"), "{e}");
+        assert!(!e.message.contains("no event time"), "{e}");
+    }
+}
+
 #[test]
 fn unknown_table_option_and_connector() {
     let e = plan_err("CREATE TABLE t WITH (connector = 'nexmark', evnts = '10');");
