@@ -210,10 +210,19 @@ impl SqlPipeline {
                         ));
                     };
                     if sink.connector.sink.is_none() {
-                        return Err(SqlError::at(
-                            line,
-                            format!("INSERT INTO {table}: the table's connector can only be read"),
-                        ));
+                        let option = |key: &str| {
+                            (sink.options.iter())
+                                .find(|(k, _)| k == key)
+                                .map_or(String::new(), |(_, v)| v.to_lowercase())
+                        };
+                        let why = match option("connector").as_str() {
+                            "file" => format!(
+                                "the file connector writes JSON lines only, and this table's format is '{}'                                  (write to a table with format = 'json')",
+                                option("format")
+                            ),
+                            other => format!("the {other} connector can only be read"),
+                        };
+                        return Err(SqlError::at(line, format!("INSERT INTO {table}: {why}")));
                     }
                     let plan = plan_query(&catalog, query)
                         .and_then(|p| {

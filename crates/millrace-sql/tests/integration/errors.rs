@@ -101,6 +101,27 @@ fn a_window_on_another_column_names_the_event_time() {
     }
 }
 
+/// INSERT into a table that cannot be written says why, by connector.
+#[test]
+fn an_insert_into_a_read_only_table_says_why() {
+    let e = plan_err(
+        "CREATE TABLE bid WITH (connector = 'nexmark', kind = 'bid', events = '10');
+         CREATE TABLE out (a BIGINT) WITH (connector = 'file', path = 'o.csv', format = 'csv');
+         INSERT INTO out SELECT auction AS a FROM bid;",
+    );
+    assert!(e.message.contains("writes JSON lines only"), "{e}");
+    assert!(e.message.contains("format is 'csv'"), "{e}");
+    let e = plan_err(
+        "CREATE TABLE bid WITH (connector = 'nexmark', kind = 'bid', events = '10');
+         CREATE TABLE more WITH (connector = 'nexmark', kind = 'bid');
+         INSERT INTO more SELECT * FROM bid;",
+    );
+    assert!(
+        e.message.contains("the nexmark connector can only be read"),
+        "{e}"
+    );
+}
+
 #[test]
 fn unknown_table_option_and_connector() {
     let e = plan_err("CREATE TABLE t WITH (connector = 'nexmark', evnts = '10');");
