@@ -19,6 +19,7 @@
 pub mod api;
 pub mod catalog;
 pub mod error;
+mod flink;
 pub mod interval;
 pub mod planner;
 pub mod script;

@@ -100,10 +100,14 @@ pub fn parse_script(sql: &str) -> SqlResult<Vec<Located<ScriptStatement>>> {
                     options,
                 })
             }
-            Statement::CreateView(cv) => ScriptStatement::CreateView {
-                name: object_name(&cv.name),
-                query: cv.query.clone(),
-            },
+            Statement::CreateView(cv) => {
+                let mut query = cv.query.clone();
+                crate::flink::rewrite(&mut query).map_err(|e| SqlError::at(line, e))?;
+                ScriptStatement::CreateView {
+                    name: object_name(&cv.name),
+                    query,
+                }
+            }
             Statement::Insert(insert) => {
                 let table = insert.table.to_string();
                 if !insert.columns.is_empty() {
@@ -114,7 +118,7 @@ pub fn parse_script(sql: &str) -> SqlResult<Vec<Located<ScriptStatement>>> {
                         ),
                     ));
                 }
-                let Some(query) = insert.source.clone() else {
+                let Some(mut query) = insert.source.clone() else {
                     return Err(SqlError::at(
                         line,
                         format!(
@@ -122,6 +126,7 @@ pub fn parse_script(sql: &str) -> SqlResult<Vec<Located<ScriptStatement>>> {
                         ),
                     ));
                 };
+                crate::flink::rewrite(&mut query).map_err(|e| SqlError::at(line, e))?;
                 ScriptStatement::Insert {
                     table: table.trim_matches('"').to_string(),
                     query,

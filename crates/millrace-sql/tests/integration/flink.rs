@@ -84,3 +84,46 @@ fn option_names_may_be_quoted_as_flink_writes_them() {
         counts(&path, watermark, OPTIONS)
     );
 }
+
+/// Per key and window, the count and the window's bounds, selected by
+/// `bounds` from a table read with `WATERMARK FOR ts AS ts - 1 s`.
+fn bounded(path: &str, bounds: &str, group: &str) -> (Vec<String>, u64) {
+    let sql = format!(
+        "SET parallelism = 1;
+         SET batch_size = 1;
+         CREATE TABLE r (k VARCHAR, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+             WITH (connector = 'file', path = '{path}', format = 'json');
+         CREATE TABLE out WITH (connector = 'console');
+         INSERT INTO out SELECT k, count(*) AS n, {bounds} FROM r GROUP BY k, {group};",
+    );
+    let (batches, summary) = run_sql(&sql, &[]);
+    (rows(&batches), late_rows(&summary))
+}
+
+/// Flink's legacy group windows: `GROUP BY TUMBLE(…)` (or `HOP`, `SESSION`)
+/// with `…_START` / `…_END` for the bounds, the same rows as millrace's
+/// window functions and their `['start']` / `['end']`.
+#[test]
+fn legacy_group_window_functions_are_the_window_functions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = readings(&dir);
+    for (window, args) in [
+        ("TUMBLE", "ts, INTERVAL '5' SECOND"),
+        ("HOP", "ts, INTERVAL '1' SECOND, INTERVAL '5' SECOND"),
+        ("SESSION", "ts, INTERVAL '2' SECOND"),
+    ] {
+        let lower = window.to_lowercase();
+        let flink = bounded(
+            &path,
+            &format!("{window}_START({args}) AS s, {window}_END({args}) AS e"),
+            &format!("{window}({args})"),
+        );
+        let millrace = bounded(
+            &path,
+            &format!("{lower}({args})['start'] AS s, {lower}({args})['end'] AS e"),
+            &format!("{lower}({args})"),
+        );
+        assert_eq!(flink, millrace, "{window}");
+        assert!(!flink.0.is_empty(), "{window}");
+    }
+}
