@@ -357,16 +357,49 @@ fn nexmark(opts: &mut Options, declared: &SchemaRef) -> SqlResult<(Connector, Sc
         config.seed = seed;
     }
     config.events = opts.number("events")?;
-    if let Some(rate) = opts.number("event_rate")? {
-        config.event_rate = rate;
-    }
     config.emit_rate = opts.number("rate")?;
+    let (base, event_rate) = generator_time(opts, config.emit_rate)?;
+    config.base_time_ms = base.unwrap_or(config.base_time_ms);
+    config.event_rate = event_rate.unwrap_or(config.event_rate);
     let source = match kind {
         Some(k) => NexmarkSource::new(k, config),
         None => NexmarkSource::all(config),
     };
     let schema = pick_columns(opts, &source.schema(), declared)?;
     Ok((Connector::source(source), schema))
+}
+
+/// A generator's event time: `start_time` (`'now'`: the wall clock when the
+/// pipeline is planned, or a timestamp) is the event time of its first
+/// event, and `event_rate` how fast it advances. With `start_time = 'now'`
+/// and a `rate`, the event rate defaults to the rate, so event time follows
+/// the wall clock and event-time windows close in real time. Both `None`
+/// when not given (the generator's fixed defaults).
+fn generator_time(opts: &mut Options, rate: Option<f64>) -> SqlResult<(Option<i64>, Option<f64>)> {
+    let start = match opts.take("start_time") {
+        None => None,
+        Some(text) if text.eq_ignore_ascii_case("now") => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            Some((now, true))
+        }
+        Some(text) => {
+            let ns = arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(&text)
+                .map_err(|_| {
+                    opts.err(format!(
+                        "start_time = '{text}': expected 'now' or a timestamp such as '2024-01-01T00:00:00Z'"
+                    ))
+                })?;
+            Some((ns.div_euclid(1_000_000), false))
+        }
+    };
+    let event_rate = match opts.number::<f64>("event_rate")? {
+        Some(r) => Some(r),
+        None if start.is_some_and(|(_, now)| now) => rate,
+        None => None,
+    };
+    Ok((start.map(|(ms, _)| ms), event_rate))
 }
 
 fn iot(opts: &mut Options, declared: &SchemaRef) -> SqlResult<(Connector, SchemaRef)> {
@@ -378,10 +411,10 @@ fn iot(opts: &mut Options, declared: &SchemaRef) -> SqlResult<(Connector, Schema
         config.devices = d;
     }
     config.events = opts.number("events")?;
-    if let Some(rate) = opts.number("event_rate")? {
-        config.event_rate = rate;
-    }
     config.emit_rate = opts.number("rate")?;
+    let (base, event_rate) = generator_time(opts, config.emit_rate)?;
+    config.base_time_ms = base.unwrap_or(config.base_time_ms);
+    config.event_rate = event_rate.unwrap_or(config.event_rate);
     if let Some(ms) = opts.duration_ms("max_delay")? {
         config.max_delay_ms = ms;
     }

@@ -127,3 +127,62 @@ fn legacy_group_window_functions_are_the_window_functions() {
         assert!(!flink.0.is_empty(), "{window}");
     }
 }
+
+/// The event times of a generator table `options` (its `ts_column`), as
+/// ms since 1970, in the order written.
+fn generated_times(options: &str, ts_column: &str) -> Vec<i64> {
+    let sql = format!(
+        "SET parallelism = 1;
+         CREATE TABLE g WITH ({options});
+         CREATE TABLE out WITH (connector = 'console');
+         INSERT INTO out SELECT CAST({ts_column} AS BIGINT) AS t FROM g;"
+    );
+    let (batches, _) = run_sql(&sql, &[]);
+    let mut times: Vec<i64> = rows(&batches).iter().map(|r| r.parse().unwrap()).collect();
+    times.sort();
+    times
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// `start_time = 'now'` with a `rate`: event time follows the wall clock
+/// (each event's time lies between the planning and the end of the run),
+/// so event-time windows over a generator close in real time; a timestamp
+/// starts the event times there.
+#[test]
+fn generators_can_stamp_event_time_from_the_wall_clock() {
+    // The IoT generator dates readings up to `max_delay` before their turn.
+    for (connector, column, early) in [
+        ("nexmark', kind = 'bid", "date_time", 0),
+        ("iot', max_delay = '500ms", "ts", 500),
+    ] {
+        let before = wall_ms();
+        let times = generated_times(
+            &format!(
+                "connector = '{connector}', events = '2000', rate = '20000', start_time = 'now'"
+            ),
+            column,
+        );
+        let after = wall_ms();
+        assert!(!times.is_empty(), "{connector}");
+        assert!(
+            times[0] >= before - early,
+            "{connector}: {} before {before}",
+            times[0]
+        );
+        assert!(
+            *times.last().unwrap() <= after,
+            "{connector}: {times:?} after {after}"
+        );
+    }
+    let times = generated_times(
+        "connector = 'nexmark', kind = 'bid', events = '100', start_time = '2024-01-01T00:00:00Z'",
+        "date_time",
+    );
+    assert_eq!(times[0], 1_704_067_200_000);
+}
