@@ -112,10 +112,11 @@ impl PipelineConfig {
 pub const DEFAULT_BATCH_SIZE: usize = 1024;
 
 /// How often a source instance traces a batch unless `latency_breakdown`
-/// is set: a thousand traces per instance in the 10 s the live breakdown
-/// explains, enough for a cohort near its p99, and too few to cost
-/// anything measurable (docs/observability.md). Window results are traced
-/// apart from it (`DataflowTask::trace_closing_watermark`).
+/// is set: often enough that the live breakdown's window holds a cohort
+/// near a high percentile, rarely enough that tracing stays a small
+/// fixed cost per instance whatever the rate (its cost is measured in
+/// docs/observability.md). Window results are traced apart from it
+/// (`DataflowTask::trace_closing_watermark`).
 pub const DEFAULT_TRACE_INTERVAL: Duration = Duration::from_millis(10);
 
 impl Default for PipelineConfig {

@@ -309,8 +309,8 @@ pub struct RunSummary {
     pub checkpoints: Option<Arc<crate::checkpoint::CheckpointStats>>,
     /// Times the pipeline was started again after a failure.
     pub restarts: u32,
-    /// What the latency's p50 and p99 were made of, stage by stage, when
-    /// the run traced (`trace.rs`).
+    /// The latency percentiles taken apart stage by stage, when the run
+    /// traced (`trace.rs`).
     pub breakdown: Option<LatencyBreakdown>,
 }
 

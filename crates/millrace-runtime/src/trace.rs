@@ -30,8 +30,8 @@
 //! explained from the same row their latency counts from: "waiting for
 //! the watermark" is the path of the closing row's watermark.
 //!
-//! Sinks hand finished traces to the run's [`TraceLog`]; [`explain`] says
-//! what the traces nearest a latency (the p99, say) were made of.
+//! Sinks hand finished traces to the run's [`TraceLog`]; [`explain`] takes
+//! a latency apart by the traces nearest it.
 
 use std::collections::VecDeque;
 use std::fmt;

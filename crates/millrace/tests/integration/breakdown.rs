@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::ints;
+use crate::common::{ints, ts_and_key_schema};
 use arrow::array::{Int64Array, RecordBatch, TimestampMillisecondArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::SchemaRef;
 use hdrhistogram::Histogram;
 use millrace_core::batch::attach_entered;
 use millrace_core::time::now_ns;
@@ -36,14 +36,7 @@ impl SourceFactory for Batches {
         "batches".into()
     }
     fn schema(&self) -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new(
-                "ts",
-                DataType::Timestamp(TimeUnit::Millisecond, None),
-                false,
-            ),
-            Field::new("k", DataType::Int64, false),
-        ]))
+        ts_and_key_schema()
     }
     fn event_time(&self) -> Option<EventTime> {
         Some(EventTime::new("ts", 0))

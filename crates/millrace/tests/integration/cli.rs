@@ -516,24 +516,9 @@ fn a_closed_output_pipe_ends_the_run_quietly() {
 /// error names it `<stdin>`.
 #[test]
 fn the_sql_can_come_on_standard_input() {
-    use std::io::Write;
-    use std::process::Stdio;
     let with_stdin = |args: &[&str], sql: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_millrace"))
-            .args(args)
-            .env("MILLRACE_HTTP", "off")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(sql.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out =
+            crate::common::output_with_stdin(crate::common::millrace().args(args), sql.as_bytes());
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),

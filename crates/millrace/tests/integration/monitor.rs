@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use millrace::monitor::Monitor;
 use millrace::sql::SqlPipeline;
 
-use crate::common::millrace;
+use crate::common::{millrace, output_with_stdin};
 
 /// One parsed sample: name, labels, value.
 #[derive(Debug, Clone)]
@@ -60,20 +60,7 @@ fn parse(python: &str, text: &str) -> Vec<Sample> {
         out = [[s.name, s.labels, s.value]\n\
                for f in text_string_to_metric_families(sys.stdin.read()) for s in f.samples]\n\
         print(json.dumps(out))";
-    let mut child = Command::new(python)
-        .args(["-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(Command::new(python).args(["-c", SCRIPT]), text.as_bytes());
     assert!(
         out.status.success(),
         "the Prometheus parser refused the exposition: {}\n{text}",

@@ -667,14 +667,7 @@ impl SourceFactory for HandSource {
         "hand".into()
     }
     fn schema(&self) -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new(
-                "ts",
-                DataType::Timestamp(TimeUnit::Millisecond, None),
-                false,
-            ),
-            Field::new("k", DataType::Int64, false),
-        ]))
+        ts_and_key_schema()
     }
     fn event_time(&self) -> Option<EventTime> {
         Some(EventTime::new("ts", 0))
